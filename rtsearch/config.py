@@ -1,0 +1,42 @@
+"""One run's settings: what the CLI, the search and the cluster pass to `rtsearch.train.run`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+METHODS = ("both", "runtime-only", "static-only")
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist5k"
+    model: str = "small"
+    budget: float = 0.5            # F_B: MACs budget, fraction of dense MACs
+    param_budget: float = 1.0      # P_B: parameter budget, fraction of dense parameters
+    iterations: int = 10
+    seed: int = 0
+    data_dir: str | None = None
+    num_env_runners: int = 0
+    out: str = "runs/latest"
+    method: str = "both"
+    fixed_ratios: bool = False
+    lstm: bool = False
+    # searched hyperparameters (search_spaces/default.yaml)
+    lr_runtime: float = 3e-4       # runtime agent (PPO) learning rate
+    lr_static: float = 3e-4        # static agent (PPO) learning rate
+    lr_finetune: float = 3e-4      # network fine-tuning learning rate
+    beta_f: float = 1.0            # start value of the MACs Lagrange multiplier
+    eta_f: float = 2.0             # dual-ascent step of beta_f
+    beta_p: float = 2.0            # parameter-budget penalty weight of the static agent
+    lam: float = 0.5               # trade-off coefficient between runtime and static importance
+    p_max: float = 0.95            # largest pruning ratio an agent may choose
+    finetune_epochs: float = 1.0   # fine-tuning per iteration, in passes over the training split
+    dense_epochs: int = 15
+    mlflow_run_id: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

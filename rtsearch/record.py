@@ -1,0 +1,81 @@
+"""Per-iteration bookkeeping of one run: progress lines, checkpoints, best state, metrics.json."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Callable
+
+from rtsearch import checkpoint
+from rtsearch.config import RunConfig
+from rtsearch.metrics import feasible, iters_to_best, score
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Atomic write: a reader never sees a half-written file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """Scores every iteration on validation, keeps the best state and writes the final metrics."""
+
+    def __init__(self, cfg: RunConfig, dense_accuracy: float, on_iteration: Callable[[dict], None] | None = None,
+                 log=print, history: list | None = None, seconds_before: float = 0.0):
+        self.cfg, self.dense_accuracy, self.on_iteration, self.log = cfg, dense_accuracy, on_iteration, log
+        self.history: list[dict] = history or []
+        self.started = time.time() - seconds_before
+        os.makedirs(cfg.out, exist_ok=True)
+        self.checkpoint_path = os.path.join(cfg.out, "checkpoint.pt")
+        self.best_path = os.path.join(cfg.out, "best.pt")
+
+    @property
+    def seconds(self) -> float:
+        return time.time() - self.started
+
+    def iteration(self, net, static_ratios, val: dict, params_ratio: float, extra: dict | None = None,
+                  run_state: dict | None = None) -> dict:
+        """Record one finished iteration (validation metrics) and checkpoint it."""
+        cfg = self.cfg
+        row = {"iteration": len(self.history) + 1, "accuracy": val["accuracy"], "macs_ratio": val["macs_ratio"],
+               "macs_ratio_p95": val["macs_ratio_p95"], "params_ratio": params_ratio,
+               "score": score(val["accuracy"], val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
+               "feasible": feasible(val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
+               "seconds": self.seconds, **(extra or {})}
+        self.history.append(row)
+        best = max(self.history, key=lambda r: r["score"])
+        checkpoint.save(self.checkpoint_path, net, static_ratios, history=self.history, config=cfg.to_dict(),
+                        run_state=run_state or {}, dense_accuracy=self.dense_accuracy)
+        if best is row:
+            shutil.copyfile(self.checkpoint_path, self.best_path)
+        self.log(progress_line(row, cfg.iterations))
+        if self.on_iteration:
+            self.on_iteration(row)
+        return row
+
+    def finish(self, test: dict, params_ratio: float, stored_bytes: int, extra: dict | None = None) -> dict:
+        """Write metrics.json: test-set figures of the best iteration (DESIGN §4)."""
+        cfg = self.cfg
+        scores = [r["score"] for r in self.history]
+        metrics = {"accuracy": test["accuracy"], "dense_accuracy": self.dense_accuracy,
+                   "macs_ratio": test["macs_ratio"], "macs_ratio_p95": test["macs_ratio_p95"],
+                   "params_ratio": params_ratio, "stored_bytes": stored_bytes,
+                   "score": score(test["accuracy"], test["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
+                   "feasible": feasible(test["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
+                   "iterations": len(self.history), "iters_to_best": iters_to_best(scores),
+                   "best_iteration": max(range(len(scores)), key=scores.__getitem__) + 1 if scores else 0,
+                   "seconds": self.seconds, "mlflow_run_id": cfg.mlflow_run_id,
+                   "budget": cfg.budget, "param_budget": cfg.param_budget, "method": cfg.method,
+                   "config": cfg.to_dict(), "history": self.history, **(extra or {})}
+        write_json(os.path.join(cfg.out, "metrics.json"), metrics)
+        return metrics
+
+
+def progress_line(row: dict, total: int) -> str:
+    rewards = "".join(f"  {k} {row[k]:+.3f}" for k in ("runtime_reward", "static_reward") if k in row)
+    return (f"iter {row['iteration']:>3}/{total}  acc {row['accuracy']:.4f}  macs {row['macs_ratio']:.3f} "
+            f"(p95 {row['macs_ratio_p95']:.3f})  params {row['params_ratio']:.3f}  score {row['score']:.4f}"
+            f"{rewards}  {row['seconds']:.1f}s")

@@ -1,0 +1,103 @@
+"""Export: physically removing statically pruned channels changes storage, never the outputs."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rtsearch import checkpoint
+from rtsearch.cost import CostModel
+from rtsearch.export import export
+from rtsearch.models import build_model
+
+CASES = [("small", (1, 28, 28)), ("resnet20", (3, 32, 32))]
+
+
+def randomised(name, shape):
+    """A net whose BN statistics, importances and predictors are random, so that equality is not trivial."""
+    torch.manual_seed(0)
+    net = build_model(name, shape)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+        for g in net.gates:
+            g.static_importance.normal_()
+            g.predictor.weight.normal_(0, 1.0)
+    return net.eval()
+
+
+def mixed_ratios(layers):
+    return [(0.5, 0.25, 0.0, 0.6)[t % 4] for t in range(layers)]
+
+
+@pytest.mark.parametrize("name,shape", CASES)
+def test_exported_outputs_equal_masked(tmp_path, name, shape):
+    net = randomised(name, shape)
+    ratios = mixed_ratios(net.num_layers)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = tmp_path / "exported.pt"
+    result = export(net, ratios, str(out))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # caller's net untouched
+
+    exported = checkpoint.network(checkpoint.load(str(out))).eval()
+    x = torch.randn(16, *shape)
+    runtime = torch.full((net.num_layers,), 0.3)
+    with torch.no_grad():
+        y_masked, walk_masked = net.forward_walk(x, ratios, runtime)
+        y_export, walk_export = exported.forward_walk(x, None, runtime)
+    assert (y_masked - y_export).abs().max().item() < 1e-4
+    assert walk_masked.static_kept.tolist() == result["widths"] == exported.widths
+    assert torch.equal(walk_masked.runtime_kept, walk_export.runtime_kept)
+    assert result["widths"] != net.widths
+
+
+def test_storage_falls_with_static_ratio(tmp_path):
+    net = build_model("small", (1, 28, 28))
+    dense = sum(p.numel() for p in net.parameters())
+    results = [export(net, [r] * net.num_layers, str(tmp_path / f"{r}.pt")) for r in (0.0, 0.25, 0.5, 0.75)]
+    params, sizes = [r["params"] for r in results], [r["bytes"] for r in results]
+    assert params[0] == dense
+    assert all(a > b for a, b in zip(params, params[1:]))
+    assert all(a > b for a, b in zip(sizes, sizes[1:]))
+    assert params[2] <= 0.35 * dense
+
+
+@pytest.mark.parametrize("name,shape", CASES)
+def test_params_match_cost_model(tmp_path, name, shape):
+    net = randomised(name, shape)
+    ratios = mixed_ratios(net.num_layers)
+    result = export(net, ratios, str(tmp_path / "exported.pt"))
+    kept = torch.stack([g.static_keep(r).sum() for g, r in zip(net.gates, ratios)])
+    assert result["params"] == CostModel(net).params(kept)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rtsearch.export", *args], capture_output=True, text=True)
+
+
+def test_cli_exports_and_reloads(tmp_path):
+    net = randomised("small", (1, 28, 28))
+    ckpt, out = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
+    checkpoint.save(str(ckpt), net, static_ratios=[0.5] * net.num_layers)
+    proc = run_cli("--checkpoint", str(ckpt), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "params" in proc.stdout and "bytes" in proc.stdout
+    exported = checkpoint.network(checkpoint.load(str(out)))
+    assert exported.widths == [8, 16, 16, 32, 32]
+    assert str(sum(p.numel() for p in exported.parameters())) in proc.stdout
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "missing"])
+def test_cli_bad_checkpoint(tmp_path, kind):
+    ckpt = tmp_path / "checkpoint.pt"
+    if kind == "corrupt":
+        ckpt.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    proc = run_cli("--checkpoint", str(ckpt), "--out", str(tmp_path / "model.pt"))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "model.pt").exists()
