@@ -1,8 +1,10 @@
-"""Fixed-ratio pruning: uniform ratios chosen so the MACs ratio meets the budget.
+"""Uniform ratios: the smallest ratio, the same on every layer, that meets a budget.
 
-Usable before the agents exist, and the baseline they must beat.
+The fixed-ratio baseline fine-tunes under them; the agents start from them and must beat them.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -10,27 +12,45 @@ from rtsearch.cost import CostModel
 from rtsearch.pruning import keep_count
 
 
-def uniform_cost(cost: CostModel, p: float, method: str) -> float:
-    """MACs ratio of uniform ratio p on every layer, for one method."""
-    widths = cost.widths
-    static_p = p if method in ("static-only", "both") else 0.0
-    runtime_p = p if method in ("runtime-only", "both") else 0.0
-    static_kept = keep_count(torch.tensor(static_p), widths)
+def smallest_ratio(meets: Callable[[float], bool], high: float = 0.999) -> float:
+    """Smallest p in [0, high] with meets(p), by bisection (costs only fall as p grows)."""
+    if meets(0.0):
+        return 0.0
+    lo, hi = 0.0, high
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if meets(mid) else (mid, hi)
+    return hi
+
+
+def macs_ratio_of(cost: CostModel, static_p: float, runtime_p: float) -> float:
+    """MACs ratio of uniform static and runtime ratios on every layer."""
+    static_kept = keep_count(torch.tensor(static_p), cost.widths)
     runtime_kept = keep_count(torch.tensor(runtime_p), static_kept)
     return float(cost.macs_ratio(runtime_kept[None, :], static_kept)[0])
 
 
+def params_ratio_of(cost: CostModel, static_p: float) -> float:
+    return cost.params_ratio(keep_count(torch.tensor(static_p), cost.widths))
+
+
 def uniform_ratios(cost: CostModel, budget: float, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Smallest uniform ratio whose MACs ratio is within the budget -> (static ratios, runtime ratios)."""
-    lo, hi = 0.0, 0.999
-    if uniform_cost(cost, lo, method) > budget:
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if uniform_cost(cost, mid, method) <= budget else (mid, hi)
-        p = hi
-    else:
-        p = lo
+    """Fixed-ratio baseline: one uniform p meeting the MACs budget -> (static ratios, runtime ratios).
+
+    `both` applies the same p statically and at runtime."""
+    static_on, runtime_on = method in ("static-only", "both"), method in ("runtime-only", "both")
+    p = smallest_ratio(lambda q: macs_ratio_of(cost, q if static_on else 0.0, q if runtime_on else 0.0) <= budget)
     layers = cost.num_layers
-    static = torch.full((layers,), p if method in ("static-only", "both") else 0.0)
-    runtime = torch.full((layers,), p if method in ("runtime-only", "both") else 0.0)
-    return static, runtime
+    return torch.full((layers,), p if static_on else 0.0), torch.full((layers,), p if runtime_on else 0.0)
+
+
+def agent_start(cost: CostModel, budget: float, param_budget: float, method: str) -> tuple[float, float]:
+    """Where the agents start: (static p meeting the parameter budget, runtime p meeting the MACs budget).
+
+    A static-only model has to meet the MACs budget with its static ratio alone."""
+    static_p = 0.0
+    if method in ("static-only", "both"):
+        static_p = smallest_ratio(lambda q: params_ratio_of(cost, q) <= param_budget)
+    if method == "static-only":
+        return max(static_p, smallest_ratio(lambda q: macs_ratio_of(cost, q, 0.0) <= budget)), 0.0
+    return static_p, smallest_ratio(lambda q: macs_ratio_of(cost, static_p, q) <= budget)

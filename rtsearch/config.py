@@ -23,7 +23,7 @@ class RunConfig:
     # searched hyperparameters (search_spaces/default.yaml)
     lr_runtime: float = 3e-4       # runtime agent (PPO) learning rate
     lr_static: float = 3e-4        # static agent (PPO) learning rate
-    lr_finetune: float = 3e-4      # network fine-tuning learning rate
+    lr_finetune: float = 1e-3      # network fine-tuning learning rate
     beta_f: float = 1.0            # start value of the MACs Lagrange multiplier
     eta_f: float = 2.0             # dual-ascent step of beta_f
     beta_p: float = 2.0            # parameter-budget penalty weight of the static agent
@@ -31,6 +31,8 @@ class RunConfig:
     p_max: float = 0.95            # largest pruning ratio an agent may choose
     finetune_epochs: float = 1.0   # fine-tuning per iteration, in passes over the training split
     dense_epochs: int = 15
+    warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
+    warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update
     mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict:

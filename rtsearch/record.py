@@ -33,6 +33,10 @@ class RunRecord:
         self.best_path = os.path.join(cfg.out, "best.pt")
 
     @property
+    def best_row(self) -> dict | None:
+        return max(self.history, key=lambda r: r["score"]) if self.history else None
+
+    @property
     def seconds(self) -> float:
         return time.time() - self.started
 
@@ -46,10 +50,9 @@ class RunRecord:
                "feasible": feasible(val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "seconds": self.seconds, **(extra or {})}
         self.history.append(row)
-        best = max(self.history, key=lambda r: r["score"])
         checkpoint.save(self.checkpoint_path, net, static_ratios, history=self.history, config=cfg.to_dict(),
                         run_state=run_state or {}, dense_accuracy=self.dense_accuracy)
-        if best is row:
+        if self.best_row is row:
             shutil.copyfile(self.checkpoint_path, self.best_path)
         self.log(progress_line(row, cfg.iterations))
         if self.on_iteration:

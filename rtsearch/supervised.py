@@ -59,13 +59,17 @@ def evaluate(net: GatedNet, cost: CostModel, x, y, static_ratios=None, policy: P
     """Accuracy and per-input MACs ratios (mean, p95) on a split; `per_input` keeps the raw tensors."""
     policy = policy or fixed_policy(torch.zeros(net.num_layers))
     net.eval()
-    correct, macs, confidence = [], [], []
+    correct, macs, confidence, kept = [], [], [], []
     for xb, yb in batches(x, y, batch_size, shuffle=False):
         logits, walk = policy_forward(net, xb, static_ratios, policy)
         correct.append(logits.argmax(1) == yb)
         macs.append(cost.macs_ratio(walk.runtime_kept, walk.static_kept))
         confidence.append(F.softmax(logits, 1).amax(1))
+        kept.append(walk.runtime_kept.float() / cost.widths)
     correct, macs = torch.cat(correct), torch.cat(macs)
-    out = {"accuracy": float(correct.float().mean()), **summarize(macs)}
+    out = {"accuracy": float(correct.float().mean()), **summarize(macs),
+           # runtime sparsity of layer t for input x = 1 - |runtime keep set| / C_t (DESIGN §1)
+           "runtime_sparsity": float(1 - torch.cat(kept).mean()),
+           "runtime_sparsity_layers": [round(float(v), 4) for v in 1 - torch.cat(kept).mean(0)]}
     out["per_input"] = {"correct": correct, "macs_ratio": macs, "confidence": torch.cat(confidence)}
     return out

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
 from rtsearch import checkpoint, data, dense
@@ -46,6 +47,8 @@ def finish(record: RunRecord, net, splits, cost: CostModel, static_ratios, polic
     """Evaluate the given state on the test split, export it, and write metrics.json."""
     from rtsearch.export import export
     test = evaluate(net, cost, *splits.test, static_ratios, policy)
+    per_input = {k: v.numpy() for k, v in test.pop("per_input").items()}
+    np.savez(os.path.join(record.cfg.out, "test_per_input.npz"), **per_input)  # for input-dependence analysis
     exported = export(net, static_ratios, os.path.join(record.cfg.out, "model.pt"),
                       drop_predictors=not predictors_kept(record.cfg.method))
     params_ratio = exported["params"] / cost.dense_params
@@ -63,14 +66,11 @@ def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log) ->
     policy = fixed_policy(runtime_ratios)
     params_ratio = cost.params_ratio(static_kept_for(cost.widths, static_ratios))
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)
-    best_state = None
     for _ in range(cfg.iterations):
         fit(net, *splits.train, 1, cfg.lr_finetune, static_ratios, policy, seed=cfg.seed + len(record.history))
         val = evaluate(net, cost, *splits.val, static_ratios, policy)
-        row = record.iteration(net, static_ratios, val, params_ratio)
-        if row["score"] >= max(r["score"] for r in record.history):
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best_state)
+        record.iteration(net, static_ratios, val, params_ratio)
+    net.load_state_dict(checkpoint.load(record.best_path)["state_dict"])
     return finish(record, net, splits, cost, static_ratios, policy,
                   {"static_ratios": static_ratios.tolist(), "runtime_ratios": runtime_ratios.tolist()})
 
@@ -92,8 +92,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--dense-only", action="store_true", help="only train and cache the dense model")
     p.add_argument("--lstm", action="store_true", help="runtime policy with an LSTM across layers")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    for name, default in (("lr-runtime", 3e-4), ("lr-static", 3e-4), ("lr-finetune", 3e-4), ("beta-f", 1.0),
-                          ("eta-f", 2.0), ("beta-p", 2.0), ("lam", 0.5), ("p-max", 0.95)):
+    for name in ("lr-runtime", "lr-static", "lr-finetune", "beta-f", "eta-f", "beta-p", "lam", "p-max"):
         p.add_argument(f"--{name}", type=float, default=getattr(RunConfig, name.replace("-", "_")))
     args = p.parse_args(argv)
     if args.iterations < 1:

@@ -1,0 +1,286 @@
+"""RLlib (new API stack, PPO) configurations of the two agents and their greedy use (DESIGN §1, §2).
+
+- the runtime agent: single-agent PPO on `RuntimeVectorEnv`, passed to RLlib with
+  `gym_env_vectorize_mode="vector_entry_point"` so one env step is one batched network forward;
+- the static agent: single-agent PPO on `StaticLayerEnv`.
+
+Each sample() call of either agent ends exactly on an episode boundary (the rollout fragment is a
+whole number of L-step episodes), so a world pushed between two `train()` calls (`push_world`) is
+seen by whole episodes only.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import ray
+import torch
+import tree
+
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.columns import Columns
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+from rtsearch.config import RunConfig
+from rtsearch.cost import CostModel, static_kept_for
+from rtsearch.envs import (MacsMeter, RuntimeVectorEnv, StaticLayerEnv, n_layers, runtime_observation,
+                           static_observation)
+from rtsearch.models import GatedNet, Walk
+from rtsearch.supervised import Policy
+
+HIDDEN = [64, 64]
+RUNTIME_BATCHES_PER_ITERATION = 12  # batches of B inputs (each an L-step episode) per runtime update
+STATIC_EPISODES_PER_ITERATION = 32
+
+
+# --------------------------------------------------------------------------------------------
+# Configurations
+# --------------------------------------------------------------------------------------------
+
+def _log_env_metrics(env_runner, metrics_logger, **kwargs) -> None:
+    """on_sample_end callback: the env's own means (macs_ratio, ce, accuracy) as custom metrics."""
+    env = getattr(env_runner, "env", None)
+    env = getattr(env, "unwrapped", None)
+    pop = getattr(env, "pop_rllib_stats", None)
+    if pop is None:
+        return
+    stats = pop()
+    if stats.get("count"):
+        for key in ("macs_ratio", "ce", "accuracy"):
+            metrics_logger.log_value(("rtsearch", key), float(stats[key]), reduce="mean", window=20)
+
+
+def _model_config(use_lstm: bool, max_seq_len: int) -> DefaultModelConfig:
+    if use_lstm:
+        return DefaultModelConfig(fcnet_hiddens=HIDDEN, use_lstm=True, lstm_cell_size=HIDDEN[-1],
+                                  max_seq_len=max_seq_len)
+    return DefaultModelConfig(fcnet_hiddens=HIDDEN)
+
+
+def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> PPOConfig:
+    """PPO for the runtime agent: B = `batch` inputs per env (runner), ~4 batches per iteration."""
+    L = n_layers(env_config["world"])
+    runners = max(1, cfg.num_env_runners)
+    episodes = max(1, math.ceil(RUNTIME_BATCHES_PER_ITERATION / runners))  # per runner and sample() call
+    fragment = L * episodes
+    train_batch = runners * batch * fragment
+    return (
+        PPOConfig()
+        .environment(RuntimeVectorEnv, env_config=dict(env_config))
+        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=batch,
+                     gym_env_vectorize_mode="vector_entry_point", rollout_fragment_length=fragment,
+                     batch_mode="truncate_episodes")
+        .training(lr=cfg.lr_runtime, gamma=1.0, lambda_=0.95, train_batch_size_per_learner=train_batch,
+                  minibatch_size=max(batch * L, train_batch // 4), num_epochs=4)
+        .rl_module(model_config=_model_config(cfg.lstm, L))
+        .callbacks(on_sample_end=_log_env_metrics)
+        .debugging(seed=cfg.seed)
+    )
+
+
+def static_algo_config(cfg: RunConfig, env_config: dict) -> PPOConfig:
+    """PPO for the static agent: ~32 episodes (L steps each) per iteration."""
+    L = n_layers(env_config["world"])
+    runners = max(1, cfg.num_env_runners)
+    episodes = max(1, math.ceil(STATIC_EPISODES_PER_ITERATION / runners))
+    fragment = L * episodes
+    train_batch = runners * fragment
+    return (
+        PPOConfig()
+        .environment(StaticLayerEnv, env_config=dict(env_config))
+        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
+                     rollout_fragment_length=fragment, batch_mode="truncate_episodes")
+        .training(lr=cfg.lr_static, gamma=1.0, lambda_=0.95, train_batch_size_per_learner=train_batch,
+                  minibatch_size=max(L, train_batch // 4), num_epochs=8)
+        .rl_module(model_config=_model_config(False, L))
+        .debugging(seed=cfg.seed)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reaching the envs inside the env runners
+# --------------------------------------------------------------------------------------------
+
+def envs_of(runner) -> list:
+    """The rtsearch env objects inside one EnvRunner (none on a local runner without env)."""
+    env = getattr(runner, "env", None)
+    if env is None:
+        return []
+    env = env.unwrapped
+    if hasattr(env, "set_world"):          # vector_entry_point: the VectorEnv itself
+        return [env]
+    return [e.unwrapped for e in getattr(env, "envs", [])]  # gymnasium's SyncVectorEnv
+
+
+def restore(algo, path: str) -> None:
+    """Restore an algorithm from `save_to_path` output, its env runners' policies included.
+
+    RLlib's env runners skip module weights whose sequence number is not newer than their own, so
+    going back to an earlier checkpoint would leave them acting with the later policy; set the
+    restored learner weights on every runner's module directly.
+    """
+    algo.restore_from_path(path)
+    _push_learner_weights(algo)
+
+
+def _push_learner_weights(algo) -> None:
+    state = algo.learner_group.get_state(components="learner/rl_module", inference_only=True)
+    weights = state["learner"]["rl_module"][DEFAULT_MODULE_ID]
+    algo.env_runner_group.foreach_env_runner(lambda runner: runner.module.set_state(weights), local_env_runner=True)
+
+
+def initialize_policy(algo, ratio: float, p_max: float, log_std: float = -1.6) -> None:
+    """Start the Gaussian policy at mean action `ratio` with a narrow spread.
+
+    An untrained PPO policy acts around the middle of the box with std 1 (in RLlib's normalised
+    action space), i.e. it prunes about p_max / 2 everywhere at random, which wrecks a fine-tuned
+    network before the agent has learnt anything. Starting at the uniform solution (the baseline's
+    ratio) lets the agents improve on it instead.
+    """
+    normalised = 2.0 * min(max(ratio, 0.0), p_max) / p_max - 1.0
+
+    def init(learner):
+        module = learner.module[DEFAULT_MODULE_ID]
+        last = [m for m in module.pi.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(0.01)
+            half = last.bias.shape[0] // 2
+            last.bias[:half] = normalised
+            last.bias[half:] = log_std
+
+    algo.learner_group.foreach_learner(init)
+    _push_learner_weights(algo)
+
+
+def push_world(algo, payload: dict) -> None:
+    """Set the world on every env of the local and all remote env runners.
+
+    Remote runners get the payload through the object store (one copy, `ray.put`), each resolves it
+    and calls `env.set_world`. The runtime env applies it from its next batch, never mid-episode.
+    """
+    group = algo.env_runner_group
+    local = group.local_env_runner
+    if local is not None:
+        for env in envs_of(local):
+            env.set_world(payload)
+    if group.num_remote_env_runners() > 0:
+        ref = ray.put(payload)
+
+        def apply(runner):
+            world = ray.get(ref)
+            for env in envs_of(runner):
+                env.set_world(world)
+            return len(envs_of(runner))
+
+        group.foreach_env_runner(apply, local_env_runner=False)
+
+
+def pop_env_stats(algo) -> dict:
+    """pop_stats() of every env of every runner, averaged weighted by episode count."""
+    group = algo.env_runner_group
+
+    def pop(runner):
+        return [env.pop_stats() for env in envs_of(runner)]
+
+    parts = []
+    if group.local_env_runner is not None:
+        parts += pop(group.local_env_runner)
+    if group.num_remote_env_runners() > 0:
+        for res in group.foreach_env_runner(pop, local_env_runner=False):
+            parts += res
+    return merge_stats(parts)
+
+
+def merge_stats(parts: list[dict]) -> dict:
+    total = sum(p.get("count", 0) for p in parts)
+    out: dict = {"count": total}
+    if not total:
+        return out
+    keys = {k for p in parts for k, v in p.items() if k not in ("count", "macs_ratios") and np.isscalar(v)}
+    for k in sorted(keys):
+        out[k] = sum(p[k] * p["count"] for p in parts if k in p and p.get("count")) / total
+    ratios = [p["macs_ratios"] for p in parts if "macs_ratios" in p]
+    if ratios:
+        out["macs_ratios"] = np.concatenate(ratios)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy use of a trained module
+# --------------------------------------------------------------------------------------------
+
+def deterministic_actions(module, obs: np.ndarray, low, high, state=None, normalize_actions: bool = True,
+                          clip_actions: bool = False):
+    """Greedy actions of an RLModule for a (B, D) observation batch -> ((B, A) float32 actions, state).
+
+    The distribution's deterministic action (a Gaussian's mean) mapped into [low, high] the way
+    RLlib's env runner does it (`NormalizeAndClipActions`: with normalize_actions, PPO's default,
+    `unsquash_action`: low + (a + 1) (high - low) / 2, then clipped), so greedy evaluation sees what
+    the env saw. A stateful (LSTM) module takes and returns its state; None starts a new sequence.
+    """
+    params = next(iter(module.parameters()), None)
+    device = params.device if params is not None else torch.device("cpu")
+    obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+    B = obs_t.shape[0]
+    batch = {Columns.OBS: obs_t}
+    stateful = module.is_stateful()
+    if stateful:
+        if state is None:
+            state = tree.map_structure(
+                lambda s: torch.as_tensor(s, device=device).unsqueeze(0).repeat(B, *([1] * torch.as_tensor(s).dim())),
+                module.get_initial_state())
+        batch[Columns.OBS] = obs_t[:, None]
+        batch[Columns.STATE_IN] = state
+    with torch.no_grad():
+        out = module.forward_inference(batch)
+        inputs = out[Columns.ACTION_DIST_INPUTS]
+        if stateful:
+            inputs = inputs[:, 0]
+        dist = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic()
+        actions = dist.sample().cpu().numpy().astype(np.float32)
+    low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+    if normalize_actions:
+        actions = np.clip(low + (actions + 1.0) * (high - low) / 2.0, low, high)
+    elif clip_actions:
+        actions = np.clip(actions, low, high)
+    return actions.astype(np.float32), out.get(Columns.STATE_OUT) if stateful else None
+
+
+def runtime_policy(module, net: GatedNet, cost: CostModel, descriptors: np.ndarray, budget: float,
+                   p_max: float) -> Policy:
+    """The runtime agent's greedy policy: Walk -> (B,) runtime ratios, observing exactly as the env.
+
+    Tracks each input's MACs so far (charged per layer as `RuntimeVectorEnv` does) and the LSTM
+    state across the layers of one walk; a new walk (or walk.t == 0) starts afresh.
+    """
+    meter = MacsMeter(net, cost)
+    memory: dict = {"walk": None}
+
+    def policy(walk: Walk) -> torch.Tensor:
+        if memory["walk"] is not walk or walk.t == 0 or walk.t < memory["charged"]:
+            memory.update(walk=walk, charged=0, macs=np.zeros(walk.h.shape[0]), state=None)
+        while memory["charged"] < walk.t:
+            memory["macs"] = memory["macs"] + meter.spent(walk, memory["charged"])
+            memory["charged"] += 1
+        obs = runtime_observation(walk, descriptors, memory["macs"], budget)
+        actions, memory["state"] = deterministic_actions(module, obs, 0.0, p_max, memory["state"])
+        ratios = np.clip(actions.reshape(len(obs), -1)[:, 0], 0.0, p_max)
+        return torch.from_numpy(ratios).to(walk.h.device)
+
+    return policy
+
+
+def static_ratios(module, net: GatedNet, cost: CostModel, descriptors: np.ndarray, param_budget: float,
+                  p_max: float) -> np.ndarray:
+    """The static agent's greedy walk over the layers, observing exactly as StaticLayerEnv -> (L,)."""
+    L = net.num_layers
+    ratios = np.zeros(L, dtype=np.float32)
+    prev, state = 0.0, None
+    for t in range(L):
+        kept = cost.params_ratio(static_kept_for(cost.widths, ratios))
+        obs = static_observation(descriptors, t, kept, param_budget, prev)[None]
+        actions, state = deterministic_actions(module, obs, 0.0, p_max, state)
+        prev = float(np.clip(actions.reshape(-1)[0], 0.0, p_max))
+        ratios[t] = prev
+    return ratios

@@ -1,0 +1,202 @@
+"""The training iteration of DESIGN §1 with both agents:
+
+1. one RLlib update of the runtime agent (network frozen, static keep sets from the static agent);
+2. one RLlib update of the static agent;
+3. supervised fine-tuning of the network under both agents' deterministic actions;
+4. evaluation on the validation split, then dual ascent on the MACs multiplier beta_f.
+
+Dual ascent uses the validation MACs ratio of the deterministic policy, the figure the budget is
+judged on: exploring rollouts spend more than their mean action (MACs are convex in the kept
+fractions), so steering by them would hold the deployed policy below its budget.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import ray
+import torch
+
+from rtsearch import agents, checkpoint
+from rtsearch.baseline import agent_start
+from rtsearch.config import RunConfig
+from rtsearch.cost import CostModel, static_kept_for
+from rtsearch.envs import layer_descriptors
+from rtsearch.record import RunRecord
+from rtsearch.supervised import evaluate, fit, fixed_policy
+
+PHASES = ("runtime", "static", "finetune", "eval")
+
+
+def ensure_ray(num_env_runners: int) -> bool:
+    """Start a local Ray instance unless one is already up (a Tune trial, a cluster). True if started here."""
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, 1 + num_env_runners), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    return True
+
+
+class Agents:
+    """The two RLlib algorithms of one run and what they share with their envs (the 'world')."""
+
+    def __init__(self, cfg: RunConfig, net, cost: CostModel):
+        self.cfg, self.net, self.cost = cfg, net, cost
+        self.descriptors = layer_descriptors(net, cost)
+        self.beta_f = cfg.beta_f
+        static_start, runtime_start = agent_start(cost, cfg.budget, cfg.param_budget, cfg.method)
+        if not cfg.warm_start:
+            static_start, runtime_start = 0.0, 0.0
+        self.start = (static_start, runtime_start)
+        self.static_ratios = np.full(net.num_layers, static_start, dtype=np.float32)
+        env_config = {"world": self.world(), "dataset": cfg.dataset, "seed": cfg.seed, "data_dir": cfg.data_dir,
+                      "budget": cfg.budget, "p_max": cfg.p_max, "param_budget": cfg.param_budget,
+                      "beta_p": cfg.beta_p, "beta_f": cfg.beta_f,
+                      "static_macs_budget": cfg.method == "static-only",
+                      "cost_predictors": cfg.method != "static-only"}
+        self.runtime = agents.runtime_algo_config(cfg, env_config).build_algo() if self.uses_runtime else None
+        self.static = agents.static_algo_config(cfg, env_config).build_algo() if self.uses_static else None
+        # Both agents start at the uniform solution and learn to improve on it.
+        if self.runtime is not None:
+            agents.initialize_policy(self.runtime, runtime_start, cfg.p_max)
+        if self.static is not None:
+            agents.initialize_policy(self.static, static_start, cfg.p_max)
+
+    @property
+    def uses_runtime(self) -> bool:
+        return self.cfg.method in ("both", "runtime-only")
+
+    @property
+    def uses_static(self) -> bool:
+        return self.cfg.method in ("both", "static-only")
+
+    def world(self, runtime_module=None) -> dict:
+        return {"model": self.net.config(), "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+                "static_ratios": [float(r) for r in self.static_ratios], "beta_f": float(self.beta_f),
+                "runtime_module": runtime_module}
+
+    def runtime_policy(self):
+        if not self.uses_runtime:
+            return fixed_policy(torch.zeros(self.net.num_layers))
+        return agents.runtime_policy(self.runtime.get_module(), self.net, self.cost, self.descriptors,
+                                     self.cfg.budget, self.cfg.p_max)
+
+    def train_runtime(self) -> dict:
+        if not self.uses_runtime:
+            return {}
+        agents.push_world(self.runtime, self.world())
+        result = self.runtime.train()
+        stats = agents.pop_env_stats(self.runtime)
+        return {"runtime_reward": float(stats.get("return", np.nan)), "rollout_macs_ratio": stats.get("macs_ratio"),
+                "beta_f": self.beta_f, "env_steps": _env_steps(result)}
+
+    def dual_ascent(self, macs_ratio: float) -> None:
+        """The budget binds the mean MACs ratio over inputs, not each input: a Lagrange multiplier."""
+        self.beta_f = max(0.0, self.beta_f + self.cfg.eta_f * (macs_ratio - self.cfg.budget))
+
+    def train_static(self) -> dict:
+        if not self.uses_static:
+            return {}
+        module = self.runtime.get_module() if self.uses_runtime else None
+        agents.push_world(self.static, self.world(module))
+        self.static.train()
+        stats = agents.pop_env_stats(self.static)
+        self.static_ratios = agents.static_ratios(self.static.get_module(), self.net, self.cost, self.descriptors,
+                                                  self.cfg.param_budget, self.cfg.p_max)
+        return {"static_reward": float(stats.get("return", np.nan))}
+
+    def save(self, folder: str) -> None:
+        for name, algo in (("runtime", self.runtime), ("static", self.static)):
+            if algo is not None:
+                algo.save_to_path(os.path.abspath(os.path.join(folder, name)))
+
+    def restore(self, folder: str) -> None:
+        for name, algo in (("runtime", self.runtime), ("static", self.static)):
+            if algo is not None:
+                agents.restore(algo, os.path.abspath(os.path.join(folder, name)))
+
+    def stop(self) -> None:
+        for algo in (self.runtime, self.static):
+            if algo is not None:
+                algo.stop()
+
+
+def _env_steps(result: dict) -> int:
+    runners = result.get("env_runners", {})
+    return int(runners.get("num_env_steps_sampled", 0) or 0)
+
+
+def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:
+    """Alternate both agents with fine-tuning for cfg.iterations; metrics of the best iteration on test."""
+    from rtsearch.train import finish, predictors_kept
+
+    net.lam = 0.0 if cfg.method == "static-only" else cfg.lam
+    # Many tiny tensor ops per RL step: one thread is several times faster than two on small CPUs.
+    torch.set_num_threads(1)
+    started_ray = ensure_ray(cfg.num_env_runners)
+    cost = CostModel(net, predictors=predictors_kept(cfg.method))
+    crew = Agents(cfg, net, cost)
+    agents_dir, best_agents_dir = os.path.join(cfg.out, "agents"), os.path.join(cfg.out, "agents_best")
+    record = RunRecord(cfg, dense_accuracy, on_iteration, log)
+    try:
+        if resume:
+            state = checkpoint.load(record.checkpoint_path)
+            net.load_state_dict(state["state_dict"])
+            crew.static_ratios = np.asarray(state["static_ratios"], dtype=np.float32)
+            crew.beta_f = state["run_state"]["beta_f"]
+            crew.restore(agents_dir)
+            record = RunRecord(cfg, dense_accuracy, on_iteration, log, history=state["history"],
+                               seconds_before=state["history"][-1]["seconds"])
+            log(f"resumed {cfg.out} after iteration {len(record.history)}")
+        elif cfg.warmup_epochs:
+            # Adapt the dense network to the agents' starting point, so that the first rewards say
+            # something: at tight budgets the un-adapted network is near chance whatever they do.
+            static_start, runtime_start = crew.start
+            log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
+                f"runtime {runtime_start:.3f} on every layer")
+            fit(net, *splits.train, cfg.warmup_epochs, cfg.lr_finetune, torch.full((net.num_layers,), static_start),
+                fixed_policy(torch.full((net.num_layers,), runtime_start)), seed=cfg.seed)
+        while len(record.history) < cfg.iterations:
+            seconds, extra = {}, {}
+            tick = time.time()
+            extra.update(crew.train_runtime())
+            seconds["runtime"], tick = time.time() - tick, time.time()
+            extra.update(crew.train_static())
+            seconds["static"], tick = time.time() - tick, time.time()
+            policy = crew.runtime_policy()
+            ratios = torch.as_tensor(crew.static_ratios)
+            fit(net, *splits.train, 1, cfg.lr_finetune, ratios, policy, seed=cfg.seed + len(record.history))
+            seconds["finetune"], tick = time.time() - tick, time.time()
+            val = evaluate(net, cost, *splits.val, ratios, policy)
+            seconds["eval"] = time.time() - tick
+            if not np.isfinite(val["accuracy"]) or not np.isfinite(val["macs_ratio"]):
+                raise FloatingPointError("validation metrics are not finite")
+            if crew.uses_runtime:
+                crew.dual_ascent(val["macs_ratio"])
+            extra.update({f"seconds_{k}": v for k, v in seconds.items()})
+            extra["static_ratios"] = [round(float(r), 4) for r in crew.static_ratios]
+            extra["runtime_sparsity"] = val["runtime_sparsity"]
+            extra["runtime_sparsity_layers"] = val["runtime_sparsity_layers"]
+            params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
+            crew.save(agents_dir)
+            row = record.iteration(net, crew.static_ratios, val, params_ratio, extra,
+                                   run_state={"beta_f": crew.beta_f})
+            if row is record.best_row:
+                crew.save(best_agents_dir)
+        # The final test evaluation uses the best iteration's network, static ratios and agents.
+        best = checkpoint.load(record.best_path)
+        net.load_state_dict(best["state_dict"])
+        crew.static_ratios = np.asarray(best["static_ratios"], dtype=np.float32)
+        crew.restore(best_agents_dir)
+        extra = {"static_ratios": [float(r) for r in crew.static_ratios], "beta_f": crew.beta_f,
+                 "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history) for p in PHASES}}
+        return finish(record, net, splits, cost, torch.as_tensor(crew.static_ratios), crew.runtime_policy(), extra)
+    finally:
+        crew.stop()
+        if started_ray:
+            ray.shutdown()

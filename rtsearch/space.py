@@ -1,0 +1,231 @@
+"""Search spaces: a small YAML format, validated on load, converted to a Ray Tune param space.
+
+Format (search_spaces/default.yaml is the reference): one top-level key per searched RunConfig
+field, each either a plain number (the field is fixed at that value) or a mapping
+
+    lr_runtime: {distribution: loguniform, low: 1.0e-5, high: 1.0e-3}
+    lam:        {distribution: uniform,    low: 0.0,    high: 1.0}
+    beta_f:     {distribution: quniform,   low: 0.5,    high: 4.0, q: 0.5}
+    p_max:      {distribution: choice,     values: [0.8, 0.9, 0.95]}
+
+`loguniform` samples log-uniformly in [low, high] (low > 0), `uniform` uniformly, `quniform`
+uniformly rounded to multiples of q, `choice` one of the listed values. Bounds may be written
+`1e-5` too (YAML 1.1 reads that as a string; it is accepted as a number here).
+
+Every problem (missing file, malformed YAML, unknown key or distribution, empty or inverted range,
+a non-positive bound on a log scale, a value outside what the field allows) is a UsageError whose
+one-line message names the key and the fix.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from rtsearch.cli import UsageError
+
+DISTRIBUTIONS = ("loguniform", "uniform", "quniform", "choice")
+
+# Searchable RunConfig fields and the values each may take: (lowest, highest, low inclusive, high inclusive).
+KEYS = {
+    "lr_runtime": (0.0, math.inf, False, False),
+    "lr_static": (0.0, math.inf, False, False),
+    "lr_finetune": (0.0, math.inf, False, False),
+    "beta_f": (0.0, math.inf, True, False),
+    "beta_p": (0.0, math.inf, True, False),
+    "lam": (0.0, 1.0, True, True),
+    "p_max": (0.0, 1.0, False, False),
+    "param_budget": (0.0, 1.0, False, True),
+}
+
+FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform": {"low", "high", "q"},
+          "choice": {"values"}}
+
+
+def default_path() -> str:
+    """search_spaces/default.yaml of this checkout (independent of the working folder)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces", "default.yaml")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str
+    distribution: str          # one of DISTRIBUTIONS, or "fixed"
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    values: tuple | None = None
+
+    def describe(self) -> str:
+        if self.distribution == "fixed":
+            return f"{self.values[0]:g}"
+        if self.distribution == "choice":
+            return "choice of " + ", ".join(f"{v:g}" for v in self.values)
+        q = f" step {self.q:g}" if self.q else ""
+        return f"{self.distribution} [{self.low:g}, {self.high:g}]{q}"
+
+    def to_tune(self):
+        from ray import tune
+        if self.distribution == "fixed":
+            return self.values[0]
+        if self.distribution == "loguniform":
+            return tune.loguniform(self.low, self.high)
+        if self.distribution == "uniform":
+            return tune.uniform(self.low, self.high)
+        if self.distribution == "quniform":
+            return tune.quniform(self.low, self.high, self.q)
+        return tune.choice(list(self.values))
+
+
+class SearchSpace(dict):
+    """key -> Dimension, in file order; `path` is where it was read from."""
+
+    def __init__(self, dimensions: dict, path: str):
+        super().__init__(dimensions)
+        self.path = path
+
+    @property
+    def searched(self) -> list[str]:
+        return [k for k, d in self.items() if d.distribution != "fixed"]
+
+    def without(self, key: str) -> "SearchSpace":
+        return SearchSpace({k: d for k, d in self.items() if k != key}, self.path)
+
+    def to_tune(self) -> dict:
+        """The Ray Tune param space (tune.loguniform etc.; fixed keys as constants)."""
+        return {k: d.to_tune() for k, d in self.items()}
+
+    def describe(self) -> dict:
+        return {k: d.describe() for k, d in self.items()}
+
+    def to_dict(self) -> dict:
+        """JSON form (stored with a sweep, so a resumed sweep searches exactly what it started with)."""
+        return {k: {f: getattr(d, f) for f in ("distribution", "low", "high", "q", "values") if getattr(d, f) is not None}
+                for k, d in self.items()}
+
+
+def from_dict(dims: dict, path: str) -> SearchSpace:
+    return SearchSpace({k: Dimension(k, d["distribution"], d.get("low"), d.get("high"), d.get("q"),
+                                     tuple(d["values"]) if d.get("values") is not None else None)
+                        for k, d in dims.items()}, path)
+
+
+def _number(where: str, name: str, value, fix: str) -> float:
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: {name} must be a number, got {value!r}: {fix}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise UsageError(f"{where}: {name} must be a number, got {value!r}: {fix}") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{where}: {name} must be a finite number, got {value!r}: {fix}")
+    return float(value)
+
+
+def _allowed(key: str) -> str:
+    lo, hi, lo_in, hi_in = KEYS[key]
+    return f"{'[' if lo_in else '('}{lo:g}, {'inf' if math.isinf(hi) else f'{hi:g}'}{']' if hi_in else ')'}"
+
+
+def _check_in_domain(where: str, key: str, value: float) -> None:
+    lo, hi, lo_in, hi_in = KEYS[key]
+    ok = (value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)
+    if not ok:
+        raise UsageError(f"{where}: {value:g} is outside what {key} allows, {_allowed(key)}: "
+                         f"keep the range within {_allowed(key)}")
+
+
+def parse_dimension(key: str, spec, path: str) -> Dimension:
+    where = f"search space {path}, key {key!r}"
+    example = f"write e.g. {key}: {{distribution: uniform, low: 0.1, high: 0.9}}"
+    if isinstance(spec, (int, float, str)) and not isinstance(spec, bool):
+        value = _number(where, "the fixed value", spec, example)
+        _check_in_domain(where, key, value)
+        return Dimension(key, "fixed", values=(value,))
+    if not isinstance(spec, dict):
+        raise UsageError(f"{where}: expected a mapping with 'distribution' or a number, got {spec!r}: {example}")
+    dist = spec.get("distribution")
+    if dist is None:
+        raise UsageError(f"{where}: 'distribution' is missing: {example} (one of {', '.join(DISTRIBUTIONS)})")
+    if dist not in DISTRIBUTIONS:
+        raise UsageError(f"{where}: unknown distribution {dist!r}: use one of {', '.join(DISTRIBUTIONS)}")
+    extra = set(spec) - FIELDS[dist] - {"distribution"}
+    if extra:
+        raise UsageError(f"{where}: unknown field(s) {', '.join(sorted(map(str, extra)))} for {dist}: "
+                         f"{dist} takes {', '.join(sorted(FIELDS[dist]))}")
+    missing = FIELDS[dist] - set(spec)
+    if missing:
+        raise UsageError(f"{where}: {dist} needs {', '.join(sorted(missing))}: "
+                         f"give {', '.join(sorted(FIELDS[dist]))}")
+    if dist == "choice":
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{where}: choice needs a non-empty list, got {values!r}: write values: [a, b, c]")
+        numbers = tuple(_number(where, "every choice value", v, "list numbers only") for v in values)
+        if len(set(numbers)) != len(numbers):
+            raise UsageError(f"{where}: choice lists a value twice: list each value once")
+        for v in numbers:
+            _check_in_domain(where, key, v)
+        return Dimension(key, "choice", values=numbers)
+    low = _number(where, "low", spec["low"], "give numeric bounds")
+    high = _number(where, "high", spec["high"], "give numeric bounds")
+    if low >= high:
+        raise UsageError(f"{where}: empty or inverted range, low {low:g} >= high {high:g}: make low < high "
+                         f"(or give a plain number to fix {key})")
+    if dist == "loguniform" and low <= 0:
+        raise UsageError(f"{where}: loguniform needs a positive low bound, got {low:g}: "
+                         f"use low > 0 or distribution uniform")
+    _check_in_domain(where, key, low)
+    _check_in_domain(where, key, high)
+    q = None
+    if dist == "quniform":
+        q = _number(where, "q", spec["q"], "give a positive step q")
+        if not 0 < q <= high - low:
+            raise UsageError(f"{where}: quniform step q {q:g} must be in (0, high - low = {high - low:g}]: "
+                             f"choose a smaller positive q")
+    return Dimension(key, dist, low=low, high=high, q=q)
+
+
+def load(path: str | None = None) -> SearchSpace:
+    """Read and validate a search space file; every problem is a one-line UsageError."""
+    path = path or default_path()
+    if not os.path.isfile(path):
+        raise UsageError(f"search space {path} does not exist: pass --space with a YAML file "
+                         f"like search_spaces/default.yaml")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise UsageError(f"search space {path} is not valid YAML{at} ({problem}): fix the syntax, "
+                         f"see search_spaces/default.yaml") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"search space {path} cannot be read ({type(e).__name__}): pass a readable YAML file") from None
+    if raw is None:
+        raise UsageError(f"search space {path} is empty: give at least one key, e.g. "
+                         f"lam: {{distribution: uniform, low: 0.0, high: 1.0}}")
+    if not isinstance(raw, dict):
+        raise UsageError(f"search space {path} must be a mapping of keys to distributions, got a "
+                         f"{type(raw).__name__}: see search_spaces/default.yaml")
+    dims = {}
+    for key, spec in raw.items():
+        if key not in KEYS:
+            raise UsageError(f"search space {path}: unknown key {key!r}: use one of {', '.join(KEYS)}")
+        dims[key] = parse_dimension(key, spec, path)
+    return SearchSpace(dims, path)
+
+
+def for_sweep(space: SearchSpace, param_budget: float | None) -> SearchSpace:
+    """The space one sweep searches: param_budget is dropped when --param-budget fixes it."""
+    if param_budget is not None:
+        space = space.without("param_budget")
+    if not space.searched:
+        raise UsageError(f"search space {space.path} leaves nothing to search"
+                         f"{' once --param-budget fixes param_budget' if param_budget is not None else ''}: "
+                         f"give at least one key a distribution")
+    return space

@@ -1,0 +1,72 @@
+"""Short real trainings of both agents with the network (RLlib PPO, in-process sampling)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rtsearch.config import RunConfig
+from rtsearch.train import run
+
+
+def quiet(_):
+    pass
+
+
+@pytest.mark.slow
+def test_tight_budget_makes_the_runtime_agent_prune_more(tmp_path):
+    # Start the runtime agent at no pruning: with a tight budget, dual ascent raises beta_f and the
+    # agent must learn to prune, so its pruning rises and the MACs ratio falls toward the budget.
+    cfg = RunConfig(dataset="digits", budget=0.2, iterations=6, method="runtime-only", warm_start=False,
+                    lr_runtime=1e-3, beta_f=2.0, eta_f=5.0, out=str(tmp_path / "run"))
+    metrics = run(cfg, log=quiet)
+    history = metrics["history"]
+    assert len(history) == 6
+    first, last = history[0], history[-1]
+    assert last["runtime_sparsity"] > first["runtime_sparsity"] + 0.04
+    assert last["macs_ratio"] < first["macs_ratio"] - 0.05
+    assert abs(last["macs_ratio"] - cfg.budget) < abs(first["macs_ratio"] - cfg.budget)
+    assert last["beta_f"] > cfg.beta_f  # the multiplier rose while the budget was overshot
+
+
+@pytest.mark.slow
+def test_both_agents_run_and_write_every_metric(tmp_path):
+    cfg = RunConfig(dataset="digits", budget=0.4, param_budget=0.6, iterations=2, out=str(tmp_path / "run"))
+    metrics = run(cfg, log=quiet)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["iterations"] == 2 and 1 <= saved["iters_to_best"] <= 2
+    for row in saved["history"]:
+        assert {"runtime_reward", "static_reward", "seconds_runtime", "seconds_static", "seconds_finetune",
+                "seconds_eval"} <= row.keys()
+        assert len(row["static_ratios"]) == 5
+    assert metrics["params_ratio"] == saved["params_ratio"] < 1.0  # the static agent pruned for good
+    assert saved["stored_bytes"] == (tmp_path / "run" / "model.pt").stat().st_size
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_iteration_count(tmp_path):
+    out = str(tmp_path / "run")
+    args = [sys.executable, "-m", "rtsearch.train", "--dataset", "digits", "--budget", "0.4", "--iterations", "3",
+            "--out", out]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        for line in proc.stdout:  # interrupt (Ctrl-C) right after the first iteration is checkpointed
+            if line.startswith("iter   1/3"):
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout
+    metrics = json.loads(open(os.path.join(out, "metrics.json")).read())
+    assert metrics["iterations"] == 3
+    assert [row["iteration"] for row in metrics["history"]] == [1, 2, 3]
+    assert "iter   1/3" not in resumed.stdout  # iteration 1 was not run again

@@ -1,0 +1,108 @@
+"""Sweep summaries, from a results folder written by hand (no Ray, no training)."""
+import json
+
+import pytest
+
+from conftest import assert_usage_error, run_cli
+from rtsearch import report
+from rtsearch.metrics import score
+
+
+def row(i, acc, macs, params, budget, param_budget=1.0, **extra):
+    return {"iteration": i, "accuracy": acc, "macs_ratio": macs, "macs_ratio_p95": macs, "params_ratio": params,
+            "score": score(acc, macs, params, budget, param_budget), "feasible": macs <= budget + 0.01,
+            "seconds": 10.0 * i, **extra}
+
+
+def make_sweep(root, budgets=(0.5,), env_runners=0):
+    folder = root / "results" / "demo"
+    state = {"name": "demo", "command": "python -m rtsearch.tune --budget 0.5", "mlflow_experiment_id": "1",
+             "sweeps": {f"{b:g}": {"finished": True, "seconds": 123.0, "parent_run_id": f"p{b:g}"} for b in budgets},
+             "settings": {"budgets": list(budgets), "param_budget": None, "dataset": "digits", "model": "small",
+                          "space_path": "/x/default.yaml", "space": {"lam": "uniform [0, 1]"}, "num_samples": 3,
+                          "max_iterations": 3, "search": "tpe", "seed": 0, "num_env_runners": env_runners,
+                          "mlflow_uri": "sqlite:////x/mlruns.db", "fixed_ratios": False}}
+    report.write_json(str(folder / report.SWEEP_FILE), state)
+    return folder
+
+
+def add_trial(folder, trial_id, budget, started, rows, status, metrics=None, lam=0.5):
+    report.write_trial(str(folder), trial_id, {"trial_id": trial_id, "budget": budget, "config": {"lam": lam},
+                                               "status": status, "started": started, "attempts": 1})
+    for r in rows:
+        report.append_row(str(folder), trial_id, r)
+    if metrics is not None:
+        report.write_json(str(folder / "trials" / trial_id / "metrics.json"), metrics)
+
+
+def test_summary_ranks_trials_and_counts_iterations_to_best(tmp_path):
+    folder = make_sweep(tmp_path)
+    phases = {"seconds_runtime": 3.0, "seconds_static": 1.0, "seconds_finetune": 5.0, "seconds_eval": 1.0}
+    # a: started first, completed, best 0.90 at iteration 2
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.80, 0.5, 0.9, 0.5, **phases), row(2, 0.90, 0.5, 0.9, 0.5, **phases),
+                                      row(3, 0.8995, 0.5, 0.9, 0.5, **phases)], "completed",
+              {"accuracy": 0.88, "macs_ratio": 0.49, "macs_ratio_p95": 0.6, "params_ratio": 0.9, "score": 0.88,
+               "feasible": True, "iters_to_best": 2, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-a"})
+    # b: stopped early by ASHA after 1 iteration
+    add_trial(folder, "b", 0.5, 2.0, [row(1, 0.70, 0.5, 0.9, 0.5, **phases)], "stopped", lam=0.1)
+    # c: started last, best of all (0.95 at iteration 3), over budget on test
+    add_trial(folder, "c", 0.5, 3.0, [row(1, 0.85, 0.5, 0.9, 0.5, **phases), row(2, 0.93, 0.5, 0.9, 0.5, **phases),
+                                      row(3, 0.95, 0.5, 0.9, 0.5, **phases)], "completed",
+              {"accuracy": 0.94, "macs_ratio": 0.6, "macs_ratio_p95": 0.7, "params_ratio": 0.9, "score": 0.74,
+               "feasible": False, "iters_to_best": 3, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-c"},
+              lam=0.9)
+    summary = report.write(str(folder))
+    sw = summary["sweeps"]["0.5"]
+    assert [t["trial_id"] for t in sw["trials"]] == ["c", "a", "b"]
+    assert sw["best"]["trial_id"] == "c" and sw["best_feasible"]["trial_id"] == "a"
+    assert sw["sweep_iters_to_best"] == 3 + 1 + 3       # a and b in full, then c up to its best
+    assert [t["iters_to_best"] for t in sw["trials"]] == [3, 2, 1]
+    assert sw["counts"] == {"completed": 2, "stopped": 1, "error": 0, "running": 0}
+    assert sw["phase_seconds"] == {"runtime": 21.0, "static": 7.0, "finetune": 35.0, "eval": 7.0}
+    stopped = sw["trials"][2]
+    assert stopped["split"] == "validation" and stopped["test_score"] is None
+    assert summary["pareto"] == [{"budget": 0.5, "trial_id": "a", "accuracy": 0.88, "macs_ratio": 0.49,
+                                  "params_ratio": 0.9, "test_score": 0.88, "score": pytest.approx(0.90),
+                                  "config": {"lam": 0.5}}]
+    md = (folder / "summary.md").read_text()
+    for text in ("**Best config**: trial `c`", "iterations to best for the sweep: 7", "| runtime agent | 21.0 |",
+                 "stopped early (ASHA)", "| 0.5 | `a` |", "python -m rtsearch.report results/demo"):
+        assert text in md, text
+    assert json.loads((folder / "summary.json").read_text())["sweeps"]["0.5"]["best"]["trial_id"] == "c"
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_keeps_the_last_row_of_an_iteration_and_skips_a_cut_line(tmp_path):
+    folder = make_sweep(tmp_path)
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.5, 0.5, 1, 0.5), row(2, 0.6, 0.5, 1, 0.5), row(2, 0.7, 0.5, 1, 0.5)],
+              "running")
+    with open(folder / "trials" / "a" / "history.jsonl", "a") as f:
+        f.write('{"iteration": 3, "acc')       # a driver killed mid-write
+    assert [r["accuracy"] for r in report.read_history(str(folder), "a")] == [0.5, 0.7]
+
+
+def test_lost_trials_are_left_out(tmp_path):
+    folder = make_sweep(tmp_path)
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.5, 0.5, 1, 0.5)], "stopped")
+    add_trial(folder, "ghost", 0.5, 2.0, [], "running")
+    assert report.reconcile(str(folder), 0.5, {"a"}) == 1
+    assert [t["trial_id"] for t in report.summarize(str(folder))["sweeps"]["0.5"]["trials"]] == ["a"]
+
+
+def test_pareto_over_budgets_and_cli_regenerates(tmp_path):
+    folder = make_sweep(tmp_path, budgets=(0.3, 0.5), env_runners=2)
+    for b, acc in ((0.3, 0.8), (0.5, 0.9)):
+        add_trial(folder, f"t{b}", b, b, [row(1, acc, b - 0.01, 1.0, b, seconds_runtime=2.0)], "completed",
+                  {"accuracy": acc, "macs_ratio": b - 0.01, "macs_ratio_p95": b, "params_ratio": 1.0, "score": acc,
+                   "feasible": True, "iters_to_best": 1, "seconds": 10.0, "stored_bytes": 1})
+    result = run_cli("rtsearch.report", str(folder), timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [(p["budget"], p["trial_id"]) for p in summary["pareto"]] == [(0.3, "t0.3"), (0.5, "t0.5")]
+    assert summary["sweeps"]["0.3"]["phase_cpu_seconds"] == {"runtime": 6.0}     # 1 + 2 env runners
+    assert "| 0.3 | `t0.3` |" in (folder / "summary.md").read_text()
+
+
+def test_report_cli_rejects_a_folder_without_a_sweep(tmp_path):
+    assert_usage_error(run_cli("rtsearch.report", str(tmp_path), timeout=60), "sweep.json", "rtsearch.tune")
+    assert_usage_error(run_cli("rtsearch.report", str(tmp_path / "nope"), timeout=60), "not a folder")

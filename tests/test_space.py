@@ -1,0 +1,91 @@
+"""Search-space files: the format, its validation, and the conversion to a Ray Tune param space."""
+import pytest
+
+from conftest import assert_usage_error, run_cli
+from rtsearch import space
+from rtsearch.cli import UsageError
+
+GOOD = """
+lr_runtime: {distribution: loguniform, low: 1e-5, high: 1.0e-3}
+lam: {distribution: uniform, low: 0.0, high: 1.0}
+beta_f: {distribution: quniform, low: 0.5, high: 4.0, q: 0.5}
+p_max: {distribution: choice, values: [0.8, 0.9]}
+param_budget: 0.7
+"""
+
+# (file text, words the one-line message must hold)
+BAD = {
+    "unknown key": ("lr_runtim: {distribution: uniform, low: 0.1, high: 0.2}\n", ["'lr_runtim'", "lr_runtime"]),
+    "inverted range": ("lam: {distribution: uniform, low: 0.9, high: 0.1}\n", ["'lam'", "low < high"]),
+    "empty range": ("beta_f: {distribution: loguniform, low: 2, high: 2}\n", ["'beta_f'", "low < high"]),
+    "unknown distribution": ("beta_p: {distribution: gaussian, low: 0.1, high: 2}\n", ["'beta_p'", "gaussian", "loguniform"]),
+    "log of zero": ("lr_static: {distribution: loguniform, low: 0, high: 1.0e-3}\n", ["'lr_static'", "low > 0"]),
+    "log of negative": ("lr_finetune: {distribution: loguniform, low: -1, high: 1}\n", ["'lr_finetune'", "positive"]),
+    "outside the field": ("lam: {distribution: uniform, low: 0.5, high: 2}\n", ["'lam'", "[0, 1]"]),
+    "missing bound": ("p_max: {distribution: uniform, low: 0.5}\n", ["'p_max'", "high"]),
+    "empty choice": ("p_max: {distribution: choice, values: []}\n", ["'p_max'", "non-empty"]),
+    "not a number": ("lam: {distribution: uniform, low: zero, high: 1}\n", ["'lam'", "low", "number"]),
+    "malformed yaml": ("lam: {distribution: uniform, low: 0.1, high: 0.9\nbeta_f: [\n", ["not valid YAML", "line"]),
+    "not a mapping": ("- lam\n- beta_f\n", ["mapping"]),
+    "empty file": ("", ["empty"]),
+}
+
+
+def test_good_space_loads_and_converts(tmp_path):
+    from ray.tune.search.sample import Categorical, Float
+    path = tmp_path / "space.yaml"
+    path.write_text(GOOD)
+    s = space.load(str(path))
+    assert list(s) == ["lr_runtime", "lam", "beta_f", "p_max", "param_budget"]
+    assert s["lr_runtime"].low == 1e-5          # "1e-5" (a string to YAML 1.1) is read as a number
+    assert s.searched == ["lr_runtime", "lam", "beta_f", "p_max"]
+    tune_space = s.to_tune()
+    assert isinstance(tune_space["lr_runtime"], Float) and isinstance(tune_space["p_max"], Categorical)
+    assert tune_space["param_budget"] == 0.7
+    assert space.from_dict(s.to_dict(), s.path).describe() == s.describe()
+
+
+def test_default_space_covers_every_searched_field():
+    s = space.load()
+    assert set(s) == set(space.KEYS)
+    assert "param_budget" not in space.for_sweep(s, 0.8)
+    assert "param_budget" in space.for_sweep(s, None)
+
+
+def test_nothing_left_to_search(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("param_budget: {distribution: uniform, low: 0.3, high: 1.0}\nlam: 0.5\n")
+    with pytest.raises(UsageError, match="nothing to search"):
+        space.for_sweep(space.load(str(path)), 0.8)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_space_is_one_line_naming_the_key(case, tmp_path):
+    text, words = BAD[case]
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as err:
+        space.load(str(path))
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    for word in words:
+        assert word in message, message
+
+
+def test_missing_space_file(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        space.load(str(tmp_path / "nope.yaml"))
+
+
+# The command line: each case ends with exit 2 and one stderr line, before any compute.
+@pytest.mark.parametrize("case", ["unknown key", "inverted range", "unknown distribution", "log of zero",
+                                  "malformed yaml", "missing file"])
+def test_tune_cli_rejects_bad_space(case, tmp_path):
+    path = tmp_path / "space.yaml"
+    if case != "missing file":
+        path.write_text(BAD[case][0])
+    words = BAD[case][1] if case != "missing file" else ["does not exist", "--space"]
+    result = run_cli("rtsearch.tune", "--budget", "0.5", "--dataset", "digits", "--space", str(path),
+                     timeout=120, cwd=tmp_path)
+    assert_usage_error(result, *words)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns.db").exists()

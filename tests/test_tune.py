@@ -1,0 +1,249 @@
+"""The search, `python -m rtsearch.tune`, run the way a user runs it (a subprocess in its own folder).
+
+Tiny sweeps: digits, model small, uniform ratios (the hidden --fixed-ratios flag: no agents, so
+they run fast today), a 1-epoch dense model in a cache of this module's own, 2 iterations.
+"""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import assert_usage_error
+
+TINY = ["--dataset", "digits", "--model", "small", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
+        "--num-cpus", "2"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A dense-model cache for these sweeps only (their 1-epoch dense model must not serve other tests)."""
+    return str(tmp_path_factory.mktemp("tune-dense-cache"))
+
+
+def start(cwd, cache, *args, log=None) -> subprocess.Popen:
+    """Start the driver in a session of its own, so that whatever it leaves can be ended by its group id."""
+    return subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=cwd, text=True,
+                            env=dict(os.environ, RTSEARCH_CACHE=cache), start_new_session=True,
+                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT if log else subprocess.PIPE)
+
+
+def end_group(proc: subprocess.Popen) -> None:
+    """Kill what is left of the process group this test started (Ray agents outlive a killed driver)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tune(cwd, cache, *args, timeout=300) -> subprocess.CompletedProcess:
+    proc = start(cwd, cache, *args)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"rtsearch.tune ran past {timeout}s:\n{out[-3000:]}\n{err[-3000:]}")
+    finally:
+        end_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def history_lines(results, trial_id) -> int:
+    with open(os.path.join(results, "trials", trial_id, "history.jsonl")) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def mlflow_runs(uri: str, experiment: str):
+    """(parents, children) of a sweep's MLflow experiment, read back with mlflow.search_runs."""
+    import mlflow
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    parent_col = "tags.mlflow.parentRunId"
+    is_child = runs[parent_col].notna() if parent_col in runs else runs["run_id"].isna()
+    return runs[~is_child], runs[is_child]
+
+
+def check_children(uri, parents, children, results):
+    """Each child belongs to a parent, has the trial's params, and one score per iteration (step = iteration)."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(uri)
+    assert set(children["tags.mlflow.parentRunId"]) <= set(parents["run_id"])
+    assert children["tags.rtsearch.trial_id"].is_unique
+    for _, child in children.iterrows():
+        trial_id = child["tags.rtsearch.trial_id"]
+        steps = [m.step for m in client.get_metric_history(child["run_id"], "score")]
+        assert steps == list(range(1, history_lines(results, trial_id) + 1)), (trial_id, steps)
+        assert child["params.trial_id"] == trial_id and "params.lam" in child
+        record = json.load(open(os.path.join(results, "trials", trial_id, "trial.json")))
+        if record["status"] == "completed":
+            assert child["status"] == "FINISHED"
+            assert {"metrics.json", "best.pt", "model.pt"} <= {a.path for a in client.list_artifacts(child["run_id"])}
+            metrics = json.load(open(os.path.join(results, "trials", trial_id, "metrics.json")))
+            assert metrics["mlflow_run_id"] == child["run_id"]
+        else:
+            assert child["status"] in ("KILLED", "FAILED"), child["status"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--budget", "0.5,0"], ["--budget", "(0, 1]"]),
+    (["--budget", "0.5", "--num-samples", "0"], ["--num-samples"]),
+    (["--budget", "0.5", "--search", "grid"], ["--search"]),
+    (["--budget", "0.5", "--resume", "--name", "never-ran"], ["--resume", "never-ran"]),
+])
+def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
+    assert_usage_error(tune(tmp_path, cache, *args, timeout=120), *words)
+
+
+def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache):
+    began = time.time()
+    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "u", "--mlflow-uri", "http://127.0.0.1:9",
+                  timeout=120)
+    assert_usage_error(result, "http://127.0.0.1:9", "unreachable")
+    assert "trial" not in result.stdout and "dense" not in result.stdout
+    assert not (tmp_path / "results").exists()
+    assert time.time() - began < 60
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
+    out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2",
+                  "--name", "e2e", "--fail-on-iteration", "2", "--max-failures", "1"))
+    results = str(tmp_path / "results" / "e2e")
+    for name in ("summary.md", "summary.json", "pareto.png"):
+        assert os.path.getsize(os.path.join(results, name)) > 0, name
+    summary = json.load(open(os.path.join(results, "summary.json")))
+    sweep = summary["sweeps"]["0.5"]
+    trials = sweep["trials"]
+    assert len(trials) == 2 and {t["status"] for t in trials} <= {"completed", "stopped"}
+    # The first trial to reach iteration 2 fails there once (injected), is retried from its checkpoint, completes.
+    assert any(t["attempts"] == 2 and t["status"] == "completed" for t in trials), trials
+    assert "retry 1/1 from its last checkpoint" in out
+    assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
+    assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
+    for text in ("best config (trial", "iterations to best", "MLflow runs: experiment 'e2e'", "summary.md"):
+        assert text in out, text
+    parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "e2e")
+    assert len(parents) == 1 and len(children) == 2
+    assert parents.iloc[0]["status"] == "FINISHED"
+    assert parents.iloc[0]["metrics.sweep_iters_to_best"] == sweep["sweep_iters_to_best"]
+    check_children(f"sqlite:///{tmp_path}/mlruns.db", parents, children, results)
+    # python -m rtsearch.report regenerates the same summary from what the sweep stored
+    before = {k: v for k, v in summary.items() if k != "generated"}
+    os.remove(os.path.join(results, "summary.md"))
+    report = subprocess.run([sys.executable, "-m", "rtsearch.report", results], capture_output=True, text=True,
+                            timeout=120)
+    assert report.returncode == 0, report.stderr
+    after = json.load(open(os.path.join(results, "summary.json")))
+    assert {k: v for k, v in after.items() if k != "generated"} == before
+    assert os.path.isfile(os.path.join(results, "summary.md"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    folder = tmp_path / "server"
+    folder.mkdir()
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
+                             "--backend-store-uri", f"sqlite:///{folder}/db.sqlite",
+                             "--artifacts-destination", str(folder / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (folder / "server.log").read_text()
+            assert time.time() < deadline, "mlflow server did not answer /health in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        end_group(proc)
+        log.close()
+
+
+@pytest.mark.slow
+def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, mlflow_server):
+    out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.3,0.5", "--param-budget", "0.8", "--num-samples", "1",
+                  "--search", "random", "--name", "http", "--mlflow-uri", mlflow_server))
+    assert "pareto (best feasible per budget)" in out and "View run" not in out
+    results = str(tmp_path / "results" / "http")
+    parents, children = mlflow_runs(mlflow_server, "http")
+    assert sorted(parents["tags.rtsearch.budget"]) == ["0.3", "0.5"] and len(children) == 2
+    check_children(mlflow_server, parents, children, results)
+    summary = json.load(open(os.path.join(results, "summary.json")))
+    assert [p["budget"] for p in summary["pareto"]] == [0.3, 0.5]      # uniform ratios meet every budget
+    assert "## Pareto: best feasible trial per budget" in open(os.path.join(results, "summary.md")).read()
+    assert not os.path.exists(tmp_path / "mlruns.db")                  # everything went to the server
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(tmp_path, cache):
+    args = [*TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "3", "--max-concurrent", "1",
+            "--name", "kill"]
+    results = str(tmp_path / "results" / "kill")
+    with open(tmp_path / "first.log", "w") as log:
+        proc = start(tmp_path, cache, *args, log=log)
+        try:
+            finished, deadline = {}, time.time() + 240
+            while not finished:
+                assert proc.poll() is None, (tmp_path / "first.log").read_text()
+                assert time.time() < deadline, (tmp_path / "first.log").read_text()
+                time.sleep(0.5)
+                for path in glob.glob(os.path.join(results, "trials", "*", "trial.json")):
+                    try:
+                        record = json.load(open(path))
+                    except json.JSONDecodeError:
+                        continue
+                    if record.get("status") in ("completed", "stopped"):
+                        finished[record["trial_id"]] = record
+            proc.send_signal(signal.SIGKILL)            # the driver only, by its pid
+            proc.wait(timeout=30)
+        finally:
+            end_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    lines_before = {t: history_lines(results, t) for t in finished}
+
+    out = ok(tune(tmp_path, cache, "--budget", "0.5", "--name", "kill", "--resume", "--num-cpus", "2"))
+    assert "resuming sweep 'kill'" in out
+    summary = json.load(open(os.path.join(results, "summary.json")))
+    trials = {t["trial_id"]: t for t in summary["sweeps"]["0.5"]["trials"]}
+    assert len(trials) == 3 and all(t["status"] in ("completed", "stopped") for t in trials.values())
+    for trial_id, before in finished.items():          # not lost, not run again
+        assert trials[trial_id]["status"] == before["status"]
+        assert trials[trial_id]["attempts"] == before["attempts"] == 1
+        assert history_lines(results, trial_id) == lines_before[trial_id]
+    parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "kill")
+    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+    children = children[children["tags.rtsearch.trial_id"].isin(list(trials))]
+    assert sorted(children["tags.rtsearch.trial_id"]) == sorted(trials)
+    check_children(f"sqlite:///{tmp_path}/mlruns.db", parents, children, results)
