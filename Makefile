@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The default search on mnist5k (dense pre-training once, then 8 trials x up to 10 iterations,
+# TPE + ASHA, MLflow in ./mlruns.db); a new sweep name per call so `make run` can be repeated.
+RUN_NAME ?= mnist5k-small-b0.5-$(shell date +%Y%m%d-%H%M%S)
 run: $(STAMP)
-	$(PY) -m rtsearch.demo
+	$(PY) -m rtsearch.tune --budget 0.5 --name $(RUN_NAME)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

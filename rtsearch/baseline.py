@@ -23,6 +23,20 @@ def smallest_ratio(meets: Callable[[float], bool], high: float = 0.999) -> float
     return hi
 
 
+def budget_shift(macs_at: Callable[[float], float], budget: float, p_max: float, steps: int = 14) -> float:
+    """Smallest shift s in [-p_max, p_max], added to every runtime ratio, with macs_at(s) <= budget.
+
+    Bisection: MACs fall as the shift grows. The learned allocation keeps its shape (which layers
+    and which inputs get more), the shift only moves its level onto the budget."""
+    if macs_at(-p_max) <= budget:
+        return -p_max
+    lo, hi = -p_max, p_max
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if macs_at(mid) <= budget else (mid, hi)
+    return hi
+
+
 def macs_ratio_of(cost: CostModel, static_p: float, runtime_p: float) -> float:
     """MACs ratio of uniform static and runtime ratios on every layer."""
     static_kept = keep_count(torch.tensor(static_p), cost.widths)

@@ -33,6 +33,7 @@ class RunConfig:
     dense_epochs: int = 15
     warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
     warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update
+    calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
     mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict:

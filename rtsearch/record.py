@@ -41,14 +41,19 @@ class RunRecord:
         return time.time() - self.started
 
     def iteration(self, net, static_ratios, val: dict, params_ratio: float, extra: dict | None = None,
-                  run_state: dict | None = None) -> dict:
-        """Record one finished iteration (validation metrics) and checkpoint it."""
+                  run_state: dict | None = None, before_checkpoint: Callable[[bool], None] | None = None) -> dict:
+        """Record one finished iteration (validation metrics) and checkpoint it.
+
+        `before_checkpoint(is_best)` runs before the checkpoint is written, so whatever it saves
+        (the agents) is on disk before the checkpoint says the iteration is done."""
         cfg = self.cfg
         row = {"iteration": len(self.history) + 1, "accuracy": val["accuracy"], "macs_ratio": val["macs_ratio"],
                "macs_ratio_p95": val["macs_ratio_p95"], "params_ratio": params_ratio,
                "score": score(val["accuracy"], val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "feasible": feasible(val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "seconds": self.seconds, **(extra or {})}
+        if before_checkpoint:
+            before_checkpoint(self.best_row is None or row["score"] > self.best_row["score"])
         self.history.append(row)
         checkpoint.save(self.checkpoint_path, net, static_ratios, history=self.history, config=cfg.to_dict(),
                         run_state=run_state or {}, dense_accuracy=self.dense_accuracy)

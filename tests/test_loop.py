@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from rtsearch.baseline import budget_shift
 from rtsearch.config import RunConfig
 from rtsearch.train import run
 
@@ -16,11 +17,20 @@ def quiet(_):
     pass
 
 
+def test_budget_shift_finds_the_smallest_shift_that_meets_the_budget():
+    macs_at = lambda s: min(1.0, max(0.0, 0.5 - s))  # noqa: E731  (MACs fall as the shift grows)
+    assert abs(budget_shift(macs_at, 0.3, 0.9) - 0.2) < 1e-3
+    assert macs_at(budget_shift(macs_at, 0.3, 0.9)) <= 0.3
+    assert budget_shift(macs_at, 0.7, 0.9) < 0 and abs(budget_shift(macs_at, 0.7, 0.9) + 0.2) < 1e-3
+    assert budget_shift(lambda s: 1.0, 0.3, 0.9) == 0.9  # cannot be met: the most pruning there is
+
+
 @pytest.mark.slow
 def test_tight_budget_makes_the_runtime_agent_prune_more(tmp_path):
     # Start the runtime agent at no pruning: with a tight budget, dual ascent raises beta_f and the
     # agent must learn to prune, so its pruning rises and the MACs ratio falls toward the budget.
-    cfg = RunConfig(dataset="digits", budget=0.2, iterations=6, method="runtime-only", warm_start=False,
+    # Calibration is off: this is the agent's own learning.
+    cfg = RunConfig(dataset="digits", budget=0.2, iterations=6, method="runtime-only", warm_start=False, calibrate=False,
                     lr_runtime=1e-3, beta_f=2.0, eta_f=5.0, out=str(tmp_path / "run"))
     metrics = run(cfg, log=quiet)
     history = metrics["history"]
@@ -43,6 +53,10 @@ def test_both_agents_run_and_write_every_metric(tmp_path):
                 "seconds_eval"} <= row.keys()
         assert len(row["static_ratios"]) == 5
     assert metrics["params_ratio"] == saved["params_ratio"] < 1.0  # the static agent pruned for good
+    # calibration puts the deployed policy on the MACs budget on validation, and test follows
+    assert all(row["macs_ratio"] <= cfg.budget + 1e-6 for row in saved["history"])
+    assert all(row["macs_ratio"] > cfg.budget - 0.05 for row in saved["history"])
+    assert abs(saved["macs_ratio"] - cfg.budget) < 0.02
     assert saved["stored_bytes"] == (tmp_path / "run" / "model.pt").stat().st_size
 
 
