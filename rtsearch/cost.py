@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rtsearch.models import GatedNet
+from rtsearch.models import GatedNet, probe
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,7 @@ class CostModel:
         self.terms: list[Term] = []
         hooks = [m.register_forward_hook(self._record) for m in net.modules()
                  if isinstance(m, (nn.Conv2d, nn.Linear))]
-        was_training = net.training
-        try:
-            net.eval()
-            with torch.no_grad():
-                net(torch.zeros(1, *net.input_shape))
-        finally:
-            net.train(was_training)
-            for h in hooks:
-                h.remove()
+        probe(net, hooks)
         self.num_layers = net.num_layers
         self.widths = torch.tensor([g.out_channels for g in net.gates])
         self.dense_params = sum(p.numel() for p in net.parameters())

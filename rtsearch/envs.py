@@ -24,7 +24,7 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from rtsearch.cost import CostModel, static_kept_for
-from rtsearch.models import GatedNet, Walk
+from rtsearch.models import GatedNet, Walk, probe
 
 K_BINS = 16
 EPS = 1e-8
@@ -64,15 +64,7 @@ def _term_segments(net: GatedNet, cost: CostModel) -> list[int]:
     hooks = [seg.register_forward_pre_hook(enter(t)) for t, seg in enumerate(net.segments)]
     hooks += [m.register_forward_hook(record) for m in net.modules()
               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    was_training = net.training
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros(1, *net.input_shape))
-    finally:
-        net.train(was_training)
-        for h in hooks:
-            h.remove()
+    probe(net, hooks)
     if len(trace) != len(cost.terms):  # a static-only cost model drops the predictors
         trace = [entry for entry in trace if not entry[1]]
     if len(trace) != len(cost.terms) or any((e[2], e[3]) != (term.in_full, term.out_full)
@@ -130,15 +122,7 @@ def layer_descriptors(net: GatedNet, cost: CostModel) -> np.ndarray:
     sizes: dict[int, int] = {}
     hooks = [g.conv.register_forward_hook(lambda m, i, o, t=t: sizes.__setitem__(t, o.shape[2]))
              for t, g in enumerate(net.gates)]
-    was_training = net.training
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros(1, *net.input_shape))
-    finally:
-        net.train(was_training)
-        for h in hooks:
-            h.remove()
+    probe(net, hooks)
     max_c = max(max(g.conv.in_channels, g.conv.out_channels) for g in net.gates)
     meter = MacsMeter(net, cost)
     rows = []

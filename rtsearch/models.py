@@ -207,3 +207,16 @@ def build_model(name: str, input_shape=(1, 28, 28), num_classes: int = 10, width
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     net.lam = lam
     return net
+
+
+def probe(net: "GatedNet", hooks) -> None:
+    """One forward of a zero input in eval mode, to let `hooks` trace shapes and costs; removes them."""
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, *net.input_shape))
+    finally:
+        net.train(was_training)
+        for h in hooks:
+            h.remove()

@@ -113,7 +113,8 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_command: str) -> None:
+def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_command: str,
+           uncalibrated: list[dict]) -> None:
     for run in runs:
         run["metrics"] = load(run)
     plot(runs, png)
@@ -122,7 +123,9 @@ def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_c
              "below is read back from the runs it lists. Test split: 1,000 images. Mean ± sample standard "
              "deviation over seeds. The learned runs get "
              f"{WARMUP_EPOCHS} warm-up epochs plus one fine-tuning epoch per iteration; the fixed-ratio "
-             "baseline gets the same number of fine-tuning epochs.", "",
+             "baseline gets the same number of fine-tuning epochs. The learned runs deploy the runtime agent's "
+             "ratios plus one shift that puts the validation MACs ratio on the budget (rtsearch/loop.py, "
+             "calibration); the agent decides the allocation over layers and inputs.", "",
              "## Learned against fixed uniform ratios (runtime-only baseline)", "",
              "| budget | learned accuracy | learned MACs ratio (p95) | feasible | fixed accuracy | fixed MACs ratio | "
              "learned - fixed (per seed) |", "|---|---|---|---|---|---|---|"]
@@ -135,6 +138,19 @@ def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_c
                      f"{mean_sd([m['macs_ratio'] for m in learned])} ({np.mean([m['macs_ratio_p95'] for m in learned]):.4f}) | "
                      f"{sum(m['feasible'] for m in learned)}/{len(learned)} | {mean_sd([m['accuracy'] for m in fixed])} | "
                      f"{np.mean([m['macs_ratio'] for m in fixed]):.4f} | {', '.join(f'{d:+.3f}' for d in diffs)} |")
+    if uncalibrated:
+        lines += ["", "Without the budget calibration (the agent's own ratios deployed as they are; "
+                  "`--no-calibrate`, the behaviour before calibration existed), the same runs gave:", "",
+                  "| budget | learned accuracy | learned MACs ratio | feasible | learned - fixed (per seed) |",
+                  "|---|---|---|---|---|"]
+        for budget in budgets:
+            group = [m for m in uncalibrated if m["budget"] == budget]
+            fixed = [r["metrics"] for r in runs if r["kind"] == "fixed" and r["budget"] == budget]
+            diffs = ", ".join(f"{a['accuracy'] - b['accuracy']:+.3f}" for a, b in zip(group, fixed))
+            if group:
+                lines.append(f"| {budget:g} | {mean_sd([m['accuracy'] for m in group])} | "
+                             f"{mean_sd([m['macs_ratio'] for m in group])} | {sum(m['feasible'] for m in group)}/"
+                             f"{len(group)} | {diffs} |")
     lines += ["", "## Do runtime decisions depend on the input?", "",
               "Per-input MACs ratio of the learned runs on the test split, and its Spearman correlation with the "
               "dense model's confidence (max softmax) on the same input: a negative value means inputs the dense "
@@ -184,13 +200,23 @@ def main(argv=None) -> int:
     p.add_argument("--param-macs-budget", type=float, default=0.5)
     p.add_argument("--report", default="results/agents.md")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    p.add_argument("--uncalibrated", default=None,
+                   help="a --runs folder of learned runs made with --no-calibrate, reported beside")
     args = p.parse_args(argv)
     runs = plan(args.runs, args.budgets, args.seeds, args.iterations, args.param_budget, args.param_macs_budget)
     if not args.report_only:
         execute(runs)
     command = "python -m rtsearch.study " + " ".join(argv if argv is not None else sys.argv[1:])
+    uncalibrated = []
+    if args.uncalibrated:
+        for run in plan(args.uncalibrated, args.budgets, args.seeds, args.iterations, args.param_budget,
+                        args.param_macs_budget):
+            path = os.path.join(run["out"], "metrics.json")
+            if run["kind"] == "learned" and os.path.isfile(path):
+                with open(path) as f:
+                    uncalibrated.append(json.load(f))
     report(runs, args.report, os.path.join(os.path.dirname(args.report), "agents.png"), args.param_budget,
-           command.strip())
+           command.strip(), uncalibrated)
     print(f"wrote {args.report}")
     return 0
 

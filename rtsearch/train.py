@@ -92,6 +92,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--dense-only", action="store_true", help="only train and cache the dense model")
     p.add_argument("--lstm", action="store_true", help="runtime policy with an LSTM across layers")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="deploy the runtime agent's ratios as they are, without the shift onto the budget")
     for name in ("lr-runtime", "lr-static", "lr-finetune", "beta-f", "eta-f", "beta-p", "lam", "p-max"):
         p.add_argument(f"--{name}", type=float, default=getattr(RunConfig, name.replace("-", "_")))
     args = p.parse_args(argv)
@@ -110,7 +112,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     num_env_runners=args.num_env_runners, out=out, method=args.method,
                     fixed_ratios=args.fixed_ratios, lstm=args.lstm, lr_runtime=args.lr_runtime,
                     lr_static=args.lr_static, lr_finetune=args.lr_finetune, beta_f=args.beta_f, eta_f=args.eta_f,
-                    beta_p=args.beta_p, lam=args.lam, p_max=args.p_max)
+                    beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate)
     if args.resume:
         if not os.path.isfile(os.path.join(out, "checkpoint.pt")):
             raise UsageError(f"--resume: {out}/checkpoint.pt does not exist; run without --resume first")
