@@ -250,6 +250,48 @@ def time_training(cfg, iterations: int, log) -> dict:
             "phases_mean_s": phases}
 
 
+def measure_network(model: str, input_shape: tuple, num_classes: int, batch: int, seconds: float) -> dict:
+    """Per-image costs of a backbone, for projections to data this machine does not have (CIFAR-10):
+    one gated walk at runtime ratio 0.5 (what a rollout computes per agent step, summed over the
+    layers) and one fine-tuning step (forward and backward) on random inputs of the same shape."""
+    import torch
+    import torch.nn.functional as F
+
+    from rtsearch.cost import CostModel
+    from rtsearch.models import build_model
+    from rtsearch.supervised import fixed_policy, policy_forward
+    torch.manual_seed(0)
+    net = build_model(model, input_shape, num_classes)
+    x, y = torch.randn(batch, *input_shape), torch.randint(0, num_classes, (batch,))
+    policy = fixed_policy(torch.full((net.num_layers,), 0.5))
+
+    def timed(fn) -> float:
+        fn()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 2:
+            fn()
+            n += 1
+        return (time.perf_counter() - start) / n / batch
+
+    def walk():
+        net.eval()
+        with torch.no_grad():
+            policy_forward(net, x, None, policy)
+
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+
+    def train_step():
+        net.train()
+        opt.zero_grad()
+        logits, _ = policy_forward(net, x, None, policy)
+        F.cross_entropy(logits, y).backward()
+        opt.step()
+
+    return {"model": model, "input_shape": list(input_shape), "layers": net.num_layers,
+            "dense_macs": int(CostModel(net).dense_macs), "batch": batch,
+            "walk_s_per_image": timed(walk), "train_s_per_image": timed(train_step)}
+
+
 # --------------------------------------------------------------------------------------------------
 # CLI
 
@@ -267,6 +309,9 @@ def parse_args(argv=None):
     p = ArgumentParser(prog="python -m rtsearch.bench", description=__doc__.splitlines()[0])
     p.add_argument("--sampling", action="store_true", help="real env vs no-op env throughput")
     p.add_argument("--scaling", action="store_true", help="the same with 0, 1 and 2 env runners")
+    p.add_argument("--network", default=None, metavar="MODEL:C,H,W",
+                   help="also time a backbone's per-image walk and training step on random inputs, e.g. "
+                        "resnet56:3,32,32 (for projections to data not on this machine)")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
     p.add_argument("--num-env-runners", type=int, nargs="+", default=None)
@@ -288,6 +333,16 @@ def parse_args(argv=None):
     if args.train_iterations is None:
         args.train_iterations = 0 if args.scaling and not args.sampling else 2
     check_dataset_and_model(args.dataset, args.model, None)
+    if args.network:
+        from rtsearch.models import MODELS
+        name, _, shape = args.network.partition(":")
+        try:
+            args.network = (name, tuple(int(v) for v in shape.split(",")))
+        except ValueError:
+            args.network = (name, ())
+        if name not in MODELS or len(args.network[1]) != 3 or min(args.network[1]) < 1:
+            raise UsageError(f"--network {name}:{shape} is not MODEL:C,H,W with a known model: "
+                             f"write e.g. resnet56:3,32,32 (models: {', '.join(MODELS)})")
     return args
 
 
@@ -343,6 +398,13 @@ def main(argv=None) -> int:
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+    if args.network:
+        name, shape = args.network
+        n = measure_network(name, shape, 10, 64, min(args.seconds, 10.0))
+        results["network"] = n
+        log(f"network {name} {','.join(map(str, shape))} ({n['dense_macs']:,} dense MACs): walk at runtime "
+            f"ratio 0.5 {1e3 * n['walk_s_per_image']:.3f} ms per image, training step "
+            f"{1e3 * n['train_s_per_image']:.3f} ms per image (batch 64, 1 thread)")
     results["load_average_end"] = os.getloadavg()[0]
     log(f"load average {results['load_average_end']:.2f} at the end")
     if args.out:

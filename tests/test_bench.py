@@ -40,3 +40,4 @@ def test_sampling_prints_real_and_noop_throughput_and_their_ratio():
 def test_bad_input_exits_2_with_one_line():
     assert_usage_error(run_cli("rtsearch.bench", "--dataset", "digits", timeout=60), "--sampling")
     assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--model", "nope", timeout=60), "nope")
+    assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--network", "resnet56:3,32", timeout=60), "--network")
