@@ -6,7 +6,7 @@
 `ray submit` copies this file to the head node and runs it there with the cluster's Python. It
 forwards every argument to `python -m rtsearch.tune` (see its --help), adding `--address auto`
 (join the running cluster) unless an --address is given, and runs from the rtsearch checkout
-that `ray up` uploaded (~/rtsearch), so results/<name>/ lands there. Also usable as a Ray job:
+that `ray up` uploaded (~/rtsearch), so results/<name>/ lands there (or from $RTSEARCH_WORKDIR). Also usable as a Ray job:
 `ray job submit --working-dir . -- python cluster/search.py --budget 0.5 ...`.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def forwarded(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     root = checkout()
-    os.chdir(root)
+    os.chdir(os.environ.get("RTSEARCH_WORKDIR") or root)
     sys.path.insert(0, root)
     from rtsearch.tune import main as tune_main
     return tune_main(forwarded(sys.argv[1:] if argv is None else argv))

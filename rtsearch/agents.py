@@ -58,6 +58,24 @@ def _model_config(use_lstm: bool, max_seq_len: int) -> DefaultModelConfig:
     return DefaultModelConfig(fcnet_hiddens=HIDDEN)
 
 
+# The two agents never sample at the same time (runtime update, then static update), so runner i of
+# each shares one CPU: N CPUs for 2N runners, and a trial's placement group has one 1-CPU bundle per
+# runner pair (rtsearch.tune.placement).
+CPUS_PER_ENV_RUNNER = 0.5
+# A lost env runner (its node died) fails the algorithm's train() and so the trial, which Tune
+# retries from its last checkpoint (at most one iteration lost). RLlib's in-place restart would hand
+# the new runner an env without the current network, pushed once per iteration (push_world).
+
+
+def env_runner_nodes(algo) -> set:
+    """Ids of the Ray nodes the algorithm's remote env runners run on (empty without remote runners)."""
+    import ray
+    if algo.env_runner_group.num_remote_env_runners() == 0:
+        return set()
+    return set(algo.env_runner_group.foreach_env_runner(lambda runner: ray.get_runtime_context().get_node_id(),
+                                                       local_env_runner=False))
+
+
 def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> PPOConfig:
     """PPO for the runtime agent: B = `batch` inputs per env (runner), ~4 batches per iteration."""
     L = n_layers(env_config["world"])
@@ -70,7 +88,8 @@ def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> P
         .environment(RuntimeVectorEnv, env_config=dict(env_config))
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=batch,
                      gym_env_vectorize_mode="vector_entry_point", rollout_fragment_length=fragment,
-                     batch_mode="truncate_episodes")
+                     batch_mode="truncate_episodes", num_cpus_per_env_runner=CPUS_PER_ENV_RUNNER)
+        .fault_tolerance(restart_failed_env_runners=False)
         .training(lr=cfg.lr_runtime, gamma=1.0, lambda_=0.95, train_batch_size_per_learner=train_batch,
                   minibatch_size=max(batch * L, train_batch // 4), num_epochs=4)
         .rl_module(model_config=_model_config(cfg.lstm, L))
@@ -90,7 +109,9 @@ def static_algo_config(cfg: RunConfig, env_config: dict) -> PPOConfig:
         PPOConfig()
         .environment(StaticLayerEnv, env_config=dict(env_config))
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
-                     rollout_fragment_length=fragment, batch_mode="truncate_episodes")
+                     rollout_fragment_length=fragment, batch_mode="truncate_episodes",
+                     num_cpus_per_env_runner=CPUS_PER_ENV_RUNNER)
+        .fault_tolerance(restart_failed_env_runners=False)
         .training(lr=cfg.lr_static, gamma=1.0, lambda_=0.95, train_batch_size_per_learner=train_batch,
                   minibatch_size=max(L, train_batch // 4), num_epochs=8)
         .rl_module(model_config=_model_config(False, L))

@@ -112,6 +112,14 @@ class Agents:
             self.runtime_shift = budget_shift(macs_at, self.cfg.budget, self.cfg.p_max)
         return own
 
+    def runner_nodes(self) -> list[str]:
+        """Ray node ids of both agents' remote env runners (where rollouts ran this iteration)."""
+        nodes = set()
+        for algo in (self.runtime, self.static):
+            if algo is not None:
+                nodes |= agents.env_runner_nodes(algo)
+        return sorted(nodes)
+
     def train_runtime(self) -> dict:
         if not self.uses_runtime:
             return {}
@@ -209,6 +217,8 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
                 extra.update(agent_macs_ratio=own_macs, runtime_shift=crew.runtime_shift)
             extra.update({f"seconds_{k}": v for k, v in seconds.items()})
             extra["static_ratios"] = [round(float(r), 4) for r in crew.static_ratios]
+            if cfg.num_env_runners:
+                extra["env_runner_nodes"] = crew.runner_nodes()
             extra["runtime_sparsity"] = val["runtime_sparsity"]
             extra["runtime_sparsity_layers"] = val["runtime_sparsity_layers"]
             params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))

@@ -27,7 +27,7 @@ SWEEP_FILE = "sweep.json"
 TRIALS = "trials"
 FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
-            "beta_f", "env_steps", "rollout_macs_ratio")
+            "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
 

@@ -297,8 +297,9 @@ def trial_dirname(trial) -> str:
 
 
 def placement(num_env_runners: int, gpus_per_trial: float, cluster: bool):
-    """Bundle 0: the trial driver and its learner; one CPU bundle per env runner, so rollouts can
-    spread over the nodes of a cluster (PACK on one machine)."""
+    """Bundle 0: the trial driver, its learners and the fine-tuning (with the GPU, if any); one CPU
+    bundle per env runner pair (the runtime and static agents' runner i, which take turns:
+    agents.CPUS_PER_ENV_RUNNER), so rollouts spread over the nodes of a cluster (PACK on one machine)."""
     from ray.tune import PlacementGroupFactory
     head = {"CPU": 1.0, **({"GPU": float(gpus_per_trial)} if gpus_per_trial else {})}
     return PlacementGroupFactory([head] + [{"CPU": 1.0}] * num_env_runners,
