@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 
 from ray.tune import Callback
@@ -49,6 +50,13 @@ def _read_state(out: str) -> dict | None:
         return None
 
 
+def run_folder(experiment: str, trial_id: str) -> str:
+    """The trial's live run folder: node-local scratch, outside the trial folder that Tune uploads
+    to storage every few seconds (a live folder there is copied while it is being written). What
+    must survive the node travels in the checkpoints reported to Tune."""
+    return os.path.join(tempfile.gettempdir(), "rtsearch-trials", f"{experiment}-{trial_id}")
+
+
 def trainable(config: dict) -> None:
     """One trial: rtsearch.train.run with the sampled values, reporting every iteration to Tune
     (with the run folder as checkpoint) and to its MLflow child run."""
@@ -61,7 +69,7 @@ def trainable(config: dict) -> None:
     os.environ["RTSEARCH_CACHE"] = settings["cache_dir"]
     ctx = tune.get_context()
     trial_id, trial_dir = ctx.get_trial_id(), ctx.get_trial_dir()
-    out = os.path.join(trial_dir, "run")
+    out = run_folder(settings["experiment"], trial_id)
     state = {"reported": 0, "mlflow_run_id": None, "final": None}
     on_disk = _read_state(out)
     if on_disk and on_disk.get("final"):

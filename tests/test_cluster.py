@@ -112,28 +112,55 @@ def kill(pids: set[int]) -> None:
 
 
 class Cluster:
-    """A Ray cluster of this test's own: every process it starts carries its unique temp dir on its
-    command line (or descends from one that does), so it is stopped by process id, nothing else."""
+    """A Ray cluster of this test's own on 127.0.0.1, stopped by process id only.
 
-    def __init__(self, root: Path):
+    Every process of it carries a marker of its own: its unique temp dir on the command line (the
+    Ray daemons) or the RTSEARCH_TEST_CLUSTER variable in its environment (everything the daemons
+    start, the job's driver included), so `stop` finds them all and touches nothing else. A node is
+    its raylet (found by the node manager port it was given) with the processes under it."""
+
+    def __init__(self):
         self.temp = f"/tmp/rtc{secrets.token_hex(3)}"          # short: Ray's socket paths must fit 107 bytes
         self.port, self.dashboard = free_port(), free_port()
-        self.nodes: dict[str, set[int]] = {}
-        self.root = root
+        self.raylets: dict[str, int] = {}                      # node name -> raylet pid
+        self.node_ids: dict[str, str] = {}                     # node name -> Ray node id
         # Ray's token authentication, with a token of this cluster's own (never the user's ~/.ray one)
-        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.token = secrets.token_hex(32)
+
+    def env(self) -> dict:
+        env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RTSEARCH_TEST_CLUSTER=self.temp,
+                   # a dead node is noticed in ~3 s instead of ~15 s
+                   RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+        env.pop("RAY_ADDRESS", None)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"     # what the job's `python` is
+        return env
 
     def ours(self) -> set[int]:
-        return {p for p in all_pids() if self.temp in cmdline(p) and p != os.getpid()}
+        marker = f"RTSEARCH_TEST_CLUSTER={self.temp}".encode()
+        found = set()
+        for pid in all_pids():
+            if pid == os.getpid():
+                continue
+            if self.temp in cmdline(pid):
+                found.add(pid)
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        found.add(pid)
+            except OSError:
+                pass
+        return found
 
-    def start(self, name: str, *args: str) -> None:
-        before = self.ours()
-        ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+    def start(self, name: str, *args: str) -> str:
+        """`ray start` a node; returns its Ray node id."""
+        manager = free_port()
+        ports = ["--node-manager-port", str(manager), "--object-manager-port", str(free_port()),
                  "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
                  "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
                  "--min-worker-port", "0", "--max-worker-port", "0"]
         common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", *ports]
-        if name == "head":
+        if not self.raylets:
             command = [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", self.temp,
                        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                        "--dashboard-port", str(self.dashboard), "--ray-client-server-port", str(free_port()),
@@ -142,41 +169,63 @@ class Cluster:
             command = [RAY, "start", "--address", f"127.0.0.1:{self.port}", *common, *args]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=self.env())
         assert done.returncode == 0, done.stdout + done.stderr
-        self.nodes[name] = self.ours() - before - set().union(*self.nodes.values())
-
-    def env(self) -> dict:
-        env = dict(os.environ, **self.auth)
-        env.pop("RAY_ADDRESS", None)
-        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-        return env
+        raylets = [p for p in self.ours() if f"--node_manager_port={manager} " in cmdline(p) + " "
+                   and "/raylet " in cmdline(p)]
+        assert len(raylets) == 1, [cmdline(p)[:300] for p in self.ours()]
+        self.raylets[name] = raylets[0]
+        self.node_ids[name] = cmdline(raylets[0]).split("--node_id=", 1)[1].split()[0]
+        return self.node_ids[name]
 
     def kill_node(self, name: str) -> None:
-        kill(with_descendants(self.nodes.pop(name)))
+        """The node dies at once: its raylet and every process under it (agents, workers), SIGKILL."""
+        kill(with_descendants({self.raylets.pop(name)}))
 
-    def stop(self) -> None:
-        for _ in range(5):
+    def jobs(self):
+        from ray.job_submission import JobSubmissionClient
+        # The token goes in the header: this process's Ray settings were read at its first `import ray`.
+        return JobSubmissionClient(f"http://127.0.0.1:{self.dashboard}",
+                                   headers={"Authorization": f"Bearer {self.token}"})
+
+    def stop(self) -> set[int]:
+        """Kill every process of this cluster; returns those still alive afterwards (none expected)."""
+        for _ in range(10):
             left = with_descendants(self.ours())
             if not left:
                 break
             kill(left)
-            time.sleep(1)
+            time.sleep(0.5)
+        left = with_descendants(self.ours())
         subprocess.run(["rm", "-rf", self.temp])
+        return left
 
 
 @pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    c = Cluster(tmp_path)
-    for key, value in c.auth.items():          # this test's own Jobs API client authenticates too
-        monkeypatch.setenv(key, value)
+def cluster():
+    c = Cluster()
     try:
         yield c
     finally:
-        c.stop()
+        left = c.stop()
+        assert not left, f"processes of the test cluster outlived it: {[cmdline(p)[:200] for p in left]}"
 
 
-def job_client(cluster):
-    from ray.job_submission import JobSubmissionClient
-    return JobSubmissionClient(f"http://127.0.0.1:{cluster.dashboard}")
+def wait_job(client, job_id: str, timeout: float) -> tuple[str, str]:
+    """(final status, logs) of a Ray job."""
+    deadline = time.time() + timeout
+    while not client.get_job_status(job_id).is_terminal():
+        assert time.time() < deadline, f"job {job_id} ran past {timeout}s:\n{client.get_job_logs(job_id)[-4000:]}"
+        time.sleep(1)
+    return str(client.get_job_status(job_id)).rsplit(".", 1)[-1], client.get_job_logs(job_id)
+
+
+def checkout_copy(folder: Path) -> Path:
+    """What `ray job submit --working-dir` ships: the package, the launcher scripts, the search spaces."""
+    import shutil
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("rtsearch", "cluster", "search_spaces"):
+        shutil.copytree(REPO / part, folder / part, ignore=skip)
+    shutil.copy(REPO / "pyproject.toml", folder)
+    return folder
 
 
 def histories(workdir: Path, name: str) -> dict:
@@ -187,57 +236,60 @@ def histories(workdir: Path, name: str) -> dict:
     return rows
 
 
+def runner_nodes(hist: dict) -> set[str]:
+    return {n for rows in hist.values() for r in rows for n in r.get("env_runner_nodes", [])}
+
+
 @pytest.mark.slow
 def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_path):
-    # Two nodes of 2 CPUs; the second marked by a custom resource. A trial with 3 env runner bundles
-    # plus its own takes all 4 CPUs, so its rollouts necessarily run on both nodes.
-    cluster.start("head", "--num-cpus", "2")
-    cluster.start("worker", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}))
-    assert cluster.nodes["worker"], "the worker node started no process of its own"
+    # Two nodes of 2 CPUs, the second marked by a custom resource. A trial with 3 env runners takes
+    # 1 + 3 CPU bundles, all 4 CPUs, SPREAD over the two nodes: each node holds at least one runner bundle.
+    head = cluster.start("head", "--num-cpus", "2")
+    worker = cluster.start("worker", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}))
+    assert head != worker
+    client = cluster.jobs()
+
+    # A job's `python` is this venv's (the cluster was started with its bin first on PATH).
+    probe = client.submit_job(entrypoint="python -c 'import sys; print(\"job python:\", sys.executable)'")
+    status, logs = wait_job(client, probe, 120)
+    assert status == "SUCCEEDED", logs
+    assert f"job python: {Path(sys.executable).parent}/python" in logs, logs
+
     workdir, storage = tmp_path / "work", tmp_path / "storage"
     workdir.mkdir()
-    entry = [sys.executable, str(REPO / "cluster" / "search.py"), "--budget", "0.5", "--dataset", "digits",
-             "--model", "small", "--num-samples", "2", "--max-iterations", "3", "--num-env-runners", "3",
-             "--dense-epochs", "1", "--max-failures", "2", "--storage-path", str(storage), "--name", "clu",
-             "--param-budget", "0.8"]
     runtime_env = {"env_vars": {"RTSEARCH_WORKDIR": str(workdir), "RTSEARCH_CACHE": str(tmp_path / "cache")}}
+    sweep = ["python", "cluster/search.py", "--budget", "0.5", "--dataset", "digits", "--model", "small",
+             "--num-samples", "2", "--max-iterations", "2", "--num-env-runners", "3", "--dense-epochs", "1",
+             "--max-failures", "2", "--storage-path", str(storage), "--name", "clu", "--param-budget", "0.8"]
     submit = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}",
-                             "--submission-id", "clu", "--no-wait", "--runtime-env-json", json.dumps(runtime_env),
-                             "--", *entry], capture_output=True, text=True, timeout=120, env=cluster.env())
+                             "--submission-id", "clu", "--no-wait", "--working-dir", str(checkout_copy(tmp_path / "src")),
+                             "--runtime-env-json", json.dumps(runtime_env), "--", *sweep],
+                            capture_output=True, text=True, timeout=120, env=cluster.env())
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    client = job_client(cluster)
 
-    # Let the first trial report an iteration with rollouts on both nodes, then kill the worker node.
-    deadline = time.time() + 300
-    while True:
-        status = client.get_job_status("clu")
-        assert not status.is_terminal(), client.get_job_logs("clu")[-4000:]
+    # The first iteration of the first trial: its rollouts ran on both nodes. Then the worker node dies.
+    deadline = time.time() + 240
+    while not any(histories(workdir, "clu").values()):
+        assert not client.get_job_status("clu").is_terminal(), client.get_job_logs("clu")[-4000:]
         assert time.time() < deadline, client.get_job_logs("clu")[-4000:]
-        rows = [r for h in histories(workdir, "clu").values() for r in h]
-        if rows:
-            break
-        time.sleep(1)
-    nodes_before = {n for r in rows for n in r.get("env_runner_nodes", [])}
-    assert len(nodes_before) == 2, rows          # env runners ran on both nodes of the cluster
+        time.sleep(0.5)
+    before = histories(workdir, "clu")
+    assert runner_nodes(before) == {head, worker}, before
     cluster.kill_node("worker")
-    time.sleep(5)
-    # What an autoscaler does: a fresh worker node replaces the lost one, so the retry finds room.
-    cluster.start("worker2", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}))
+    # What an autoscaler does: a fresh node replaces the lost one, so the retried trial finds room.
+    time.sleep(3)
+    fresh = cluster.start("worker2", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}))
 
-    deadline = time.time() + 420
-    while not client.get_job_status("clu").is_terminal():
-        assert time.time() < deadline, client.get_job_logs("clu")[-4000:]
-        time.sleep(2)
-    logs = client.get_job_logs("clu")
-    assert str(client.get_job_status("clu")) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), logs[-4000:]
-
+    status, logs = wait_job(client, "clu", 300)
+    assert status == "SUCCEEDED", logs[-4000:]
     summary = json.loads((workdir / "results" / "clu" / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
-    assert len(trials) == 2, trials                                        # none lost
+    assert len(trials) == 2, trials                                                    # none lost
     assert all(t["status"] in ("completed", "stopped") for t in trials), trials
-    assert any(t["attempts"] >= 2 for t in trials), (trials, logs[-3000:])  # the hit trial was retried
-    assert "from its last checkpoint" in logs
-    for trial_id, h in histories(workdir, "clu").items():                 # no iteration reported twice
-        assert [r["iteration"] for r in h] == list(range(1, len(h) + 1)), (trial_id, h)
-    nodes_after = {n for h in histories(workdir, "clu").values() for r in h for n in r.get("env_runner_nodes", [])}
-    assert len(nodes_after - nodes_before) >= 1                           # later rollouts ran on the new node
+    hit = [t for t in trials if t["trial_id"] in before]
+    assert hit and hit[0]["attempts"] >= 2 and hit[0]["status"] == "completed", (trials, logs[-3000:])
+    assert f"trial {hit[0]['trial_id']} failed" in logs and "from its last checkpoint" in logs, logs[-3000:]
+    after = histories(workdir, "clu")
+    for trial_id, rows in after.items():                       # every iteration reported once, none lost
+        assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1)), (trial_id, rows)
+    assert runner_nodes(after) == {head, worker, fresh}, after  # later rollouts ran on the new node
