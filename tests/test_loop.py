@@ -68,9 +68,9 @@ def test_interrupted_run_resumes_to_the_same_iteration_count(tmp_path):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        for line in proc.stdout:  # interrupt (Ctrl-C) right after the first iteration is checkpointed
+        for line in proc.stdout:  # kill -9 the run (and its Ray) right after iteration 1 is checkpointed
             if line.startswith("iter   1/3"):
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGKILL)
                 break
         proc.wait(timeout=120)
     finally:
