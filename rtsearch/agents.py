@@ -60,7 +60,9 @@ def _model_config(use_lstm: bool, max_seq_len: int) -> DefaultModelConfig:
 
 # The two agents never sample at the same time (runtime update, then static update), so runner i of
 # each shares one CPU: N CPUs for 2N runners, and a trial's placement group has one 1-CPU bundle per
-# runner pair (rtsearch.tune.placement).
+# runner pair (rtsearch.tune.placement). A full CPU each (2N bundles) would keep N reserved CPUs idle
+# at any moment; a static agent without remote runners would sample on the trial's own CPU, one
+# episode after another, never on the other nodes of a cluster.
 CPUS_PER_ENV_RUNNER = 0.5
 # A lost env runner (its node died) fails the algorithm's train() and so the trial, which Tune
 # retries from its last checkpoint (at most one iteration lost). RLlib's in-place restart would hand
@@ -77,7 +79,8 @@ def env_runner_nodes(algo) -> set:
 
 
 def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> PPOConfig:
-    """PPO for the runtime agent: B = `batch` inputs per env (runner), ~4 batches per iteration."""
+    """PPO for the runtime agent: B = `batch` inputs per env (runner), RUNTIME_BATCHES_PER_ITERATION
+    batches per iteration (rounded up to a multiple of the runner count)."""
     L = n_layers(env_config["world"])
     runners = max(1, cfg.num_env_runners)
     episodes = max(1, math.ceil(RUNTIME_BATCHES_PER_ITERATION / runners))  # per runner and sample() call

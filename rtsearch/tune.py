@@ -148,6 +148,7 @@ def trainable(config: dict) -> None:
                                                             "feasible")}}
     _write_state(out, state)
     tune.report(state["final"], checkpoint=tune.Checkpoint.from_directory(out))
+    shutil.rmtree(out, ignore_errors=True)      # its final state lives on in that checkpoint
 
 
 # --------------------------------------------------------------------------------------------------

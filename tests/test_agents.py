@@ -17,6 +17,7 @@ from rtsearch.supervised import evaluate, policy_forward
 B = 32
 P_MAX = 0.9
 L = 5
+BATCHES = agents.RUNTIME_BATCHES_PER_ITERATION     # batches of B inputs per runtime update
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,9 @@ def test_runtime_agent_trains_and_syncs_world(runtime_algo, net):
         seconds = time.perf_counter() - start
         steps = result["env_runners"]["num_env_steps_sampled"]
         print(f"runtime iteration {i}: {seconds:.2f} s, {steps} agent steps, {steps / seconds:.0f} steps/s")
-        assert steps == 4 * B * L
+        assert steps == BATCHES * B * L
         stats = agents.pop_env_stats(algo)
-        assert stats["count"] == 4 * B and len(stats["macs_ratios"]) == 4 * B
+        assert stats["count"] == BATCHES * B and len(stats["macs_ratios"]) == BATCHES * B
         assert 0 < stats["macs_ratio"] <= 1 and 0 <= stats["accuracy"] <= 1
         # the batch's return is -CE - beta_f * macs, on average too
         assert stats["return"] == pytest.approx(-stats["ce"] - beta_f * stats["macs_ratio"])
@@ -156,9 +157,10 @@ def test_remote_env_runner_gets_the_world(ray_session, net):
             lambda runner: [env._pending["beta_f"] if env._pending else env.beta_f for env in agents.envs_of(runner)],
             local_env_runner=False)
         assert seen == [[4.0]]
+        assert agents.env_runner_nodes(algo) == {ray.get_runtime_context().get_node_id()}
         algo.train()
         stats = agents.pop_env_stats(algo)
-        assert stats["count"] == 4 * B
+        assert stats["count"] == BATCHES * B
         assert stats["return"] == pytest.approx(-stats["ce"] - 4.0 * stats["macs_ratio"])
     finally:
         algo.stop()

@@ -35,21 +35,43 @@ def validate(config: dict) -> None:
         jsonschema.validate(copy.deepcopy(config), json.load(f))
 
 
+def validate_like_ray_up(config: dict) -> dict:
+    """What `ray up` does before it touches a machine: merge the provider's defaults (AWS, local) and
+    validate the result (schema, head node type among the node types, min_workers within max_workers)."""
+    from ray.autoscaler._private.commands import prepare_config
+    from ray.autoscaler._private.util import validate_config
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
 @pytest.mark.parametrize("name", ["config.yaml", "local.yaml"])
 def test_launcher_configs_pass_rays_schema(name):
-    validate(load_config(name))
+    config = load_config(name)
+    validate(config)
+    prepared = validate_like_ray_up(config)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
 
 
 def test_schema_check_catches_a_broken_config():
     import jsonschema
     broken = load_config("config.yaml")
-    broken["max_workers"] = "many"
+    broken["max_workers"] = "many"                          # a wrong type
     with pytest.raises(jsonschema.ValidationError):
         validate(broken)
     unknown = load_config("config.yaml")
-    unknown["head_node_tpye"] = unknown["head_node_type"]
+    unknown["head_node_tpye"] = unknown["head_node_type"]   # an unknown top-level key
     with pytest.raises(jsonschema.ValidationError):
         validate(unknown)
+    typo = load_config("config.yaml")
+    typo["available_node_types"]["cpu_rollout"]["resources"]["CPU"] = "16"     # a wrong type, deep down
+    with pytest.raises(jsonschema.ValidationError):
+        validate(typo)
+    headless = load_config("config.yaml")
+    headless["head_node_type"] = "gpu_head"                 # valid JSON, but no such node type
+    validate(headless)
+    with pytest.raises(ValueError, match="head_node_type"):
+        validate_like_ray_up(headless)
 
 
 def test_aws_config_has_cpu_head_cpu_and_gpu_workers_and_installs_like_make():
@@ -63,6 +85,13 @@ def test_aws_config_has_cpu_head_cpu_and_gpu_workers_and_installs_like_make():
     assert any(t["resources"].get("GPU", 0) >= 1 for t in workers)
     assert all(t["min_workers"] <= t["max_workers"] for t in workers)
     assert "." in config["file_mounts"].values()                # this working tree goes up
+    assert any("make install" in c for c in config["setup_commands"])
+
+
+def test_local_config_uploads_the_tree_and_installs_like_make():
+    config = load_config("local.yaml")
+    assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
+    assert "." in config["file_mounts"].values()
     assert any("make install" in c for c in config["setup_commands"])
 
 
@@ -133,6 +162,8 @@ class Cluster:
                    RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
         env.pop("RAY_ADDRESS", None)
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"     # what the job's `python` is
+        env["TMPDIR"] = os.path.join(self.temp, "scratch")       # the trials' node-local scratch, removed by stop
+        os.makedirs(env["TMPDIR"], exist_ok=True)
         return env
 
     def ours(self) -> set[int]:
