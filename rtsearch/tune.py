@@ -24,7 +24,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
 from rtsearch import report, space as spaces
-from rtsearch.cli import ArgumentParser, UsageError, check_dataset_and_model, fraction, guarded
+from rtsearch.cli import ArgumentParser, UsageError, check_dataset_and_model, fraction, guarded, quiet_libraries
 from rtsearch.config import RunConfig
 
 STATE_FILE = "trial_state.json"      # inside a trial's run folder, so it travels with its checkpoints
@@ -522,6 +522,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")          # one line per failure, ours
+    quiet_libraries()
     for noisy in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(_StaleCheckpointFilter())
