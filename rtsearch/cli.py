@@ -62,11 +62,10 @@ def guarded(main):
 def quiet_libraries() -> None:
     """Keep progress output readable: drop the libraries' start-up notices that say nothing about
     this run (RLlib's new-API-stack and deprecation notices, gymnasium re-registering RLlib's env,
-    Tune's optional GPU monitor, Ray's local token-authentication notice). Errors still show."""
+    Tune's optional GPU monitor, Ray's local token-authentication notice). Errors still show.
+    Call it after RLlib is imported: RLlib sets its own log level on import."""
     import logging
     import warnings
-
-    import ray.rllib  # noqa: F401  (it sets its own log level on import: set ours after it)
     warnings.filterwarnings("ignore", message=".*Overriding environment.*already in registry.*")
     for name in ("ray.rllib", "ray._common.deprecation", "ray.tune.utils.util", "ray._private.authentication"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -27,6 +27,7 @@ import torch
 
 from rtsearch import agents, checkpoint
 from rtsearch.baseline import agent_start, budget_shift
+from rtsearch.cli import quiet_libraries
 from rtsearch.config import RunConfig
 from rtsearch.cost import CostModel, static_kept_for
 from rtsearch.envs import layer_descriptors
@@ -172,6 +173,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
     net.lam = 0.0 if cfg.method == "static-only" else cfg.lam
     # Many tiny tensor ops per RL step: one thread is several times faster than two on small CPUs.
     torch.set_num_threads(1)
+    quiet_libraries()
     started_ray = ensure_ray(cfg.num_env_runners)
     cost = CostModel(net, predictors=predictors_kept(cfg.method))
     crew = Agents(cfg, net, cost)

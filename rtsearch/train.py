@@ -15,7 +15,7 @@ import torch
 
 from rtsearch import checkpoint, data, dense
 from rtsearch.baseline import uniform_ratios
-from rtsearch.cli import ArgumentParser, UsageError, check_dataset_and_model, fraction, guarded, quiet_libraries
+from rtsearch.cli import ArgumentParser, UsageError, check_dataset_and_model, fraction, guarded
 from rtsearch.config import METHODS, RunConfig
 from rtsearch.cost import CostModel, static_kept_for
 from rtsearch.record import RunRecord
@@ -123,7 +123,6 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
 @guarded
 def main(argv=None) -> int:
     cfg, flags = parse_args(argv)
-    quiet_libraries()
     if flags["dense_only"]:
         splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
         dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log_to_stdout)
