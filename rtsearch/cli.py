@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtsearch.data import DATASETS, DataError, check_data_dir
-from rtsearch.models import MODELS
-
-
-class UsageError(ValueError):
-    """Bad input; the message is one line naming the problem and the fix."""
+from rtsearch.data import DATASETS, check_data_dir
+from rtsearch.errors import DataError, UsageError
+from rtsearch.net.models import MODELS
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -57,15 +54,3 @@ def guarded(main):
         except (UsageError, DataError) as e:
             fail(str(e))
     return wrapper
-
-
-def quiet_libraries() -> None:
-    """Keep progress output readable: drop the libraries' start-up notices that say nothing about
-    this run (RLlib's new-API-stack and deprecation notices, gymnasium re-registering RLlib's env,
-    Tune's optional GPU monitor, Ray's local token-authentication notice). Errors still show.
-    Call it after RLlib is imported: RLlib sets its own log level on import."""
-    import logging
-    import warnings
-    warnings.filterwarnings("ignore", message=".*Overriding environment.*already in registry.*")
-    for name in ("ray.rllib", "ray._common.deprecation", "ray.tune.utils.util", "ray._private.authentication"):
-        logging.getLogger(name).setLevel(logging.ERROR)

@@ -36,6 +36,11 @@ class RunConfig:
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
     mlflow_run_id: str | None = None
 
+    @property
+    def predictors_kept(self) -> bool:
+        """A static-only model has no use for the runtime importance predictors and drops them."""
+        return self.method != "static-only"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

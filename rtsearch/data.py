@@ -8,12 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rtsearch.errors import DataError
+
 DATASETS = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder")
 NEEDS_DATA_DIR = ("cifar10", "cifar100", "imagefolder")
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message names the problem and the fix in one line."""
 
 
 @dataclass

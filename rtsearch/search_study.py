@@ -1,150 +1,10 @@
-"""TPE against random search, behind results/search.md: `python -m rtsearch.search_study`.
-
-Runs, through the real command line, `python -m rtsearch.tune` with `--search tpe` and
-`--search random` on the same space, budget and trial count for several seeds (a finished sweep is
-reused, an interrupted one resumed), then reads each sweep's summary.json and asks: how many
-trials, and how many iterations, did each search need to reach the best score that random search
-found with the same seed? Trials count in the order they started; iterations as DESIGN §1's
-sweep iterations-to-best (earlier trials in full, the reaching trial up to the iteration that
-reached it).
-"""
+"""TPE against random search: `python -m rtsearch.search_study` runs the sweeps and writes
+results/search.md (rtsearch.studies.search)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import time
-
-import numpy as np
 
 from rtsearch.cli import ArgumentParser, guarded
-from rtsearch.metrics import BEST_TOLERANCE
-
-SEARCHES = ("tpe", "random")
-
-
-def sweep_name(prefix: str, search: str, seed: int) -> str:
-    return f"{prefix}-{search}-s{seed}"
-
-
-def tune_args(args, search: str, seed: int) -> list[str]:
-    return ["--dataset", args.dataset, "--model", args.model, "--budget", f"{args.budget:g}",
-            "--param-budget", f"{args.param_budget:g}", "--num-samples", str(args.num_samples),
-            "--max-iterations", str(args.max_iterations), "--search", search, "--seed", str(seed),
-            "--name", sweep_name(args.prefix, search, seed)]
-
-
-def execute(args) -> None:
-    """Run (or resume, or reuse) every sweep; each one's output goes to results/<name>/tune.log."""
-    plan = [(search, seed) for seed in args.seeds for search in SEARCHES]
-    for i, (search, seed) in enumerate(plan, 1):
-        name = sweep_name(args.prefix, search, seed)
-        folder = os.path.join("results", name)
-        if os.path.isfile(os.path.join(folder, "summary.json")) and finished(folder):
-            print(f"[{i}/{len(plan)}] reusing {folder}", flush=True)
-            continue
-        resume = os.path.isfile(os.path.join(folder, "sweep.json"))
-        command = [sys.executable, "-m", "rtsearch.tune", *tune_args(args, search, seed), *(["--resume"] if resume else [])]
-        print(f"[{i}/{len(plan)}] python -m rtsearch.tune {' '.join(command[3:])}", flush=True)
-        os.makedirs(folder, exist_ok=True)
-        start = time.time()
-        with open(os.path.join(folder, "tune.log"), "a") as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            raise SystemExit(f"sweep {name} failed (exit {done.returncode}); see {folder}/tune.log")
-        print(f"    done in {time.time() - start:.0f}s", flush=True)
-
-
-def finished(folder: str) -> bool:
-    with open(os.path.join(folder, "summary.json")) as f:
-        return all(sw.get("finished") for sw in json.load(f)["sweeps"].values())
-
-
-def load_sweep(folder: str) -> dict:
-    with open(os.path.join(folder, "summary.json")) as f:
-        summary = json.load(f)
-    (sweep,) = summary["sweeps"].values()
-    return sweep
-
-
-def reach(sweep: dict, target: float) -> tuple[int | None, int | None]:
-    """(trials, iterations) this sweep spent until a trial's validation score reached `target`
-    (within the best-score tolerance); (None, None) if none did."""
-    trials = sorted((t for t in sweep["trials"] if t["scores"]), key=lambda t: t["started"] or 0.0)
-    spent = 0
-    for n, t in enumerate(trials, 1):
-        for i, s in enumerate(t["scores"], 1):
-            if s >= target - BEST_TOLERANCE:
-                return n, spent + i
-        spent += len(t["scores"])
-    return None, None
-
-
-def best_score(sweep: dict) -> float:
-    return max(s for t in sweep["trials"] for s in t["scores"])
-
-
-def fmt_mean(values) -> str:
-    got = [v for v in values if v is not None]
-    if not got:
-        return "-"
-    sd = np.std(got, ddof=1) if len(got) > 1 else 0.0
-    return f"{np.mean(got):.1f} ± {sd:.1f}" + (f" ({len(got)}/{len(values)} reached)" if len(got) < len(values) else "")
-
-
-def write_report(args, path: str) -> None:
-    rows, per_method = [], {s: {"trials": [], "iters": [], "best": [], "total_iters": [], "wall": []} for s in SEARCHES}
-    for seed in args.seeds:
-        sweeps = {s: load_sweep(os.path.join("results", sweep_name(args.prefix, s, seed))) for s in SEARCHES}
-        target = best_score(sweeps["random"])
-        for search, sweep in sweeps.items():
-            trials, iters = reach(sweep, target)
-            m = per_method[search]
-            m["trials"].append(trials)
-            m["iters"].append(iters)
-            m["best"].append(best_score(sweep))
-            m["total_iters"].append(sweep["iterations"])
-            m["wall"].append(sweep["wall_seconds"] or 0.0)
-            best = sweep["best"] or {}
-            rows.append(f"| {seed} | {search} | {best_score(sweep):.4f} | {target:.4f} | "
-                        f"{trials if trials is not None else 'not reached'} | {iters if iters is not None else '-'} | "
-                        f"{sweep['iterations']} | {sweep['sweep_iters_to_best']} | "
-                        f"{best.get('accuracy', float('nan')):.4f} | {best.get('macs_ratio', float('nan')):.3f} | "
-                        f"{(sweep['wall_seconds'] or 0) / 60:.1f} | "
-                        f"`python -m rtsearch.tune {' '.join(tune_args(args, search, seed))}` |")
-    lines = [
-        "# Search efficiency: TPE against random search",
-        "",
-        "Produced by `python -m rtsearch.search_study` (it runs the sweeps below, reusing finished ones, then "
-        "writes this report; `--report-only` rebuilds the report from results/). Same space (search_spaces/default.yaml, "
-        f"param_budget fixed at {args.param_budget:g}), same trial budget ({args.num_samples} trials x up to "
-        f"{args.max_iterations} iterations, ASHA on), {args.dataset}/{args.model}, MACs budget {args.budget:g}; "
-        "TPE and random share each seed's data split and dense model. The target for a seed is the best "
-        "validation score its random sweep found; *trials* and *iterations to reach it* count trials in start "
-        "order, earlier trials' iterations in full (DESIGN §1 sweep iterations-to-best).",
-        "",
-        "| method | best val score | trials to reach random's best | iterations to reach it | iterations spent in all |",
-        "|---|---|---|---|---|",
-    ]
-    for search, m in per_method.items():
-        lines.append(f"| {search} | {np.mean(m['best']):.4f} ± {np.std(m['best'], ddof=1) if len(m['best']) > 1 else 0:.4f} "
-                     f"| {fmt_mean(m['trials'])} | {fmt_mean(m['iters'])} | {fmt_mean(m['total_iters'])} |")
-    startup = max(2, min(10, args.num_samples // 3))         # rtsearch.tune.make_searcher
-    lines += ["", "Mean ± standard deviation over seeds " + ", ".join(map(str, args.seeds)) + ".", "",
-              f"Reading: with {args.num_samples} trials, TPE's first {startup} are random (its start-up trials, "
-              f"drawn like random search's from the same seed), so it has {args.num_samples - startup} "
-              "model-guided proposals. One validation image is 0.002 of accuracy (500 images), and the "
-              "best scores of the two searches differ by about that much; at this trial budget the "
-              "measurement does not separate TPE from random search. Wall minutes are not comparable "
-              "across rows: the first sweeps shared the 2-core machine with other runs.", "",
-              "| seed | search | best val score | target (random's best) | trials to reach | iterations to reach | "
-              "iterations in all | sweep iters-to-best | best trial test acc | best trial test MACs | wall min | command |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    print(f"wrote {path}", flush=True)
 
 
 @guarded
@@ -161,9 +21,8 @@ def main(argv=None) -> int:
     p.add_argument("--report", default="results/search.md")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished sweeps")
     args = p.parse_args(argv)
-    if not args.report_only:
-        execute(args)
-    write_report(args, args.report)
+    from rtsearch.studies.search import study
+    study(args)
     return 0
 
 

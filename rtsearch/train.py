@@ -1,78 +1,22 @@
 """One run: `python -m rtsearch.train --dataset mnist5k --model small --budget 0.5`.
 
-Starts from the cached dense model, then either fine-tunes under uniform ratios
-(`--fixed-ratios`, the baseline) or runs the iteration of DESIGN §1 with both agents.
+Parses the command line into a RunConfig and calls rtsearch.rl.run.run: it starts from the cached
+dense model, then either fine-tunes under uniform ratios (`--fixed-ratios`, the baseline) or runs
+the training iteration with both agents (docs/method.md).
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from typing import Callable
 
-import numpy as np
-import torch
-
-from rtsearch import checkpoint, data, dense
-from rtsearch.baseline import uniform_ratios
-from rtsearch.cli import ArgumentParser, UsageError, check_dataset_and_model, fraction, guarded
+from rtsearch import data
+from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guarded
 from rtsearch.config import METHODS, RunConfig
-from rtsearch.cost import CostModel, static_kept_for
-from rtsearch.record import RunRecord
-from rtsearch.supervised import evaluate, fit, fixed_policy
-
-
-def log_to_stdout(message: str) -> None:
-    print(message, flush=True)
-
-
-def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=log_to_stdout,
-        resume: bool = False) -> dict:
-    """Run one configuration end to end; returns the metrics written to <out>/metrics.json."""
-    torch.manual_seed(cfg.seed)
-    splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
-    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
-    if cfg.fixed_ratios:
-        return run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log)
-    from rtsearch.loop import run_agents
-    return run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
-
-
-def predictors_kept(method: str) -> bool:
-    """A static-only model has no use for the runtime importance predictors and drops them."""
-    return method != "static-only"
-
-
-def finish(record: RunRecord, net, splits, cost: CostModel, static_ratios, policy, extra=None) -> dict:
-    """Evaluate the given state on the test split, export it, and write metrics.json."""
-    from rtsearch.export import export
-    test = evaluate(net, cost, *splits.test, static_ratios, policy)
-    per_input = {k: v.numpy() for k, v in test.pop("per_input").items()}
-    np.savez(os.path.join(record.cfg.out, "test_per_input.npz"), **per_input)  # for input-dependence analysis
-    exported = export(net, static_ratios, os.path.join(record.cfg.out, "model.pt"),
-                      drop_predictors=not predictors_kept(record.cfg.method))
-    params_ratio = exported["params"] / cost.dense_params
-    return record.finish(test, params_ratio, exported["bytes"], extra)
-
-
-def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log) -> dict:
-    """Fine-tune under uniform ratios that meet the MACs budget; iterations are epochs."""
-    if cfg.method == "static-only":
-        net.lam = 0.0
-    cost = CostModel(net, predictors=predictors_kept(cfg.method))
-    static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
-    log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
-        f"on every layer")
-    policy = fixed_policy(runtime_ratios)
-    params_ratio = cost.params_ratio(static_kept_for(cost.widths, static_ratios))
-    record = RunRecord(cfg, dense_accuracy, on_iteration, log)
-    for _ in range(cfg.iterations):
-        fit(net, *splits.train, 1, cfg.lr_finetune, static_ratios, policy, seed=cfg.seed + len(record.history))
-        val = evaluate(net, cost, *splits.val, static_ratios, policy)
-        record.iteration(net, static_ratios, val, params_ratio)
-    net.load_state_dict(checkpoint.load(record.best_path)["state_dict"])
-    return finish(record, net, splits, cost, static_ratios, policy,
-                  {"static_ratios": static_ratios.tolist(), "runtime_ratios": runtime_ratios.tolist()})
+from rtsearch.errors import UsageError
+from rtsearch.logs import log_to_stdout
+from rtsearch.net import checkpoint, dense
+from rtsearch.rl.run import run
 
 
 def parse_args(argv=None) -> tuple[RunConfig, dict]:

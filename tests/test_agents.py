@@ -6,13 +6,13 @@ import pytest
 import ray
 import torch
 
-from rtsearch import agents
+from rtsearch.rl import agents, policies
 from rtsearch.config import RunConfig
-from rtsearch.cost import CostModel
+from rtsearch.net.cost import CostModel
 from rtsearch.data import load
-from rtsearch.envs import layer_descriptors
-from rtsearch.models import build_model
-from rtsearch.supervised import evaluate, policy_forward
+from rtsearch.rl.observations import layer_descriptors
+from rtsearch.net.models import build_model
+from rtsearch.net.supervised import evaluate, policy_forward
 
 B = 32
 P_MAX = 0.9
@@ -94,13 +94,13 @@ def test_rllib_sees_whole_episodes_and_greedy_actions_match(runtime_algo, net):
     module = algo.get_module()
     obs = np.concatenate([np.asarray(e.get_observations())[:-1] for e in done])
     raw = np.concatenate([np.asarray(e.get_actions()) for e in done])
-    actions, _ = agents.deterministic_actions(module, obs, 0.0, P_MAX)
+    actions, _ = policies.deterministic_actions(module, obs, 0.0, P_MAX)
     assert np.allclose(actions, np.clip((raw + 1.0) * P_MAX / 2.0, 0.0, P_MAX), atol=1e-5)
 
 
 def test_runtime_policy_drives_evaluate(runtime_algo, net, splits):
     cost = CostModel(net)
-    policy = agents.runtime_policy(runtime_algo.get_module(), net, cost, layer_descriptors(net, cost), 0.5, P_MAX)
+    policy = policies.runtime_policy(runtime_algo.get_module(), net, cost, layer_descriptors(net, cost), 0.5, P_MAX)
     result = evaluate(net, cost, *splits.val, torch.tensor(world(net)["static_ratios"]), policy, batch_size=128)
     assert 0 <= result["accuracy"] <= 1 and 0 < result["macs_ratio"] <= 1
     assert len(result["per_input"]["macs_ratio"]) == len(splits.val[0])
@@ -110,7 +110,7 @@ def test_finetuning_under_runtime_policy_trains_predictors(runtime_algo):
     torch.manual_seed(0)
     net = build_model("small", (1, 8, 8), 10).train()
     cost = CostModel(net)
-    policy = agents.runtime_policy(runtime_algo.get_module(), net, cost, layer_descriptors(net, cost), 0.5, P_MAX)
+    policy = policies.runtime_policy(runtime_algo.get_module(), net, cost, layer_descriptors(net, cost), 0.5, P_MAX)
     logits, _ = policy_forward(net, torch.randn(8, 1, 8, 8), None, policy)
     logits.square().sum().backward()
     assert all(g.predictor.weight.grad is not None and g.predictor.weight.grad.abs().sum() > 0 for g in net.gates)
@@ -128,7 +128,7 @@ def test_static_agent_trains(ray_session, runtime_algo, net):
             stats = agents.pop_env_stats(algo)
             assert stats["count"] == 32 and 0 <= stats["accuracy"] <= 1 and 0 < stats["params_ratio"] <= 1
         cost = CostModel(net)
-        ratios = agents.static_ratios(algo.get_module(), net, cost, layer_descriptors(net, cost), 0.7, P_MAX)
+        ratios = policies.static_ratios(algo.get_module(), net, cost, layer_descriptors(net, cost), 0.7, P_MAX)
         assert ratios.shape == (L,) and ((ratios >= 0) & (ratios <= P_MAX)).all()
     finally:
         algo.stop()
@@ -141,7 +141,7 @@ def test_lstm_runtime_agent(ray_session, net, splits):
         assert module.is_stateful()
         algo.train()
         cost = CostModel(net)
-        policy = agents.runtime_policy(algo.get_module(), net, cost, layer_descriptors(net, cost), 0.5, P_MAX)
+        policy = policies.runtime_policy(algo.get_module(), net, cost, layer_descriptors(net, cost), 0.5, P_MAX)
         result = evaluate(net, cost, *splits.val, None, policy, batch_size=128)
         assert 0 <= result["accuracy"] <= 1 and 0 < result["macs_ratio"] <= 1
     finally:
@@ -167,7 +167,7 @@ def test_remote_env_runner_gets_the_world(ray_session, net):
 
 
 def _greedy(algo, obs):
-    return agents.deterministic_actions(algo.get_module(), obs, 0.0, P_MAX)[0]
+    return policies.deterministic_actions(algo.get_module(), obs, 0.0, P_MAX)[0]
 
 
 def test_restore_to_an_earlier_checkpoint_reaches_the_acting_policy(runtime_algo, tmp_path):

@@ -4,8 +4,8 @@ import re
 import numpy as np
 
 from conftest import assert_usage_error, run_cli
-from rtsearch.bench import NoOpVectorEnv
-from rtsearch.envs import RUNTIME_OBS_DIM
+from rtsearch.studies.sampling import NoOpVectorEnv
+from rtsearch.rl.observations import RUNTIME_OBS_DIM
 
 
 def test_noop_env_has_the_runtime_env_spaces_and_next_step_autoreset():

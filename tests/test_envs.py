@@ -6,12 +6,13 @@ import torch
 import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
-from rtsearch.cost import CostModel
+from rtsearch.net.cost import CostModel
 from rtsearch.data import load
-from rtsearch.envs import (DESCRIPTOR_DIM, K_BINS, RUNTIME_OBS_DIM, STATIC_OBS_DIM, MacsMeter, RuntimeVectorEnv,
-                           StaticLayerEnv, current_importance, importance_summary, layer_descriptors,
-                           runtime_observation)
-from rtsearch.models import build_model
+from rtsearch.rl.observations import (DESCRIPTOR_DIM, K_BINS, RUNTIME_OBS_DIM, STATIC_OBS_DIM, MacsMeter,
+                                      current_importance, importance_summary, layer_descriptors, runtime_observation)
+from rtsearch.rl.runtime_env import RuntimeVectorEnv
+from rtsearch.rl.static_env import StaticLayerEnv
+from rtsearch.net.models import build_model
 
 B = 16
 P_MAX = 0.9

@@ -5,10 +5,10 @@ import sys
 import pytest
 import torch
 
-from rtsearch import checkpoint
-from rtsearch.cost import CostModel
-from rtsearch.export import export
-from rtsearch.models import build_model
+from rtsearch.net import checkpoint
+from rtsearch.net.cost import CostModel
+from rtsearch.net.export import export
+from rtsearch.net.models import build_model
 
 CASES = [("small", (1, 28, 28)), ("resnet20", (3, 32, 32))]
 

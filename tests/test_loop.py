@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from rtsearch.baseline import budget_shift
+from rtsearch.net.baseline import budget_shift
 from rtsearch.config import RunConfig
-from rtsearch.train import run
+from rtsearch.rl.run import run
 
 
 def quiet(_):

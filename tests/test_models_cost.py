@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rtsearch.cost import CostModel
-from rtsearch.models import MODELS, _plain, build_model
-from rtsearch.pruning import keep_count
+from rtsearch.net.cost import CostModel
+from rtsearch.net.models import MODELS, _plain, build_model
+from rtsearch.net.pruning import keep_count
 
 SHAPES = {"small": (1, 28, 28), "mcifarnet": (3, 32, 32), "resnet20": (3, 32, 32), "resnet56": (3, 32, 32),
           "resnet18": (3, 224, 224)}

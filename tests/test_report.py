@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conftest import assert_usage_error, run_cli
-from rtsearch import report
-from rtsearch.metrics import score
+from rtsearch.search import report
+from rtsearch.net.metrics import score
 
 
 def row(i, acc, macs, params, budget, param_budget=1.0, **extra):

@@ -2,8 +2,8 @@
 import pytest
 
 from conftest import assert_usage_error, run_cli
-from rtsearch import space
-from rtsearch.cli import UsageError
+from rtsearch.search import space
+from rtsearch.errors import UsageError
 
 GOOD = """
 lr_runtime: {distribution: loguniform, low: 1e-5, high: 1.0e-3}

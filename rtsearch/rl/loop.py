@@ -1,4 +1,4 @@
-"""The training iteration of DESIGN §1 with both agents:
+"""The training iteration (docs/method.md §3) with both agents:
 
 1. one RLlib update of the runtime agent (network frozen, static keep sets from the static agent);
 2. one RLlib update of the static agent;
@@ -25,14 +25,15 @@ import numpy as np
 import ray
 import torch
 
-from rtsearch import agents, checkpoint
-from rtsearch.baseline import agent_start, budget_shift
-from rtsearch.cli import quiet_libraries
 from rtsearch.config import RunConfig
-from rtsearch.cost import CostModel, static_kept_for
-from rtsearch.envs import layer_descriptors
-from rtsearch.record import RunRecord
-from rtsearch.supervised import evaluate, fit, fixed_policy
+from rtsearch.logs import quiet_libraries
+from rtsearch.net import checkpoint
+from rtsearch.net.baseline import agent_start, budget_shift
+from rtsearch.net.cost import CostModel, static_kept_for
+from rtsearch.net.supervised import evaluate, fit, fixed_policy
+from rtsearch.rl import agents, policies
+from rtsearch.rl.observations import layer_descriptors
+from rtsearch.rl.record import RunRecord, finish
 
 PHASES = ("runtime", "static", "finetune", "eval")
 
@@ -93,7 +94,7 @@ class Agents:
         """The deployed runtime policy: the agent's greedy ratios plus the calibration shift."""
         if not self.uses_runtime:
             return fixed_policy(torch.zeros(self.net.num_layers))
-        agent = agents.runtime_policy(self.runtime.get_module(), self.net, self.cost, self.descriptors,
+        agent = policies.runtime_policy(self.runtime.get_module(), self.net, self.cost, self.descriptors,
                                       self.cfg.budget, self.cfg.p_max)
         shift = self.runtime_shift if shift is None else shift
         if shift == 0.0:
@@ -141,7 +142,7 @@ class Agents:
         agents.push_world(self.static, self.world(module))
         self.static.train()
         stats = agents.pop_env_stats(self.static)
-        self.static_ratios = agents.static_ratios(self.static.get_module(), self.net, self.cost, self.descriptors,
+        self.static_ratios = policies.static_ratios(self.static.get_module(), self.net, self.cost, self.descriptors,
                                                   self.cfg.param_budget, self.cfg.p_max)
         return {"static_reward": float(stats.get("return", np.nan))}
 
@@ -168,14 +169,12 @@ def _env_steps(result: dict) -> int:
 
 def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:
     """Alternate both agents with fine-tuning for cfg.iterations; metrics of the best iteration on test."""
-    from rtsearch.train import finish, predictors_kept
-
     net.lam = 0.0 if cfg.method == "static-only" else cfg.lam
     # Many tiny tensor ops per RL step: one thread is several times faster than two on small CPUs.
     torch.set_num_threads(1)
     quiet_libraries()
     started_ray = ensure_ray(cfg.num_env_runners)
-    cost = CostModel(net, predictors=predictors_kept(cfg.method))
+    cost = CostModel(net, predictors=cfg.predictors_kept)
     crew = Agents(cfg, net, cost)
     agents_dir, best_agents_dir = os.path.join(cfg.out, "agents"), os.path.join(cfg.out, "agents_best")
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)

@@ -1,4 +1,4 @@
-"""Backbones built from prunable gated conv blocks (DESIGN §1, §3).
+"""Backbones built from prunable gated conv blocks (docs/method.md §1).
 
 Every backbone is stem -> segments -> head, where each segment holds exactly one prunable
 `GatedConv`. That lets an agent walk the network one prunable layer at a time (`GatedNet.walk`)
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from rtsearch.pruning import GatedConv
+from rtsearch.net.pruning import GatedConv
 
 MODELS = ("small", "mcifarnet", "resnet20", "resnet56", "resnet18")
 

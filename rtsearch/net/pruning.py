@@ -1,4 +1,4 @@
-"""Channel importance and the trade-off pruner (DESIGN §1).
+"""Channel importance and the trade-off pruner (docs/method.md §1).
 
 A `GatedConv` is conv -> BN -> ReLU whose output channels are scaled by the combined
 importance u_t(x) on a keep set and zeroed elsewhere. The keep sets come from two ratios:
@@ -17,7 +17,7 @@ EPS = 1e-8
 
 
 def keep_count(ratio: torch.Tensor, total: torch.Tensor | int) -> torch.Tensor:
-    """ceil((1 - ratio) * total), at least one channel (DESIGN §1)."""
+    """ceil((1 - ratio) * total), at least one channel (docs/method.md §1)."""
     total = torch.as_tensor(total, dtype=torch.float32, device=ratio.device)
     kept = torch.ceil((1.0 - ratio.float()) * total - 1e-6)
     return kept.clamp(min=1).clamp(max=total).long()

@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from rtsearch.cost import CostModel, summarize
+from rtsearch.net.cost import CostModel, summarize
 from rtsearch.data import batches
-from rtsearch.models import GatedNet, Walk
+from rtsearch.net.models import GatedNet, Walk
 
 Policy = Callable[[Walk], torch.Tensor]
 
@@ -68,7 +68,7 @@ def evaluate(net: GatedNet, cost: CostModel, x, y, static_ratios=None, policy: P
         kept.append(walk.runtime_kept.float() / cost.widths)
     correct, macs = torch.cat(correct), torch.cat(macs)
     out = {"accuracy": float(correct.float().mean()), **summarize(macs),
-           # runtime sparsity of layer t for input x = 1 - |runtime keep set| / C_t (DESIGN §1)
+           # runtime sparsity of layer t for input x = 1 - |runtime keep set| / C_t (docs/method.md §2)
            "runtime_sparsity": float(1 - torch.cat(kept).mean()),
            "runtime_sparsity_layers": [round(float(v), 4) for v in 1 - torch.cat(kept).mean(0)]}
     out["per_input"] = {"correct": correct, "macs_ratio": macs, "confidence": torch.cat(confidence)}

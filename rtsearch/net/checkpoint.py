@@ -7,8 +7,8 @@ import zipfile
 
 import torch
 
-from rtsearch.cli import UsageError
-from rtsearch.models import GatedNet, build_model
+from rtsearch.errors import UsageError
+from rtsearch.net.models import GatedNet, build_model
 
 FORMAT = "rtsearch-checkpoint-1"
 

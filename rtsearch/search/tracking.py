@@ -75,7 +75,7 @@ def _env(**values):
 
 def check_reachable(uri: str) -> None:
     """Fail fast (one short request, no retries) with a UsageError if the store cannot be used."""
-    from rtsearch.cli import UsageError
+    from rtsearch.errors import UsageError
     if uri.startswith("sqlite:///"):
         folder = os.path.dirname(uri[len("sqlite:///"):])
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):

@@ -6,11 +6,11 @@ import time
 
 import torch
 
-from rtsearch import checkpoint
-from rtsearch.cost import CostModel
+from rtsearch.net import checkpoint
+from rtsearch.net.cost import CostModel
 from rtsearch.data import Splits
-from rtsearch.models import GatedNet, build_model
-from rtsearch.supervised import evaluate, fit
+from rtsearch.net.models import GatedNet, build_model
+from rtsearch.net.supervised import evaluate, fit
 
 
 def cache_dir() -> str:

@@ -7,9 +7,14 @@ import shutil
 import time
 from typing import Callable
 
-from rtsearch import checkpoint
+import numpy as np
+
 from rtsearch.config import RunConfig
-from rtsearch.metrics import feasible, iters_to_best, score
+from rtsearch.net import checkpoint
+from rtsearch.net.cost import CostModel
+from rtsearch.net.export import export
+from rtsearch.net.metrics import feasible, iters_to_best, score
+from rtsearch.net.supervised import evaluate
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -65,7 +70,7 @@ class RunRecord:
         return row
 
     def finish(self, test: dict, params_ratio: float, stored_bytes: int, extra: dict | None = None) -> dict:
-        """Write metrics.json: test-set figures of the best iteration (DESIGN §4)."""
+        """Write metrics.json: test-set figures of the best iteration (README "Command line")."""
         cfg = self.cfg
         scores = [r["score"] for r in self.history]
         metrics = {"accuracy": test["accuracy"], "dense_accuracy": self.dense_accuracy,
@@ -80,6 +85,17 @@ class RunRecord:
                    "config": cfg.to_dict(), "history": self.history, **(extra or {})}
         write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         return metrics
+
+
+def finish(record: RunRecord, net, splits, cost: CostModel, static_ratios, policy, extra=None) -> dict:
+    """Evaluate the given state on the test split, export it, and write metrics.json."""
+    test = evaluate(net, cost, *splits.test, static_ratios, policy)
+    per_input = {k: v.numpy() for k, v in test.pop("per_input").items()}
+    np.savez(os.path.join(record.cfg.out, "test_per_input.npz"), **per_input)  # for input-dependence analysis
+    exported = export(net, static_ratios, os.path.join(record.cfg.out, "model.pt"),
+                      drop_predictors=not record.cfg.predictors_kept)
+    params_ratio = exported["params"] / cost.dense_params
+    return record.finish(test, params_ratio, exported["bytes"], extra)
 
 
 def progress_line(row: dict, total: int) -> str:

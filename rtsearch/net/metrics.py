@@ -1,4 +1,4 @@
-"""Score, feasibility and iterations-to-best exactly as DESIGN §1 "Definitions"."""
+"""Score, feasibility and iterations-to-best exactly as docs/method.md §2 "Definitions"."""
 from __future__ import annotations
 
 SCORE_PENALTY = 2.0      # fixed, never the searched reward weights

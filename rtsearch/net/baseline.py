@@ -8,8 +8,8 @@ from typing import Callable
 
 import torch
 
-from rtsearch.cost import CostModel
-from rtsearch.pruning import keep_count
+from rtsearch.net.cost import CostModel
+from rtsearch.net.pruning import keep_count
 
 
 def smallest_ratio(meets: Callable[[float], bool], high: float = 0.999) -> float:

@@ -1,4 +1,4 @@
-"""MACs, parameter and byte accounting exactly as DESIGN §1 "Definitions".
+"""MACs, parameter and byte accounting exactly as docs/method.md §2 "Definitions".
 
 The table is built once per architecture by tracing one dense forward: every Conv2d and Linear
 contributes k_in(x) * k_out(x) * (kh * kw * H_out * W_out / groups), where k_in and k_out are the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rtsearch.models import GatedNet, probe
+from rtsearch.net.models import GatedNet, probe
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,11 @@ class CostModel:
 
 def static_kept_for(widths, static_ratios) -> torch.Tensor:
     """Static keep counts for per-layer ratios, without a network."""
-    from rtsearch.pruning import keep_count
+    from rtsearch.net.pruning import keep_count
     return torch.stack([keep_count(torch.as_tensor(float(r)), int(w)) for w, r in zip(widths, static_ratios)])
 
 
 def summarize(macs_ratios: torch.Tensor) -> dict:
-    """Mean and p95 of per-input MACs ratios (DESIGN §1)."""
+    """Mean and p95 of per-input MACs ratios (docs/method.md §2)."""
     r = macs_ratios.double()
     return {"macs_ratio": float(r.mean()), "macs_ratio_p95": float(torch.quantile(r, 0.95))}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from rtsearch.cli import UsageError
+from rtsearch.errors import UsageError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "quniform", "choice")
 
@@ -46,7 +46,8 @@ FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform":
 
 def default_path() -> str:
     """search_spaces/default.yaml of this checkout (independent of the working folder)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces", "default.yaml")
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(checkout, "search_spaces", "default.yaml")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The agents: the two environments, the RLlib configurations, greedy policies, the training iteration and its record, one run end to end; imports rtsearch.net and the bottom modules, never the search."""

@@ -1,0 +1,49 @@
+"""One run end to end: `run(cfg)` starts from the cached dense model, then either fine-tunes under
+uniform ratios (`fixed_ratios`, the baseline) or runs the training iteration with both agents
+(rtsearch.rl.loop). The command line is rtsearch.train; the search calls `run` in every trial."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from rtsearch import data
+from rtsearch.config import RunConfig
+from rtsearch.logs import log_to_stdout
+from rtsearch.net import checkpoint, dense
+from rtsearch.net.baseline import uniform_ratios
+from rtsearch.net.cost import CostModel, static_kept_for
+from rtsearch.net.supervised import evaluate, fit, fixed_policy
+from rtsearch.rl.record import RunRecord, finish
+
+
+def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=log_to_stdout,
+        resume: bool = False) -> dict:
+    """Run one configuration end to end; returns the metrics written to <out>/metrics.json."""
+    torch.manual_seed(cfg.seed)
+    splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
+    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
+    if cfg.fixed_ratios:
+        return run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log)
+    from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
+    return run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
+
+
+def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log) -> dict:
+    """Fine-tune under uniform ratios that meet the MACs budget; iterations are epochs."""
+    if cfg.method == "static-only":
+        net.lam = 0.0
+    cost = CostModel(net, predictors=cfg.predictors_kept)
+    static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
+    log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
+        f"on every layer")
+    policy = fixed_policy(runtime_ratios)
+    params_ratio = cost.params_ratio(static_kept_for(cost.widths, static_ratios))
+    record = RunRecord(cfg, dense_accuracy, on_iteration, log)
+    for _ in range(cfg.iterations):
+        fit(net, *splits.train, 1, cfg.lr_finetune, static_ratios, policy, seed=cfg.seed + len(record.history))
+        val = evaluate(net, cost, *splits.val, static_ratios, policy)
+        record.iteration(net, static_ratios, val, params_ratio)
+    net.load_state_dict(checkpoint.load(record.best_path)["state_dict"])
+    return finish(record, net, splits, cost, static_ratios, policy,
+                  {"static_ratios": static_ratios.tolist(), "runtime_ratios": runtime_ratios.tolist()})

@@ -1,0 +1,271 @@
+"""The sweep driver: one Ray Tune experiment per MACs budget (Optuna TPE, or random with
+--search random; ASHA on the validation score; MLflow parent run per budget), resumable after any
+interruption. The command line is rtsearch.tune; each trial runs rtsearch.search.trial.trainable.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+
+from ray.tune.schedulers import ASHAScheduler
+
+from rtsearch.config import RunConfig
+from rtsearch.errors import UsageError
+from rtsearch.logs import quiet_libraries
+from rtsearch.search import report, space as spaces
+from rtsearch.search.recorder import Recorder
+from rtsearch.search.trial import SCORE, trainable
+
+SEARCHES = ("tpe", "random")
+
+
+class FinishingASHA(ASHAScheduler):
+    """ASHA that never stops a trial at its last iteration: stopping there saves nothing and would
+    cost the trial its test evaluation and exported model."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if result.get(self._time_attr, 0) >= self._max_t:
+            return self.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def placement(num_env_runners: int, gpus_per_trial: float, cluster: bool):
+    """Bundle 0: the trial driver, its learners and the fine-tuning (with the GPU, if any); one CPU
+    bundle per env runner pair (the runtime and static agents' runner i, which take turns:
+    agents.CPUS_PER_ENV_RUNNER), so rollouts spread over the nodes of a cluster (PACK on one machine)."""
+    from ray.tune import PlacementGroupFactory
+    head = {"CPU": 1.0, **({"GPU": float(gpus_per_trial)} if gpus_per_trial else {})}
+    return PlacementGroupFactory([head] + [{"CPU": 1.0}] * num_env_runners,
+                                 strategy="SPREAD" if cluster else "PACK")
+
+
+def make_searcher(search: str, seed: int, num_samples: int):
+    """Optuna drives both searches (TPE, or RandomSampler for --search random): the same space
+    conversion, seeding and saved state on resume, so the two differ only in the sampler."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if search == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, num_samples // 3)))
+    return OptunaSearch(metric=SCORE, mode="max", sampler=sampler)
+
+
+def make_scheduler(max_iterations: int):
+    # time_attr is our own iteration counter (Tune's training_iteration also counts the final report);
+    # stop_last_trials=False and FinishingASHA let a trial that reached max_t finish and write its test metrics.
+    return FinishingASHA(time_attr="iteration", metric=SCORE, mode="max", max_t=max_iterations,
+                         grace_period=max(1, max_iterations // 4), reduction_factor=3, stop_last_trials=False)
+
+
+def budget_key(budget: float) -> str:
+    return f"{budget:g}"
+
+
+def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> None:
+    """One sweep (one budget): a fresh Tuner, or Tuner.restore of an interrupted one."""
+    from ray import tune
+
+    from rtsearch.search import tracking
+
+    s = state["settings"]
+    key = budget_key(budget)
+    sweep = state["sweeps"].setdefault(key, {"finished": False, "seconds": 0.0})
+    name = f"{state['name']}-b{key}"
+    exp_path = os.path.join(s["storage_path"], name)
+    sweep["experiment_path"] = exp_path
+    uri = s["mlflow_uri"]
+    if uri and not sweep.get("parent_run_id"):
+        exp_id, parent = tracking.start_parent(
+            uri, state["name"], f"{state['name']} budget {key}",
+            params={"budget": budget, "param_budget": s["param_budget"], "num_samples": s["num_samples"],
+                    "max_iterations": s["max_iterations"], "search": s["search"], "seed": s["seed"],
+                    "dataset": s["dataset"], "model": s["model"], "space": s["space_path"],
+                    **{f"space.{k}": v for k, v in s["space"].items()}},
+            tags={"rtsearch.sweep": state["name"], "rtsearch.budget": key, "rtsearch.role": "sweep"})
+        state["mlflow_experiment_id"], sweep["parent_run_id"] = exp_id, parent
+        save_state(results_dir, state)
+    elif uri:
+        tracking.reopen(uri, sweep["parent_run_id"])
+
+    space = spaces.for_sweep(spaces.from_dict(s["space_dims"], s["space_path"]), s["param_budget"])
+    settings = {
+        "searched": space.searched, "cache_dir": s["cache_dir"], "experiment": name,
+        "fail_on_iteration": s.get("fail_on_iteration"),
+        "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget,
+                "iterations": s["max_iterations"], "seed": s["seed"], "data_dir": s["data_dir"],
+                "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
+                **({"param_budget": s["param_budget"]} if s["param_budget"] is not None else {}),
+                **({"dense_epochs": s["dense_epochs"]} if s.get("dense_epochs") else {}),
+                **{k: d.values[0] for k, d in space.items() if d.distribution == "fixed"}},
+        "mlflow": {"uri": uri, "experiment_id": state["mlflow_experiment_id"],
+                   "parent_run_id": sweep["parent_run_id"]} if uri else None,
+    }
+    wrapped = tune.with_resources(trainable, placement(s["num_env_runners"], s["gpus_per_trial"], cluster))
+    recorder = Recorder(results_dir, budget, s["num_samples"], s["max_iterations"], s["max_failures"], uri,
+                        f"budget {key}", exp_path)
+    started = time.time()
+    if tune.Tuner.can_restore(exp_path):
+        print(f"[budget {key}] resuming the Tune experiment in {exp_path}", flush=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=wrapped, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            wrapped,
+            param_space={**space.to_tune(), "settings": settings},
+            tune_config=tune.TuneConfig(search_alg=make_searcher(s["search"], s["seed"], s["num_samples"]),
+                                        scheduler=make_scheduler(s["max_iterations"]), num_samples=s["num_samples"],
+                                        max_concurrent_trials=s["max_concurrent"],
+                                        trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=name, storage_path=s["storage_path"], verbose=0, callbacks=[recorder],
+                failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    print(f"[budget {key}] sweep of {s['num_samples']} trial(s) x up to {s['max_iterations']} iteration(s), "
+          f"{s['search']} search, ASHA on the validation score; Tune experiment {exp_path}", flush=True)
+    grid = tuner.fit()
+    sweep["seconds"] = sweep.get("seconds", 0.0) + time.time() - started
+    known = {r.metrics.get("trial_id") for r in grid if r.metrics}
+    known |= {t.trial_id for t in getattr(grid, "_experiment_analysis").trials}
+    finished = report.reconcile(results_dir, budget, known)
+    sweep["finished"] = finished >= s["num_samples"]
+    save_state(results_dir, state)
+    if uri:
+        summary = report.write(results_dir)
+        per = summary["sweeps"].get(key, {})
+        best = per.get("best") or {}
+        tracking.log_metrics(uri, sweep["parent_run_id"], {
+            "best_score": best.get("score"), "best_test_accuracy": best.get("accuracy"),
+            "best_test_macs_ratio": best.get("macs_ratio"), "best_test_params_ratio": best.get("params_ratio"),
+            "sweep_iters_to_best": per.get("sweep_iters_to_best"), "trials": len(per.get("trials", [])),
+            "wall_seconds": sweep["seconds"]})
+        tracking.log_artifacts(uri, sweep["parent_run_id"],
+                               [os.path.join(results_dir, f) for f in ("summary.md", "summary.json", "pareto.png")])
+        if sweep["finished"]:
+            tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
+
+
+def save_state(results_dir: str, state: dict) -> None:
+    report.write_json(os.path.join(results_dir, report.SWEEP_FILE), state)
+
+
+def new_state(args, budgets: list[float], name: str) -> dict:
+    from rtsearch.net import dense
+    from rtsearch.search import tracking
+    space = spaces.for_sweep(spaces.load(args.space), args.param_budget)
+    cpus = args.num_cpus or os.cpu_count() or 1
+    if args.address is None and 1 + args.num_env_runners > cpus:
+        raise UsageError(f"--num-env-runners {args.num_env_runners} needs {1 + args.num_env_runners} CPUs per trial, "
+                         f"this machine has {cpus}: lower it, or join a cluster with --address")
+    storage = os.path.abspath(args.storage_path or os.path.join("runs", "tune"))
+    cache = os.path.join(storage, "cache") if args.storage_path else dense.cache_dir()
+    return {"name": name, "created": time.time(), "mlflow_experiment_id": None, "sweeps": {}, "settings": {
+        "budgets": budgets, "param_budget": args.param_budget, "dataset": args.dataset, "model": args.model,
+        "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
+        "space_path": os.path.abspath(space.path), "space": space.describe(), "space_dims": space.to_dict(),
+        "num_samples": args.num_samples, "max_iterations": args.max_iterations, "search": args.search,
+        "seed": args.seed, "num_env_runners": args.num_env_runners, "gpus_per_trial": args.gpus_per_trial,
+        "storage_path": storage, "storage_path_given": bool(args.storage_path), "cache_dir": os.path.abspath(cache), "max_concurrent": args.max_concurrent,
+        "max_failures": args.max_failures, "mlflow_uri": tracking.resolve_uri(args.mlflow_uri),
+        "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
+        "fail_on_iteration": args.fail_on_iteration, "method": "both"}}
+
+
+class _StaleCheckpointFilter(logging.Filter):
+    """After a resume from an experiment snapshot a little older than the trial's checkpoints, Tune
+    tries to delete a checkpoint it already deleted (num_to_keep) and logs a traceback, then goes on
+    unharmed. Drop that one record; every other error still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Trial %s: Error handling checkpoint")
+                    and isinstance(exc, FileNotFoundError))
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")            # experiment state saved every 2 s
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")          # one line per failure, ours
+    quiet_libraries()
+    for noisy in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_StaleCheckpointFilter())
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+
+
+def pretrain_dense(s: dict) -> None:
+    """The dense model is trained once, here, before any trial; trials find it in the cache."""
+    from rtsearch import data
+    from rtsearch.net import dense
+    os.environ["RTSEARCH_CACHE"] = s["cache_dir"]
+    splits = data.load(s["dataset"], s["seed"], s["data_dir"])
+    epochs = s.get("dense_epochs") or RunConfig.dense_epochs
+    dense.pretrained(s["dataset"], s["model"], s["seed"], splits, epochs, log=lambda m: print(m, flush=True))
+
+
+def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
+    """Run (or with args.resume continue) the sweep `name` over `budgets`; the exit status."""
+    from rtsearch.search import tracking
+    results_dir = os.path.abspath(os.path.join("results", name))
+    state_path = os.path.join(results_dir, report.SWEEP_FILE)
+    if args.resume:
+        if not os.path.isfile(state_path):
+            raise UsageError(f"--resume: no sweep named {name!r} in {results_dir}: pass the --name of an "
+                             f"interrupted sweep, or start one without --resume")
+        with open(state_path) as f:
+            state = json.load(f)
+        s = state["settings"]
+        print(f"resuming sweep {name!r} with its stored settings (budgets {', '.join(map(budget_key, s['budgets']))})",
+              flush=True)
+    else:
+        if os.path.exists(state_path):
+            raise UsageError(f"sweep {name!r} already exists in {results_dir}: pass --resume to continue it, "
+                             f"or --name to start another")
+        state = new_state(args, budgets, name)
+        state["command"] = "python -m rtsearch.tune " + shlex.join(argv)
+        s = state["settings"]
+    if s["mlflow_uri"]:
+        tracking.check_reachable(s["mlflow_uri"])        # an unreachable server fails here, before any compute
+    os.makedirs(results_dir, exist_ok=True)
+    save_state(results_dir, state)
+    todo = [b for b in s["budgets"] if not state["sweeps"].get(budget_key(b), {}).get("finished")]
+    for budget in set(s["budgets"]) - set(todo):
+        print(f"[budget {budget_key(budget)}] already finished", flush=True)
+    started = time.time()
+    if todo:
+        pretrain_dense(s)
+        if args.address and not s["storage_path_given"]:
+            print("note: with --address, pass --storage-path on a folder every node shares, so that trials find "
+                  "the dense model and each other's checkpoints", flush=True)
+        start_ray(args.address, args.num_cpus)
+        try:
+            for budget in todo:
+                run_budget(state, budget, results_dir, cluster=bool(args.address))
+        finally:
+            import ray
+            ray.shutdown()
+    summary = report.write(results_dir)
+    unfinished = [k for k, v in state["sweeps"].items() if not v.get("finished")]
+    print(report.closing_lines(summary, results_dir, s["mlflow_uri"], time.time() - started), flush=True)
+    if unfinished:
+        print(f"sweep {name!r} did not finish budget(s) {', '.join(unfinished)}: continue it with "
+              f"python -m rtsearch.tune --budget {args.budget} --name {name} --resume", file=sys.stderr, flush=True)
+        return 1
+    if not any(t["status"] == "completed" for sw in summary["sweeps"].values() for t in sw["trials"]):
+        print("no trial completed: see the errors above", file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -1,0 +1,149 @@
+"""The sweep driver's Tune callback: writes every trial result under results/<name>/trials/ as it
+arrives, prints progress, and closes the MLflow runs of trials that stop early or fail for good."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+from ray.tune import Callback
+
+from rtsearch.search import report
+
+
+class Recorder(Callback):
+    """Driver side: writes every result under results/<name>/trials/ as it arrives, prints one line
+    per finished trial, and closes the MLflow runs of trials that ASHA stopped or that failed for good.
+
+    A trial is written down as finished only once Tune's saved experiment state says so (checked
+    at the end of each controller step, after Tune's own snapshot): a driver killed at any moment
+    never leaves a trial that results/ calls finished but that Tune would run again on --resume."""
+
+    def __init__(self, results_dir: str, budget: float, total: int, max_iterations: int, max_failures: int,
+                 mlflow_uri: str | None, tag: str, experiment_path: str | None):
+        self.results_dir, self.budget, self.total = results_dir, budget, total
+        self.max_iterations, self.max_failures, self.mlflow_uri, self.tag = max_iterations, max_failures, mlflow_uri, tag
+        self.experiment_path = experiment_path if experiment_path and os.path.isabs(experiment_path) else None
+        self._pending: dict = {}
+
+    def __getstate__(self):                 # Tune pickles its callbacks with the experiment
+        return {**self.__dict__, "_pending": {}}
+
+    def _done(self) -> int:
+        return sum(1 for t in report.load_trials(self.results_dir)
+                   if t.get("budget") == self.budget and t.get("status") in report.FINAL_STATES)
+
+    def _say(self, message: str) -> None:
+        print(f"[{self.tag}] {message}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._pending.pop(trial.trial_id, None)
+        record = report.read_trial(self.results_dir, trial.trial_id)
+        searched = {k: v for k, v in trial.config.items() if k != "settings"}
+        record.update({"trial_id": trial.trial_id, "budget": self.budget, "config": searched, "status": "running",
+                       "attempts": record.get("attempts", 0) + 1})
+        record.setdefault("started", time.time())
+        report.write_trial(self.results_dir, trial.trial_id, record)
+        running = len({t.trial_id for t in trials if t.status == "RUNNING"} | {trial.trial_id})
+        self._say(f"trial {trial.trial_id} started ({running} running, {self._done()}/{self.total} done): "
+                  f"{report.format_config(searched)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("final"):
+            metrics = json.loads(result["metrics_json"])
+            report.write_json(os.path.join(report.trial_dir(self.results_dir, trial.trial_id), "metrics.json"), metrics)
+            record = report.read_trial(self.results_dir, trial.trial_id)
+            record["mlflow_run_id"] = result.get("mlflow_run_id")
+            report.write_trial(self.results_dir, trial.trial_id, record)
+            return
+        row = {k: v for k, v in result.items() if k in report.ROW_KEYS or k.startswith("seconds_")
+               or k.endswith("_reward")}
+        report.append_row(self.results_dir, trial.trial_id, row)
+        record = report.read_trial(self.results_dir, trial.trial_id)
+        if record.get("mlflow_run_id") != result.get("mlflow_run_id"):
+            record["mlflow_run_id"] = result.get("mlflow_run_id")
+            report.write_trial(self.results_dir, trial.trial_id, record)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        completed = bool((trial.last_result or {}).get("final"))
+        run_id = report.read_trial(self.results_dir, trial.trial_id).get("mlflow_run_id")
+        if not completed and self.mlflow_uri and run_id:
+            from rtsearch.search import tracking
+            try:
+                tracking.end_run(self.mlflow_uri, run_id, "KILLED", {tracking.STATUS_TAG: "stopped early (ASHA)"},
+                                 only_if_running=True)
+            except Exception as e:
+                self._say(f"warning: could not close MLflow run {run_id}: {type(e).__name__}: {e}")
+        self._pending[trial.trial_id] = {"status": "completed" if completed else "stopped", "ended": time.time()}
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(f"trial {trial.trial_id} failed ({_error_line(trial)}); retry "
+                  f"{trial.run_metadata.num_failures}/{self.max_failures} from its last checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = report.read_trial(self.results_dir, trial.trial_id).get("mlflow_run_id")
+        if self.mlflow_uri and run_id:
+            from rtsearch.search import tracking
+            try:
+                tracking.end_run(self.mlflow_uri, run_id, "FAILED", {tracking.STATUS_TAG: "failed"})
+            except Exception:
+                pass
+        self._pending[trial.trial_id] = {"status": "error", "error": _error_line(trial), "error_file": trial.error_file,
+                                         "attempts_failed": trial.run_metadata.num_failures, "ended": time.time()}
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._pending:
+            if self.experiment_path is None:        # remote storage: no local copy of Tune's state to check
+                self._flush(lambda trial_id: True)
+                return
+            stored = _stored_statuses(self.experiment_path) or {}
+            self._flush(lambda trial_id: stored.get(trial_id) in ("TERMINATED", "ERROR"))
+
+    def on_experiment_end(self, trials, **info):
+        self._flush(lambda trial_id: True)      # Tune has just saved its final state
+
+    def _flush(self, confirmed) -> None:
+        for trial_id in [t for t in self._pending if confirmed(t)]:
+            update = self._pending.pop(trial_id)
+            record = report.read_trial(self.results_dir, trial_id)
+            record.update({k: v for k, v in update.items() if k != "attempts_failed"})
+            report.write_trial(self.results_dir, trial_id, record)
+            done = f"[{self._done()}/{self.total}] trial {trial_id}"
+            if update["status"] == "error":
+                self._say(f"{done} failed for good after {update['attempts_failed']} attempt(s): {update['error']} "
+                          f"(traceback: {update['error_file']})")
+                continue
+            t = report.trial_summary(self.results_dir, record)
+            what = ("completed" if update["status"] == "completed"
+                    else f"stopped early by ASHA after {t['iterations']}/{self.max_iterations} iterations")
+            self._say(f"{done} {what}: {report.format_trial(t)}")
+
+
+def _stored_statuses(experiment_path: str) -> dict:
+    """trial id -> status in the newest experiment state Tune saved (empty if there is none yet)."""
+    import glob
+    files = glob.glob(os.path.join(experiment_path, "experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        with open(max(files, key=os.path.getmtime)) as f:
+            data = json.load(f)
+        statuses = {}
+        for entry in data["trial_data"]:
+            trial = entry[0] if isinstance(entry[0], dict) else json.loads(entry[0])
+            statuses[trial["trial_id"]] = trial["status"]
+        return statuses
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return {}                            # being written: confirm at a later step
+
+
+def _error_line(trial) -> str:
+    """The last exception line of the trial's error file (the traceback stays in that file)."""
+    path, text = trial.error_file, ""
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            text = f.read()
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    exc = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", ln)]
+    return (exc[-1] if exc else lines[-1] if lines else "unknown error")[:300]

@@ -1,0 +1,353 @@
+"""Sweep results (`python -m rtsearch.report results/<name>` regenerates summary.md, summary.json
+and pareto.png from what the sweep stored under results/<name>/).
+
+Layout (written by the sweep driver, rtsearch.tune, as results arrive):
+
+    results/<name>/sweep.json                    settings, command, per-budget state (MLflow parent runs, Tune dirs)
+    results/<name>/trials/<trial_id>/trial.json  budget, sampled config, status, start time, attempts, MLflow run id
+    results/<name>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
+    results/<name>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
+
+Trials are ranked by their best validation score (what the search maximised). The accuracy, MACs,
+params and test-score columns are on the test split for completed trials; for trials ASHA stopped
+early they are the validation figures of their best iteration (marked *), as no test evaluation ran.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+from rtsearch.errors import UsageError
+from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
+
+SWEEP_FILE = "sweep.json"
+TRIALS = "trials"
+FINAL_STATES = ("completed", "stopped", "error")
+ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
+            "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes")
+PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
+STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+def write_json(path: str, payload) -> None:
+    """Atomic write: a reader (or a killed writer) never leaves a half-written file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def trial_dir(results_dir: str, trial_id: str) -> str:
+    return os.path.join(results_dir, TRIALS, trial_id)
+
+
+def read_trial(results_dir: str, trial_id: str) -> dict:
+    path = os.path.join(trial_dir(results_dir, trial_id), "trial.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_trial(results_dir: str, trial_id: str, record: dict) -> None:
+    write_json(os.path.join(trial_dir(results_dir, trial_id), "trial.json"), record)
+
+
+def append_row(results_dir: str, trial_id: str, row: dict) -> None:
+    folder = trial_dir(results_dir, trial_id)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "history.jsonl"), "a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(results_dir: str, trial_id: str) -> list[dict]:
+    """Rows by iteration; an iteration reported twice (a trial resumed after a crash) keeps its last row."""
+    path = os.path.join(trial_dir(results_dir, trial_id), "history.jsonl")
+    rows = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue        # a line cut short by a killed driver
+                rows[int(row["iteration"])] = row
+    return [rows[i] for i in sorted(rows)]
+
+
+def load_trials(results_dir: str) -> list[dict]:
+    folder = os.path.join(results_dir, TRIALS)
+    if not os.path.isdir(folder):
+        return []
+    records = [read_trial(results_dir, name) for name in sorted(os.listdir(folder))]
+    return [r for r in records if r.get("trial_id")]
+
+
+def reconcile(results_dir: str, budget: float, known: set) -> int:
+    """After a sweep: trials Tune does not know (started just before a killed driver's last state
+    save, then re-sampled under a new id) are marked lost and left out. Returns how many trials of
+    this budget have reached a final state."""
+    done = 0
+    for record in load_trials(results_dir):
+        if record.get("budget") != budget:
+            continue
+        if record["trial_id"] not in known:
+            if record.get("status") != "lost":
+                record["status"] = "lost"
+                write_trial(results_dir, record["trial_id"], record)
+        elif record.get("status") in FINAL_STATES:
+            done += 1
+    return done
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def trial_summary(results_dir: str, record: dict) -> dict:
+    """One trial's headline figures (see the module doc for which split they come from)."""
+    trial_id = record["trial_id"]
+    history = read_history(results_dir, trial_id)
+    metrics_path = os.path.join(trial_dir(results_dir, trial_id), "metrics.json")
+    metrics = None
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+    scores = [r["score"] for r in history]
+    best = max(history, key=lambda r: r["score"]) if history else None
+    t = {"trial_id": trial_id, "budget": record.get("budget"), "status": record.get("status", "running"),
+         "started": record.get("started"), "attempts": record.get("attempts", 1), "config": record.get("config", {}),
+         "error": record.get("error"), "mlflow_run_id": record.get("mlflow_run_id"),
+         "iterations": len(history), "scores": scores,
+         "score": best["score"] if best else None, "best_iteration": best["iteration"] if best else None,
+         "iters_to_best": iters_to_best(scores) if history else None,
+         "split": None, "accuracy": None, "macs_ratio": None, "macs_ratio_p95": None, "params_ratio": None,
+         "test_score": None, "feasible": None, "stored_bytes": None,
+         "seconds": history[-1].get("seconds") if history else None,
+         "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) or 0.0 for r in history) for p in PHASES
+                           if any(f"seconds_{p}" in r for r in history)}}
+    if metrics is not None:
+        t.update({k: metrics.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible",
+                                              "stored_bytes", "iters_to_best", "seconds")})
+        t.update(split="test", test_score=metrics.get("score"), mlflow_run_id=metrics.get("mlflow_run_id") or t["mlflow_run_id"])
+    elif best is not None:
+        t.update({k: best.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible")})
+        t["split"] = "validation"
+    return t
+
+
+def _g(value, fmt=".4f", none="-") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return format(value, fmt)
+
+
+def format_config(config: dict) -> str:
+    return " ".join(f"{k}={_g(v, '.3g')}" for k, v in sorted(config.items()))
+
+
+def format_trial(t: dict) -> str:
+    mark = "*" if t["split"] == "validation" else ""
+    test = f"  test score {_g(t['test_score'])}" if t["test_score"] is not None else ""
+    return (f"score {_g(t['score'])}{test}  acc {_g(t['accuracy'])}{mark}  macs {_g(t['macs_ratio'], '.3f')}{mark}  "
+            f"params {_g(t['params_ratio'], '.3f')}{mark}  {'feasible' if t['feasible'] else 'infeasible'}  "
+            f"iters-to-best {_g(t['iters_to_best'], 'd')}/{t['iterations']}  {format_config(t['config'])}")
+
+
+def _rank_key(t: dict):
+    return (t["score"] is None, -(t["score"] if t["score"] is not None else 0.0), t["started"] or 0.0)
+
+
+def summarize(results_dir: str) -> dict:
+    path = os.path.join(results_dir, SWEEP_FILE)
+    if not os.path.isfile(path):
+        raise UsageError(f"{results_dir} holds no sweep ({SWEEP_FILE} is missing): pass a results/<name> folder "
+                         f"that python -m rtsearch.tune wrote")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        settings = state["settings"]
+    except (json.JSONDecodeError, KeyError, OSError) as e:
+        raise UsageError(f"{path} is corrupt ({type(e).__name__}): re-run the sweep or restore the file") from None
+    cpus_per_trial = 1 + int(settings.get("num_env_runners") or 0)
+    records = [r for r in load_trials(results_dir) if r.get("status") != "lost"]
+    sweeps = {}
+    for budget in settings["budgets"]:
+        key = f"{budget:g}"
+        trials = [trial_summary(results_dir, r) for r in records if r.get("budget") == budget]
+        by_start = sorted(trials, key=lambda t: t["started"] or 0.0)
+        ranked = sorted(trials, key=_rank_key)
+        completed = [t for t in ranked if t["status"] == "completed"]
+        best = completed[0] if completed else next((t for t in ranked if t["score"] is not None), None)
+        best_feasible = next((t for t in completed if t["feasible"]), None)
+        with_rows = [t["scores"] for t in by_start if t["scores"]]
+        phase = {p: sum(t["phase_seconds"].get(p, 0.0) for t in trials) for p in PHASES
+                 if any(p in t["phase_seconds"] for t in trials)}
+        trial_seconds = sum(t["seconds"] or 0.0 for t in trials)
+        sweeps[key] = {
+            "budget": budget, "trials": ranked, "best": best, "best_feasible": best_feasible,
+            "counts": {s: sum(1 for t in trials if t["status"] == s) for s in STATUS_TEXT},
+            "iterations": sum(t["iterations"] for t in trials),
+            "sweep_iters_to_best": sweep_iters_to_best(with_rows) if with_rows else None,
+            "wall_seconds": state.get("sweeps", {}).get(key, {}).get("seconds"),
+            "finished": state.get("sweeps", {}).get(key, {}).get("finished", False),
+            "trial_seconds": trial_seconds, "reserved_cpu_seconds": trial_seconds * cpus_per_trial,
+            "phase_seconds": phase, "phase_cpu_seconds": {p: v * cpus_per_trial for p, v in phase.items()},
+            "parent_run_id": state.get("sweeps", {}).get(key, {}).get("parent_run_id"),
+            "experiment_path": state.get("sweeps", {}).get(key, {}).get("experiment_path"),
+        }
+    pareto = [{"budget": sw["budget"], **{k: sw["best_feasible"][k] for k in (
+        "trial_id", "accuracy", "macs_ratio", "params_ratio", "test_score", "score", "config")}}
+        for sw in sweeps.values() if sw["best_feasible"]]
+    return {"name": state["name"], "command": state.get("command"), "settings": settings,
+            "mlflow_experiment_id": state.get("mlflow_experiment_id"), "sweeps": sweeps, "pareto": pareto,
+            "cpus_per_trial": cpus_per_trial, "generated": time.time()}
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+def markdown(summary: dict) -> str:
+    s = summary["settings"]
+    lines = [f"# Sweep `{summary['name']}`", "",
+             f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), ASHA on the validation "
+             f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
+             f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; parameter budget "
+             f"{_g(s['param_budget'], 'g') if s['param_budget'] is not None else 'searched'}; "
+             f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + ".",
+             ""]
+    if summary.get("command"):
+        lines += [f"Produced by `{summary['command']}`; regenerate this page with "
+                  f"`python -m rtsearch.report results/{summary['name']}`.", ""]
+    lines += [f"MLflow: experiment `{summary['name']}` in `{s['mlflow_uri']}` (one parent run per budget, one child "
+              f"run per trial).", "",
+              "Trials are ranked by their best validation score (what the search maximised). Accuracy, MACs ratio, "
+              "params ratio and test score are on the test split for completed trials; for trials ASHA stopped "
+              "early they are the validation figures of their best iteration (marked *).", ""]
+    for key, sw in summary["sweeps"].items():
+        c = sw["counts"]
+        lines += [f"## Budget {key}", ""]
+        best = sw["best"]
+        if best:
+            lines += [f"**Best config**: trial `{best['trial_id']}` ({STATUS_TEXT[best['status']]}): "
+                      f"{format_config(best['config'])}  ", 
+                      f"score {_g(best['score'])} (validation), test score {_g(best['test_score'])}, accuracy "
+                      f"{_g(best['accuracy'])}, MACs ratio {_g(best['macs_ratio'], '.4f')}, params ratio "
+                      f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
+                      f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.", ""]
+        wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
+        lines += [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
+                  f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"
+                  f"{'' if sw['finished'] else ' (sweep not finished: continue it with --resume)'}. "
+                  f"{sw['iterations']} iterations in all; **iterations to best for the sweep: "
+                  f"{_g(sw['sweep_iters_to_best'], 'd')}** (trials in start order, until the best trial reached its "
+                  f"best). Wall time {wall}.", ""]
+        keys = sorted({k for t in sw["trials"] for k in t["config"]})
+        lines += ["| rank | trial | status | score (val) | accuracy | MACs ratio | params ratio | test score | "
+                  "feasible | iters to best | iterations | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (11 + len(keys))]
+        for rank, t in enumerate(sw["trials"], 1):
+            m = "*" if t["split"] == "validation" else ""
+            lines.append(f"| {rank} | `{t['trial_id']}` | {STATUS_TEXT.get(t['status'], t['status'])} | "
+                         f"{_g(t['score'])} | {_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
+                         f"{_g(t['params_ratio'])}{m} | {_g(t['test_score'])} | {_g(t['feasible'])}{m} | "
+                         f"{_g(t['iters_to_best'], 'd')} | {t['iterations']} | "
+                         + " | ".join(_g(t["config"].get(k), ".3g") for k in keys) + " |")
+        failed = [t for t in sw["trials"] if t["status"] == "error"]
+        for t in failed:
+            lines.append(f"\nTrial `{t['trial_id']}` failed: {t['error']}")
+        lines += ["", f"Time: {sw['trial_seconds']:.0f} trial-seconds in all, {sw['reserved_cpu_seconds']:.0f} "
+                      f"reserved CPU-seconds ({summary['cpus_per_trial']} CPU(s) per trial).", ""]
+        if sw["phase_seconds"]:
+            lines += ["| phase | seconds (sum over trials) | reserved CPU-seconds |", "|---|---|---|"]
+            lines += [f"| {PHASES[p]} | {v:.1f} | {sw['phase_cpu_seconds'][p]:.1f} |" for p, v in sw["phase_seconds"].items()]
+        else:
+            lines.append("Time per phase (runtime agent, static agent, fine-tuning, evaluation): not recorded by "
+                         "these runs (fixed-ratio runs time whole iterations only).")
+        lines.append("")
+    lines += ["## Pareto: best feasible trial per budget", ""]
+    if summary["pareto"]:
+        lines += ["| budget | trial | accuracy | MACs ratio | params ratio | test score | score (val) |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {p['budget']:g} | `{p['trial_id']}` | {_g(p['accuracy'])} | {_g(p['macs_ratio'])} | "
+                  f"{_g(p['params_ratio'])} | {_g(p['test_score'])} | {_g(p['score'])} |" for p in summary["pareto"]]
+    else:
+        lines.append("No completed trial met its budgets (within 0.01).")
+    lines += ["", "![accuracy against MACs ratio](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (key, sw) in enumerate(summary["sweeps"].items()):
+        color = colors[i % len(colors)]
+        pts = [t for t in sw["trials"] if t["accuracy"] is not None and t["macs_ratio"] is not None]
+        for feasible, style in ((True, {"facecolors": color}), (False, {"facecolors": "none"})):
+            sel = [t for t in pts if bool(t["feasible"]) == feasible]
+            if sel:
+                ax.scatter([t["macs_ratio"] for t in sel], [t["accuracy"] for t in sel], edgecolors=color, s=36,
+                           label=f"budget {key}, {'feasible' if feasible else 'infeasible'}", **style)
+        ax.axvline(sw["budget"], color=color, linestyle=":", linewidth=1)
+        if sw["best_feasible"]:
+            b = sw["best_feasible"]
+            ax.scatter([b["macs_ratio"]], [b["accuracy"]], marker="*", s=180, color=color, edgecolors="black", zorder=3)
+    front = sorted(summary["pareto"], key=lambda p: p["macs_ratio"])
+    if len(front) > 1:
+        ax.plot([p["macs_ratio"] for p in front], [p["accuracy"] for p in front], color="gray", linewidth=1, zorder=1)
+    ax.set_xlabel("MACs ratio (of the dense model)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{summary['name']}: trials (star: best feasible per budget; dotted: budget)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write(results_dir: str) -> dict:
+    """Regenerate summary.json, summary.md and pareto.png; returns the summary."""
+    summary = summarize(results_dir)
+    write_json(os.path.join(results_dir, "summary.json"), summary)
+    tmp = os.path.join(results_dir, "summary.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(markdown(summary))
+    os.replace(tmp, os.path.join(results_dir, "summary.md"))
+    plot(summary, os.path.join(results_dir, "pareto.png"))
+    return summary
+
+
+def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, seconds: float) -> str:
+    lines = [f"sweep {summary['name']!r} done in {seconds:.0f}s"]
+    for key, sw in summary["sweeps"].items():
+        b = sw["best"]
+        if not b:
+            lines.append(f"budget {key}: no trial produced a result")
+            continue
+        lines.append(f"budget {key}: best config (trial {b['trial_id']}, {STATUS_TEXT[b['status']]}): "
+                     f"{format_config(b['config'])}")
+        lines.append(f"  score {_g(b['score'])} (validation; test {_g(b['test_score'])}), accuracy {_g(b['accuracy'])}, "
+                     f"MACs ratio {_g(b['macs_ratio'])}, params ratio {_g(b['params_ratio'])}, "
+                     f"{'feasible' if b['feasible'] else 'infeasible'}; iterations to best {_g(b['iters_to_best'], 'd')} "
+                     f"(trial), {_g(sw['sweep_iters_to_best'], 'd')} (sweep)")
+    if len(summary["sweeps"]) > 1:
+        lines.append("pareto (best feasible per budget): " + (", ".join(
+            f"{p['budget']:g}: acc {_g(p['accuracy'])} macs {_g(p['macs_ratio'], '.3f')}" for p in summary["pareto"])
+            or "none feasible"))
+    if mlflow_uri:
+        ui = f"mlflow ui --backend-store-uri {mlflow_uri}" if not mlflow_uri.startswith("http") else mlflow_uri
+        lines.append(f"MLflow runs: experiment {summary['name']!r} in {mlflow_uri} (open with: {ui})")
+    lines.append(f"summary: {os.path.join(results_dir, 'summary.md')} (also summary.json, pareto.png)")
+    return "\n".join(lines)

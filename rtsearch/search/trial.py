@@ -1,0 +1,131 @@
+"""The Tune trial: what runs in a Ray worker, possibly on another node. One trial is one
+`rtsearch.rl.run.run` with the sampled values, reporting every iteration to Tune (with the run folder
+as checkpoint) and to its MLflow child run."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+
+from rtsearch.config import RunConfig
+
+STATE_FILE = "trial_state.json"      # inside a trial's run folder, so it travels with its checkpoints
+SCORE = "score"
+
+
+def _write_state(out: str, state: dict) -> None:
+    tmp = os.path.join(out, STATE_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, os.path.join(out, STATE_FILE))
+
+
+def _read_state(out: str) -> dict | None:
+    try:
+        with open(os.path.join(out, STATE_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run_folder(experiment: str, trial_id: str) -> str:
+    """The trial's live run folder: node-local scratch, outside the trial folder that Tune uploads
+    to storage every few seconds (a live folder there is copied while it is being written). What
+    must survive the node travels in the checkpoints reported to Tune."""
+    return os.path.join(tempfile.gettempdir(), "rtsearch-trials", f"{experiment}-{trial_id}")
+
+
+def trainable(config: dict) -> None:
+    """One trial: rtsearch.train.run with the sampled values, reporting every iteration to Tune
+    (with the run folder as checkpoint) and to its MLflow child run."""
+    from ray import tune
+
+    from rtsearch.rl.run import run
+    from rtsearch.search import tracking
+
+    settings = config["settings"]
+    os.environ["RTSEARCH_CACHE"] = settings["cache_dir"]
+    ctx = tune.get_context()
+    trial_id, trial_dir = ctx.get_trial_id(), ctx.get_trial_dir()
+    out = run_folder(settings["experiment"], trial_id)
+    state = {"reported": 0, "mlflow_run_id": None, "final": None}
+    on_disk = _read_state(out)
+    if on_disk and on_disk.get("final"):
+        # It had finished, but Tune's saved state predates that (its driver was killed): report it again.
+        tune.report(on_disk["final"])
+        return
+    restored = tune.get_checkpoint()
+    if restored is not None:        # Tune retries / resumes this trial: continue from its last checkpoint
+        shutil.rmtree(out, ignore_errors=True)
+        restored.to_directory(out)
+        with open(os.path.join(out, STATE_FILE)) as f:
+            state = json.load(f)
+    os.makedirs(out, exist_ok=True)
+    if state["final"] is not None:
+        # It had finished, but the driver died before Tune recorded that: report it again, compute nothing.
+        tune.report(state["final"])
+        return
+    searched = {k: config[k] for k in settings["searched"]}
+    cfg = RunConfig.from_dict({**settings["run"], **searched, "out": out})
+
+    tracker = None
+    ml = settings.get("mlflow")
+    if ml:
+        tracker = tracking.TrialRun(ml["uri"], ml["experiment_id"], ml["parent_run_id"], trial_id,
+                                    run_name=f"{settings['experiment']}/{trial_id}",
+                                    params={**searched, "budget": cfg.budget, "param_budget": cfg.param_budget,
+                                            "iterations": cfg.iterations, "dataset": cfg.dataset,
+                                            "model": cfg.model, "seed": cfg.seed, "trial_id": trial_id,
+                                            "fixed_ratios": cfg.fixed_ratios},
+                                    tags={"rtsearch.budget": cfg.budget}, run_id=state["mlflow_run_id"])
+        cfg.mlflow_run_id = state["mlflow_run_id"] = tracker.run_id
+        _write_state(out, state)
+
+    log_path = os.path.join(out, "train.log")
+
+    def log(message: str) -> None:
+        with open(log_path, "a") as f:
+            f.write(message + "\n")
+
+    fail_on = settings.get("fail_on_iteration")
+    failed_marker = os.path.join(trial_dir, ".injected_failure")
+
+    def on_iteration(row: dict) -> None:
+        i = row["iteration"]
+        if fail_on and i == fail_on and not os.path.exists(failed_marker):
+            open(failed_marker, "w").close()
+            raise RuntimeError(f"injected failure at iteration {i} (--fail-on-iteration, first attempt only)")
+        if not math.isfinite(row["score"]):
+            raise FloatingPointError(f"score is NaN at iteration {i}: the trial is marked failed and retried")
+        if i <= state["reported"]:
+            return          # a restarted run replays iterations Tune already has (fixed-ratios runs start over)
+        if tracker:
+            tracker.log_row(row)
+        state["reported"] = i
+        _write_state(out, state)
+        tune.report({**row, "final": False, "mlflow_run_id": cfg.mlflow_run_id},
+                    checkpoint=tune.Checkpoint.from_directory(out))
+
+    try:
+        metrics = run(cfg, on_iteration=on_iteration, log=log, resume=os.path.isfile(os.path.join(out, "checkpoint.pt")))
+    except BaseException as e:
+        if tracker:
+            try:
+                tracking.end_run(tracker.uri, tracker.run_id, "FAILED",
+                                 {tracking.STATUS_TAG: "failed", "rtsearch.error": f"{type(e).__name__}: {e}"[:500]})
+            except Exception:
+                pass
+        raise
+    if tracker:
+        tracker.finish(metrics, [os.path.join(out, f) for f in ("metrics.json", "best.pt", "model.pt", "train.log")])
+    history = metrics.get("history") or []
+    best = max(history, key=lambda r: r["score"]) if history else {}
+    state["final"] = {"iteration": metrics["iterations"], SCORE: best.get("score", metrics["score"]), "final": True,
+                      "mlflow_run_id": cfg.mlflow_run_id, "metrics_json": json.dumps(metrics),
+                      **{f"test_{k}": metrics[k] for k in ("accuracy", "macs_ratio", "params_ratio", "score",
+                                                            "feasible")}}
+    _write_state(out, state)
+    tune.report(state["final"], checkpoint=tune.Checkpoint.from_directory(out))
+    shutil.rmtree(out, ignore_errors=True)      # its final state lives on in that checkpoint
