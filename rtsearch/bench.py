@@ -25,6 +25,7 @@ def parse_args(argv=None):
                         "resnet56:3,32,32 (for projections to data not on this machine)")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
+    p.add_argument("--data-dir", default=None, help="folder of cifar10 / cifar100 / imagefolder data")
     p.add_argument("--num-env-runners", type=int, nargs="+", default=None)
     p.add_argument("--seconds", type=float, default=20.0, help="measuring time per figure")
     p.add_argument("--train-iterations", type=int, default=None,
@@ -43,7 +44,7 @@ def parse_args(argv=None):
         raise UsageError(f"--seconds must be positive, got {args.seconds:g}")
     if args.train_iterations is None:
         args.train_iterations = 0 if args.scaling and not args.sampling else 2
-    check_dataset_and_model(args.dataset, args.model, None)
+    check_dataset_and_model(args.dataset, args.model, args.data_dir)
     if args.network:
         from rtsearch.net.models import MODELS
         name, _, shape = args.network.partition(":")

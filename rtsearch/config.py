@@ -29,7 +29,7 @@ class RunConfig:
     beta_p: float = 2.0            # parameter-budget penalty weight of the static agent
     lam: float = 0.5               # trade-off coefficient between runtime and static importance
     p_max: float = 0.95            # largest pruning ratio an agent may choose
-    finetune_epochs: float = 1.0   # fine-tuning per iteration, in passes over the training split
+    finetune_epochs: int = 1       # fine-tuning per iteration, in passes over the training split
     dense_epochs: int = 15
     warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
     warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update

@@ -54,8 +54,22 @@ def check_data_dir(name: str, data_dir: str | None) -> None:
     if expected and not os.path.isdir(os.path.join(data_dir, expected)):
         raise DataError(f"{data_dir} has no {expected}/: extract the python version of {name} "
                         f"({expected}) into {data_dir}; nothing is downloaded")
-    if name == "imagefolder" and not any(os.path.isdir(os.path.join(data_dir, d)) for d in os.listdir(data_dir)):
+    if name == "imagefolder":
+        _check_class_folders(data_dir)
+
+
+def _check_class_folders(data_dir: str) -> None:
+    """Every sub-folder is a class (hidden ones too, as torchvision's ImageFolder sees them) and must
+    hold at least one image."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    if not classes:
         raise DataError(f"{data_dir} has no class folders: put images in {data_dir}/<class>/<image>")
+    for name in classes:
+        folder = os.path.join(data_dir, name)
+        if not any(f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(folder) for f in files):
+            hidden = " (a hidden folder counts as a class too)" if name.startswith(".") else ""
+            raise DataError(f"class folder {folder} holds no images{hidden}: add images to it or remove it")
 
 
 def load(name: str = "mnist5k", seed: int = 0, data_dir: str | None = None, image_size: int = 32) -> Splits:

@@ -36,6 +36,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--dense-only", action="store_true", help="only train and cache the dense model")
     p.add_argument("--lstm", action="store_true", help="runtime policy with an LSTM across layers")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs,
+                   help="fine-tuning passes over the training split per iteration")
     p.add_argument("--no-calibrate", action="store_true",
                    help="deploy the runtime agent's ratios as they are, without the shift onto the budget")
     for name in ("lr-runtime", "lr-static", "lr-finetune", "beta-f", "eta-f", "beta-p", "lam", "p-max"):
@@ -45,23 +47,54 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         raise UsageError(f"--iterations must be at least 1, got {args.iterations}")
     if args.num_env_runners < 0:
         raise UsageError(f"--num-env-runners must be 0 or more, got {args.num_env_runners}")
+    if not 0 <= args.seed < 2 ** 32:
+        raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
+    for name in ("lr_runtime", "lr_static", "lr_finetune"):
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name):g}")
+    for name in ("beta_f", "eta_f", "beta_p"):
+        if not getattr(args, name) >= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name):g}")
+    if args.finetune_epochs < 1:
+        raise UsageError(f"--finetune-epochs must be at least 1, got {args.finetune_epochs}")
     if not 0.0 <= args.lam <= 1.0:
         raise UsageError(f"--lam must be in [0, 1], got {args.lam}")
     if not 0.0 < args.p_max < 1.0:
         raise UsageError(f"--p-max must be in (0, 1), got {args.p_max}")
     check_dataset_and_model(args.dataset, args.model, args.data_dir)
-    out = args.out or os.path.join("runs", f"{args.dataset}-{args.model}-{args.budget:g}-s{args.seed}")
+    out = args.out or default_out(args)
     cfg = RunConfig(dataset=args.dataset, model=args.model, budget=args.budget, param_budget=args.param_budget,
                     iterations=args.iterations, seed=args.seed, data_dir=args.data_dir,
                     num_env_runners=args.num_env_runners, out=out, method=args.method,
                     fixed_ratios=args.fixed_ratios, lstm=args.lstm, lr_runtime=args.lr_runtime,
                     lr_static=args.lr_static, lr_finetune=args.lr_finetune, beta_f=args.beta_f, eta_f=args.eta_f,
-                    beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate)
+                    beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
+                    finetune_epochs=args.finetune_epochs)
     if args.resume:
-        if not os.path.isfile(os.path.join(out, "checkpoint.pt")):
-            raise UsageError(f"--resume: {out}/checkpoint.pt does not exist; run without --resume first")
-        checkpoint.load(os.path.join(out, "checkpoint.pt"))  # a corrupt one fails here, before any compute
+        check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
+
+
+def default_out(args) -> str:
+    """runs/<dataset>-<model>-<budget>[-p<param budget>]-<method>[-fixed]-s<seed>: a baseline and a
+    learned run, or two methods, never share a folder."""
+    parts = [args.dataset, args.model, f"{args.budget:g}"]
+    if args.param_budget < 1.0:
+        parts.append(f"p{args.param_budget:g}")
+    parts.append(args.method + ("-fixed" if args.fixed_ratios else ""))
+    return os.path.join("runs", "-".join(parts) + f"-s{args.seed}")
+
+
+def check_resumable(cfg: RunConfig) -> None:
+    """--resume continues the run in cfg.out, whatever its kind, only if it is the same kind of run."""
+    path = os.path.join(cfg.out, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume: {path} does not exist; run without --resume first")
+    stored = checkpoint.load(path).get("config") or {}  # a corrupt one fails here, before any compute
+    for key in ("fixed_ratios", "method", "dataset", "model", "budget", "param_budget", "seed"):
+        if key in stored and stored[key] != getattr(cfg, key):
+            raise UsageError(f"--resume: {cfg.out} holds a run with {key} {stored[key]!r}, not {getattr(cfg, key)!r}: "
+                             f"pass the same flags as that run, or another --out")
 
 
 @guarded

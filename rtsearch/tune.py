@@ -31,7 +31,8 @@ def parse_budgets(text: str) -> list[float]:
 def parse_args(argv=None):
     import argparse
     p = ArgumentParser(prog="python -m rtsearch.tune", description=__doc__.splitlines()[0])
-    p.add_argument("--budget", required=True, help="MACs budget(s), fractions of the dense MACs: 0.5 or 0.3,0.5,0.7")
+    p.add_argument("--budget", default=None,
+                   help="MACs budget(s), fractions of the dense MACs: 0.5 or 0.3,0.5,0.7 (with --resume: the stored ones)")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=None,
                    help="fix the parameter budget (otherwise searched, if the space has param_budget)")
     p.add_argument("--space", default=None, help="search space YAML (default search_spaces/default.yaml)")
@@ -57,9 +58,16 @@ def parse_args(argv=None):
     p.add_argument("--fixed-ratios", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--dense-epochs", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--fail-on-iteration", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--nan-on-iteration", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    budgets = parse_budgets(args.budget)
+    if args.budget is None and not args.resume:
+        raise UsageError("--budget is required: pass e.g. --budget 0.5 (or --name NAME --resume to continue a sweep)")
+    if args.budget is None and args.name is None:
+        raise UsageError("--resume needs the sweep's --name (or the --budget it was started with): pass --name NAME")
+    budgets = parse_budgets(args.budget) if args.budget is not None else None
+    if not 0 <= args.seed < 2 ** 32:
+        raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
     for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", args.max_iterations, 1),
                              ("--num-env-runners", args.num_env_runners, 0), ("--max-failures", args.max_failures, 0),
                              ("--gpus-per-trial", args.gpus_per_trial, 0)):

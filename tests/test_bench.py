@@ -37,7 +37,10 @@ def test_sampling_prints_real_and_noop_throughput_and_their_ratio():
     assert "sampling only ratio" in result.stdout
 
 
-def test_bad_input_exits_2_with_one_line():
+def test_bad_input_exits_2_with_one_line(tmp_path):
     assert_usage_error(run_cli("rtsearch.bench", "--dataset", "digits", timeout=60), "--sampling")
     assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--model", "nope", timeout=60), "nope")
     assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--network", "resnet56:3,32", timeout=60), "--network")
+    # --data-dir is an option of bench too: an empty folder is named for what it lacks
+    assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                               timeout=60), "cifar-10-batches-py")

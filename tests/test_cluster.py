@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import assert_usage_error
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -183,14 +184,14 @@ class Cluster:
                 pass
         return found
 
-    def start(self, name: str, *args: str) -> str:
-        """`ray start` a node; returns its Ray node id."""
+    def start(self, name: str, *args: str, ip: str = "127.0.0.1") -> str:
+        """`ray start` a node (on loopback address `ip`); returns its Ray node id."""
         manager = free_port()
         ports = ["--node-manager-port", str(manager), "--object-manager-port", str(free_port()),
                  "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
                  "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
                  "--min-worker-port", "0", "--max-worker-port", "0"]
-        common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", *ports]
+        common = ["--node-ip-address", ip, "--disable-usage-stats", *ports]
         if not self.raylets:
             command = [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", self.temp,
                        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
@@ -324,3 +325,18 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     for trial_id, rows in after.items():                       # every iteration reported once, none lost
         assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1)), (trial_id, rows)
     assert runner_nodes(after) == {head, worker, fresh}, after  # later rollouts ran on the new node
+
+
+@pytest.mark.slow
+def test_local_sqlite_store_is_refused_when_a_node_is_on_another_address(cluster, tmp_path):
+    # The worker node sits on another address (127.0.0.2): it could not open the driver's SQLite file.
+    cluster.start("head", "--num-cpus", "1")
+    cluster.start("worker", "--num-cpus", "1", ip="127.0.0.2")
+    began = time.time()
+    result = subprocess.run([sys.executable, "-m", "rtsearch.tune", "--budget", "0.5", "--dataset", "digits",
+                             "--address", f"127.0.0.1:{cluster.port}", "--name", "shared"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=cluster.env())
+    assert_usage_error(result, "--mlflow-uri", "127.0.0.2", "mlflow server")
+    assert "dense" not in result.stdout
+    assert not (tmp_path / "results").exists()
+    assert time.time() - began < 60

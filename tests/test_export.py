@@ -75,6 +75,28 @@ def test_params_match_cost_model(tmp_path, name, shape):
     assert result["params"] == CostModel(net).params(kept)
 
 
+@pytest.mark.parametrize("name,shape", CASES)
+@pytest.mark.parametrize("static_only", [False, True])
+def test_exported_model_macs_equal_torch_flop_counter(tmp_path, name, shape, static_only):
+    # The MACs a run reports for its static keep sets are what the exported model really computes with
+    # every (statically kept) channel on; a static-only model drops its predictors and their MACs.
+    from torch.utils.flop_counter import FlopCounterMode
+    net = randomised(name, shape)
+    ratios = mixed_ratios(net.num_layers)
+    cost = CostModel(net, predictors=not static_only)
+    result = export(net, ratios, str(tmp_path / "exported.pt"), drop_predictors=static_only)
+    exported = checkpoint.network(checkpoint.load(str(tmp_path / "exported.pt"))).eval()
+    assert (exported.gates[0].predictor is None) == static_only
+    kept = torch.as_tensor(result["widths"])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        exported(torch.zeros(1, *shape))
+    assert 2 * int(cost.macs(kept[None, :], kept)[0]) == counter.get_total_flops()
+    assert result["params"] == cost.params(kept) == sum(p.numel() for p in exported.parameters())
+    if static_only:   # the dense reference keeps the predictors: dropping them shows in both ratios
+        assert cost.dense_macs == CostModel(net).dense_macs and cost.dense_params == CostModel(net).dense_params
+        assert cost.macs(cost.widths[None, :], cost.widths)[0] < cost.dense_macs
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "rtsearch.export", *args], capture_output=True, text=True)
 

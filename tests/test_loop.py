@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -58,6 +57,41 @@ def test_both_agents_run_and_write_every_metric(tmp_path):
     assert all(row["macs_ratio"] > cfg.budget - 0.05 for row in saved["history"])
     assert abs(saved["macs_ratio"] - cfg.budget) < 0.02
     assert saved["stored_bytes"] == (tmp_path / "run" / "model.pt").stat().st_size
+    check_resume_restores_everything(cfg)
+
+
+def check_resume_restores_everything(cfg):
+    """What --resume restores from the last checkpoint (the network, static ratios, beta_f, the calibration
+    shift and both agents) reproduces that iteration's validation figures exactly on a fresh start."""
+    import torch
+
+    from rtsearch import data
+    from rtsearch.net import checkpoint, dense
+    from rtsearch.net.cost import CostModel
+    from rtsearch.net.supervised import evaluate
+    from rtsearch.rl.loop import Agents, ensure_ray
+    state = checkpoint.load(os.path.join(cfg.out, "checkpoint.pt"))
+    last = state["history"][-1]
+    splits = data.load(cfg.dataset, cfg.seed)
+    net, _ = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, log=quiet)
+    net.lam = cfg.lam
+    cost = CostModel(net)
+    started = ensure_ray(0)
+    crew = Agents(cfg, net, cost)
+    try:
+        fresh = evaluate(net, cost, *splits.val, torch.as_tensor(crew.static_ratios), crew.runtime_policy())
+        crew.resume(state, os.path.join(cfg.out, "agents"))
+        val = evaluate(net, cost, *splits.val, torch.as_tensor(crew.static_ratios), crew.runtime_policy())
+    finally:
+        crew.stop()
+        if started:
+            import ray
+            ray.shutdown()
+    assert crew.beta_f == state["run_state"]["beta_f"] != cfg.beta_f
+    assert crew.runtime_shift == state["run_state"]["runtime_shift"]
+    assert crew.static_ratios.tolist() == state["static_ratios"]
+    assert (fresh["accuracy"], fresh["macs_ratio"]) != (last["accuracy"], last["macs_ratio"])
+    assert (val["accuracy"], val["macs_ratio"]) == (last["accuracy"], last["macs_ratio"])
 
 
 @pytest.mark.slow

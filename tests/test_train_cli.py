@@ -1,6 +1,8 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import assert_usage_error, run_cli
 
@@ -18,6 +20,11 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--dataset", "cifar10"], ["--data-dir"]),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], ["/nonexistent/cifar", "does not exist"]),
     (["--iterations", "0"], ["--iterations"]),
+    (["--seed", "-1"], ["--seed"]),
+    (["--lr-finetune", "-1"], ["--lr-finetune"]),
+    (["--lr-runtime", "0"], ["--lr-runtime"]),
+    (["--beta-p", "-1"], ["--beta-p"]),
+    (["--finetune-epochs", "0"], ["--finetune-epochs"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_cli("rtsearch.train", *args, timeout=60), *words)
@@ -65,3 +72,65 @@ def test_fixed_ratio_run_meets_budget_and_writes_every_metric(method, tmp_path):
         assert metrics["params_ratio"] == 1.0
     else:
         assert metrics["params_ratio"] < 0.8
+
+
+def image_folder(root, classes, per_class=6, seed=0):
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("empty", ["c", ".hidden"])
+def test_image_folder_with_an_empty_class_folder_exits_2(tmp_path, empty):
+    root = image_folder(tmp_path / "imgs", ["a", "b"])
+    (root / empty).mkdir()
+    assert_usage_error(run_cli("rtsearch.train", "--dataset", "imagefolder", "--data-dir", str(root), timeout=60),
+                       str(root / empty), "holds no images")
+
+
+def test_dense_cache_is_keyed_by_the_data(tmp_path):
+    # Two image folders, different classes, the same seed: each gets its own dense model.
+    two = image_folder(tmp_path / "two", ["a", "b"])
+    three = image_folder(tmp_path / "three", ["x", "y", "z"], seed=1)
+    first = run_cli("rtsearch.train", "--dataset", "imagefolder", "--data-dir", str(two), "--dense-only")
+    second = run_cli("rtsearch.train", "--dataset", "imagefolder", "--data-dir", str(three), "--dense-only")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "cached at" in first.stdout and "cached at" in second.stdout, second.stdout
+    assert "reusing" not in second.stdout
+    again = run_cli("rtsearch.train", "--dataset", "imagefolder", "--data-dir", str(two), "--dense-only")
+    assert "reusing cached" in again.stdout
+
+
+def test_default_out_folders_of_different_runs_do_not_collide():
+    from rtsearch.train import parse_args
+    outs = {parse_args(["--dataset", "digits", *extra])[0].out
+            for extra in ([], ["--fixed-ratios"], ["--method", "static-only"], ["--param-budget", "0.7"])}
+    assert len(outs) == 4, outs
+
+
+def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
+    out = tmp_path / "fixed"
+    base = ["--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--lam", "0.2", "--out", str(out)]
+    assert run_cli("rtsearch.train", *base, "--iterations", "2").returncode == 0
+    before = json.loads((out / "metrics.json").read_text())["history"]
+    assert torch.load(out / "model.pt", weights_only=True)["model"]["lam"] == 0.2       # --lam is honoured
+    resumed = run_cli("rtsearch.train", *base, "--iterations", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {out} after iteration 2" in resumed.stdout
+    after = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(after) == 3 and after[:2] == before                   # continued, not started over
+    # a resume must be the same kind of run
+    assert_usage_error(run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--out", str(out),
+                               "--resume", timeout=60), "--resume", "fixed_ratios")
+    # --finetune-epochs changes how much one iteration trains
+    states = []
+    for epochs in ("1", "2"):
+        folder = tmp_path / f"e{epochs}"
+        assert run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--iterations",
+                       "1", "--finetune-epochs", epochs, "--out", str(folder)).returncode == 0
+        states.append(torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"])
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())

@@ -19,6 +19,8 @@ from conftest import assert_usage_error
 
 TINY = ["--dataset", "digits", "--model", "small", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
         "--num-cpus", "2"]
+# the same with both agents (no --fixed-ratios): a sweep of the method itself
+TINY_AGENTS = [a for a in TINY if a != "--fixed-ratios"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,11 @@ def check_children(uri, parents, children, results):
     (["--budget", "0.5", "--num-samples", "0"], ["--num-samples"]),
     (["--budget", "0.5", "--search", "grid"], ["--search"]),
     (["--budget", "0.5", "--resume", "--name", "never-ran"], ["--resume", "never-ran"]),
+    (["--resume", "--name", "never-ran"], ["--resume", "never-ran"]),
+    (["--resume"], ["--resume", "--name"]),
+    (["--dataset", "digits"], ["--budget"]),
+    (["--budget", "0.5", "--seed", "-1"], ["--seed"]),
+    (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
     assert_usage_error(tune(tmp_path, cache, *args, timeout=120), *words)
@@ -116,10 +123,38 @@ def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache):
     assert time.time() - began < 60
 
 
+def test_unreachable_address_exits_2_fast_before_any_training(tmp_path, cache):
+    began = time.time()
+    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "a", "--address", "127.0.0.1:1", timeout=120)
+    assert_usage_error(result, "--address 127.0.0.1:1", "ray start --head")
+    assert "dense" not in result.stdout
+    assert not (tmp_path / "results").exists()
+    assert time.time() - began < 30
+
+
+def test_remote_storage_is_checked_and_passed_through_untouched(tmp_path, cache):
+    # No network here: the bucket cannot be reached, so the sweep stops before any compute; the URI
+    # must not turn into a local folder named "s3:".
+    began = time.time()
+    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "s3", "--storage-path", "s3://some-bucket/x",
+                  timeout=120)
+    assert_usage_error(result, "--storage-path s3://some-bucket/x", "cannot be written")
+    assert "dense" not in result.stdout
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "results").exists()
+    assert time.time() - began < 60
+
+
+def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache):
+    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "p", "--storage-path", "/proc/nope", timeout=120)
+    assert_usage_error(result, "--storage-path /proc/nope", "cannot be written")
+    assert "dense" not in result.stdout
+    assert not (tmp_path / "results").exists()          # a rerun is not told the sweep already exists
+
+
 @pytest.mark.slow
 def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2",
-                  "--name", "e2e", "--fail-on-iteration", "2", "--max-failures", "1"))
+                  "--name", "e2e", "--fail-on-iteration", "2", "--nan-on-iteration", "1", "--max-failures", "2"))
     results = str(tmp_path / "results" / "e2e")
     for name in ("summary.md", "summary.json", "pareto.png"):
         assert os.path.getsize(os.path.join(results, name)) > 0, name
@@ -127,9 +162,12 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     sweep = summary["sweeps"]["0.5"]
     trials = sweep["trials"]
     assert len(trials) == 2 and {t["status"] for t in trials} <= {"completed", "stopped"}
-    # The first trial to reach iteration 2 fails there once (injected), is retried from its checkpoint, completes.
-    assert any(t["attempts"] == 2 and t["status"] == "completed" for t in trials), trials
-    assert "retry 1/1 from its last checkpoint" in out
+    # Every trial reports a NaN score once at iteration 1 and fails once at iteration 2 (both injected, first
+    # attempt only): each failure is retried from the trial's last checkpoint, and a trial that met both completes.
+    assert "FloatingPointError: score is NaN at iteration 1" in out
+    assert all(t["attempts"] >= 2 for t in trials), trials
+    assert any(t["attempts"] == 3 and t["status"] == "completed" for t in trials), trials
+    assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
     assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
     assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
     for text in ("best config (trial", "iterations to best", "MLflow runs: experiment 'e2e'", "summary.md"):
@@ -148,6 +186,11 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     after = json.load(open(os.path.join(results, "summary.json")))
     assert {k: v for k, v in after.items() if k != "generated"} == before
     assert os.path.isfile(os.path.join(results, "summary.md"))
+    # --resume needs only the name (the budgets are stored), and refuses other budgets
+    again = ok(tune(tmp_path, cache, "--name", "e2e", "--resume", timeout=120))
+    assert "[budget 0.5] already finished" in again
+    assert_usage_error(tune(tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3", timeout=120),
+                       "--resume", "0.5")
 
 
 def free_port() -> int:
@@ -193,15 +236,20 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, mlflow_server):
-    out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.3,0.5", "--param-budget", "0.8", "--num-samples", "1",
-                  "--search", "random", "--name", "http", "--mlflow-uri", mlflow_server))
+    # both agents (not the fixed-ratio baseline), one iteration per trial
+    out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3,0.5", "--param-budget",
+                  "0.8", "--num-samples", "1", "--search", "random", "--name", "http", "--mlflow-uri", mlflow_server))
     assert "pareto (best feasible per budget)" in out and "View run" not in out
     results = str(tmp_path / "results" / "http")
     parents, children = mlflow_runs(mlflow_server, "http")
     assert sorted(parents["tags.rtsearch.budget"]) == ["0.3", "0.5"] and len(children) == 2
     check_children(mlflow_server, parents, children, results)
     summary = json.load(open(os.path.join(results, "summary.json")))
-    assert [p["budget"] for p in summary["pareto"]] == [0.3, 0.5]      # uniform ratios meet every budget
+    assert {p["budget"] for p in summary["pareto"]} <= {0.3, 0.5}
+    for trial_id in children["tags.rtsearch.trial_id"]:                # the agents ran and were rewarded
+        with open(os.path.join(results, "trials", trial_id, "history.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        assert rows and all("runtime_reward" in r and "static_reward" in r for r in rows), rows
     assert "## Pareto: best feasible trial per budget" in open(os.path.join(results, "summary.md")).read()
     assert not os.path.exists(tmp_path / "mlruns.db")                  # everything went to the server
 

@@ -1,14 +1,22 @@
-"""The dense model: trained once per (dataset, model, seed) and cached, never once per trial."""
+"""The dense model: trained once per (dataset, model, seed, data) and cached, never once per trial.
+
+The cache key holds a fingerprint of the data itself (every split's tensors, the class count and
+the image shape), so two image folders, or two CIFAR copies, never share a model by name alone.
+The cache folder may be a URI (s3://, gs://: a sweep's shared storage), read and written whole.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import time
 
 import torch
 
+from rtsearch import storage
+from rtsearch.data import Splits
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
-from rtsearch.data import Splits
 from rtsearch.net.models import GatedNet, build_model
 from rtsearch.net.supervised import evaluate, fit
 
@@ -17,16 +25,26 @@ def cache_dir() -> str:
     return os.environ.get("RTSEARCH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rtsearch"))
 
 
-def cache_path(dataset: str, model: str, seed: int) -> str:
-    return os.path.join(cache_dir(), "dense", f"{dataset}-{model}-seed{seed}.pt")
+def fingerprint(splits: Splits) -> str:
+    """What the model is trained and tested on: a hash of every split's inputs and labels, the class
+    count and the image shape (12 hex digits)."""
+    h = hashlib.sha256(repr((tuple(splits.input_shape), splits.num_classes)).encode())
+    for x, y in (splits.train, splits.val, splits.test):
+        h.update(x.contiguous().numpy().tobytes())
+        h.update(y.contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cache_path(dataset: str, model: str, seed: int, splits: Splits) -> str:
+    return storage.join(cache_dir(), "dense", f"{dataset}-{model}-seed{seed}-{fingerprint(splits)}.pt")
 
 
 def pretrained(dataset: str, model: str, seed: int, splits: Splits, epochs: int = 15, lr: float = 2e-3,
                log=print) -> tuple[GatedNet, float]:
     """Return (dense network, dense test accuracy), training and caching it on first use."""
-    path = cache_path(dataset, model, seed)
-    if os.path.isfile(path):
-        state = checkpoint.load(path)
+    path = cache_path(dataset, model, seed, splits)
+    if storage.exists(path):
+        state = _load(path)
         log(f"dense model: reusing cached {path} (test accuracy {state['test_accuracy']:.4f})")
         return checkpoint.network(state), state["test_accuracy"]
     torch.manual_seed(seed)
@@ -42,6 +60,25 @@ def pretrained(dataset: str, model: str, seed: int, splits: Splits, epochs: int 
     cost = CostModel(net)
     fit(net, x, y, epochs, lr, seed=seed, on_epoch=progress)
     accuracy = evaluate(net, cost, *splits.test)["accuracy"]
-    checkpoint.save(path, net, test_accuracy=accuracy, seconds=time.time() - start)
+    _save(path, net, test_accuracy=accuracy, seconds=time.time() - start)
     log(f"dense model: trained in {time.time() - start:.0f}s, test accuracy {accuracy:.4f}, cached at {path}")
     return net, accuracy
+
+
+def _load(path: str) -> dict:
+    if not storage.is_uri(path):
+        return checkpoint.load(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "dense.pt")
+        storage.download(path, local)
+        return checkpoint.load(local)
+
+
+def _save(path: str, net: GatedNet, **extra) -> None:
+    if not storage.is_uri(path):
+        checkpoint.save(path, net, **extra)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "dense.pt")
+        checkpoint.save(local, net, **extra)
+        storage.upload(local, path)

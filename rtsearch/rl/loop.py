@@ -156,6 +156,15 @@ class Agents:
             if algo is not None:
                 agents.restore(algo, os.path.abspath(os.path.join(folder, name)))
 
+    def resume(self, state: dict, folder: str) -> None:
+        """Continue from a checkpoint: the network, static ratios, beta_f, calibration shift, and both
+        agents as saved in `folder` with that checkpoint."""
+        self.net.load_state_dict(state["state_dict"])
+        self.static_ratios = np.asarray(state["static_ratios"], dtype=np.float32)
+        self.beta_f = state["run_state"]["beta_f"]
+        self.runtime_shift = state["run_state"].get("runtime_shift", 0.0)
+        self.restore(folder)
+
     def stop(self) -> None:
         for algo in (self.runtime, self.static):
             if algo is not None:
@@ -180,15 +189,8 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)
     try:
         if resume:
-            state = checkpoint.load(record.checkpoint_path)
-            net.load_state_dict(state["state_dict"])
-            crew.static_ratios = np.asarray(state["static_ratios"], dtype=np.float32)
-            crew.beta_f = state["run_state"]["beta_f"]
-            crew.runtime_shift = state["run_state"].get("runtime_shift", 0.0)
-            crew.restore(agents_dir)
-            record = RunRecord(cfg, dense_accuracy, on_iteration, log, history=state["history"],
-                               seconds_before=state["history"][-1]["seconds"])
-            log(f"resumed {cfg.out} after iteration {len(record.history)}")
+            record, state = RunRecord.resumed(cfg, dense_accuracy, on_iteration, log)
+            crew.resume(state, agents_dir)
         elif cfg.warmup_epochs:
             # Adapt the dense network to the agents' starting point, so that the first rewards say
             # something: at tight budgets the un-adapted network is near chance whatever they do.
@@ -206,7 +208,8 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             seconds["static"], tick = time.time() - tick, time.time()
             policy = crew.runtime_policy()
             ratios = torch.as_tensor(crew.static_ratios)
-            fit(net, *splits.train, 1, cfg.lr_finetune, ratios, policy, seed=cfg.seed + len(record.history))
+            fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, ratios, policy,
+                seed=cfg.seed + len(record.history))
             seconds["finetune"], tick = time.time() - tick, time.time()
             own_macs = crew.calibrate(*splits.val) if crew.uses_runtime else None
             val = evaluate(net, cost, *splits.val, ratios, crew.runtime_policy())
@@ -233,12 +236,9 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
                              run_state={"beta_f": crew.beta_f, "runtime_shift": crew.runtime_shift},
                              before_checkpoint=save_best)
         # The final test evaluation uses the best iteration's network, static ratios and agents.
-        best = checkpoint.load(record.best_path)
-        net.load_state_dict(best["state_dict"])
-        crew.static_ratios = np.asarray(best["static_ratios"], dtype=np.float32)
-        crew.runtime_shift = best["run_state"].get("runtime_shift", 0.0)
-        crew.restore(best_agents_dir)
-        extra = {"static_ratios": [float(r) for r in crew.static_ratios], "beta_f": crew.beta_f,
+        final_beta_f = crew.beta_f
+        crew.resume(checkpoint.load(record.best_path), best_agents_dir)
+        extra = {"static_ratios": [float(r) for r in crew.static_ratios], "beta_f": final_beta_f,
                  "runtime_shift": crew.runtime_shift,
                  "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history) for p in PHASES}}
         return finish(record, net, splits, cost, torch.as_tensor(crew.static_ratios), crew.runtime_policy(), extra)

@@ -37,6 +37,15 @@ class RunRecord:
         self.checkpoint_path = os.path.join(cfg.out, "checkpoint.pt")
         self.best_path = os.path.join(cfg.out, "best.pt")
 
+    @classmethod
+    def resumed(cls, cfg: RunConfig, dense_accuracy: float, on_iteration=None, log=print) -> tuple["RunRecord", dict]:
+        """The record of the run in cfg.out as its last checkpoint left it, and that checkpoint."""
+        state = checkpoint.load(os.path.join(cfg.out, "checkpoint.pt"))
+        record = cls(cfg, dense_accuracy, on_iteration, log, history=state["history"],
+                     seconds_before=state["history"][-1]["seconds"])
+        log(f"resumed {cfg.out} after iteration {len(record.history)}")
+        return record, state
+
     @property
     def best_row(self) -> dict | None:
         return max(self.history, key=lambda r: r["score"]) if self.history else None
@@ -57,6 +66,8 @@ class RunRecord:
                "score": score(val["accuracy"], val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "feasible": feasible(val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "seconds": self.seconds, **(extra or {})}
+        # the best validation score so far: what a trial is ranked by, at every step
+        row["best_score"] = max(row["score"], self.best_row["score"]) if self.best_row else row["score"]
         if before_checkpoint:
             before_checkpoint(self.best_row is None or row["score"] > self.best_row["score"])
         self.history.append(row)

@@ -24,24 +24,27 @@ def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=
     splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
     net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
     if cfg.fixed_ratios:
-        return run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log)
+        return run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
     from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
     return run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
 
 
-def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log) -> dict:
-    """Fine-tune under uniform ratios that meet the MACs budget; iterations are epochs."""
-    if cfg.method == "static-only":
-        net.lam = 0.0
+def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:
+    """Fine-tune under uniform ratios that meet the MACs budget; an iteration is cfg.finetune_epochs epochs."""
+    net.lam = cfg.lam if cfg.predictors_kept else 0.0
     cost = CostModel(net, predictors=cfg.predictors_kept)
     static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
     log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
         f"on every layer")
     policy = fixed_policy(runtime_ratios)
     params_ratio = cost.params_ratio(static_kept_for(cost.widths, static_ratios))
-    record = RunRecord(cfg, dense_accuracy, on_iteration, log)
-    for _ in range(cfg.iterations):
-        fit(net, *splits.train, 1, cfg.lr_finetune, static_ratios, policy, seed=cfg.seed + len(record.history))
+    if resume:
+        record, state = RunRecord.resumed(cfg, dense_accuracy, on_iteration, log)
+        net.load_state_dict(state["state_dict"])
+    else:
+        record = RunRecord(cfg, dense_accuracy, on_iteration, log)
+    while len(record.history) < cfg.iterations:
+        fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, static_ratios, policy, seed=cfg.seed + len(record.history))
         val = evaluate(net, cost, *splits.val, static_ratios, policy)
         record.iteration(net, static_ratios, val, params_ratio)
     net.load_state_dict(checkpoint.load(record.best_path)["state_dict"])

@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import shlex
+import socket
 import sys
 import time
 
 from ray.tune.schedulers import ASHAScheduler
 
+from rtsearch import storage
 from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
@@ -81,7 +83,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
     key = budget_key(budget)
     sweep = state["sweeps"].setdefault(key, {"finished": False, "seconds": 0.0})
     name = f"{state['name']}-b{key}"
-    exp_path = os.path.join(s["storage_path"], name)
+    exp_path = storage.join(s["storage_path"], name)
     sweep["experiment_path"] = exp_path
     uri = s["mlflow_uri"]
     if uri and not sweep.get("parent_run_id"):
@@ -100,7 +102,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
     space = spaces.for_sweep(spaces.from_dict(s["space_dims"], s["space_path"]), s["param_budget"])
     settings = {
         "searched": space.searched, "cache_dir": s["cache_dir"], "experiment": name,
-        "fail_on_iteration": s.get("fail_on_iteration"),
+        "fail_on_iteration": s.get("fail_on_iteration"), "nan_on_iteration": s.get("nan_on_iteration"),
         "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget,
                 "iterations": s["max_iterations"], "seed": s["seed"], "data_dir": s["data_dir"],
                 "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
@@ -154,6 +156,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
 
 
 def save_state(results_dir: str, state: dict) -> None:
+    os.makedirs(results_dir, exist_ok=True)
     report.write_json(os.path.join(results_dir, report.SWEEP_FILE), state)
 
 
@@ -165,18 +168,19 @@ def new_state(args, budgets: list[float], name: str) -> dict:
     if args.address is None and 1 + args.num_env_runners > cpus:
         raise UsageError(f"--num-env-runners {args.num_env_runners} needs {1 + args.num_env_runners} CPUs per trial, "
                          f"this machine has {cpus}: lower it, or join a cluster with --address")
-    storage = os.path.abspath(args.storage_path or os.path.join("runs", "tune"))
-    cache = os.path.join(storage, "cache") if args.storage_path else dense.cache_dir()
+    store = storage.normalise(args.storage_path or os.path.join("runs", "tune"))
+    cache = storage.join(store, "cache") if args.storage_path else storage.normalise(dense.cache_dir())
     return {"name": name, "created": time.time(), "mlflow_experiment_id": None, "sweeps": {}, "settings": {
         "budgets": budgets, "param_budget": args.param_budget, "dataset": args.dataset, "model": args.model,
         "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
         "space_path": os.path.abspath(space.path), "space": space.describe(), "space_dims": space.to_dict(),
         "num_samples": args.num_samples, "max_iterations": args.max_iterations, "search": args.search,
         "seed": args.seed, "num_env_runners": args.num_env_runners, "gpus_per_trial": args.gpus_per_trial,
-        "storage_path": storage, "storage_path_given": bool(args.storage_path), "cache_dir": os.path.abspath(cache), "max_concurrent": args.max_concurrent,
+        "storage_path": store, "storage_path_given": bool(args.storage_path), "cache_dir": cache,
+        "max_concurrent": args.max_concurrent,
         "max_failures": args.max_failures, "mlflow_uri": tracking.resolve_uri(args.mlflow_uri),
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
-        "fail_on_iteration": args.fail_on_iteration, "method": "both"}}
+        "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both"}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -201,10 +205,46 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(_StaleCheckpointFilter())
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UsageError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0][:150]}): "
+                             f"start one with `ray start --head`, or pass the address it printed") from None
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT address must answer within `timeout` seconds (ray.init would wait much longer)."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address} is not HOST:PORT: pass e.g. --address 10.0.0.5:6379, or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UsageError(f"--address {address}: nothing answers there ({e.strerror or type(e).__name__}): start the "
+                         f"head with `ray start --head --port {port}`, or pass the address it printed") from None
+
+
+def check_store_shared(uri: str) -> None:
+    """On a cluster, trials on other machines must reach the MLflow store. A local SQLite file (or
+    file:// folder) is accepted only while every node Ray lists runs on this machine (same node IP as
+    the driver); otherwise the store must be a server."""
+    if not uri.startswith(("sqlite:", "file:")):
+        return
+    import ray
+    this_node = ray.get_runtime_context().get_node_id()
+    here = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == this_node), None)
+    elsewhere = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")} - {here})
+    if elsewhere:
+        raise UsageError(f"MLflow store {uri} is a file on this machine that the cluster's nodes on "
+                         f"{', '.join(elsewhere)} cannot open: start a server every node reaches (mlflow server "
+                         f"--backend-store-uri sqlite:///mlruns.db --host 0.0.0.0 --port 5000) and pass "
+                         f"--mlflow-uri http://<this-host>:5000")
 
 
 def pretrain_dense(s: dict) -> None:
@@ -229,6 +269,10 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
         with open(state_path) as f:
             state = json.load(f)
         s = state["settings"]
+        if budgets is not None and sorted(budgets) != sorted(s["budgets"]):
+            raise UsageError(f"--resume continues sweep {name!r} at its stored budgets "
+                             f"{','.join(map(budget_key, s['budgets']))}, not {','.join(map(budget_key, budgets))}: "
+                             f"drop --budget, or start a new sweep with another --name")
         print(f"resuming sweep {name!r} with its stored settings (budgets {', '.join(map(budget_key, s['budgets']))})",
               flush=True)
     else:
@@ -238,21 +282,26 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
         state = new_state(args, budgets, name)
         state["command"] = "python -m rtsearch.tune " + shlex.join(argv)
         s = state["settings"]
+    # Every check before any compute, and before results/<name>/ exists: a refused sweep leaves nothing behind.
     if s["mlflow_uri"]:
-        tracking.check_reachable(s["mlflow_uri"])        # an unreachable server fails here, before any compute
-    os.makedirs(results_dir, exist_ok=True)
-    save_state(results_dir, state)
+        tracking.check_reachable(s["mlflow_uri"])        # an unreachable server fails here
+    storage.check_writable(s["storage_path"])
     todo = [b for b in s["budgets"] if not state["sweeps"].get(budget_key(b), {}).get("finished")]
     for budget in set(s["budgets"]) - set(todo):
         print(f"[budget {budget_key(budget)}] already finished", flush=True)
     started = time.time()
-    if todo:
-        pretrain_dense(s)
-        if args.address and not s["storage_path_given"]:
-            print("note: with --address, pass --storage-path on a folder every node shares, so that trials find "
-                  "the dense model and each other's checkpoints", flush=True)
+    if not todo:
+        save_state(results_dir, state)
+    else:
         start_ray(args.address, args.num_cpus)
         try:
+            if args.address:
+                check_store_shared(s["mlflow_uri"])
+                if not s["storage_path_given"]:
+                    print("note: with --address, pass --storage-path on a folder every node shares, so that trials "
+                          "find the dense model and each other's checkpoints", flush=True)
+            save_state(results_dir, state)
+            pretrain_dense(s)
             for budget in todo:
                 run_budget(state, budget, results_dir, cluster=bool(args.address))
         finally:
@@ -263,7 +312,7 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
     print(report.closing_lines(summary, results_dir, s["mlflow_uri"], time.time() - started), flush=True)
     if unfinished:
         print(f"sweep {name!r} did not finish budget(s) {', '.join(unfinished)}: continue it with "
-              f"python -m rtsearch.tune --budget {args.budget} --name {name} --resume", file=sys.stderr, flush=True)
+              f"python -m rtsearch.tune --name {name} --resume", file=sys.stderr, flush=True)
         return 1
     if not any(t["status"] == "completed" for sw in summary["sweeps"].values() for t in sw["trials"]):
         print("no trial completed: see the errors above", file=sys.stderr, flush=True)

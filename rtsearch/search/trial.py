@@ -56,9 +56,12 @@ def trainable(config: dict) -> None:
         # It had finished, but Tune's saved state predates that (its driver was killed): report it again.
         tune.report(on_disk["final"])
         return
+    # Tune's checkpoint is the truth: what the scratch folder holds beyond it (a failed attempt's
+    # checkpoint of an iteration never reported, a NaN one say) is dropped, so a retry without a
+    # checkpoint starts over and one with a checkpoint continues right after its last report.
+    shutil.rmtree(out, ignore_errors=True)
     restored = tune.get_checkpoint()
     if restored is not None:        # Tune retries / resumes this trial: continue from its last checkpoint
-        shutil.rmtree(out, ignore_errors=True)
         restored.to_directory(out)
         with open(os.path.join(out, STATE_FILE)) as f:
             state = json.load(f)
@@ -72,6 +75,10 @@ def trainable(config: dict) -> None:
 
     tracker = None
     ml = settings.get("mlflow")
+    if ml and ml["uri"].startswith("sqlite:///") and not os.path.isfile(ml["uri"][len("sqlite:///"):]):
+        # the driver created it: missing here means this node cannot see the driver's file
+        raise RuntimeError(f"MLflow store {ml['uri']} is not on this node: run the sweep with --mlflow-uri "
+                           f"http://... of an mlflow server every node reaches")
     if ml:
         tracker = tracking.TrialRun(ml["uri"], ml["experiment_id"], ml["parent_run_id"], trial_id,
                                     run_name=f"{settings['experiment']}/{trial_id}",
@@ -89,18 +96,22 @@ def trainable(config: dict) -> None:
         with open(log_path, "a") as f:
             f.write(message + "\n")
 
-    fail_on = settings.get("fail_on_iteration")
+    fail_on, nan_on = settings.get("fail_on_iteration"), settings.get("nan_on_iteration")
     failed_marker = os.path.join(trial_dir, ".injected_failure")
+    nan_marker = os.path.join(trial_dir, ".injected_nan")
 
     def on_iteration(row: dict) -> None:
         i = row["iteration"]
         if fail_on and i == fail_on and not os.path.exists(failed_marker):
             open(failed_marker, "w").close()
             raise RuntimeError(f"injected failure at iteration {i} (--fail-on-iteration, first attempt only)")
+        if nan_on and i == nan_on and not os.path.exists(nan_marker):
+            open(nan_marker, "w").close()
+            row["score"] = float("nan")         # as a diverged run reports it (--nan-on-iteration, first attempt only)
         if not math.isfinite(row["score"]):
             raise FloatingPointError(f"score is NaN at iteration {i}: the trial is marked failed and retried")
         if i <= state["reported"]:
-            return          # a restarted run replays iterations Tune already has (fixed-ratios runs start over)
+            return          # an iteration Tune already has
         if tracker:
             tracker.log_row(row)
         state["reported"] = i

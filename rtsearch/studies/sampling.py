@@ -72,7 +72,7 @@ class NoOpVectorEnv(gym.vector.VectorEnv):
 # --------------------------------------------------------------------------------------------------
 # set-up
 
-def network(dataset: str, model: str, seed: int = 0):
+def network(dataset: str, model: str, seed: int = 0, data_dir: str | None = None):
     """The cached dense network if there is one, else the same architecture freshly initialised:
     every channel is computed and masked either way (models.py), so the cost per step is the same."""
     import torch
@@ -80,10 +80,10 @@ def network(dataset: str, model: str, seed: int = 0):
     from rtsearch import data
     from rtsearch.net import checkpoint, dense
     from rtsearch.net.models import build_model
-    path = dense.cache_path(dataset, model, seed)
+    splits = data.load(dataset, seed, data_dir)
+    path = dense.cache_path(dataset, model, seed, splits)
     if os.path.isfile(path):
         return checkpoint.network(checkpoint.load(path)), "cached dense weights"
-    splits = data.load(dataset, seed)
     torch.manual_seed(seed)
     return build_model(model, splits.input_shape, splits.num_classes), "untrained weights (same compute)"
 
@@ -312,7 +312,7 @@ def measure(args, command: str) -> dict:
     # Many tiny tensor ops per step: one thread is far faster than two on a small CPU (the driver
     # samples and learns itself with 0 env runners; Ray sets 1 thread in its workers).
     torch.set_num_threads(1)
-    net, weights = network(args.dataset, args.model)
+    net, weights = network(args.dataset, args.model, data_dir=args.data_dir)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}"
     log(f"{command}\n{machine}, load average {os.getloadavg()[0]:.2f} at start; {args.dataset}/{args.model} ({weights})")
     results = {"command": command, "machine": machine, "dataset": args.dataset, "model": args.model,
@@ -320,7 +320,7 @@ def measure(args, command: str) -> dict:
                "load_average_start": os.getloadavg()[0]}
     temp_dir = start_ray(max(os.cpu_count() or 1, 1 + max(args.num_env_runners)))
     try:
-        base = RunConfig(dataset=args.dataset, model=args.model)
+        base = RunConfig(dataset=args.dataset, model=args.model, data_dir=args.data_dir)
         env_config = None
         for n in args.num_env_runners:
             log(f"num_env_runners={n}:")

@@ -1,0 +1,107 @@
+"""Where a sweep keeps what every node must see (Tune's experiment folders, the dense cache): a local
+or shared folder, or any URI Ray Tune accepts (s3://, gs://, ...), read and written through pyarrow's
+filesystems as Tune itself does. A URI passes through untouched; only a plain path is made absolute.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+
+from rtsearch.errors import UsageError
+
+CHECK_TIMEOUT_S = 30
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def normalise(path: str) -> str:
+    """A URI as given; a plain path made absolute (trials run in other working folders)."""
+    return path if is_uri(path) else os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _probe(path: str) -> None:
+    """Create the folder and write, read back and delete one small file in it."""
+    name = f".rtsearch-probe-{uuid.uuid4().hex}"
+    if not is_uri(path):
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, name)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+        return
+    fs, root = _filesystem(path)
+    fs.create_dir(root, recursive=True)
+    probe = f"{root.rstrip('/')}/{name}"
+    with fs.open_output_stream(probe) as f:
+        f.write(b"ok")
+    fs.delete_file(probe)
+
+
+def check_writable(path: str, flag: str = "--storage-path", timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Fail fast with a UsageError (one line) when `path` cannot be written, before any compute.
+    A remote store gets `timeout` seconds: without a network it may not answer at all."""
+    outcome: dict = {}
+
+    def attempt():
+        try:
+            _probe(path)
+            outcome["ok"] = True
+        except Exception as e:  # any filesystem, credential or network error says the same to the user
+            outcome["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if outcome.get("ok"):
+        return
+    reason = outcome.get("error") or f"no answer within {timeout:.0f}s"
+    raise UsageError(f"{flag} {path} cannot be written ({reason}): pass a folder every node can write "
+                     f"(a shared mount) or a reachable s3:// or gs:// URI with credentials")
+
+
+def exists(path: str) -> bool:
+    if not is_uri(path):
+        return os.path.isfile(path)
+    import pyarrow.fs
+    fs, root = _filesystem(path)
+    return fs.get_file_info(root).type == pyarrow.fs.FileType.File
+
+
+def download(path: str, local: str) -> None:
+    """Copy a file from `path` (a URI or a local path) to the local file `local`."""
+    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+    if not is_uri(path):
+        shutil.copyfile(path, local)
+        return
+    fs, root = _filesystem(path)
+    with fs.open_input_stream(root) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def upload(local: str, path: str) -> None:
+    """Copy the local file `local` to `path` (a URI or a local path), whole or not at all."""
+    if not is_uri(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp"
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+        return
+    fs, root = _filesystem(path)
+    fs.create_dir(root.rsplit("/", 1)[0], recursive=True)
+    with open(local, "rb") as src, fs.open_output_stream(root) as dst:
+        shutil.copyfileobj(src, dst)
