@@ -2,5 +2,5 @@
 
 Layers, imports flowing one way (tests/test_layout.py checks it):
 entry points (train, tune, export, bench, report, study, search_study; cli) and studies
--> search -> rl -> net -> bottom (data, config, errors, logs, storage).
+-> search -> rl -> net -> bottom (data, config, device, errors, logs, storage).
 """

@@ -30,7 +30,8 @@ class RunConfig:
     lam: float = 0.5               # trade-off coefficient between runtime and static importance
     p_max: float = 0.95            # largest pruning ratio an agent may choose
     finetune_epochs: int = 1       # fine-tuning per iteration, in passes over the training split
-    dense_epochs: int = 15
+    dense_epochs: int | None = None   # dense pre-training epochs (None: the dataset's recipe, net.dense.recipe)
+    device: str = "auto"           # where the run computes: auto | cpu | cuda (rtsearch.device)
     warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
     warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget

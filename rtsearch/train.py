@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from rtsearch import data
+from rtsearch import data, device
 from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guarded
 from rtsearch.config import METHODS, RunConfig
 from rtsearch.errors import UsageError
@@ -36,6 +36,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--dense-only", action="store_true", help="only train and cache the dense model")
     p.add_argument("--lstm", action="store_true", help="runtime policy with an LSTM across layers")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one, else the CPU) | cpu | cuda")
+    p.add_argument("--dense-epochs", type=int, default=None,
+                   help="dense pre-training epochs (default: the dataset's recipe, 164 for CIFAR, 15 otherwise)")
     p.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs,
                    help="fine-tuning passes over the training split per iteration")
     p.add_argument("--no-calibrate", action="store_true",
@@ -55,6 +58,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     for name in ("beta_f", "eta_f", "beta_p"):
         if not getattr(args, name) >= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name):g}")
+    device.check(args.device)
+    if args.dense_epochs is not None and args.dense_epochs < 1:
+        raise UsageError(f"--dense-epochs must be at least 1, got {args.dense_epochs}")
     if args.finetune_epochs < 1:
         raise UsageError(f"--finetune-epochs must be at least 1, got {args.finetune_epochs}")
     if not 0.0 <= args.lam <= 1.0:
@@ -69,7 +75,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     fixed_ratios=args.fixed_ratios, lstm=args.lstm, lr_runtime=args.lr_runtime,
                     lr_static=args.lr_static, lr_finetune=args.lr_finetune, beta_f=args.beta_f, eta_f=args.eta_f,
                     beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
-                    finetune_epochs=args.finetune_epochs)
+                    finetune_epochs=args.finetune_epochs, dense_epochs=args.dense_epochs, device=args.device)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
@@ -102,7 +108,8 @@ def main(argv=None) -> int:
     cfg, flags = parse_args(argv)
     if flags["dense_only"]:
         splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
-        dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log_to_stdout)
+        dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log_to_stdout,
+                         device=device.resolve(cfg.device))
         return 0
     start = time.time()
     metrics = run(cfg, log=log_to_stdout, resume=flags["resume"])

@@ -13,6 +13,8 @@ import re
 import sys
 
 from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guarded
+from rtsearch.device import DEVICES, local_gpus
+from rtsearch.device import check as check_device
 from rtsearch.errors import UsageError
 from rtsearch.search.driver import SEARCHES, budget_key, sweep
 
@@ -48,7 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--search", choices=SEARCHES, default="tpe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-env-runners", type=int, default=0, help="RLlib rollout workers per trial (1 CPU each)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each trial reserves (with --device auto|cuda)")
+    p.add_argument("--device", default="auto", help="auto (the trial's GPU if it has one, else the CPU) | cpu | cuda")
     p.add_argument("--storage-path", default=None,
                    help="Tune experiment folder, shared by the nodes of a cluster (default runs/tune)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at a time (default: as resources allow)")
@@ -77,6 +80,16 @@ def parse_args(argv=None):
                         ("--dense-epochs", args.dense_epochs)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.device not in DEVICES:
+        raise UsageError(f"--device {args.device!r} is not one of {', '.join(DEVICES)}: pass e.g. --device auto")
+    if args.device == "cuda" and args.gpus_per_trial <= 0:
+        raise UsageError("--device cuda needs a GPU per trial: pass --gpus-per-trial 1 (or --device auto)")
+    if args.address is None and not args.resume:   # a cluster may have GPUs (or add them) where this machine has none
+        if args.device == "cuda":
+            check_device("cuda")
+        if args.gpus_per_trial > local_gpus():
+            raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has {local_gpus()} GPU(s) and "
+                             f"no trial could ever start: lower it, or join a cluster with GPUs with --address")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
         raise UsageError(f"--name {args.name!r} may hold only letters, digits, '.', '_' and '-': pass e.g. --name sweep1")
     name = args.name or f"{args.dataset}-{args.model}-b{'_'.join(budget_key(b) for b in budgets)}"

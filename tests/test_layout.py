@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "rtsearch"
 ENTRY_POINTS = {"train", "tune", "export", "bench", "report", "study", "search_study", "cli"}
-BOTTOM = {"data", "config", "errors", "logs", "storage"}
+BOTTOM = {"data", "config", "errors", "logs", "storage", "device"}
 RANKS = {"bottom": 0, "net": 1, "rl": 2, "search": 3, "studies": 4, "entry": 5}
 MAX_LINES = 400
 

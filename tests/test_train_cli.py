@@ -6,8 +6,8 @@ import torch
 
 from conftest import assert_usage_error, run_cli
 
-METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "stored_bytes",
-                  "score", "feasible", "iterations", "iters_to_best", "seconds", "mlflow_run_id"}
+METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", "macs_ratio_std", "params_ratio",
+                  "stored_bytes", "score", "feasible", "iterations", "iters_to_best", "seconds", "mlflow_run_id"}
 
 
 @pytest.mark.parametrize("args, words", [

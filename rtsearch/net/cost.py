@@ -68,8 +68,8 @@ class CostModel:
 
     def macs(self, runtime_kept: torch.Tensor, static_kept: torch.Tensor) -> torch.Tensor:
         """MACs per input, (B,), given channels computed per input and layer (B, L) and static counts (L,)."""
-        runtime_kept = runtime_kept.double()
-        static_kept = static_kept.double()
+        runtime_kept = runtime_kept.detach().cpu().double()   # counts: a few numbers, summed on the CPU
+        static_kept = static_kept.detach().cpu().double()
         total = torch.zeros(runtime_kept.shape[0], dtype=torch.float64)
         for term in self.terms:
             total = total + (_count(term.in_ref, term.in_full, runtime_kept, static_kept)
@@ -81,7 +81,7 @@ class CostModel:
 
     def params(self, static_kept: torch.Tensor) -> int:
         """Parameters a storage-reduced model with these static keep counts stores (predictors included)."""
-        static_kept = static_kept.double()
+        static_kept = static_kept.detach().cpu().double()
         widths = self.widths.double()
 
         def share(ref):
@@ -105,6 +105,7 @@ def static_kept_for(widths, static_ratios) -> torch.Tensor:
 
 
 def summarize(macs_ratios: torch.Tensor) -> dict:
-    """Mean and p95 of per-input MACs ratios (docs/method.md §2)."""
+    """Mean, p95 and standard deviation of per-input MACs ratios (docs/method.md §2)."""
     r = macs_ratios.double()
-    return {"macs_ratio": float(r.mean()), "macs_ratio_p95": float(torch.quantile(r, 0.95))}
+    return {"macs_ratio": float(r.mean()), "macs_ratio_p95": float(torch.quantile(r, 0.95)),
+            "macs_ratio_std": float(r.std(unbiased=False))}

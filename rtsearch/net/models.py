@@ -215,7 +215,7 @@ def probe(net: "GatedNet", hooks) -> None:
     try:
         net.eval()
         with torch.no_grad():
-            net(torch.zeros(1, *net.input_shape))
+            net(torch.zeros(1, *net.input_shape, device=next(net.parameters()).device))
     finally:
         net.train(was_training)
         for h in hooks:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from rtsearch.net.cost import CostModel, summarize
-from rtsearch.data import batches
+from rtsearch.data import batches, random_crop_flip
 from rtsearch.net.models import GatedNet, Walk
 
 Policy = Callable[[Walk], torch.Tensor]
@@ -34,21 +34,34 @@ def policy_forward(net: GatedNet, x, static_ratios, policy: Policy) -> tuple[tor
 
 
 def fit(net: GatedNet, x, y, epochs: int, lr: float, static_ratios=None, policy: Policy | None = None,
-        seed: int = 0, batch_size: int = 64, on_epoch: Callable[[int, float], None] | None = None) -> None:
-    """Train conv, BN and both importances under the given ratios (all zero: dense training)."""
+        seed: int = 0, batch_size: int = 64, on_epoch: Callable[[int, float], None] | None = None,
+        augment: bool = False, sgd: dict | None = None) -> None:
+    """Train conv, BN and both importances under the given ratios (all zero: dense training).
+
+    Adam at `lr` by default; `sgd={"momentum", "weight_decay", "milestones"}` trains with SGD instead,
+    the learning rate divided by 10 at each milestone (a fraction of `epochs`). `augment` applies the
+    CIFAR augmentation (random crop with padding 4, horizontal flip) to every batch, on its device."""
     policy = policy or fixed_policy(torch.zeros(net.num_layers))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    if sgd:
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=sgd["momentum"], weight_decay=sgd["weight_decay"])
+        steps = torch.optim.lr_scheduler.MultiStepLR(opt, [round(m * epochs) for m in sgd["milestones"]], 0.1)
+    else:
+        opt, steps = torch.optim.Adam(net.parameters(), lr=lr), None
     gen = torch.Generator().manual_seed(seed)
     net.train()
     for epoch in range(epochs):
         total, n = 0.0, 0
         for xb, yb in batches(x, y, batch_size, gen):
+            if augment:
+                xb = random_crop_flip(xb, gen)
             logits, _ = policy_forward(net, xb, static_ratios, policy)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(xb), n + len(xb)
+        if steps:
+            steps.step()
         if on_epoch:
             on_epoch(epoch + 1, total / n)
 
@@ -62,10 +75,10 @@ def evaluate(net: GatedNet, cost: CostModel, x, y, static_ratios=None, policy: P
     correct, macs, confidence, kept = [], [], [], []
     for xb, yb in batches(x, y, batch_size, shuffle=False):
         logits, walk = policy_forward(net, xb, static_ratios, policy)
-        correct.append(logits.argmax(1) == yb)
+        correct.append((logits.argmax(1) == yb).cpu())
         macs.append(cost.macs_ratio(walk.runtime_kept, walk.static_kept))
-        confidence.append(F.softmax(logits, 1).amax(1))
-        kept.append(walk.runtime_kept.float() / cost.widths)
+        confidence.append(F.softmax(logits, 1).amax(1).cpu())
+        kept.append(walk.runtime_kept.cpu().float() / cost.widths)
     correct, macs = torch.cat(correct), torch.cat(macs)
     out = {"accuracy": float(correct.float().mean()), **summarize(macs),
            # runtime sparsity of layer t for input x = 1 - |runtime keep set| / C_t (docs/method.md §2)

@@ -73,7 +73,12 @@ def env_runner_nodes(algo) -> set:
                                                        local_env_runner=False))
 
 
-def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> PPOConfig:
+def _learner_on_gpu(config: PPOConfig, gpu: bool) -> PPOConfig:
+    """The local learner trains on the trial's GPU when the run has one; env runners stay on CPUs."""
+    return config.learners(num_learners=0, num_gpus_per_learner=1) if gpu else config
+
+
+def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256, gpu: bool = False) -> PPOConfig:
     """PPO for the runtime agent: B = `batch` inputs per env (runner), RUNTIME_BATCHES_PER_ITERATION
     batches per iteration (rounded up to a multiple of the runner count)."""
     L = n_layers(env_config["world"])
@@ -81,7 +86,7 @@ def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> P
     episodes = max(1, math.ceil(RUNTIME_BATCHES_PER_ITERATION / runners))  # per runner and sample() call
     fragment = L * episodes
     train_batch = runners * batch * fragment
-    return (
+    return _learner_on_gpu((
         PPOConfig()
         .environment(RuntimeVectorEnv, env_config=dict(env_config))
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=batch,
@@ -93,17 +98,17 @@ def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256) -> P
         .rl_module(model_config=_model_config(cfg.lstm, L))
         .callbacks(on_sample_end=_log_env_metrics)
         .debugging(seed=cfg.seed)
-    )
+    ), gpu)
 
 
-def static_algo_config(cfg: RunConfig, env_config: dict) -> PPOConfig:
+def static_algo_config(cfg: RunConfig, env_config: dict, gpu: bool = False) -> PPOConfig:
     """PPO for the static agent: ~32 episodes (L steps each) per iteration."""
     L = n_layers(env_config["world"])
     runners = max(1, cfg.num_env_runners)
     episodes = max(1, math.ceil(STATIC_EPISODES_PER_ITERATION / runners))
     fragment = L * episodes
     train_batch = runners * fragment
-    return (
+    return _learner_on_gpu((
         PPOConfig()
         .environment(StaticLayerEnv, env_config=dict(env_config))
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=1,
@@ -114,7 +119,7 @@ def static_algo_config(cfg: RunConfig, env_config: dict) -> PPOConfig:
                   minibatch_size=max(L, train_batch // 4), num_epochs=8)
         .rl_module(model_config=_model_config(False, L))
         .debugging(seed=cfg.seed)
-    )
+    ), gpu)
 
 
 # --------------------------------------------------------------------------------------------

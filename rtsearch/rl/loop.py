@@ -64,13 +64,18 @@ class Agents:
             static_start, runtime_start = 0.0, 0.0
         self.start = (static_start, runtime_start)
         self.static_ratios = np.full(net.num_layers, static_start, dtype=np.float32)
+        self.device = next(net.parameters()).device     # the run's device (rtsearch.device decided it)
+        # In-process envs (no remote runners) compute on the run's device; remote env runners on CPUs.
+        env_device = str(self.device) if cfg.num_env_runners == 0 else "cpu"
         env_config = {"world": self.world(), "dataset": cfg.dataset, "seed": cfg.seed, "data_dir": cfg.data_dir,
+                      "device": env_device,
                       "budget": cfg.budget, "p_max": cfg.p_max, "param_budget": cfg.param_budget,
                       "beta_p": cfg.beta_p, "beta_f": cfg.beta_f,
                       "static_macs_budget": cfg.method == "static-only",
                       "cost_predictors": cfg.method != "static-only"}
-        self.runtime = agents.runtime_algo_config(cfg, env_config).build_algo() if self.uses_runtime else None
-        self.static = agents.static_algo_config(cfg, env_config).build_algo() if self.uses_static else None
+        gpu = self.device.type == "cuda"
+        self.runtime = agents.runtime_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_runtime else None
+        self.static = agents.static_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_static else None
         # Both agents start at the uniform solution and learn to improve on it.
         if self.runtime is not None:
             agents.initialize_policy(self.runtime, runtime_start, cfg.p_max)
@@ -86,7 +91,9 @@ class Agents:
         return self.cfg.method in ("both", "static-only")
 
     def world(self, runtime_module=None) -> dict:
-        return {"model": self.net.config(), "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+        # on the CPU: the payload travels to env runners on CPU-only nodes
+        return {"model": self.net.config(), "state_dict": {k: v.detach().to("cpu", copy=True)
+                                                           for k, v in self.net.state_dict().items()},
                 "static_ratios": [float(r) for r in self.static_ratios], "beta_f": float(self.beta_f),
                 "runtime_module": runtime_module}
 
@@ -198,7 +205,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
                 f"runtime {runtime_start:.3f} on every layer")
             fit(net, *splits.train, cfg.warmup_epochs, cfg.lr_finetune, torch.full((net.num_layers,), static_start),
-                fixed_policy(torch.full((net.num_layers,), runtime_start)), seed=cfg.seed)
+                fixed_policy(torch.full((net.num_layers,), runtime_start)), seed=cfg.seed, augment=splits.augment)
         while len(record.history) < cfg.iterations:
             seconds, extra = {}, {}
             tick = time.time()
@@ -209,7 +216,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             policy = crew.runtime_policy()
             ratios = torch.as_tensor(crew.static_ratios)
             fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, ratios, policy,
-                seed=cfg.seed + len(record.history))
+                seed=cfg.seed + len(record.history), augment=splits.augment)
             seconds["finetune"], tick = time.time() - tick, time.time()
             own_macs = crew.calibrate(*splits.val) if crew.uses_runtime else None
             val = evaluate(net, cost, *splits.val, ratios, crew.runtime_policy())

@@ -86,6 +86,7 @@ class RunRecord:
         scores = [r["score"] for r in self.history]
         metrics = {"accuracy": test["accuracy"], "dense_accuracy": self.dense_accuracy,
                    "macs_ratio": test["macs_ratio"], "macs_ratio_p95": test["macs_ratio_p95"],
+                   "macs_ratio_std": test["macs_ratio_std"],
                    "params_ratio": params_ratio, "stored_bytes": stored_bytes,
                    "score": score(test["accuracy"], test["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                    "feasible": feasible(test["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from rtsearch import data
+from rtsearch import data, device
 from rtsearch.config import RunConfig
 from rtsearch.logs import log_to_stdout
 from rtsearch.net import checkpoint, dense
@@ -21,8 +21,13 @@ def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=
         resume: bool = False) -> dict:
     """Run one configuration end to end; returns the metrics written to <out>/metrics.json."""
     torch.manual_seed(cfg.seed)
+    where = device.resolve(cfg.device)
     splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
-    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
+    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log,
+                                           device=where)
+    splits = splits.to(where)           # moved once: every batch of every phase is sliced on the device
+    if where.type != "cpu":
+        log(f"device: {where} ({torch.cuda.get_device_name(where)})")
     if cfg.fixed_ratios:
         return run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
     from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
@@ -44,7 +49,8 @@ def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
     else:
         record = RunRecord(cfg, dense_accuracy, on_iteration, log)
     while len(record.history) < cfg.iterations:
-        fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, static_ratios, policy, seed=cfg.seed + len(record.history))
+        fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, static_ratios, policy,
+            seed=cfg.seed + len(record.history), augment=splits.augment)
         val = evaluate(net, cost, *splits.val, static_ratios, policy)
         record.iteration(net, static_ratios, val, params_ratio)
     net.load_state_dict(checkpoint.load(record.best_path)["state_dict"])

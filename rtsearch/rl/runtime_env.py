@@ -37,7 +37,8 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
         self.budget = float(config.get("budget", 0.5))
         self.p_max = float(config.get("p_max", 0.95))
         self.cost_predictors = bool(config.get("cost_predictors", True))
-        self.x, self.y = train_split(config)
+        self.device = torch.device(config.get("device", "cpu"))
+        self.x, self.y = (t.to(self.device) for t in train_split(config))
         self._rng = np.random.default_rng(int(config.get("seed", 0)))
         self._pending = None
         self._apply_world(config["world"])
@@ -59,7 +60,7 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
 
     def _apply_world(self, world: dict) -> None:
         self._pending = None
-        self.net = world_network(world)
+        self.net = world_network(world).to(self.device)
         self.cost = CostModel(self.net, predictors=self.cost_predictors)
         self.meter = MacsMeter(self.net, self.cost)
         self.descriptors = layer_descriptors(self.net, self.cost)
@@ -90,8 +91,8 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
         if self.walk.done:
             with torch.no_grad():
                 logits = self.walk.logits()
-                ce = F.cross_entropy(logits, self._y, reduction="none").double().numpy()
-                correct = (logits.argmax(1) == self._y).numpy()
+                ce = F.cross_entropy(logits, self._y, reduction="none").double().cpu().numpy()
+                correct = (logits.argmax(1) == self._y).cpu().numpy()
             reward = reward - ce
             terminated[:] = True
             self._return += reward

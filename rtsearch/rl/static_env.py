@@ -39,7 +39,8 @@ class StaticLayerEnv(gym.Env):
         self.eval_batch = int(config.get("eval_batch", 512))
         self.static_macs_budget = bool(config.get("static_macs_budget", False))
         self.cost_predictors = bool(config.get("cost_predictors", True))
-        self.x, self.y = train_split(config)
+        self.device = torch.device(config.get("device", "cpu"))
+        self.x, self.y = (t.to(self.device) for t in train_split(config))
         self._np_random, _ = gym.utils.seeding.np_random(int(config.get("seed", 0)) + 1)
         self.set_world(config["world"])
         self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (STATIC_OBS_DIM,), np.float32)
@@ -49,7 +50,7 @@ class StaticLayerEnv(gym.Env):
 
     def set_world(self, payload: dict) -> None:
         """Network and runtime policy used by the rewards of episodes that end from now on."""
-        self.net = world_network(payload)
+        self.net = world_network(payload).to(self.device)
         self.cost = CostModel(self.net, predictors=self.cost_predictors)
         self.descriptors = layer_descriptors(self.net, self.cost)
         self.runtime_module = payload.get("runtime_module")

@@ -14,8 +14,7 @@ import time
 
 from ray.tune.schedulers import ASHAScheduler
 
-from rtsearch import storage
-from rtsearch.config import RunConfig
+from rtsearch import device, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
 from rtsearch.search import report, space as spaces
@@ -106,6 +105,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
         "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget,
                 "iterations": s["max_iterations"], "seed": s["seed"], "data_dir": s["data_dir"],
                 "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
+                "device": s.get("device", "auto"),
                 **({"param_budget": s["param_budget"]} if s["param_budget"] is not None else {}),
                 **({"dense_epochs": s["dense_epochs"]} if s.get("dense_epochs") else {}),
                 **{k: d.values[0] for k, d in space.items() if d.distribution == "fixed"}},
@@ -180,7 +180,8 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "max_concurrent": args.max_concurrent,
         "max_failures": args.max_failures, "mlflow_uri": tracking.resolve_uri(args.mlflow_uri),
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
-        "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both"}}
+        "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both",
+        "device": args.device}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -253,8 +254,9 @@ def pretrain_dense(s: dict) -> None:
     from rtsearch.net import dense
     os.environ["RTSEARCH_CACHE"] = s["cache_dir"]
     splits = data.load(s["dataset"], s["seed"], s["data_dir"])
-    epochs = s.get("dense_epochs") or RunConfig.dense_epochs
-    dense.pretrained(s["dataset"], s["model"], s["seed"], splits, epochs, log=lambda m: print(m, flush=True))
+    where = device.resolve("cpu" if s.get("device") == "cpu" else "auto")   # the driver's own GPU, if any
+    dense.pretrained(s["dataset"], s["model"], s["seed"], splits, s.get("dense_epochs"),
+                     log=lambda m: print(m, flush=True), device=where)
 
 
 def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:

@@ -11,6 +11,8 @@ from ray.tune import Callback
 
 from rtsearch.search import report
 
+WAIT_NOTE_S = 60
+
 
 class Recorder(Callback):
     """Driver side: writes every result under results/<name>/trials/ as it arrives, prints one line
@@ -26,6 +28,7 @@ class Recorder(Callback):
         self.max_iterations, self.max_failures, self.mlflow_uri, self.tag = max_iterations, max_failures, mlflow_uri, tag
         self.experiment_path = experiment_path if experiment_path and os.path.isabs(experiment_path) else None
         self._pending: dict = {}
+        self._idle_since: float | None = None     # when the sweep last had pending trials and none running
 
     def __getstate__(self):                 # Tune pickles its callbacks with the experiment
         return {**self.__dict__, "_pending": {}}
@@ -93,12 +96,34 @@ class Recorder(Callback):
                                          "attempts_failed": trial.run_metadata.num_failures, "ended": time.time()}
 
     def on_step_end(self, iteration, trials, **info):
+        self.say_what_it_waits_for(trials)
         if self._pending:
             if self.experiment_path is None:        # remote storage: no local copy of Tune's state to check
                 self._flush(lambda trial_id: True)
                 return
             stored = _stored_statuses(self.experiment_path) or {}
             self._flush(lambda trial_id: stored.get(trial_id) in ("TERMINATED", "ERROR"))
+
+    def say_what_it_waits_for(self, trials, now: float | None = None, free: dict | None = None) -> None:
+        """Every WAIT_NOTE_S while trials wait and none runs (a cluster that may still scale up): the
+        resources one trial needs against what the cluster has free (`free`: ray.available_resources())."""
+        now = time.time() if now is None else now
+        pending = [t for t in trials if t.status == "PENDING"]
+        if not pending or any(t.status == "RUNNING" for t in trials):
+            self._idle_since = None
+            return
+        if self._idle_since is None:
+            self._idle_since = now
+        elif now - self._idle_since >= WAIT_NOTE_S:
+            self._idle_since = now
+            needs = _total(pending[0].placement_group_factory.bundles)
+            if free is None:
+                import ray
+                free = ray.available_resources()
+            free = {k: v for k, v in free.items() if k in needs}
+            self._say(f"waiting: {len(pending)} trial(s) pending and none running; one trial needs "
+                      f"{_fmt(needs)}, the cluster has {_fmt(free) or 'none of that'} free (an autoscaling cluster "
+                      f"may still add nodes)")
 
     def on_experiment_end(self, trials, **info):
         self._flush(lambda trial_id: True)      # Tune has just saved its final state
@@ -118,6 +143,18 @@ class Recorder(Callback):
             what = ("completed" if update["status"] == "completed"
                     else f"stopped early by ASHA after {t['iterations']}/{self.max_iterations} iterations")
             self._say(f"{done} {what}: {report.format_trial(t)}")
+
+
+def _total(bundles: list[dict]) -> dict:
+    out: dict = {}
+    for bundle in bundles:
+        for k, v in bundle.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _fmt(resources: dict) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items()))
 
 
 def _stored_statuses(experiment_path: str) -> dict:

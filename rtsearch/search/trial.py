@@ -9,6 +9,9 @@ import os
 import shutil
 import tempfile
 
+import ray
+
+from rtsearch import device
 from rtsearch.config import RunConfig
 
 STATE_FILE = "trial_state.json"      # inside a trial's run folder, so it travels with its checkpoints
@@ -72,6 +75,7 @@ def trainable(config: dict) -> None:
         return
     searched = {k: config[k] for k in settings["searched"]}
     cfg = RunConfig.from_dict({**settings["run"], **searched, "out": out})
+    cfg.device = str(device.resolve(cfg.device, ray.get_gpu_ids()))      # auto: the GPU Tune gave this trial, if any
 
     tracker = None
     ml = settings.get("mlflow")
