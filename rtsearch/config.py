@@ -34,6 +34,9 @@ class RunConfig:
     device: str = "auto"           # where the run computes: auto | cpu | cuda (rtsearch.device)
     warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
     warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update
+    finetune: str = "greedy"       # fine-tuning paths: "greedy" (the agents' greedy ratios) or "sandwich"
+    explore_std: float = 0.15      # sandwich: noise on the agent's runtime ratios in its fine-tuning path
+    agent_share: float = 0.0       # share of the training split kept out of fine-tuning for the agents' rewards
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
     mlflow_run_id: str | None = None
 

@@ -173,6 +173,15 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
         yield x[idx], y[idx]
 
 
+def split_off(part: tuple[torch.Tensor, torch.Tensor], share: float, seed: int) -> tuple[tuple, tuple]:
+    """(rest, share) of a split's rows, chosen by seed: the agents are rewarded on inputs the network
+    is not fine-tuned on, where the loss still says something."""
+    x, y = part
+    order = torch.from_numpy(np.random.default_rng(seed + 7919).permutation(len(x))).to(x.device)
+    cut = len(x) - max(1, int(round(share * len(x))))
+    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+
+
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, padding: int = 4) -> torch.Tensor:
     """The standard CIFAR training augmentation, per image, on x's device: zero-pad by `padding`,
     crop back to the original size at a random offset, flip horizontally with probability 1/2."""

@@ -39,6 +39,12 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one, else the CPU) | cpu | cuda")
     p.add_argument("--dense-epochs", type=int, default=None,
                    help="dense pre-training epochs (default: the dataset's recipe, 164 for CIFAR, 15 otherwise)")
+    p.add_argument("--finetune", choices=("greedy", "sandwich"), default=RunConfig.finetune,
+                   help="fine-tune under the agents' greedy ratios, or over widest, narrowest and explored widths")
+    p.add_argument("--explore-std", type=float, default=RunConfig.explore_std,
+                   help="sandwich: noise on the agent's runtime ratios in its fine-tuning path")
+    p.add_argument("--agent-share", type=float, default=RunConfig.agent_share,
+                   help="share of the training split kept out of fine-tuning for the agents' rewards")
     p.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs,
                    help="fine-tuning passes over the training split per iteration")
     p.add_argument("--no-calibrate", action="store_true",
@@ -61,6 +67,10 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     device.check(args.device)
     if args.dense_epochs is not None and args.dense_epochs < 1:
         raise UsageError(f"--dense-epochs must be at least 1, got {args.dense_epochs}")
+    if not 0.0 <= args.agent_share < 1.0:
+        raise UsageError(f"--agent-share must be in [0, 1), got {args.agent_share:g}")
+    if not args.explore_std >= 0:
+        raise UsageError(f"--explore-std must be 0 or more, got {args.explore_std:g}")
     if args.finetune_epochs < 1:
         raise UsageError(f"--finetune-epochs must be at least 1, got {args.finetune_epochs}")
     if not 0.0 <= args.lam <= 1.0:
@@ -75,7 +85,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     fixed_ratios=args.fixed_ratios, lstm=args.lstm, lr_runtime=args.lr_runtime,
                     lr_static=args.lr_static, lr_finetune=args.lr_finetune, beta_f=args.beta_f, eta_f=args.eta_f,
                     beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
-                    finetune_epochs=args.finetune_epochs, dense_epochs=args.dense_epochs, device=args.device)
+                    finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
+                    agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}

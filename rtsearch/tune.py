@@ -16,7 +16,7 @@ from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guar
 from rtsearch.device import DEVICES, local_gpus
 from rtsearch.device import check as check_device
 from rtsearch.errors import UsageError
-from rtsearch.search.driver import SEARCHES, budget_key, sweep
+from rtsearch.search.names import SEARCHES, budget_key
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     args, budgets, name = parse_args(argv)
     if not args.resume:
         check_dataset_and_model(args.dataset, args.model, args.data_dir)
+    from rtsearch.search.driver import sweep      # imports Ray Tune: only after the arguments passed
     return sweep(args, budgets, name, sys.argv[1:] if argv is None else argv)
 
 

@@ -25,6 +25,8 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--lr-runtime", "0"], ["--lr-runtime"]),
     (["--beta-p", "-1"], ["--beta-p"]),
     (["--finetune-epochs", "0"], ["--finetune-epochs"]),
+    (["--agent-share", "1"], ["--agent-share"]),
+    (["--finetune", "wide"], ["--finetune"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_cli("rtsearch.train", *args, timeout=60), *words)

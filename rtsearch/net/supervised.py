@@ -35,31 +35,39 @@ def policy_forward(net: GatedNet, x, static_ratios, policy: Policy) -> tuple[tor
 
 def fit(net: GatedNet, x, y, epochs: int, lr: float, static_ratios=None, policy: Policy | None = None,
         seed: int = 0, batch_size: int = 64, on_epoch: Callable[[int, float], None] | None = None,
-        augment: bool = False, sgd: dict | None = None) -> None:
+        augment: bool = False, sgd: dict | None = None,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        generator: torch.Generator | None = None) -> None:
     """Train conv, BN and both importances under the given ratios (all zero: dense training).
 
     Adam at `lr` by default; `sgd={"momentum", "weight_decay", "milestones"}` trains with SGD instead,
     the learning rate divided by 10 at each milestone (a fraction of `epochs`). `augment` applies the
-    CIFAR augmentation (random crop with padding 4, horizontal flip) to every batch, on its device."""
+    CIFAR augmentation (random crop with padding 4, horizontal flip) to every batch, on its device.
+    `loss(xb, yb)` replaces the cross-entropy under `policy` (sandwich.fit_sandwich); `generator`, seeded
+    by the caller, replaces the one seeded here (batch order, augmentation)."""
     policy = policy or fixed_policy(torch.zeros(net.num_layers))
     if sgd:
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=sgd["momentum"], weight_decay=sgd["weight_decay"])
         steps = torch.optim.lr_scheduler.MultiStepLR(opt, [round(m * epochs) for m in sgd["milestones"]], 0.1)
     else:
         opt, steps = torch.optim.Adam(net.parameters(), lr=lr), None
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator or torch.Generator().manual_seed(seed)
+
+    def cross_entropy(xb, yb):
+        return F.cross_entropy(policy_forward(net, xb, static_ratios, policy)[0], yb)
+
+    loss = loss or cross_entropy
     net.train()
     for epoch in range(epochs):
         total, n = 0.0, 0
         for xb, yb in batches(x, y, batch_size, gen):
             if augment:
                 xb = random_crop_flip(xb, gen)
-            logits, _ = policy_forward(net, xb, static_ratios, policy)
-            loss = F.cross_entropy(logits, yb)
+            value = loss(xb, yb)
             opt.zero_grad()
-            loss.backward()
+            value.backward()
             opt.step()
-            total, n = total + loss.item() * len(xb), n + len(xb)
+            total, n = total + value.item() * len(xb), n + len(xb)
         if steps:
             steps.step()
         if on_epoch:

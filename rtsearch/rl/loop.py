@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import ray
 import torch
 
 from rtsearch.config import RunConfig
+from rtsearch.data import split_off
 from rtsearch.logs import quiet_libraries
 from rtsearch.net import checkpoint
 from rtsearch.net.baseline import agent_start, budget_shift
 from rtsearch.net.cost import CostModel, static_kept_for
+from rtsearch.net.sandwich import fit_sandwich
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
 from rtsearch.rl import agents, policies
 from rtsearch.rl.observations import layer_descriptors
@@ -68,7 +71,7 @@ class Agents:
         # In-process envs (no remote runners) compute on the run's device; remote env runners on CPUs.
         env_device = str(self.device) if cfg.num_env_runners == 0 else "cpu"
         env_config = {"world": self.world(), "dataset": cfg.dataset, "seed": cfg.seed, "data_dir": cfg.data_dir,
-                      "device": env_device,
+                      "device": env_device, "agent_share": cfg.agent_share,
                       "budget": cfg.budget, "p_max": cfg.p_max, "param_budget": cfg.param_budget,
                       "beta_p": cfg.beta_p, "beta_f": cfg.beta_f,
                       "static_macs_budget": cfg.method == "static-only",
@@ -183,9 +186,21 @@ def _env_steps(result: dict) -> int:
     return int(runners.get("num_env_steps_sampled", 0) or 0)
 
 
+def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, seed: int) -> None:
+    """Fine-tune under the agents' greedy ratios, or (cfg.finetune == "sandwich") over the widest, the
+    narrowest and the agent's explored widths (rtsearch.net.sandwich)."""
+    if cfg.finetune == "sandwich":
+        fit_sandwich(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, cfg.p_max, cfg.explore_std,
+                     seed=seed, augment=splits.augment)
+    else:
+        fit(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, seed=seed, augment=splits.augment)
+
+
 def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:
     """Alternate both agents with fine-tuning for cfg.iterations; metrics of the best iteration on test."""
     net.lam = 0.0 if cfg.method == "static-only" else cfg.lam
+    if cfg.agent_share > 0:     # the agents' share of the training split is never fine-tuned on
+        splits = replace(splits, train=split_off(splits.train, cfg.agent_share, cfg.seed)[0])
     # Many tiny tensor ops per RL step: one thread is several times faster than two on small CPUs.
     torch.set_num_threads(1)
     quiet_libraries()
@@ -204,8 +219,8 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             static_start, runtime_start = crew.start
             log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
                 f"runtime {runtime_start:.3f} on every layer")
-            fit(net, *splits.train, cfg.warmup_epochs, cfg.lr_finetune, torch.full((net.num_layers,), static_start),
-                fixed_policy(torch.full((net.num_layers,), runtime_start)), seed=cfg.seed, augment=splits.augment)
+            finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start),
+                     fixed_policy(torch.full((net.num_layers,), runtime_start)), seed=cfg.seed)
         while len(record.history) < cfg.iterations:
             seconds, extra = {}, {}
             tick = time.time()
@@ -215,8 +230,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             seconds["static"], tick = time.time() - tick, time.time()
             policy = crew.runtime_policy()
             ratios = torch.as_tensor(crew.static_ratios)
-            fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, ratios, policy,
-                seed=cfg.seed + len(record.history), augment=splits.augment)
+            finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history))
             seconds["finetune"], tick = time.time() - tick, time.time()
             own_macs = crew.calibrate(*splits.val) if crew.uses_runtime else None
             val = evaluate(net, cost, *splits.val, ratios, crew.runtime_policy())

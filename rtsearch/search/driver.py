@@ -18,11 +18,9 @@ from rtsearch import device, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
 from rtsearch.search import report, space as spaces
+from rtsearch.search.names import budget_key
 from rtsearch.search.recorder import Recorder
 from rtsearch.search.trial import SCORE, trainable
-
-SEARCHES = ("tpe", "random")
-
 
 class FinishingASHA(ASHAScheduler):
     """ASHA that never stops a trial at its last iteration: stopping there saves nothing and would
@@ -66,10 +64,6 @@ def make_scheduler(max_iterations: int):
     # stop_last_trials=False and FinishingASHA let a trial that reached max_t finish and write its test metrics.
     return FinishingASHA(time_attr="iteration", metric=SCORE, mode="max", max_t=max_iterations,
                          grace_period=max(1, max_iterations // 4), reduction_factor=3, stop_last_trials=False)
-
-
-def budget_key(budget: float) -> str:
-    return f"{budget:g}"
 
 
 def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> None:

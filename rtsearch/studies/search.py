@@ -20,7 +20,7 @@ import numpy as np
 
 from rtsearch.net.metrics import BEST_TOLERANCE
 
-SEARCHES = ("tpe", "random")
+from rtsearch.search.names import SEARCHES
 
 
 def sweep_name(prefix: str, search: str, seed: int) -> str:

@@ -1,0 +1,78 @@
+"""Fine-tuning over the range of widths the agents choose (`finetune="sandwich"`, docs/method.md §3).
+
+Fine-tuning only under the agents' greedy ratios makes the network brittle to every other width, so
+any per-input deviation costs accuracy and the runtime agent learns one fixed allocation. Here every
+batch trains three paths through the same weights, the sandwich rule of universally slimmable
+networks with in-place distillation:
+- the widest path (the static keep sets, every channel computed) on the labels;
+- the narrowest path (runtime ratio p_max on every layer) and
+- the agent's path with exploration noise (its ratios plus N(0, explore_std) per input and layer)
+both distilled from the widest path's predictions. Those paths share BatchNorm statistics, which
+then match none of them; after training, the statistics are recomputed under the policy that will be
+deployed (`recalibrate_bn`, the BN calibration of universally slimmable networks).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from rtsearch.net.models import GatedNet
+from rtsearch.net.supervised import Policy, fit, fixed_policy, policy_forward
+
+NARROWEST = 0.9     # the narrowest path's runtime ratio (at most p_max): a tenth of the channels
+
+
+def distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student), the teacher's gradient stopped."""
+    return F.kl_div(F.log_softmax(student_logits, 1), F.softmax(teacher_logits.detach(), 1), reduction="batchmean")
+
+
+def explored(policy: Policy, std: float, p_max: float, generator: torch.Generator) -> Policy:
+    """The policy's ratios plus Gaussian noise per input (a fresh draw per layer), kept in [0, p_max]."""
+    def act(walk):
+        ratios = torch.as_tensor(policy(walk), dtype=torch.float32).cpu()
+        noise = torch.randn(ratios.shape, generator=generator) * std
+        return (ratios + noise).clamp(0.0, p_max)
+    return act
+
+
+def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, policy: Policy, p_max: float,
+                 explore_std: float = 0.15, seed: int = 0, batch_size: int = 64, augment: bool = False,
+                 on_epoch: Callable[[int, float], None] | None = None) -> None:
+    """Train conv, BN and both importances on the widest, narrowest and explored agent paths."""
+    gen = torch.Generator().manual_seed(seed)      # batch order, augmentation and exploration noise
+    widest = fixed_policy(torch.zeros(net.num_layers))
+    narrowest = fixed_policy(torch.full((net.num_layers,), min(p_max, NARROWEST)))
+    agent = explored(policy, explore_std, p_max, gen)
+
+    def sandwich(xb, yb):
+        teacher, _ = policy_forward(net, xb, static_ratios, widest)
+        loss = F.cross_entropy(teacher, yb)
+        for path in (narrowest, agent):
+            logits, _ = policy_forward(net, xb, static_ratios, path)
+            loss = loss + distill(logits, teacher)
+        return loss
+
+    fit(net, x, y, epochs, lr, static_ratios, seed=seed, batch_size=batch_size, on_epoch=on_epoch, augment=augment,
+        loss=sandwich, generator=gen)
+    recalibrate_bn(net, x, static_ratios, policy, seed=seed)
+
+
+@torch.no_grad()
+def recalibrate_bn(net: GatedNet, x, static_ratios, policy: Policy, batches_of: int = 256, max_batches: int = 20,
+                   seed: int = 0) -> None:
+    """Recompute every BatchNorm's running statistics as the cumulative average over up to
+    `max_batches` training batches walked under `policy` (the deployed one): no weight changes."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                      # cumulative moving average
+    net.train()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    for i in range(0, min(len(x), batches_of * max_batches), batches_of):
+        policy_forward(net, x[order[i:i + batches_of]], static_ratios, policy)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum

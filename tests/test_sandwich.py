@@ -1,0 +1,43 @@
+"""Fine-tuning over widths (`--finetune sandwich`): the narrow paths learn, and BatchNorm statistics are
+recomputed under the policy that will be deployed."""
+import torch
+
+from rtsearch import data
+from rtsearch.net.cost import CostModel
+from rtsearch.net.models import build_model
+from rtsearch.net.sandwich import fit_sandwich, recalibrate_bn
+from rtsearch.net.supervised import evaluate, fit, fixed_policy, policy_forward
+
+
+def test_recalibrated_statistics_are_those_of_the_deployed_policy():
+    torch.manual_seed(0)
+    net = build_model("small", (1, 8, 8))
+    x = torch.randn(64, 1, 8, 8)
+    policy = fixed_policy(torch.full((net.num_layers,), 0.5))
+    recalibrate_bn(net, x, None, policy, batches_of=64, max_batches=1)
+    seen = {}
+    hook = net.gates[2].bn.register_forward_pre_hook(lambda m, args: seen.setdefault("input", args[0].detach()))
+    net.eval()
+    with torch.no_grad():
+        policy_forward(net, x, None, policy)
+    hook.remove()
+    # (the eval-mode walk normalises earlier layers with their running statistics: close, not identical)
+    assert torch.allclose(net.gates[2].bn.running_mean, seen["input"].mean(dim=(0, 2, 3)), atol=1e-3)
+    widest = net.gates[2].bn.running_mean.clone()
+    recalibrate_bn(net, x, None, fixed_policy(torch.zeros(net.num_layers)), batches_of=64, max_batches=1)
+    assert not torch.allclose(net.gates[2].bn.running_mean, widest, atol=1e-2)   # another policy, other statistics
+
+
+def test_sandwich_fine_tuning_teaches_the_narrow_widths():
+    torch.manual_seed(0)
+    splits = data.load("digits", 0)
+    net = build_model("small", splits.input_shape, splits.num_classes)
+    cost = CostModel(net)
+    narrow = fixed_policy(torch.full((net.num_layers,), 0.75))
+    fit(net, *splits.train, 4, 2e-3, seed=0)                                 # a dense start
+    before = evaluate(net, cost, *splits.val, None, narrow)["accuracy"]
+    fit_sandwich(net, *splits.train, 3, 1e-3, None, narrow, p_max=0.95, seed=0)
+    after = evaluate(net, cost, *splits.val, None, narrow)["accuracy"]
+    widest = evaluate(net, cost, *splits.val, None, fixed_policy(torch.zeros(net.num_layers)))["accuracy"]
+    assert after > before + 0.1, (before, after)
+    assert widest > 0.5
