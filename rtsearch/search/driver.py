@@ -200,7 +200,6 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(_StaleCheckpointFilter())
     if address:
-        check_address(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -279,6 +278,8 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
         state["command"] = "python -m rtsearch.tune " + shlex.join(argv)
         s = state["settings"]
     # Every check before any compute, and before results/<name>/ exists: a refused sweep leaves nothing behind.
+    if args.address:
+        check_address(args.address)                     # seconds, where ray.init would wait much longer
     if s["mlflow_uri"]:
         tracking.check_reachable(s["mlflow_uri"])        # an unreachable server fails here
     storage.check_writable(s["storage_path"])
