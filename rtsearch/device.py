@@ -14,11 +14,11 @@ from rtsearch.errors import UsageError
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def check(requested: str, flag: str = "--device") -> None:
-    """Fail fast when the device cannot exist here."""
+def check(requested: str, flag: str = "--device", here: bool = True) -> None:
+    """Fail fast when the device is unknown or, with `here`, cannot exist on this machine."""
     if requested not in DEVICES:
         raise UsageError(f"{flag} {requested!r} is not one of {', '.join(DEVICES)}: pass e.g. {flag} auto")
-    if requested == "cuda" and not torch.cuda.is_available():
+    if here and requested == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"{flag} cuda: no CUDA GPU is visible here (torch.cuda.is_available() is False): "
                          f"pass {flag} cpu or auto, or run on a machine with a GPU")
 

@@ -13,8 +13,8 @@ import re
 import sys
 
 from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guarded
-from rtsearch.device import DEVICES, local_gpus
 from rtsearch.device import check as check_device
+from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.search.names import SEARCHES, budget_key
 
@@ -80,8 +80,7 @@ def parse_args(argv=None):
                         ("--dense-epochs", args.dense_epochs)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    if args.device not in DEVICES:
-        raise UsageError(f"--device {args.device!r} is not one of {', '.join(DEVICES)}: pass e.g. --device auto")
+    check_device(args.device, here=False)
     if args.device == "cuda" and args.gpus_per_trial <= 0:
         raise UsageError("--device cuda needs a GPU per trial: pass --gpus-per-trial 1 (or --device auto)")
     if args.address is None and not args.resume:   # a cluster may have GPUs (or add them) where this machine has none

@@ -75,7 +75,7 @@ class Agents:
                       "budget": cfg.budget, "p_max": cfg.p_max, "param_budget": cfg.param_budget,
                       "beta_p": cfg.beta_p, "beta_f": cfg.beta_f,
                       "static_macs_budget": cfg.method == "static-only",
-                      "cost_predictors": cfg.method != "static-only"}
+                      "cost_predictors": cfg.predictors_kept}
         gpu = self.device.type == "cuda"
         self.runtime = agents.runtime_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_runtime else None
         self.static = agents.static_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_static else None

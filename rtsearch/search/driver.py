@@ -232,8 +232,9 @@ def check_store_shared(uri: str) -> None:
         return
     import ray
     this_node = ray.get_runtime_context().get_node_id()
-    here = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == this_node), None)
-    elsewhere = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")} - {here})
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == this_node), None)
+    elsewhere = sorted({n["NodeManagerAddress"] for n in nodes} - {here})
     if elsewhere:
         raise UsageError(f"MLflow store {uri} is a file on this machine that the cluster's nodes on "
                          f"{', '.join(elsewhere)} cannot open: start a server every node reaches (mlflow server "
