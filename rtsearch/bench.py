@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m rtsearch.bench --sampling | --scaling [--network MODEL:C,H,W]`.
+"""Benchmarks: `python -m rtsearch.bench --sampling | --scaling [--network MODEL:C,H,W] | --latency`.
 
 Rollout throughput of the runtime agent on the real env against a no-op env with the same RLlib
 set-up, per number of env runners, and optionally the training loop's and a backbone's costs
@@ -6,6 +6,11 @@ set-up, per number of env runners, and optionally the training loop's and a back
 
     python -m rtsearch.bench --sampling [--dataset mnist5k] [--model small] [--seconds 20]
     python -m rtsearch.bench --scaling          # the same for --num-env-runners 0 1 2
+
+`--latency` times the deployed model (skip path) against dense, static-only and the masked reference,
+with the MACs ratio beside each latency ratio (rtsearch.studies.latency; results/latency.md):
+
+    python -m rtsearch.bench --latency [--checkpoint CKPT] [--batch-sizes 1,64] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -32,10 +37,23 @@ def parse_args(argv=None):
                    help="also time K iterations of the real training loop (default 2 with --sampling, "
                         "0 with --scaling)")
     p.add_argument("--no-sample-only", action="store_true", help="skip the sampling-only figure")
-    p.add_argument("--out", default=None, help="write the measurements as JSON to this file")
+    p.add_argument("--latency", action="store_true", help="latency of the deployed model against its MACs")
+    p.add_argument("--checkpoint", default=None, help="with --latency: time this run's checkpoint.pt or best.pt")
+    p.add_argument("--networks", nargs="+", default=["small:1,28,28", "mcifarnet:3,32,32", "resnet56:3,32,32"],
+                   metavar="MODEL:C,H,W", help="with --latency and no --checkpoint: synthetic networks to time")
+    p.add_argument("--budgets", default="0.5,0.15,0.08", help="with --latency: MACs budgets, comma-separated")
+    p.add_argument("--batch-sizes", default="1,64", help="with --latency: batch sizes, comma-separated")
+    p.add_argument("--device", default="cpu", help="with --latency: cpu, cuda or auto")
+    p.add_argument("--threads", default=None, help="with --latency: thread counts, comma-separated "
+                                                   "(default: 1 and all)")
+    p.add_argument("--runs", type=int, default=30, help="with --latency: timed runs per figure (at least 30)")
+    p.add_argument("--out", default=None, help="write the measurements as JSON to this file (--latency: "
+                                               "FILE.md and FILE.json)")
     args = p.parse_args(argv)
+    if args.latency:
+        return check_latency(args)
     if not (args.sampling or args.scaling):
-        raise UsageError("nothing to measure: pass --sampling (or --scaling)")
+        raise UsageError("nothing to measure: pass --sampling, --scaling or --latency")
     if args.num_env_runners is None:
         args.num_env_runners = [0, 1, 2] if args.scaling else [0]
     if any(n < 0 for n in args.num_env_runners):
@@ -46,23 +64,62 @@ def parse_args(argv=None):
         args.train_iterations = 0 if args.scaling and not args.sampling else 2
     check_dataset_and_model(args.dataset, args.model, args.data_dir)
     if args.network:
-        from rtsearch.net.models import MODELS
-        name, _, shape = args.network.partition(":")
-        try:
-            args.network = (name, tuple(int(v) for v in shape.split(",")))
-        except ValueError:
-            args.network = (name, ())
-        if name not in MODELS or len(args.network[1]) != 3 or min(args.network[1]) < 1:
-            raise UsageError(f"--network {name}:{shape} is not MODEL:C,H,W with a known model: "
-                             f"write e.g. resnet56:3,32,32 (models: {', '.join(MODELS)})")
+        args.network = network_spec(args.network, "--network")
+    return args
+
+
+def network_spec(spec: str, flag: str) -> tuple[str, tuple]:
+    """MODEL:C,H,W -> (model, (C, H, W))."""
+    from rtsearch.net.models import MODELS
+    name, _, shape = spec.partition(":")
+    try:
+        dims = tuple(int(v) for v in shape.split(","))
+    except ValueError:
+        dims = ()
+    if name not in MODELS or len(dims) != 3 or min(dims) < 1:
+        raise UsageError(f"{flag} {spec} is not MODEL:C,H,W with a known model: "
+                         f"write e.g. resnet56:3,32,32 (models: {', '.join(MODELS)})")
+    return name, dims
+
+
+def numbers(text: str, flag: str, kind, low, high) -> list:
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(low <= v <= high for v in values):
+        raise UsageError(f"{flag} {text!r} is not a comma-separated list of numbers in [{low}, {high}]: "
+                         f"write e.g. {flag} {'0.5,0.15' if kind is float else '1,64'}")
+    return values
+
+
+def check_latency(args):
+    """Every --latency input checked before any timing; a bad checkpoint is refused here too."""
+    from rtsearch import device
+    device.check(args.device)
+    args.budgets = numbers(args.budgets, "--budgets", float, 1e-3, 1.0)
+    args.batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int, 1, 4096)
+    if args.threads is not None:
+        args.threads = numbers(args.threads, "--threads", int, 1, 1024)
+    args.networks = [network_spec(spec, "--networks") for spec in args.networks]
+    if args.runs < 30:
+        raise UsageError(f"--runs {args.runs}: the median and spread need at least 30 timed runs; pass --runs 30")
+    if args.checkpoint:
+        from rtsearch.rl import deployed
+        deployed.load(args.checkpoint)      # UsageError (exit 2) for a missing, corrupt or foreign file
     return args
 
 
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
+    command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.latency:
+        from rtsearch.studies import latency
+        latency.measure(args, command)
+        return 0
     from rtsearch.studies.sampling import measure
-    measure(args, "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv))
+    measure(args, command)
     return 0
 
 

@@ -16,11 +16,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="file to write the exported model to")
     args = parser.parse_args(argv)
     state = checkpoint.load(args.checkpoint)
-    try:
-        net = checkpoint.network(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UsageError(f"checkpoint {args.checkpoint} does not hold a loadable network "
-                         f"({type(e).__name__}): pass the checkpoint.pt a run wrote") from None
+    net = checkpoint.network_of(state, args.checkpoint)
     ratios = state.get("static_ratios") or [0.0] * net.num_layers
     if len(ratios) != net.num_layers:
         raise UsageError(f"checkpoint {args.checkpoint} has {len(ratios)} static ratios for "

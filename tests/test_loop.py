@@ -92,6 +92,25 @@ def check_resume_restores_everything(cfg):
     assert crew.static_ratios.tolist() == state["static_ratios"]
     assert (fresh["accuracy"], fresh["macs_ratio"]) != (last["accuracy"], last["macs_ratio"])
     assert (val["accuracy"], val["macs_ratio"]) == (last["accuracy"], last["macs_ratio"])
+    check_deployed_model_is_the_run(cfg, splits, last)
+
+
+def check_deployed_model_is_the_run(cfg, splits, last):
+    """The deployed model (static channels removed, runtime-pruned channels skipped, the trained agent and
+    its calibration shift on the skip path) reproduces the checkpointed iteration's validation figures."""
+    import torch
+
+    from rtsearch.net.cost import CostModel
+    from rtsearch.rl import deployed
+    run = deployed.load(os.path.join(cfg.out, "checkpoint.pt"))
+    assert run.skip.widths != run.net.widths          # the static agent's channels are physically gone
+    x, y = splits.val
+    outputs = [run.skip.run(x[i:i + 1], run.policy) for i in range(len(x))]
+    accuracy = float((torch.cat([o[0] for o in outputs]).argmax(1) == y).float().mean())
+    static_kept = torch.tensor(run.skip.widths)
+    macs = float(CostModel(run.net).macs_ratio(torch.tensor([o[1] for o in outputs]), static_kept).mean())
+    assert accuracy == pytest.approx(last["accuracy"], abs=1e-6)
+    assert macs == pytest.approx(last["macs_ratio"], abs=1e-9)
 
 
 @pytest.mark.slow

@@ -44,3 +44,12 @@ def network(state: dict) -> GatedNet:
                       cfg.get("predictors", True))
     net.load_state_dict(state["state_dict"])
     return net
+
+
+def network_of(state: dict, path: str) -> GatedNet:
+    """`network`, with a checkpoint whose weights do not fit its architecture as a UsageError naming it."""
+    try:
+        return network(state)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise UsageError(f"checkpoint {path} does not hold a loadable network ({type(e).__name__}): "
+                         f"pass the checkpoint.pt a run wrote") from None

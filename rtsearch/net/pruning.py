@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -21,6 +22,14 @@ def keep_count(ratio: torch.Tensor, total: torch.Tensor | int) -> torch.Tensor:
     total = torch.as_tensor(total, dtype=torch.float32, device=ratio.device)
     kept = torch.ceil((1.0 - ratio.float()) * total - 1e-6)
     return kept.clamp(min=1).clamp(max=total).long()
+
+
+def keep_count_of(ratio: float, total: int) -> int:
+    """keep_count for one ratio as a plain int, in the same float32 arithmetic (no tensor ops: the
+    skip path asks for one count per layer and input)."""
+    one = np.float32(1.0)
+    kept = np.ceil((one - np.float32(ratio)) * np.float32(total) - np.float32(1e-6))
+    return int(min(max(kept, 1), total))
 
 
 def top_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

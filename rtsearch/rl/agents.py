@@ -46,7 +46,7 @@ def _log_env_metrics(env_runner, metrics_logger, **kwargs) -> None:
             metrics_logger.log_value(("rtsearch", key), float(stats[key]), reduce="mean", window=20)
 
 
-def _model_config(use_lstm: bool, max_seq_len: int) -> DefaultModelConfig:
+def agent_model_config(use_lstm: bool, max_seq_len: int) -> DefaultModelConfig:
     if use_lstm:
         return DefaultModelConfig(fcnet_hiddens=HIDDEN, use_lstm=True, lstm_cell_size=HIDDEN[-1],
                                   max_seq_len=max_seq_len)
@@ -95,7 +95,7 @@ def runtime_algo_config(cfg: RunConfig, env_config: dict, batch: int = 256, gpu:
         .fault_tolerance(restart_failed_env_runners=False)
         .training(lr=cfg.lr_runtime, gamma=1.0, lambda_=0.95, train_batch_size_per_learner=train_batch,
                   minibatch_size=max(batch * L, train_batch // 4), num_epochs=4)
-        .rl_module(model_config=_model_config(cfg.lstm, L))
+        .rl_module(model_config=agent_model_config(cfg.lstm, L))
         .callbacks(on_sample_end=_log_env_metrics)
         .debugging(seed=cfg.seed)
     ), gpu)
@@ -117,7 +117,7 @@ def static_algo_config(cfg: RunConfig, env_config: dict, gpu: bool = False) -> P
         .fault_tolerance(restart_failed_env_runners=False)
         .training(lr=cfg.lr_static, gamma=1.0, lambda_=0.95, train_batch_size_per_learner=train_batch,
                   minibatch_size=max(L, train_batch // 4), num_epochs=8)
-        .rl_module(model_config=_model_config(False, L))
+        .rl_module(model_config=agent_model_config(False, L))
         .debugging(seed=cfg.seed)
     ), gpu)
 

@@ -152,18 +152,24 @@ def runtime_observation(walk: Walk, descriptors: np.ndarray, macs_so_far, budget
     the budget, macs_so_far - budget * (share of the dense MACs up to and including layer t),
     the importance summary (K bins) and log1p of the largest importance.
     """
-    t = walk.t
     with torch.no_grad():
         r = current_importance(walk)
-        summary = importance_summary(r).cpu().numpy()
-        top = torch.log1p(r.amax(dim=1).clamp(min=0)).cpu().numpy()
+    return observation_of(r, walk.t, descriptors, macs_so_far, budget).numpy()
+
+
+def observation_of(r: torch.Tensor, t: int, descriptors: np.ndarray, macs_so_far, budget: float) -> torch.Tensor:
+    """`runtime_observation` as a CPU tensor, from layer t's importances on its static keep set, (B, C_t).
+    The channel order does not matter (the summary sorts), so the reordered skip path observes the same."""
+    with torch.no_grad():
+        summary = importance_summary(r).cpu().double()
+        top = torch.log1p(r.amax(dim=1).clamp(min=0)).cpu().double()
     B = r.shape[0]
-    macs = np.broadcast_to(np.asarray(macs_so_far, dtype=np.float64), (B,))
-    desc = np.broadcast_to(descriptors[t], (B, descriptors.shape[1]))
+    macs = torch.as_tensor(np.asarray(macs_so_far, dtype=np.float64)).expand(B)
+    desc = torch.from_numpy(np.asarray(descriptors[t], dtype=np.float32)).double().expand(B, -1)
     slack = macs - budget * float(descriptors[t, -1])
-    obs = np.concatenate([desc, macs[:, None], np.full((B, 1), budget), slack[:, None], summary, top[:, None]],
-                         axis=1).astype(np.float32)
-    return np.clip(obs, -OBS_BOUND, OBS_BOUND)
+    obs = torch.cat([desc, macs[:, None], torch.full((B, 1), float(budget), dtype=torch.float64), slack[:, None],
+                     summary, top[:, None]], dim=1).float()
+    return obs.clamp(-OBS_BOUND, OBS_BOUND)
 
 
 def terminal_runtime_observation(macs_so_far: np.ndarray, budget: float) -> np.ndarray:

@@ -1,0 +1,244 @@
+"""Latency against MACs, behind `python -m rtsearch.bench --latency` and results/latency.md.
+
+For each network and budget it times, with torch.utils.benchmark after warm-up, the median and the
+interquartile range of at least `runs` timed runs, at one thread and at all threads, these rows:
+
+- dense: the plain network (BatchNorm folded, no gating), every channel computed;
+- static-only: the exported network with the statically pruned channels removed, no runtime pruning;
+- skip lam=0.5 / skip lam=0: runtime + static on the skip path (rtsearch.net.fast), the runtime agent
+  included: at lam > 0 the kept filters are gathered, at lam = 0 they are a slice;
+- replayed lam=0.5 / replayed lam=0: the same keep counts replayed without the agent (and at lam = 0
+  without the importance predictors), so the difference is what the agent (and predictors) cost;
+- masked: the masked reference (every channel computed, then zeroed) under the same policy.
+
+Batch 1 rows give the latency per input over a pool of inputs (keep counts vary per input); batch B > 1
+rows the latency of one batch, with the skip path run input by input. Each row carries the MACs ratio
+it computed (docs/method.md §2; the masked row computes dense MACs, its figure is nominal).
+
+Without `--checkpoint` the networks are synthetic: random weights and an untrained runtime agent of the
+trained architecture, its level calibrated so the pool meets the budget, over static ratio 0.25 on every
+layer; timing does not depend on the weights, only on the keep counts. With `--checkpoint` the run's
+own network, static ratios, agent and calibration shift are timed on random inputs of its shape.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+
+import torch
+import torch.utils.benchmark as benchmark
+
+from rtsearch.net.baseline import budget_shift, uniform_ratios
+from rtsearch.net.cost import CostModel
+from rtsearch.net.fast import SkipNet
+from rtsearch.net.models import GatedNet, build_model
+from rtsearch.net.supervised import fixed_policy, policy_forward
+from rtsearch.rl import deployed
+from rtsearch.rl.observations import layer_descriptors
+from rtsearch.rl.policies import runtime_policy
+
+SYNTHETIC_STATIC = 0.25   # static ratio of every layer in the synthetic runtime + static rows
+P_MAX = 0.95
+POOL = 8                  # inputs per batch-1 timing (their keep counts differ)
+
+
+def timed(fn, runs: int, threads: int, per: int = 1) -> dict:
+    """Median and IQR (ms) of `runs` timed calls of fn after warm-up, divided by `per`."""
+    for _ in range(3):
+        fn()
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    times = sorted(timer.timeit(1).median * 1e3 / per for _ in range(runs))
+    q = lambda f: times[min(len(times) - 1, int(f * (len(times) - 1) + 0.5))]   # noqa: E731
+    return {"median_ms": q(0.5), "iqr_ms": q(0.75) - q(0.25), "runs": len(times)}
+
+
+class Recorder:
+    """Wraps a skip-path policy, remembering each input's ratios so they can be replayed without it."""
+
+    def __init__(self, policy):
+        self.policy, self.ratios = policy, []
+
+    def __call__(self, t, importance, kept):
+        ratio = self.policy(t, importance, kept)
+        if t == 0:
+            self.ratios.append([])
+        self.ratios[-1].append(float(ratio))
+        return ratio
+
+
+class Replay:
+    """Replays recorded ratios input after input; it never looks at the importances."""
+    observes_importance = False
+
+    def __init__(self, ratios):
+        self.ratios, self.i = ratios, -1
+
+    def __call__(self, t, importance, kept):
+        if t == 0:
+            self.i = (self.i + 1) % len(self.ratios)
+        return self.ratios[self.i][t]
+
+
+def without_predictors(net: GatedNet) -> GatedNet:
+    """The same weights as a static-only network (lam = 0, no runtime importance predictors)."""
+    plain = build_model(net.name, net.input_shape, net.head.fc.out_features, net.widths, 0.0, predictors=False)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if ".predictor." not in k})
+    return plain.eval()
+
+
+def synthetic(name: str, shape: tuple, budget: float, pool: torch.Tensor):
+    """A random network, the static-only uniform ratio for the budget, and an untrained agent whose level
+    is calibrated on `pool` to the budget over SYNTHETIC_STATIC -> (net, static-only ratios, policy, static ratios)."""
+    torch.manual_seed(0)
+    net = build_model(name, shape, 10, lam=0.5).eval()
+    for gate in net.gates:
+        gate.static_importance.data = torch.rand(gate.out_channels)
+    static_only = uniform_ratios(CostModel(net, predictors=False), budget, "static-only")[0].tolist()
+    static = [SYNTHETIC_STATIC] * net.num_layers
+    skip, cost = SkipNet(net, static), CostModel(net)
+    module = deployed.untrained_module(net.num_layers, P_MAX)
+
+    def macs_at(shift: float) -> float:
+        policy = deployed.DeployedPolicy(module, net, static, budget, P_MAX, shift)
+        return macs_ratio(cost, [skip.run(pool[i:i + 1], policy)[1] for i in range(len(pool))], static, net)
+
+    shift = budget_shift(macs_at, budget, P_MAX)
+    return net, static_only, deployed.DeployedPolicy(module, net, static, budget, P_MAX, shift), static
+
+
+def macs_ratio(cost: CostModel, kept_rows: list, static_ratios, net: GatedNet) -> float:
+    static_kept = torch.stack([g.static_keep(r).sum() for g, r in zip(net.gates, static_ratios)])
+    return float(cost.macs_ratio(torch.tensor(kept_rows), static_kept).mean())
+
+
+def masked_policy(net: GatedNet, policy):
+    """The same policy as the training loop deploys it on the masked network."""
+    if not isinstance(policy, deployed.DeployedPolicy):   # fixed ratios of a uniform baseline run
+        return fixed_policy([float(policy(t, None, [])) for t in range(net.num_layers)])
+    cost = CostModel(net)
+    agent = runtime_policy(policy.module, net, cost, layer_descriptors(net, cost), policy.budget, policy.p_max)
+    return lambda walk: (agent(walk) + policy.shift).clamp(0.0, policy.p_max)
+
+
+def rows_for(net: GatedNet, static_only, policy, static, x1: torch.Tensor, xb: torch.Tensor, runs: int,
+             threads: int, device: torch.device) -> list[dict]:
+    """Every row for one network: x1 is the batch-1 pool, xb one batch (or None)."""
+    cost, plain = CostModel(net), without_predictors(net)
+    static_cost = CostModel(net, predictors=False)
+    lam0 = copy.deepcopy(net)
+    lam0.lam = 0.0
+    nets = {"dense": SkipNet(plain), "static-only": SkipNet(plain, static_only),
+            "skip lam=0.5": SkipNet(net, static), "skip lam=0": SkipNet(lam0, static)}
+    nets = {k: v.to(device) for k, v in nets.items()}
+    x1, xb = x1.to(device), None if xb is None else xb.to(device)
+    out = []
+
+    def add(row, batch, stats, macs):
+        out.append({"row": row, "batch": batch, "threads": threads, "macs_ratio": macs, **stats})
+
+    def per_input(skip, pol, x):
+        return lambda: [skip.run(x[i:i + 1], pol) for i in range(len(x))]
+
+    full = [[int(w) for w in net.widths]] * len(x1)
+    widths_static = lambda ratios: [[int(g.static_keep(r).sum()) for g, r in zip(net.gates, ratios)]] * len(x1)  # noqa
+    with torch.no_grad():
+        add("dense", 1, timed(lambda: nets["dense"].run(x1[:1]), runs, threads),
+            macs_ratio(static_cost, full, [0.0] * net.num_layers, net))
+        add("static-only", 1, timed(lambda: nets["static-only"].run(x1[:1]), runs, threads),
+            macs_ratio(static_cost, widths_static(static_only), static_only, net))
+        for lam in ("0.5", "0"):
+            skip = nets[f"skip lam={lam}"]
+            recorder = Recorder(policy)
+            kept = [skip.run(x1[i:i + 1], recorder)[1] for i in range(len(x1))]
+            macs = macs_ratio(cost, kept, static, net)
+            add(f"skip lam={lam}", 1, timed(per_input(skip, policy, x1), runs, threads, len(x1)), macs)
+            add(f"replayed lam={lam}", 1, timed(per_input(skip, Replay(recorder.ratios), x1), runs, threads,
+                                                len(x1)), macs)
+        walk_policy = masked_policy(net.to(device), policy)
+        add("masked", 1, timed(lambda: [policy_forward(net, x1[i:i + 1], static, walk_policy)
+                                        for i in range(len(x1))], runs, threads, len(x1)), macs)
+        if xb is not None:
+            b = len(xb)
+            add("dense", b, timed(lambda: nets["dense"].run(xb), runs, threads), out[0]["macs_ratio"])
+            add("static-only", b, timed(lambda: nets["static-only"].run(xb), runs, threads), out[1]["macs_ratio"])
+            for lam in ("0.5", "0"):
+                skip = nets[f"skip lam={lam}"]
+                kept = [skip.run(xb[i:i + 1], policy)[1] for i in range(b)]
+                add(f"skip lam={lam}", b, timed(per_input(skip, policy, xb), runs, threads),
+                    macs_ratio(cost, kept, static, net))
+            add("masked", b, timed(lambda: policy_forward(net, xb, static, walk_policy), runs, threads),
+                out[-1]["macs_ratio"])
+    return out
+
+
+def configurations(args):
+    """(label, net, static-only ratios, policy, static ratios, input shape) for every timed network."""
+    if args.checkpoint:
+        run = deployed.load(args.checkpoint)
+        policy = run.policy or deployed.fixed_runtime([0.0] * run.net.num_layers)
+        yield (f"{args.checkpoint} ({run.net.name}, budget {run.config.get('budget', '-')})", run.net,
+               run.static_ratios, policy, run.static_ratios, run.net.input_shape, run.config.get("budget"))
+        return
+    for name, shape in args.networks:
+        pool = torch.randn(POOL, *shape, generator=torch.Generator().manual_seed(1))
+        for budget in args.budgets:
+            net, static_only, policy, static = synthetic(name, shape, budget, pool)
+            yield f"{name} {'x'.join(map(str, shape))} (synthetic)", net, static_only, policy, static, shape, budget
+
+
+def measure(args, command: str, log=print) -> list[dict]:
+    """Time every configuration at one thread and at all threads; write JSON and markdown if asked."""
+    from rtsearch.device import resolve
+    where = resolve(args.device)
+    thread_counts = args.threads or sorted({1, torch.get_num_threads()})
+    rows, started = [], time.time()
+    for label, net, static_only, policy, static, shape, budget in configurations(args):
+        gen = torch.Generator().manual_seed(2)
+        x1 = torch.randn(POOL, *shape, generator=gen)
+        batches = [b for b in args.batch_sizes if b > 1]
+        for threads in thread_counts:
+            for b in batches or [None]:
+                xb = None if b is None else torch.randn(b, *shape, generator=gen)
+                log(f"timing {label} at budget {budget}, batch 1{f' and {b}' if b else ''}, {threads} thread(s)")
+                for row in rows_for(net, static_only, policy, static, x1, xb, args.runs, threads, where):
+                    if row["batch"] == 1 and any(r["batch"] == 1 and r["row"] == row["row"] and r["net"] == label
+                                                 and r["budget"] == budget and r["threads"] == threads for r in rows):
+                        continue                    # batch 1 timed once per thread count
+                    rows.append({"net": label, "budget": budget, **row})
+    for row in rows:
+        dense = next(r for r in rows if r["net"] == row["net"] and r["budget"] == row["budget"]
+                     and r["batch"] == row["batch"] and r["threads"] == row["threads"] and r["row"] == "dense")
+        row["latency_ratio"] = row["median_ms"] / dense["median_ms"]
+    report = {"command": command, "device": device_name(where), "torch": torch.__version__,
+              "threads": thread_counts, "seconds": time.time() - started, "rows": rows}
+    if args.out:
+        base = os.path.splitext(args.out)[0]
+        with open(base + ".json", "w") as f:
+            json.dump(report, f, indent=1)
+        with open(base + ".md", "w") as f:
+            f.write(markdown(report))
+        log(f"wrote {base}.md and {base}.json")
+    else:
+        print(markdown(report))
+    return rows
+
+
+def device_name(where: torch.device) -> str:
+    if where.type == "cuda":
+        return f"{torch.cuda.get_device_name(where)} (CUDA)"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Device: {report['device']}; torch {report['torch']}; threads {report['threads']}; "
+             f"{report['seconds']:.0f} s.", "", f"    {report['command']}", "",
+             "| network | budget | batch | threads | row | MACs ratio | median ms | IQR ms | latency ratio "
+             "| latency / MACs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['net']} | {r['budget']} | {r['batch']} | {r['threads']} | {r['row']} | "
+                     f"{r['macs_ratio']:.3f} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | "
+                     f"{r['latency_ratio']:.3f} | {r['latency_ratio'] / r['macs_ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
