@@ -106,3 +106,49 @@ def test_pareto_over_budgets_and_cli_regenerates(tmp_path):
 def test_report_cli_rejects_a_folder_without_a_sweep(tmp_path):
     assert_usage_error(run_cli("rtsearch.report", str(tmp_path), timeout=60), "sweep.json", "rtsearch.tune")
     assert_usage_error(run_cli("rtsearch.report", str(tmp_path / "nope"), timeout=60), "not a folder")
+
+
+def test_a_tie_on_the_validation_score_goes_to_the_higher_validation_confidence(tmp_path):
+    folder = make_sweep(tmp_path)
+    test = {"macs_ratio": 0.49, "macs_ratio_p95": 0.5, "params_ratio": 0.9, "feasible": True, "iters_to_best": 1,
+            "seconds": 10.0, "stored_bytes": 1}
+    # a and b tie on the validation score; b, started later, is more confident where it is right and wins
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.96, 0.5, 0.9, 0.5, correct_confidence=0.90)], "completed",
+              {**test, "accuracy": 0.95, "score": 0.95})
+    add_trial(folder, "b", 0.5, 2.0, [row(1, 0.80, 0.5, 0.9, 0.5, correct_confidence=0.79),
+                                      row(2, 0.96, 0.5, 0.9, 0.5, correct_confidence=0.93)], "completed",
+              {**test, "accuracy": 0.97, "score": 0.97})
+    add_trial(folder, "c", 0.5, 3.0, [row(1, 0.94, 0.5, 0.9, 0.5, correct_confidence=0.99)], "completed",
+              {**test, "accuracy": 0.99, "score": 0.99})
+    add_trial(folder, "old", 0.5, 0.5, [row(1, 0.96, 0.5, 0.9, 0.5)], "completed",      # no confidence recorded
+              {**test, "accuracy": 0.5, "score": 0.5})
+    summary = report.write(str(folder))
+    sw = summary["sweeps"]["0.5"]
+    assert [t["trial_id"] for t in sw["trials"]] == ["b", "a", "old", "c"]
+    assert sw["best"]["trial_id"] == "b" and sw["best"]["tiebreak"] == 0.93
+    assert "tied with 2 other trial(s)" in sw["best_chosen_by"] and "0.9300 against 0.9000 (`a`)" in sw["best_chosen_by"]
+    assert summary["selection"] == report.SELECTION and "tie" in report.SELECTION
+    md = (folder / "summary.md").read_text()
+    assert report.SELECTION in md and "Chosen by: highest best validation score (0.9600) among the 4 completed" in md
+    # without a tie the summary says so
+    for trial_id in ("a", "old"):
+        (folder / "trials" / trial_id / "trial.json").unlink()
+    assert report.summarize(str(folder))["sweeps"]["0.5"]["best_chosen_by"].endswith(", no tie")
+
+
+def test_the_summary_writes_the_mlflow_store_relative_to_the_working_folder(tmp_path):
+    folder = make_sweep(tmp_path)
+    state = json.loads((folder / report.SWEEP_FILE).read_text())
+    state["settings"]["mlflow_uri"] = f"sqlite:///{tmp_path}/mlruns.db"       # what trials use: absolute
+    report.write_json(str(folder / report.SWEEP_FILE), state)
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.9, 0.5, 0.9, 0.5)], "stopped")
+    summary = report.write(str(folder))
+    assert summary["mlflow_uri"] == summary["settings"]["mlflow_uri"] == "sqlite:///mlruns.db"
+    written = (folder / "summary.md").read_text() + (folder / "summary.json").read_text()
+    assert "`sqlite:///mlruns.db`" in written and f"sqlite:///{tmp_path}" not in written
+    lines = report.closing_lines(summary, str(folder), summary["mlflow_uri"], 1.0)
+    assert "mlflow ui --backend-store-uri sqlite:///mlruns.db" in lines and str(tmp_path) + "/mlruns" not in lines
+    # as the user gave it, when the sweep stored that
+    state["settings"]["mlflow_uri_shown"] = "sqlite:///./store/../mlruns.db"
+    report.write_json(str(folder / report.SWEEP_FILE), state)
+    assert report.summarize(str(folder))["mlflow_uri"] == "sqlite:///./store/../mlruns.db"

@@ -67,6 +67,12 @@ def history_lines(results, trial_id) -> int:
         return sum(1 for line in f if line.strip())
 
 
+def iterations(results, trial_id) -> int:
+    """Distinct iterations in a trial's history (an iteration re-run after a resume has two lines)."""
+    with open(os.path.join(results, "trials", trial_id, "history.jsonl")) as f:
+        return len({json.loads(line)["iteration"] for line in f if line.strip()})
+
+
 def mlflow_runs(uri: str, experiment: str):
     """(parents, children) of a sweep's MLflow experiment, read back with mlflow.search_runs."""
     import mlflow
@@ -78,7 +84,8 @@ def mlflow_runs(uri: str, experiment: str):
 
 
 def check_children(uri, parents, children, results):
-    """Each child belongs to a parent, has the trial's params, and one score per iteration (step = iteration)."""
+    """Each child belongs to a parent, has the trial's params, and one score per iteration (step = iteration,
+    one value per step even where an iteration was run again after a resume)."""
     from mlflow.tracking import MlflowClient
     client = MlflowClient(uri)
     assert set(children["tags.mlflow.parentRunId"]) <= set(parents["run_id"])
@@ -86,7 +93,7 @@ def check_children(uri, parents, children, results):
     for _, child in children.iterrows():
         trial_id = child["tags.rtsearch.trial_id"]
         steps = [m.step for m in client.get_metric_history(child["run_id"], "score")]
-        assert steps == list(range(1, history_lines(results, trial_id) + 1)), (trial_id, steps)
+        assert steps == list(range(1, iterations(results, trial_id) + 1)), (trial_id, steps)
         assert child["params.trial_id"] == trial_id and "params.lam" in child
         record = json.load(open(os.path.join(results, "trials", trial_id, "trial.json")))
         if record["status"] == "completed":
@@ -170,8 +177,11 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
     assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
     assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
-    for text in ("best config (trial", "iterations to best", "MLflow runs: experiment 'e2e'", "summary.md"):
+    for text in ("best config (trial", "iterations to best", "summary.md", "chosen by: highest best validation score",
+                 "MLflow runs: experiment 'e2e' in sqlite:///mlruns.db (open with: mlflow ui --backend-store-uri "
+                 "sqlite:///mlruns.db)", "[budget 0.5] best model (trial", "models:/e2e@best-0_5"):
         assert text in out, text
+    assert str(tmp_path) not in open(os.path.join(results, "summary.md")).read()     # no absolute path of this machine
     parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "e2e")
     assert len(parents) == 1 and len(children) == 2
     assert parents.iloc[0]["status"] == "FINISHED"
@@ -244,6 +254,10 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     parents, children = mlflow_runs(mlflow_server, "http")
     assert sorted(parents["tags.rtsearch.budget"]) == ["0.3", "0.5"] and len(children) == 2
     check_children(mlflow_server, parents, children, results)
+    from mlflow.tracking import MlflowClient
+    for run_id in children["run_id"]:        # CPU and memory of each trial, from MLflow's system metrics monitor
+        logged = MlflowClient(mlflow_server).get_run(run_id).data.metrics
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(logged), logged
     summary = json.load(open(os.path.join(results, "summary.json")))
     assert {p["budget"] for p in summary["pareto"]} <= {0.3, 0.5}
     for trial_id in children["tags.rtsearch.trial_id"]:                # the agents ran and were rewarded
@@ -252,6 +266,43 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
         assert rows and all("runtime_reward" in r and "static_reward" in r for r in rows), rows
     assert "## Pareto: best feasible trial per budget" in open(os.path.join(results, "summary.md")).read()
     assert not os.path.exists(tmp_path / "mlruns.db")                  # everything went to the server
+    assert f"MLflow runs: experiment 'http' in {mlflow_server} " in out and summary["mlflow_uri"] == mlflow_server
+    check_registered_models(mlflow_server, "http", summary, tmp_path)
+
+
+def check_registered_models(uri, name, summary, cwd):
+    """Each budget's best trial is registered as <name>@best-<budget> (budget's point as "_"): loaded by
+    alias with mlflow.pytorch.load_model it predicts logits on a batch of validation images, the same
+    as the exported model in the trial's last Tune checkpoint; the experiment opens as model training."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from rtsearch import data
+    from rtsearch.net import checkpoint
+    client = MlflowClient(uri)
+    assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+    mlflow.set_tracking_uri(uri)
+    x = data.load("digits", 0).val[0][:16]
+    for key, sweep in summary["sweeps"].items():
+        best = sweep["best"]
+        assert best["status"] == "completed" and sweep["best_chosen_by"].startswith("highest best validation score")
+        alias = "best-" + key.replace(".", "_")
+        version = client.get_model_version_by_alias(name, alias)
+        assert version.tags["rtsearch.trial_run_id"] == best["mlflow_run_id"]
+        model = mlflow.pytorch.load_model(f"models:/{name}@{alias}")
+        with torch.no_grad():
+            got = model(x)
+        assert got.shape == (16, 10)
+        folder = os.path.join(cwd, "runs", "tune", f"{name}-b{key}", f"trial_{best['trial_id']}")
+        exported = max(glob.glob(os.path.join(folder, "checkpoint_*", "model.pt")))
+        metrics = json.load(open(os.path.join(os.path.dirname(exported), "metrics.json")))
+        net = checkpoint.network(checkpoint.load(exported)).eval()
+        with torch.no_grad():
+            want = net(x, None, metrics.get("runtime_ratios"))
+        torch.testing.assert_close(got, want)
+        assert torch.equal(got.argmax(1), want.argmax(1))
 
 
 @pytest.mark.slow

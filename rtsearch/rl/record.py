@@ -66,6 +66,9 @@ class RunRecord:
                "score": score(val["accuracy"], val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "feasible": feasible(val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "seconds": self.seconds, **(extra or {})}
+        if "per_input" in val:      # the sweep's tie-breaker (search/report.py): finer than accuracy on a small split
+            per = val["per_input"]
+            row["correct_confidence"] = float((per["correct"].float() * per["confidence"].float()).mean())
         # the best validation score so far: what a trial is ranked by, at every step
         row["best_score"] = max(row["score"], self.best_row["score"]) if self.best_row else row["score"]
         if before_checkpoint:

@@ -145,8 +145,26 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
             "wall_seconds": sweep["seconds"]})
         tracking.log_artifacts(uri, sweep["parent_run_id"],
                                [os.path.join(results_dir, f) for f in ("summary.md", "summary.json", "pareto.png")])
+        if sweep["finished"] and best.get("status") == "completed" and best.get("mlflow_run_id"):
+            register_best(state, key, best)
         if sweep["finished"]:
             tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
+
+
+def register_best(state: dict, key: str, best: dict) -> None:
+    """The best trial's model into the Model Registry as <name>@best-<budget> (search/registry.py);
+    a failure there is a warning, never the end of a sweep whose results are all written."""
+    from rtsearch.search import registry
+    s, sweep = state["settings"], state["sweeps"][key]
+    try:
+        version = registry.register_best(s["mlflow_uri"], state["mlflow_experiment_id"], sweep["parent_run_id"],
+                                         state["name"], key, best["mlflow_run_id"])
+    except Exception as e:
+        print(f"[budget {key}] warning: the best model was not registered in MLflow ({type(e).__name__}: "
+              f"{str(e).splitlines()[0][:200] if str(e) else ''})", file=sys.stderr, flush=True)
+        return
+    print(f"[budget {key}] best model (trial {best['trial_id']}) registered: "
+          f"models:/{state['name']}@{registry.alias(key)} (version {version})", flush=True)
 
 
 def save_state(results_dir: str, state: dict) -> None:
@@ -173,6 +191,7 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "storage_path": store, "storage_path_given": bool(args.storage_path), "cache_dir": cache,
         "max_concurrent": args.max_concurrent,
         "max_failures": args.max_failures, "mlflow_uri": tracking.resolve_uri(args.mlflow_uri),
+        "mlflow_uri_shown": args.mlflow_uri or tracking.DEFAULT_URI,      # as the user gave it, for summaries
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both",
         "device": args.device}}
@@ -307,7 +326,7 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
             ray.shutdown()
     summary = report.write(results_dir)
     unfinished = [k for k, v in state["sweeps"].items() if not v.get("finished")]
-    print(report.closing_lines(summary, results_dir, s["mlflow_uri"], time.time() - started), flush=True)
+    print(report.closing_lines(summary, results_dir, summary["mlflow_uri"], time.time() - started), flush=True)
     if unfinished:
         print(f"sweep {name!r} did not finish budget(s) {', '.join(unfinished)}: continue it with "
               f"python -m rtsearch.tune --name {name} --resume", file=sys.stderr, flush=True)

@@ -8,9 +8,14 @@ Layout (written by the sweep driver, rtsearch.tune, as results arrive):
     results/<name>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
     results/<name>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
 
-Trials are ranked by their best validation score (what the search maximised). The accuracy, MACs,
-params and test-score columns are on the test split for completed trials; for trials ASHA stopped
-early they are the validation figures of their best iteration (marked *), as no test evaluation ran.
+Trials are ranked by their best validation score (what the search maximised); trials tied on it
+(a few hundred validation images make ties common) are ordered by the correct-class confidence of
+that same iteration, on the validation split too: the mean over validation inputs of the softmax
+probability of the predicted class where the prediction is right, 0 where it is wrong (between 0 and
+the accuracy, and with a far finer resolution). `_rank_key` is that order, and `SELECTION` says it in
+words in every summary. The accuracy, MACs, params and test-score columns are on the test split for
+completed trials; for trials ASHA stopped early they are the validation figures of their best
+iteration (marked *), as no test evaluation ran.
 """
 from __future__ import annotations
 
@@ -26,8 +31,12 @@ SWEEP_FILE = "sweep.json"
 TRIALS = "trials"
 FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
-            "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes")
+            "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
+SELECTION = ("The best trial is the completed trial with the highest best validation score (the score the search "
+             "maximised); a tie on that score is broken by the higher correct-class confidence at the same iteration "
+             "(validation split: mean softmax probability of the predicted class where it is right, 0 where it is "
+             "wrong), then by the earlier start. The test split plays no part in the choice.")
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
 
 
@@ -125,6 +134,7 @@ def trial_summary(results_dir: str, record: dict) -> dict:
          "error": record.get("error"), "mlflow_run_id": record.get("mlflow_run_id"),
          "iterations": len(history), "scores": scores,
          "score": best["score"] if best else None, "best_iteration": best["iteration"] if best else None,
+         "tiebreak": best.get("correct_confidence") if best else None,
          "iters_to_best": iters_to_best(scores) if history else None,
          "split": None, "accuracy": None, "macs_ratio": None, "macs_ratio_p95": None, "params_ratio": None,
          "test_score": None, "feasible": None, "stored_bytes": None,
@@ -162,7 +172,24 @@ def format_trial(t: dict) -> str:
 
 
 def _rank_key(t: dict):
-    return (t["score"] is None, -(t["score"] if t["score"] is not None else 0.0), t["started"] or 0.0)
+    """The one ranking of trials (SELECTION): best validation score, then the tie-breaker, then start time."""
+    return (t["score"] is None, -(t["score"] if t["score"] is not None else 0.0),
+            t.get("tiebreak") is None, -(t.get("tiebreak") or 0.0), t["started"] or 0.0)
+
+
+def chosen_by(best: dict | None, pool: list[dict]) -> str:
+    """One sentence: how `best` won in `pool` (the trials it was chosen from), naming the tie-breaker's
+    figures when a tie on the score needed it."""
+    if best is None:
+        return "no trial produced a result"
+    tied = [t for t in pool if t is not best and t["score"] == best["score"]]
+    among = "completed trial(s)" if best["status"] == "completed" else "trial(s) with a score (none completed)"
+    head = f"highest best validation score ({_g(best['score'])}) among the {len(pool)} {among}"
+    if not tied:
+        return head + ", no tie"
+    others = ", ".join(f"{_g(t.get('tiebreak'))} (`{t['trial_id']}`)" for t in tied)
+    return (f"{head}, tied with {len(tied)} other trial(s); the validation correct-class confidence decided: "
+            f"{_g(best.get('tiebreak'))} against {others}")
 
 
 def summarize(results_dir: str) -> dict:
@@ -187,12 +214,14 @@ def summarize(results_dir: str) -> dict:
         completed = [t for t in ranked if t["status"] == "completed"]
         best = completed[0] if completed else next((t for t in ranked if t["score"] is not None), None)
         best_feasible = next((t for t in completed if t["feasible"]), None)
+        pool = completed if completed else [t for t in ranked if t["score"] is not None]
         with_rows = [t["scores"] for t in by_start if t["scores"]]
         phase = {p: sum(t["phase_seconds"].get(p, 0.0) for t in trials) for p in PHASES
                  if any(p in t["phase_seconds"] for t in trials)}
         trial_seconds = sum(t["seconds"] or 0.0 for t in trials)
         sweeps[key] = {
             "budget": budget, "trials": ranked, "best": best, "best_feasible": best_feasible,
+            "best_chosen_by": chosen_by(best, pool),
             "counts": {s: sum(1 for t in trials if t["status"] == s) for s in STATUS_TEXT},
             "iterations": sum(t["iterations"] for t in trials),
             "sweep_iters_to_best": sweep_iters_to_best(with_rows) if with_rows else None,
@@ -206,7 +235,13 @@ def summarize(results_dir: str) -> dict:
     pareto = [{"budget": sw["budget"], **{k: sw["best_feasible"][k] for k in (
         "trial_id", "accuracy", "macs_ratio", "params_ratio", "test_score", "score", "config")}}
         for sw in sweeps.values() if sw["best_feasible"]]
+    from rtsearch.search.tracking import shown_uri
+    # the store as the user named it (or relative to the sweep's working folder), never this machine's absolute path
+    shown = settings.get("mlflow_uri_shown") or shown_uri(settings.get("mlflow_uri"),
+                                                          os.path.dirname(os.path.dirname(os.path.abspath(results_dir))))
+    settings = {**settings, "mlflow_uri": shown}
     return {"name": state["name"], "command": state.get("command"), "settings": settings,
+            "mlflow_uri": shown, "selection": SELECTION,
             "mlflow_experiment_id": state.get("mlflow_experiment_id"), "sweeps": sweeps, "pareto": pareto,
             "cpus_per_trial": cpus_per_trial, "generated": time.time()}
 
@@ -227,7 +262,7 @@ def markdown(summary: dict) -> str:
                   f"`python -m rtsearch.report results/{summary['name']}`.", ""]
     lines += [f"MLflow: experiment `{summary['name']}` in `{s['mlflow_uri']}` (one parent run per budget, one child "
               f"run per trial).", "",
-              "Trials are ranked by their best validation score (what the search maximised). Accuracy, MACs ratio, "
+              f"How the best is chosen: {SELECTION} Trials are listed in that order. Accuracy, MACs ratio, "
               "params ratio and test score are on the test split for completed trials; for trials ASHA stopped "
               "early they are the validation figures of their best iteration (marked *).", ""]
     for key, sw in summary["sweeps"].items():
@@ -240,7 +275,8 @@ def markdown(summary: dict) -> str:
                       f"score {_g(best['score'])} (validation), test score {_g(best['test_score'])}, accuracy "
                       f"{_g(best['accuracy'])}, MACs ratio {_g(best['macs_ratio'], '.4f')}, params ratio "
                       f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
-                      f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.", ""]
+                      f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.  ",
+                      f"Chosen by: {sw['best_chosen_by']}.", ""]
         wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
         lines += [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
                   f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"
@@ -249,13 +285,13 @@ def markdown(summary: dict) -> str:
                   f"{_g(sw['sweep_iters_to_best'], 'd')}** (trials in start order, until the best trial reached its "
                   f"best). Wall time {wall}.", ""]
         keys = sorted({k for t in sw["trials"] for k in t["config"]})
-        lines += ["| rank | trial | status | score (val) | accuracy | MACs ratio | params ratio | test score | "
-                  "feasible | iters to best | iterations | " + " | ".join(keys) + " |",
-                  "|" + "---|" * (11 + len(keys))]
+        lines += ["| rank | trial | status | score (val) | confidence (val) | accuracy | MACs ratio | params ratio | "
+                  "test score | feasible | iters to best | iterations | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (12 + len(keys))]
         for rank, t in enumerate(sw["trials"], 1):
             m = "*" if t["split"] == "validation" else ""
             lines.append(f"| {rank} | `{t['trial_id']}` | {STATUS_TEXT.get(t['status'], t['status'])} | "
-                         f"{_g(t['score'])} | {_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
+                         f"{_g(t['score'])} | {_g(t.get('tiebreak'))} | {_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
                          f"{_g(t['params_ratio'])}{m} | {_g(t['test_score'])} | {_g(t['feasible'])}{m} | "
                          f"{_g(t['iters_to_best'], 'd')} | {t['iterations']} | "
                          + " | ".join(_g(t["config"].get(k), ".3g") for k in keys) + " |")
@@ -342,6 +378,7 @@ def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, secon
                      f"MACs ratio {_g(b['macs_ratio'])}, params ratio {_g(b['params_ratio'])}, "
                      f"{'feasible' if b['feasible'] else 'infeasible'}; iterations to best {_g(b['iters_to_best'], 'd')} "
                      f"(trial), {_g(sw['sweep_iters_to_best'], 'd')} (sweep)")
+        lines.append(f"  chosen by: {sw['best_chosen_by']}")
     if len(summary["sweeps"]) > 1:
         lines.append("pareto (best feasible per budget): " + (", ".join(
             f"{p['budget']:g}: acc {_g(p['accuracy'])} macs {_g(p['macs_ratio'], '.3f')}" for p in summary["pareto"])

@@ -18,6 +18,9 @@ DEFAULT_URI = "sqlite:///mlruns.db"
 TRIAL_TAG = "rtsearch.trial_id"
 STATUS_TAG = "rtsearch.status"
 CHECK_TIMEOUT_S = 5
+# MLflow 3's UI opens an experiment by its kind: model training (runs, metrics), not GenAI (traces)
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+SYSTEM_SAMPLE_S, SYSTEM_SAMPLES_PER_LOG = 5, 1      # system/* metrics: one value logged every 5 s
 
 _FINAL_KEYS = ("accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "stored_bytes", "score",
                "feasible", "iters_to_best", "best_iteration", "seconds")
@@ -35,6 +38,20 @@ def resolve_uri(uri: str | None) -> str:
         return "sqlite:///" + os.path.abspath(path) if not path.startswith("/") else uri
     if "://" not in uri:
         return "file://" + os.path.abspath(uri)
+    return uri
+
+
+def shown_uri(uri: str | None, folder: str) -> str | None:
+    """A tracking URI as written for users: a SQLite file or file:// folder under `folder` (the
+    sweep's working folder) relative to it, so that a summary copied elsewhere still says where the
+    store is; anything else unchanged."""
+    if not uri:
+        return uri
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme) and os.path.isabs(uri[len(scheme):]):
+            rel = os.path.relpath(uri[len(scheme):], folder)
+            if not rel.startswith(os.pardir):
+                return scheme + rel
     return uri
 
 
@@ -125,9 +142,13 @@ def experiment_id(uri: str, name: str) -> str:
     if found is not None:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
+        if found.tags.get(KIND_TAG) != KIND_TRAINING:
+            client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND_TRAINING)
         return found.experiment_id
     root = artifact_root(uri)
-    return client.create_experiment(name, artifact_location=root) if root else client.create_experiment(name)
+    tags = {KIND_TAG: KIND_TRAINING}
+    return client.create_experiment(name, artifact_location=root, tags=tags) if root else \
+        client.create_experiment(name, tags=tags)
 
 
 def start_parent(uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> tuple[str, str]:
@@ -159,6 +180,27 @@ def _numeric(values: dict) -> dict:
         elif isinstance(v, (int, float)) and math.isfinite(v):
             out[k] = float(v)
     return out
+
+
+def system_metrics(uri: str, run_id: str, resumed: bool):
+    """Start MLflow's system metrics monitor (CPU, memory, disk, network as system/* metrics) on
+    `run_id` from this process; returns it (call .finish()), or None where it cannot run here
+    (psutil missing, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false, or any error: the trial goes on
+    without them)."""
+    import importlib.util
+    if importlib.util.find_spec("psutil") is None:      # MLflow's CPU and memory monitor needs it
+        return None
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").lower() in ("false", "0"):
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_SAMPLE_S,
+                                       samples_before_logging=SYSTEM_SAMPLES_PER_LOG, resume_logging=resumed,
+                                       tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception:
+        return None
 
 
 def log_metrics(uri: str, run_id: str, values: dict, step: int | None = None) -> None:
@@ -200,7 +242,12 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict | None =
 
 class TrialRun:
     """A trial's child run, created from inside the trial process; a restarted trial finds its
-    run again by the trial-id tag instead of creating a second one."""
+    run again by the trial-id tag instead of creating a second one.
+
+    One value per metric per step: an iteration run again after a resume (the one in flight when
+    the sweep was killed) may already have its step in the run, and MLflow cannot delete a logged
+    value, so a step already there is not logged again (the run keeps the first attempt's values for
+    it; the trial's history.jsonl in results/ keeps the rerun's). Likewise the final test metrics."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
                  params: dict, tags: dict | None = None, run_id: str | None = None):
@@ -219,17 +266,27 @@ class TrialRun:
                       **{k: str(v) for k, v in (tags or {}).items()}}))
             run_id = run.info.run_id
             _log_params(client, run_id, params)
+            self.resumed, self.logged_steps, self.finished_before = False, set(), False
         else:
             _retry(lambda: client.update_run(run_id, status="RUNNING"))
+            self.resumed = True
+            self.logged_steps = {m.step for m in _retry(lambda: client.get_metric_history(run_id, "score"))}
+            self.finished_before = "test_score" in _retry(lambda: client.get_run(run_id)).data.metrics
         self.run_id = run_id
 
-    def log_row(self, row: dict) -> None:
-        """One iteration's validation metrics, step = iteration."""
+    def log_row(self, row: dict) -> bool:
+        """One iteration's validation metrics, step = iteration; False (nothing logged) if the run
+        already has that step."""
+        if row["iteration"] in self.logged_steps:
+            return False
         log_metrics(self.uri, self.run_id, {k: v for k, v in row.items() if k != "iteration"}, step=row["iteration"])
+        self.logged_steps.add(row["iteration"])
+        return True
 
     def finish(self, metrics: dict, files: list[str]) -> None:
-        """Final (test) metrics, the run's files, and FINISHED."""
+        """Final (test) metrics (once), the run's files, and FINISHED."""
         final = {_FINAL_NAMES.get(k, k): metrics.get(k) for k in _FINAL_KEYS}
-        log_metrics(self.uri, self.run_id, final, step=int(metrics.get("iterations") or 0))
+        if not self.finished_before:
+            log_metrics(self.uri, self.run_id, final, step=int(metrics.get("iterations") or 0))
         log_artifacts(self.uri, self.run_id, files)
         end_run(self.uri, self.run_id, "FINISHED", {STATUS_TAG: "completed"})

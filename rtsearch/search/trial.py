@@ -40,6 +40,15 @@ def run_folder(experiment: str, trial_id: str) -> str:
     return os.path.join(tempfile.gettempdir(), "rtsearch-trials", f"{experiment}-{trial_id}")
 
 
+def _stop(monitor) -> None:
+    """Stop the system metrics monitor (flushing its last values); never fails the trial."""
+    try:
+        if monitor is not None:
+            monitor.finish()
+    except Exception:
+        pass
+
+
 def trainable(config: dict) -> None:
     """One trial: rtsearch.train.run with the sampled values, reporting every iteration to Tune
     (with the run folder as checkpoint) and to its MLflow child run."""
@@ -93,6 +102,8 @@ def trainable(config: dict) -> None:
                                     tags={"rtsearch.budget": cfg.budget}, run_id=state["mlflow_run_id"])
         cfg.mlflow_run_id = state["mlflow_run_id"] = tracker.run_id
         _write_state(out, state)
+    # CPU and memory of this trial's node as system/* metrics of its run, where MLflow can sample them
+    monitor = tracking.system_metrics(tracker.uri, tracker.run_id, tracker.resumed) if tracker else None
 
     log_path = os.path.join(out, "train.log")
 
@@ -126,6 +137,7 @@ def trainable(config: dict) -> None:
     try:
         metrics = run(cfg, on_iteration=on_iteration, log=log, resume=os.path.isfile(os.path.join(out, "checkpoint.pt")))
     except BaseException as e:
+        _stop(monitor)
         if tracker:
             try:
                 tracking.end_run(tracker.uri, tracker.run_id, "FAILED",
@@ -133,6 +145,7 @@ def trainable(config: dict) -> None:
             except Exception:
                 pass
         raise
+    _stop(monitor)
     if tracker:
         tracker.finish(metrics, [os.path.join(out, f) for f in ("metrics.json", "best.pt", "model.pt", "train.log")])
     history = metrics.get("history") or []
