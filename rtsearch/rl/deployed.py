@@ -7,13 +7,14 @@ runtime ratios of a uniform baseline run. Its cost at inference is part of the d
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
-from ray.rllib.core.columns import Columns
+import torch.nn.functional as F
 
 from rtsearch.errors import UsageError
 from rtsearch.net import checkpoint
@@ -21,7 +22,8 @@ from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.fast import FastPolicy, SkipNet
 from rtsearch.net.models import GatedNet
-from rtsearch.rl.observations import MacsMeter, layer_descriptors, observation_of
+from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, layer_descriptors,
+                                      observation_of)
 from rtsearch.rl.policies import deterministic_actions
 
 
@@ -36,7 +38,7 @@ class DeployedPolicy:
         cost = CostModel(net)
         self.module, self.budget, self.p_max, self.shift = module, float(budget), float(p_max), float(shift)
         self.stateful = module.is_stateful()
-        self.actor = None if self.stateful else actor_network(module)
+        actor = None if self.stateful else actor_network(module)
         meter = MacsMeter(net, cost)
         self.dense_macs = meter.dense_macs
         # each layer's MACs terms as plain numbers: charging one costs microseconds, not tensor ops
@@ -45,6 +47,7 @@ class DeployedPolicy:
         self.descriptors = layer_descriptors(net, cost)
         self.widths = [int(w) for w in cost.widths]
         self.static_kept = [int(k) for k in static_kept_for(cost.widths, static_ratios)]
+        self.lean = LeanActor(actor, self.descriptors, self.widths, self.budget) if LeanActor.fits(actor) else None
         self._macs, self._charged, self._state = 0.0, 0, None
 
     def _count(self, ref, full: int, kept: list) -> int:
@@ -58,31 +61,99 @@ class DeployedPolicy:
         return sum(self._count(i, fi, kept) * self._count(o, fo, kept) * f for i, fi, o, fo, f in self.parts[t]) \
             / self.dense_macs
 
-    def _greedy(self, obs: torch.Tensor) -> float:
-        """The agent's deterministic action, mapped into [0, p_max] as `deterministic_actions` maps it;
-        a feed-forward module is called directly, skipping RLlib's per-call bookkeeping."""
-        if self.stateful:
-            actions, self._state = deterministic_actions(self.module, obs.numpy(), 0.0, self.p_max, self._state)
+    def _greedy(self, t: int, importance: torch.Tensor) -> float:
+        """The agent's deterministic action (a Gaussian's mean), mapped into [0, p_max] as
+        `deterministic_actions` maps it. A feed-forward agent runs as a `LeanActor`; an LSTM one
+        through RLlib with the observation the env builds."""
+        if self.lean is not None:
+            mean = np.float32(self.lean(t, importance, self._macs))
+        else:
+            pad = self.widths[t] - importance.shape[1]  # the env sees zeros where static channels were
+            if pad:
+                importance = torch.cat([importance, importance.new_zeros(importance.shape[0], pad)], dim=1)
+            obs = observation_of(importance, t, self.descriptors, self._macs, self.budget).numpy()
+            actions, self._state = deterministic_actions(self.module, obs, 0.0, self.p_max, self._state)
             return float(actions.reshape(-1)[0])
-        with torch.no_grad():
-            inputs = self.actor(obs) if self.actor is not None else \
-                self.module._forward({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
-        mean = inputs.reshape(-1)[:1].numpy()       # a diagonal Gaussian: means first, then log stds
         low, high = np.float32(0.0), np.float32(self.p_max)
-        return float(np.clip(low + (mean + 1.0) * (high - low) / 2.0, low, high)[0])
+        return float(np.clip(low + (mean + np.float32(1.0)) * (high - low) / np.float32(2.0), low, high))
 
-    def __call__(self, t: int, importance: torch.Tensor, kept: list) -> torch.Tensor:
+    def __call__(self, t: int, importance: torch.Tensor, kept: list) -> float:
         if t == 0:
             self._macs, self._charged, self._state = 0.0, 0, None
         while self._charged < t:                    # charge the layers walked since the last call
             self._macs += self._charge(self._charged, kept)
             self._charged += 1
-        pad = self.widths[t] - importance.shape[1]  # the env sees zeros where static channels were
-        if pad:
-            importance = torch.cat([importance, importance.new_zeros(importance.shape[0], pad)], dim=1)
-        ratio = self._greedy(observation_of(importance, t, self.descriptors, self._macs, self.budget))
+        ratio = self._greedy(t, importance)
         # float32 arithmetic, as the masked path adds the shift to a float32 tensor
         return float(np.clip(np.float32(ratio) + np.float32(self.shift), np.float32(0.0), np.float32(self.p_max)))
+
+
+class LeanActor:
+    """A feed-forward agent's mean action at one layer, in a dozen tensor ops instead of about fifty.
+
+    The observation is linear in its parts until the first activation, so the first layer's product
+    with the layer's descriptor and the budget is precomputed per layer, the importance summary (a
+    sorted, max-normalised, linearly resampled vector) is one product with a fixed resampling matrix,
+    and only the mean of the first action is computed. It equals the module's output on the env's
+    observation to float rounding."""
+
+    @staticmethod
+    def fits(actor) -> bool:
+        """Linear layers with tanh or ReLU between them, as RLlib's default MLP builds them."""
+        if actor is None:
+            return False
+        layers = [type(m) for m in actor.modules() if not list(m.children())]
+        return layers[0::2] == [torch.nn.Linear] * len(layers[0::2]) and len(layers) % 2 == 1 \
+            and all(a in (torch.nn.Tanh, torch.nn.ReLU) for a in layers[1::2])
+
+    def __init__(self, actor: torch.nn.Module, descriptors, widths: list, budget: float):
+        layers = [m for m in actor.modules() if not list(m.children())]
+        linears = [m for m in layers if isinstance(m, torch.nn.Linear)]
+        self.activations = [type(m) for m in layers if not isinstance(m, torch.nn.Linear)]
+        first = linears[0].weight.detach()
+        d = descriptors.shape[1]
+        desc = torch.from_numpy(np.clip(descriptors, -OBS_BOUND, OBS_BOUND)).float()
+        budget_c = float(np.clip(budget, -OBS_BOUND, OBS_BOUND))
+        self.const = [linears[0].bias.detach() + first[:, :d] @ desc[t] + first[:, d + 1] * budget_c
+                      for t in range(len(widths))]
+        self.w_extra = first[:, [d, d + 2, first.shape[1] - 1]].contiguous()     # MACs so far, slack, top
+        self.w_summary = first[:, d + 3:d + 3 + K_BINS].contiguous()
+        self.resample = [resampling_matrix(w, K_BINS) for w in widths]
+        self.cum = [float(c) for c in descriptors[:, -1]]
+        self.budget = float(budget)
+        self.rest = [(m.weight.detach(), m.bias.detach()) for m in linears[1:]]
+        last_w, last_b = self.rest[-1]
+        self.rest[-1] = (last_w[:1], last_b[:1])     # the first action's mean only
+
+    def __call__(self, t: int, importance: torch.Tensor, macs: float) -> float:
+        with torch.no_grad():
+            ordered = importance[0].float().sort(descending=True).values
+            top = ordered[0]
+            summary = (ordered / (top + EPS)) @ self.resample[t][:len(ordered)]
+            clip = lambda v: min(max(v, -OBS_BOUND), OBS_BOUND)     # noqa: E731
+            extra = torch.tensor([clip(macs), clip(macs - self.budget * self.cum[t]),
+                                  clip(math.log1p(max(float(top), 0.0)))])
+            h = torch.addmv(torch.addmv(self.const[t], self.w_summary, summary.clamp(-OBS_BOUND, OBS_BOUND)),
+                            self.w_extra, extra)
+            for activation, (w, b) in zip(self.activations, self.rest):
+                h = F.linear(torch.tanh(h) if activation is torch.nn.Tanh else F.relu(h), w, b)
+            return float(h[0])
+
+
+def resampling_matrix(channels: int, bins: int) -> torch.Tensor:
+    """(channels, bins): x @ M resamples a length-`channels` vector to `bins` points linearly with aligned
+    corners (F.interpolate(..., mode="linear", align_corners=True)); one channel is repeated."""
+    m = torch.zeros(channels, bins)
+    if channels == 1:
+        m[0] = 1.0
+        return m
+    for j in range(bins):
+        pos = j * (channels - 1) / (bins - 1)
+        i = min(int(math.floor(pos)), channels - 2)
+        w = pos - i
+        m[i, j] += 1.0 - w
+        m[i + 1, j] += w
+    return m
 
 
 def actor_network(module) -> Optional[torch.nn.Module]:
