@@ -39,7 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--no-sample-only", action="store_true", help="skip the sampling-only figure")
     p.add_argument("--latency", action="store_true", help="latency of the deployed model against its MACs")
     p.add_argument("--checkpoint", default=None, help="with --latency: time this run's checkpoint.pt or best.pt")
-    p.add_argument("--networks", nargs="+", default=["small:1,28,28", "mcifarnet:3,32,32", "resnet56:3,32,32"],
+    p.add_argument("--profile", action="store_true", help="with --latency: instead of timing, list where a "
+                                                          "batch's time goes (dense and static-only, per operator)")
+    p.add_argument("--networks", nargs="+", default=["resnet56:3,32,32", "mcifarnet:3,32,32", "small:1,28,28"],
                    metavar="MODEL:C,H,W", help="with --latency and no --checkpoint: synthetic networks to time")
     p.add_argument("--budgets", default="0.5,0.15,0.08", help="with --latency: MACs budgets, comma-separated")
     p.add_argument("--batch-sizes", default="1,64", help="with --latency: batch sizes, comma-separated")
@@ -116,6 +118,14 @@ def main(argv=None) -> int:
     command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.latency:
         from rtsearch.studies import latency
+        if args.profile:
+            report = "".join(latency.profile(name, shape, args.budgets, max(args.batch_sizes))
+                             for name, shape in args.networks)
+            print(report)
+            if args.out:
+                with open(args.out, "w") as f:
+                    f.write(f"    {command}\n\n{report}")
+            return 0
         latency.measure(args, command)
         return 0
     from rtsearch.studies.sampling import measure

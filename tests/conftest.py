@@ -19,6 +19,22 @@ def run_cli(module: str, *args: str, timeout: float = 300, cwd=None) -> subproce
                           timeout=timeout, cwd=cwd, env=dict(os.environ))
 
 
+def run_main(module: str, *args: str) -> subprocess.CompletedProcess:
+    """Call `module.main(args)` in this process, with what it prints captured: for bad input, which must
+    end before any compute, the same exit status and lines as `run_cli` without a fresh interpreter's
+    start-up (seconds per case). A traceback raises here and fails the test."""
+    import contextlib
+    import importlib
+    import io
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = importlib.import_module(module).main(list(args)) or 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_usage_error(result: subprocess.CompletedProcess, *words: str) -> None:
     """Exit 2, exactly one stderr line naming the problem, no traceback, nothing on stdout."""
     lines = result.stderr.strip().splitlines()
@@ -27,3 +43,25 @@ def assert_usage_error(result: subprocess.CompletedProcess, *words: str) -> None
     assert "Traceback" not in result.stderr
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def check_deployed_model_scores_as_the_run(out):
+    """deployed.pt (static channels removed, the run's runtime policy on the skip path) scores on the test
+    split what metrics.json says, at the same MACs ratio."""
+    import json
+
+    import pytest
+    import torch
+
+    from rtsearch import data
+    from rtsearch.net import checkpoint
+    from rtsearch.net.cost import CostModel
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = torch.load(out / "deployed.pt", weights_only=False)
+    x, y = data.load("digits", 0).test
+    outputs = [model.skip.run(x[i:i + 1], model.policy) for i in range(len(x))]
+    accuracy = float((torch.cat([o[0] for o in outputs]).argmax(1) == y).float().mean())
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
+    net = checkpoint.network(checkpoint.load(str(out / "best.pt")))
+    macs = CostModel(net).macs_ratio(torch.tensor([o[1] for o in outputs]), torch.tensor(model.skip.widths))
+    assert float(macs.mean()) == pytest.approx(metrics["macs_ratio"], abs=1e-6)

@@ -5,6 +5,8 @@ import sys
 import pytest
 import torch
 
+from conftest import assert_usage_error, run_main
+
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
 from rtsearch.net.fast import SkipNet
@@ -113,8 +115,7 @@ def test_latency_bench_refuses_a_corrupt_or_foreign_checkpoint(tmp_path):
 @pytest.mark.parametrize("flags, words", [(["--budgets", "0.5,2"], "--budgets"), (["--batch-sizes", "0"], "--batch-sizes"),
                                           (["--runs", "5"], "--runs"), (["--networks", "vgg:3,32,32"], "--networks")])
 def test_latency_bench_bad_flags_exit_2(flags, words):
-    result = run_bench(*flags)
-    assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert_usage_error(run_main("rtsearch.bench", "--latency", *flags), words)
 
 
 @pytest.mark.slow
@@ -134,3 +135,33 @@ def test_latency_bench_times_every_row_and_meets_the_budget(tmp_path):
     assert abs(rows[("skip lam=0.5", 1)]["macs_ratio"] - 0.15) < 0.03     # calibrated onto the budget
     assert rows[("dense", 1)]["latency_ratio"] == 1.0
     assert "| latency / MACs |" in (tmp_path / "latency.md").read_text()
+
+
+def test_latency_profile_says_where_the_time_goes(tmp_path):
+    out = tmp_path / "profile.md"
+    result = run_bench("--profile", "--networks", "small:1,28,28", "--budgets", "0.15", "--batch-sizes", "4",
+                       "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "python -m rtsearch.bench --latency --profile" in text
+    assert "- dense" in text and "- static-only, budget 0.15" in text and "convolution" in text
+
+
+def test_traceable_form_predicts_as_the_skip_path_and_exports():
+    """The masked form MLflow stores (fixed shapes, the agent batched) gives the skip path's logits, and
+    torch.export traces it with a free batch dimension."""
+    from rtsearch.net.export import prune_static
+    from rtsearch.rl import deployed
+    from rtsearch.rl.traced import TraceableModel
+    net = trained_looking("resnet20", 0.5)
+    static = [0.3] * net.num_layers
+    policy = deployed.DeployedPolicy(deployed.untrained_module(net.num_layers, 0.95), net, static, 0.2, 0.95, 0.1)
+    model = deployed.DeployedModel(SkipNet(net, static), policy, net.input_shape, prune_static(net, static))
+    traced = TraceableModel(model)
+    x = torch.randn(6, *SHAPES["resnet20"])
+    with torch.no_grad():
+        skip, masked = model(x), traced(x)
+    assert (skip - masked).abs().max() < 1e-4
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(traced, (x[:2],), dynamic_shapes={"x": {0: batch}})
+    assert (program.module()(x) - masked).abs().max() < 1e-4

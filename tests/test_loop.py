@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import check_deployed_model_scores_as_the_run
+
 from rtsearch.net.baseline import budget_shift
 from rtsearch.config import RunConfig
 from rtsearch.rl.run import run
@@ -57,6 +59,7 @@ def test_both_agents_run_and_write_every_metric(tmp_path):
     assert all(row["macs_ratio"] > cfg.budget - 0.05 for row in saved["history"])
     assert abs(saved["macs_ratio"] - cfg.budget) < 0.02
     assert saved["stored_bytes"] == (tmp_path / "run" / "model.pt").stat().st_size
+    check_deployed_model_scores_as_the_run(tmp_path / "run")
     check_resume_restores_everything(cfg)
 
 

@@ -1,12 +1,12 @@
 """MLflow tracking rules against a real (SQLite) MLflow store: no server, no Ray, no training."""
-import json
 import os
 
 import torch
 
-from rtsearch.net import checkpoint
-from rtsearch.net.export import export
+from rtsearch.net.export import prune_static
+from rtsearch.net.fast import SkipNet
 from rtsearch.net.models import build_model
+from rtsearch.rl.deployed import DeployedModel, FixedRatios
 from rtsearch.search import registry, tracking
 
 
@@ -88,11 +88,11 @@ def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     runtime = [0.2] * net.num_layers
     files = tmp_path / "trial"
     files.mkdir()
-    export(net, static, str(files / "model.pt"))
-    (files / "metrics.json").write_text(json.dumps({"runtime_ratios": runtime}))
+    deployed = DeployedModel(SkipNet(net, static), FixedRatios(runtime), net.input_shape, prune_static(net, static))
+    torch.save(deployed, files / "deployed.pt")
     exp_id, parent = tracking.start_parent(uri, "demo", "demo budget 0.5", {"budget": 0.5}, {})
     child = trial_run(uri, exp_id, parent)
-    tracking.log_artifacts(uri, child.run_id, [str(files / "model.pt"), str(files / "metrics.json")])
+    tracking.log_artifacts(uri, child.run_id, [str(files / "deployed.pt")])
     version = registry.register_best(uri, exp_id, parent, "demo", "0.5", child.run_id)
     assert str(MlflowClient(uri).get_model_version_by_alias("demo", "best-0_5").version) == version
     mlflow.set_tracking_uri(uri)
@@ -100,12 +100,11 @@ def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         got = model(x)
-        exported = checkpoint.network(checkpoint.load(str(files / "model.pt"))).eval()
-        want = exported(x, None, torch.tensor(runtime))
-        masked = net(x, torch.tensor(static), torch.tensor(runtime))     # the network before export
+        masked = net(x, torch.tensor(static), torch.tensor(runtime))     # the masked network before export
+        skip = deployed(x)                                               # the skip path of deployed.pt
     assert got.shape == (4, 10)
-    torch.testing.assert_close(got, want)
     torch.testing.assert_close(got, masked, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got, skip, atol=1e-5, rtol=1e-4)
     info = mlflow.models.get_model_info("models:/demo@best-0_5")
     assert info.signature is not None and info.saved_input_example_info is not None
     # a second registration (another sweep of the same name) moves the alias to its new version

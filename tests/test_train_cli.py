@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, check_deployed_model_scores_as_the_run, run_cli, run_main
 
 METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", "macs_ratio_std", "params_ratio",
                   "stored_bytes", "score", "feasible", "iterations", "iters_to_best", "seconds", "mlflow_run_id"}
@@ -29,7 +29,11 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--finetune", "wide"], ["--finetune"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
-    assert_usage_error(run_cli("rtsearch.train", *args, timeout=60), *words)
+    assert_usage_error(run_main("rtsearch.train", *args), *words)
+
+
+def test_bad_input_exits_2_with_one_line_from_the_shell():
+    assert_usage_error(run_cli("rtsearch.train", "--budget", "0", timeout=60), "--budget", "(0, 1]")
 
 
 def test_empty_data_folder_exits_2(tmp_path):
@@ -125,6 +129,7 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
     assert f"resumed {out} after iteration 2" in resumed.stdout
     after = json.loads((out / "metrics.json").read_text())["history"]
     assert len(after) == 3 and after[:2] == before                   # continued, not started over
+    check_deployed_model_scores_as_the_run(out)
     # a resume must be the same kind of run
     assert_usage_error(run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--out", str(out),
                                "--resume", timeout=60), "--resume", "fixed_ratios")
@@ -136,3 +141,4 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
                        "1", "--finetune-epochs", epochs, "--out", str(folder)).returncode == 0
         states.append(torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"])
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
+

@@ -273,14 +273,16 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
 def check_registered_models(uri, name, summary, cwd):
     """Each budget's best trial is registered as <name>@best-<budget> (budget's point as "_"): loaded by
     alias with mlflow.pytorch.load_model it predicts logits on a batch of validation images, the same
-    as the exported model in the trial's last Tune checkpoint; the experiment opens as model training."""
+    as the masked network of the trial's last Tune checkpoint under its runtime policy; the experiment
+    opens as model training."""
     import mlflow
     import mlflow.pytorch
     import torch
     from mlflow.tracking import MlflowClient
 
     from rtsearch import data
-    from rtsearch.net import checkpoint
+    from rtsearch.net.supervised import policy_forward
+    from rtsearch.rl import deployed
     client = MlflowClient(uri)
     assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
     mlflow.set_tracking_uri(uri)
@@ -296,12 +298,10 @@ def check_registered_models(uri, name, summary, cwd):
             got = model(x)
         assert got.shape == (16, 10)
         folder = os.path.join(cwd, "runs", "tune", f"{name}-b{key}", f"trial_{best['trial_id']}")
-        exported = max(glob.glob(os.path.join(folder, "checkpoint_*", "model.pt")))
-        metrics = json.load(open(os.path.join(os.path.dirname(exported), "metrics.json")))
-        net = checkpoint.network(checkpoint.load(exported)).eval()
-        with torch.no_grad():
-            want = net(x, None, metrics.get("runtime_ratios"))
-        torch.testing.assert_close(got, want)
+        run = deployed.load(max(glob.glob(os.path.join(folder, "checkpoint_*", "best.pt"))))
+        with torch.no_grad():      # the masked network under the same policy, as the trial evaluated it
+            want = policy_forward(run.net, x, run.static_ratios, run.masked_policy())[0]
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         assert torch.equal(got.argmax(1), want.argmax(1))
 
 

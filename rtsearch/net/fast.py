@@ -146,9 +146,13 @@ class SkipNet(nn.Module):
         self.fc_bias = nn.Parameter(fc.bias.detach().clone(), requires_grad=False)
         self.plain_head = in_order is not None
         # NHWC: oneDNN's convolutions, the narrow ones above all, run faster on it (bench --latency)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.channels_last = channels_last      # a flag, not torch.channels_last: torch.save cannot pickle that
         self.to(memory_format=self.memory_format)
         self.eval()
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     @property
     def has_predictors(self) -> bool:

@@ -1,12 +1,14 @@
 """The deployed model of a run: its skip-path network (rtsearch.net.fast) driven by its runtime policy.
 
 `load(path)` reads a run's checkpoint.pt (with the agents in agents/ beside it) or best.pt (agents_best/)
-and returns a `Deployed`: the `SkipNet` under the run's static ratios and, for runs with a runtime
+and returns a `DeployedRun`: the `SkipNet` under the run's static ratios and, for runs with a runtime
 part, the runtime agent's greedy policy plus the calibration shift the run deployed, or the fixed
 runtime ratios of a uniform baseline run. Its cost at inference is part of the deployed latency.
+`DeployedRun.model()` is the same as one picklable `DeployedModel`; every run writes it as deployed.pt.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -20,11 +22,11 @@ from rtsearch.errors import UsageError
 from rtsearch.net import checkpoint
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
+from rtsearch.net.export import prune_static
 from rtsearch.net.fast import FastPolicy, SkipNet
 from rtsearch.net.models import GatedNet
 from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, layer_descriptors,
                                       observation_of)
-from rtsearch.rl.policies import deterministic_actions
 
 
 class DeployedPolicy:
@@ -50,6 +52,14 @@ class DeployedPolicy:
         self.lean = LeanActor(actor, self.descriptors, self.widths, self.budget) if LeanActor.fits(actor) else None
         self._macs, self._charged, self._state = 0.0, 0, None
 
+    def portable(self) -> "DeployedPolicy":
+        """A copy without the RLlib module where the agent runs as a `LeanActor` (it then pickles and
+        loads without RLlib); an LSTM agent keeps its module."""
+        copy_ = copy.copy(self)
+        if self.lean is not None:
+            copy_.module = None
+        return copy_
+
     def _count(self, ref, full: int, kept: list) -> int:
         if ref is None:
             return full
@@ -72,6 +82,7 @@ class DeployedPolicy:
             if pad:
                 importance = torch.cat([importance, importance.new_zeros(importance.shape[0], pad)], dim=1)
             obs = observation_of(importance, t, self.descriptors, self._macs, self.budget).numpy()
+            from rtsearch.rl.policies import deterministic_actions     # RLlib only for an LSTM agent
             actions, self._state = deterministic_actions(self.module, obs, 0.0, self.p_max, self._state)
             return float(actions.reshape(-1)[0])
         low, high = np.float32(0.0), np.float32(self.p_max)
@@ -166,27 +177,67 @@ def actor_network(module) -> Optional[torch.nn.Module]:
         return None
 
 
-def fixed_runtime(ratios) -> FastPolicy:
-    """A uniform baseline's runtime ratios, one per layer."""
-    ratios = [float(r) for r in ratios]
+class FixedRatios:
+    """A uniform baseline's runtime ratios, one per layer; it never looks at the importances."""
+    observes_importance = False
 
-    def policy(t, importance, kept):
-        return ratios[t]
+    def __init__(self, ratios):
+        self.ratios = [float(r) for r in ratios]
 
-    policy.observes_importance = False
-    return policy
+    def __call__(self, t: int, importance, kept) -> float:
+        return self.ratios[t]
+
+
+def fixed_runtime(ratios) -> FixedRatios:
+    return FixedRatios(ratios)
+
+
+class DeployedModel(torch.nn.Module):
+    """A run's deployed model as one picklable module: forward(x) -> logits (B, classes), the skip path
+    under the run's runtime policy (one input at a time; a whole batch at once without runtime pruning).
+    A feed-forward agent travels as plain tensors (`LeanActor`), so loading it needs no RLlib."""
+
+    def __init__(self, skip: SkipNet, policy: Optional[FastPolicy], input_shape, masked: GatedNet):
+        super().__init__()
+        # `masked`: the same network in masked form, statically pruned (model.pt): rtsearch.rl.traced
+        self.skip, self.masked, self.input_shape = skip, masked.eval(), tuple(input_shape)
+        self.policy = policy.portable() if isinstance(policy, DeployedPolicy) else policy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x, self.policy)
 
 
 @dataclass
-class Deployed:
+class DeployedRun:
     net: GatedNet                   # the masked network, the reference
     static_ratios: list
     skip: SkipNet
     policy: Optional[FastPolicy]    # None: no runtime pruning
     config: dict
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip(x, self.policy)
+    def model(self) -> DeployedModel:
+        return DeployedModel(self.skip, self.policy, self.net.input_shape, prune_static(self.net, self.static_ratios))
+
+    def masked_policy(self):
+        """The same policy on the masked network (a Walk policy), as the training loop evaluated it."""
+        from rtsearch.net.supervised import fixed_policy
+        policy = self.policy
+        if policy is None:
+            return fixed_policy([0.0] * self.net.num_layers)
+        if not isinstance(policy, DeployedPolicy):
+            return fixed_policy([float(policy(t, None, [])) for t in range(self.net.num_layers)])
+        from rtsearch.rl.policies import runtime_policy
+        cost = CostModel(self.net)
+        agent = runtime_policy(policy.module, self.net, cost, policy.descriptors, policy.budget, policy.p_max)
+        return lambda walk: (agent(walk) + policy.shift).clamp(0.0, policy.p_max)
+
+
+def write_model(checkpoint_path: str, out: str) -> None:
+    """Write the deployed model of a run's checkpoint (`load`) to `out`, for torch.load(out, weights_only=False)."""
+    model = load(checkpoint_path).model()
+    tmp = f"{out}.tmp"
+    torch.save(model, tmp)
+    os.replace(tmp, out)
 
 
 def runtime_module(agents_dir: str):
@@ -217,7 +268,7 @@ def untrained_module(num_layers: int, p_max: float, lstm: bool = False):
     return spec.build().eval()
 
 
-def load(path: str) -> Deployed:
+def load(path: str) -> DeployedRun:
     """The deployed model of a run's checkpoint.pt or best.pt (exit-2 UsageError if it is not one)."""
     state = checkpoint.load(path)
     net = checkpoint.network_of(state, path).eval()
@@ -236,4 +287,4 @@ def load(path: str) -> Deployed:
         module = runtime_module(os.path.join(os.path.dirname(os.path.abspath(path)), agents))
         policy = DeployedPolicy(module, net, ratios, config["budget"], config["p_max"],
                                 run_state.get("runtime_shift", 0.0))
-    return Deployed(net, [float(r) for r in ratios], SkipNet(net, ratios), policy, config)
+    return DeployedRun(net, [float(r) for r in ratios], SkipNet(net, ratios), policy, config)

@@ -1,8 +1,9 @@
 """One run end to end: `run(cfg)` starts from the cached dense model, then either fine-tunes under
 uniform ratios (`fixed_ratios`, the baseline) or runs the training iteration with both agents
-(rtsearch.rl.loop). The command line is rtsearch.train; the search calls `run` in every trial."""
+(rtsearch.rl.loop), and writes the deployed model of its best iteration (rtsearch.rl.deployed). The command line is rtsearch.train; the search calls `run` in every trial."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -14,6 +15,7 @@ from rtsearch.net import checkpoint, dense
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
+from rtsearch.rl import deployed
 from rtsearch.rl.record import RunRecord, finish
 
 
@@ -29,9 +31,13 @@ def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=
     if where.type != "cpu":
         log(f"device: {where} ({torch.cuda.get_device_name(where)})")
     if cfg.fixed_ratios:
-        return run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
-    from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
-    return run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
+        metrics = run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
+    else:
+        from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
+        metrics = run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
+    # the deployable model: static channels removed, runtime pruning on the skip path with its policy
+    deployed.write_model(os.path.join(cfg.out, "best.pt"), os.path.join(cfg.out, "deployed.pt"))
+    return metrics
 
 
 def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:

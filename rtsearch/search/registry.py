@@ -1,55 +1,31 @@
 """The sweep's best model in the MLflow Model Registry.
 
-When a budget's sweep finishes, the best completed trial's exported model (the storage-reduced
-network `model.pt` its child run holds, rtsearch/net/export.py) is logged to the budget's parent run
-as an MLflow PyTorch model, with a signature and an input example, registered under the
+When a budget's sweep finishes, the best completed trial's deployed model (below; its child run holds
+it as deployed.pt) is logged to the budget's parent run as an MLflow PyTorch model, with a signature and an input example, registered under the
 experiment's name, and given the alias `best-<budget>` with the budget's point written "_" (MLflow
 aliases allow no "."; aliases, not the deprecated stages):
 
     mlflow.pytorch.load_model("models:/<name>@best-0_5")(x)      # budget 0.5; logits, shape (batch, classes)
 
-What is packaged is `Deployed`: a plain `nn.Module` whose forward(x) is the exported network's
-forward with fixed runtime ratios. A fixed-ratio run (the baseline) packages its own uniform runtime
-ratios, so the model computes exactly what the trial evaluated. A run with agents decides runtime
-ratios per input with its runtime agent (an RLlib policy reading the network's importances layer by
-layer), which is not packaged: its model runs the statically pruned channels in full (runtime ratio
-0 on every layer), i.e. the trial's static pruning without its runtime gating, so it predicts at
-least as many MACs as the trial reported. Loading needs the rtsearch package importable (the
-pickled module's classes live in it).
+What is packaged is the trial's deployed model, deployed.pt (rtsearch.rl.deployed.DeployedModel, written
+by every run), in the masked form MLflow can store as a torch.export program (rtsearch.rl.traced): the
+network of its best iteration with the statically pruned channels removed, and its runtime policy
+(the runtime agent with its calibration shift, or a baseline's uniform ratios) choosing per input
+which channels count. It predicts what the trial evaluated; loading it needs neither rtsearch nor
+pickle. For the speed of the skip path, load deployed.pt itself (an artifact of the trial's run).
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import tempfile
 
 import torch
-from torch import nn
 
-from rtsearch.net import checkpoint
+from rtsearch.rl.traced import TraceableModel
 from rtsearch.search import tracking
 
 ALIAS_PREFIX = "best-"
-
-
-class Deployed(nn.Module):
-    """The exported (storage-reduced) network with fixed runtime ratios; forward(x) gives logits."""
-
-    def __init__(self, net: nn.Module, runtime_ratios):
-        super().__init__()
-        self.net = net.eval()
-        self.register_buffer("runtime_ratios", torch.as_tensor(runtime_ratios, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, None, self.runtime_ratios)
-
-
-def deployed(model_path: str, metrics: dict) -> Deployed:
-    """`Deployed` from a trial's exported model.pt and its metrics.json (see the module doc for the ratios)."""
-    net = checkpoint.network(checkpoint.load(model_path))
-    ratios = metrics.get("runtime_ratios") or [0.0] * net.num_layers
-    return Deployed(net, ratios).eval()
 
 
 def alias(budget_key: str) -> str:
@@ -71,10 +47,8 @@ def register_best(uri: str, experiment_id: str, parent_run_id: str, name: str, b
             contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         def fetch(path: str) -> str:
             return download_artifacts(run_id=trial_run_id, artifact_path=path, dst_path=folder, tracking_uri=uri)
-        with open(fetch("metrics.json")) as f:
-            metrics = json.load(f)
-        model = deployed(fetch("model.pt"), metrics)
-        example = torch.zeros(2, *model.net.input_shape)
+        model = TraceableModel(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
+        example = torch.zeros(2, *model.input_shape)
         with torch.no_grad():
             output = model(example).numpy()
         mlflow.set_tracking_uri(uri)

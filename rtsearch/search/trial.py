@@ -147,7 +147,8 @@ def trainable(config: dict) -> None:
         raise
     _stop(monitor)
     if tracker:
-        tracker.finish(metrics, [os.path.join(out, f) for f in ("metrics.json", "best.pt", "model.pt", "train.log")])
+        tracker.finish(metrics, [os.path.join(out, f) for f in ("metrics.json", "best.pt", "model.pt", "deployed.pt",
+                                                                      "train.log")])
     history = metrics.get("history") or []
     best = max(history, key=lambda r: r["score"]) if history else {}
     state["final"] = {"iteration": metrics["iterations"], SCORE: best.get("score", metrics["score"]), "final": True,

@@ -35,10 +35,8 @@ from rtsearch.net.baseline import budget_shift, uniform_ratios
 from rtsearch.net.cost import CostModel
 from rtsearch.net.fast import SkipNet
 from rtsearch.net.models import GatedNet, build_model
-from rtsearch.net.supervised import fixed_policy, policy_forward
+from rtsearch.net.supervised import policy_forward
 from rtsearch.rl import deployed
-from rtsearch.rl.observations import layer_descriptors
-from rtsearch.rl.policies import runtime_policy
 
 SYNTHETIC_STATIC = 0.25   # static ratio of every layer in the synthetic runtime + static rows
 P_MAX = 0.95
@@ -114,15 +112,6 @@ def macs_ratio(cost: CostModel, kept_rows: list, static_ratios, net: GatedNet) -
     return float(cost.macs_ratio(torch.tensor(kept_rows), static_kept).mean())
 
 
-def masked_policy(net: GatedNet, policy):
-    """The same policy as the training loop deploys it on the masked network."""
-    if not isinstance(policy, deployed.DeployedPolicy):   # fixed ratios of a uniform baseline run
-        return fixed_policy([float(policy(t, None, [])) for t in range(net.num_layers)])
-    cost = CostModel(net)
-    agent = runtime_policy(policy.module, net, cost, layer_descriptors(net, cost), policy.budget, policy.p_max)
-    return lambda walk: (agent(walk) + policy.shift).clamp(0.0, policy.p_max)
-
-
 def rows_for(net: GatedNet, static_only, policy, static, x1: torch.Tensor, xb: torch.Tensor, runs: int,
              threads: int, device: torch.device) -> list[dict]:
     """Every row for one network: x1 is the batch-1 pool, xb one batch (or None)."""
@@ -157,18 +146,16 @@ def rows_for(net: GatedNet, static_only, policy, static, x1: torch.Tensor, xb: t
             add(f"skip lam={lam}", 1, timed(per_input(skip, policy, x1), runs, threads, len(x1)), macs)
             add(f"replayed lam={lam}", 1, timed(per_input(skip, Replay(recorder.ratios), x1), runs, threads,
                                                 len(x1)), macs)
-        walk_policy = masked_policy(net.to(device), policy)
+        walk_policy = deployed.DeployedRun(net.to(device), static, nets["skip lam=0.5"], policy, {}).masked_policy()
         add("masked", 1, timed(lambda: [policy_forward(net, x1[i:i + 1], static, walk_policy)
                                         for i in range(len(x1))], runs, threads, len(x1)), macs)
         if xb is not None:
             b = len(xb)
             add("dense", b, timed(lambda: nets["dense"].run(xb), runs, threads), out[0]["macs_ratio"])
             add("static-only", b, timed(lambda: nets["static-only"].run(xb), runs, threads), out[1]["macs_ratio"])
-            for lam in ("0.5", "0"):
-                skip = nets[f"skip lam={lam}"]
-                kept = [skip.run(xb[i:i + 1], policy)[1] for i in range(b)]
-                add(f"skip lam={lam}", b, timed(per_input(skip, policy, xb), runs, threads),
-                    macs_ratio(cost, kept, static, net))
+            skip = nets["skip lam=0"]           # the faster skip path at batch 1 (slices, no gather)
+            kept = [skip.run(xb[i:i + 1], policy)[1] for i in range(b)]
+            add("skip lam=0", b, timed(per_input(skip, policy, xb), runs, threads), macs_ratio(cost, kept, static, net))
             add("masked", b, timed(lambda: policy_forward(net, xb, static, walk_policy), runs, threads),
                 out[-1]["macs_ratio"])
     return out
@@ -208,22 +195,32 @@ def measure(args, command: str, log=print) -> list[dict]:
                                                  and r["budget"] == budget and r["threads"] == threads for r in rows):
                         continue                    # batch 1 timed once per thread count
                     rows.append({"net": label, "budget": budget, **row})
+        if args.out:                # written as it goes, so a long study keeps what it measured
+            write(args.out, report(rows, command, where, thread_counts, started))
+    result = report(rows, command, where, thread_counts, started)
+    if args.out:
+        write(args.out, result)
+        log(f"wrote {os.path.splitext(args.out)[0]}.md and .json")
+    else:
+        print(markdown(result))
+    return rows
+
+
+def report(rows: list, command: str, where, thread_counts: list, started: float) -> dict:
     for row in rows:
         dense = next(r for r in rows if r["net"] == row["net"] and r["budget"] == row["budget"]
                      and r["batch"] == row["batch"] and r["threads"] == row["threads"] and r["row"] == "dense")
         row["latency_ratio"] = row["median_ms"] / dense["median_ms"]
-    report = {"command": command, "device": device_name(where), "torch": torch.__version__,
-              "threads": thread_counts, "seconds": time.time() - started, "rows": rows}
-    if args.out:
-        base = os.path.splitext(args.out)[0]
-        with open(base + ".json", "w") as f:
-            json.dump(report, f, indent=1)
-        with open(base + ".md", "w") as f:
-            f.write(markdown(report))
-        log(f"wrote {base}.md and {base}.json")
-    else:
-        print(markdown(report))
-    return rows
+    return {"command": command, "device": device_name(where), "torch": torch.__version__,
+            "threads": thread_counts, "seconds": time.time() - started, "rows": rows}
+
+
+def write(out: str, result: dict) -> None:
+    base = os.path.splitext(out)[0]
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(base + ".md", "w") as f:
+        f.write(markdown(result))
 
 
 def device_name(where: torch.device) -> str:
@@ -233,12 +230,78 @@ def device_name(where: torch.device) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Device: {report['device']}; torch {report['torch']}; threads {report['threads']}; "
-             f"{report['seconds']:.0f} s.", "", f"    {report['command']}", "",
-             "| network | budget | batch | threads | row | MACs ratio | median ms | IQR ms | latency ratio "
-             "| latency / MACs |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
+    rows = report["rows"]
+    lines = ["# Latency against MACs", "",
+             f"Device: {report['device']}; torch {report['torch']}; threads {report['threads']}; "
+             f"{report['seconds']:.0f} s in all. Produced by:", "", f"    {report['command']}", "",
+             "Rows (rtsearch/studies/latency.py): *dense* the plain network; *static-only* the exported network "
+             "with the statically pruned channels removed; *skip* runtime + static pruning on the skip path with "
+             "the runtime agent deciding per input (lam = 0.5 gathers the kept filters, lam = 0 slices them); "
+             "*replayed* the same keep counts without the agent (at lam = 0 also without the importance "
+             "predictors); *masked* the masked reference under the same policy (it computes dense MACs; its MACs "
+             "figure is nominal). Batch 1: latency per input over a pool of 8 inputs; batch B: latency of one "
+             "batch, the skip path running input by input. Latency ratio: against dense at the same batch and "
+             "threads. Medians and interquartile ranges of at least 30 timed runs (torch.utils.benchmark).", ""]
+    lines += targets(rows) + [""]
+    lines += ["| network | budget | batch | threads | row | MACs ratio | median ms | IQR ms | latency ratio "
+              "| latency / MACs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
         lines.append(f"| {r['net']} | {r['budget']} | {r['batch']} | {r['threads']} | {r['row']} | "
                      f"{r['macs_ratio']:.3f} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | "
                      f"{r['latency_ratio']:.3f} | {r['latency_ratio'] / r['macs_ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows: list) -> list:
+    """The figures the deployment targets are about, read off the rows: static-only at the largest batch
+    (target latency ratio <= 1.1 x MACs ratio), the skip path with its agent at batch 1 (<= 1.3 x), and
+    what the agent and the predictors cost per input at batch 1."""
+    def find(net, budget, batch, threads, row):
+        return next((r for r in rows if (r["net"], r["budget"], r["batch"], r["threads"], r["row"])
+                     == (net, budget, batch, threads, row)), None)
+
+    out = ["| network | budget | threads | static-only, largest batch: latency / MACs (target <= 1.1) "
+           "| skip lam=0 + agent, batch 1: latency / MACs (target <= 1.3) | best batch-1 runtime row | agent ms "
+           "per input (lam=0.5) | agent + predictors ms (lam=0) |", "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["net"], r["budget"], r["threads"]) for r in rows}, key=lambda k: (k[0], -float(k[1] or 0), k[2]))
+    for net, budget, threads in keys:
+        batch = max(r["batch"] for r in rows if r["net"] == net)
+        static = find(net, budget, batch, threads, "static-only")
+        skip = {lam: find(net, budget, 1, threads, f"skip lam={lam}") for lam in ("0.5", "0")}
+        replay = {lam: find(net, budget, 1, threads, f"replayed lam={lam}") for lam in ("0.5", "0")}
+        if not (static and all(skip.values()) and all(replay.values())):
+            continue
+        ratio = lambda r: r["latency_ratio"] / r["macs_ratio"]      # noqa: E731
+        best = min((r for r in (skip["0.5"], skip["0"])), key=lambda r: r["median_ms"])
+        out.append(f"| {net} | {budget} | {threads} | {ratio(static):.2f} (batch {batch}) | {ratio(skip['0']):.2f} | "
+                   f"{best['row']}: {ratio(best):.2f} | "
+                   f"{skip['0.5']['median_ms'] - replay['0.5']['median_ms']:.3f} | "
+                   f"{skip['0']['median_ms'] - replay['0']['median_ms']:.3f} |")
+    return out
+
+
+def profile(name: str, shape: tuple, budgets: list, batch: int, threads: int = 1) -> str:
+    """Where a batch's time goes: torch.profiler's busiest operators for the dense and the static-only
+    network of each budget (markdown), one thread, after warm-up."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    torch.set_num_threads(threads)
+    net = without_predictors(build_model(name, shape, 10, lam=0.0).eval())
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(2))
+    lines = [f"Operators of `{name}` at batch {batch}, {threads} thread(s), 3 timed forwards after one warm-up "
+             "(self CPU time):", ""]
+    for label, ratios in [("dense", [0.0] * net.num_layers)] + [
+            (f"static-only, budget {b}", uniform_ratios(CostModel(net, predictors=False), b, "static-only")[0].tolist())
+            for b in budgets]:
+        skip = SkipNet(net, ratios)
+        with torch.no_grad():
+            skip.run(x)
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    skip.run(x)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events) / 3e3
+        top = ", ".join(f"{e.key} {e.self_cpu_time_total / 3e3:.1f} ms ({e.count // 3})" for e in events[:4])
+        lines.append(f"- {label} (inner widths {skip.widths[:1] + skip.widths[-1:]}): {total:.1f} ms per batch; "
+                     f"{top}")
     return "\n".join(lines) + "\n"
