@@ -45,6 +45,9 @@ def parse_args(argv=None):
                    metavar="MODEL:C,H,W", help="with --latency and no --checkpoint: synthetic networks to time")
     p.add_argument("--budgets", default="0.5,0.15,0.08", help="with --latency: MACs budgets, comma-separated")
     p.add_argument("--batch-sizes", default="1,64", help="with --latency: batch sizes, comma-separated")
+    p.add_argument("--batch-runtime-budgets", default=None,
+                   help="with --latency: time the runtime rows at batch sizes above 1 only at these budgets "
+                        "(default: every budget; dense and static-only are timed at every one)")
     p.add_argument("--device", default="cpu", help="with --latency: cpu, cuda or auto")
     p.add_argument("--threads", default=None, help="with --latency: thread counts, comma-separated "
                                                    "(default: 1 and all)")
@@ -101,6 +104,8 @@ def check_latency(args):
     device.check(args.device)
     args.budgets = numbers(args.budgets, "--budgets", float, 1e-3, 1.0)
     args.batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int, 1, 4096)
+    if args.batch_runtime_budgets is not None:
+        args.batch_runtime_budgets = numbers(args.batch_runtime_budgets, "--batch-runtime-budgets", float, 1e-3, 1.0)
     if args.threads is not None:
         args.threads = numbers(args.threads, "--threads", int, 1, 1024)
     args.networks = [network_spec(spec, "--networks") for spec in args.networks]

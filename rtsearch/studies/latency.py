@@ -40,7 +40,7 @@ from rtsearch.rl import deployed
 
 SYNTHETIC_STATIC = 0.25   # static ratio of every layer in the synthetic runtime + static rows
 P_MAX = 0.95
-POOL = 8                  # inputs per batch-1 timing (their keep counts differ)
+POOL = 4                  # inputs per batch-1 timing (their keep counts differ)
 
 
 def timed(fn, runs: int, threads: int, per: int = 1) -> dict:
@@ -113,8 +113,9 @@ def macs_ratio(cost: CostModel, kept_rows: list, static_ratios, net: GatedNet) -
 
 
 def rows_for(net: GatedNet, static_only, policy, static, x1: torch.Tensor, xb: torch.Tensor, runs: int,
-             threads: int, device: torch.device) -> list[dict]:
-    """Every row for one network: x1 is the batch-1 pool, xb one batch (or None)."""
+             threads: int, device: torch.device, runtime_batch: bool = True) -> list[dict]:
+    """Every row for one network: x1 is the batch-1 pool, xb one batch (or None); `runtime_batch` False
+    times only dense and static-only at that batch (the runtime rows there take minutes)."""
     cost, plain = CostModel(net), without_predictors(net)
     static_cost = CostModel(net, predictors=False)
     lam0 = copy.deepcopy(net)
@@ -153,6 +154,8 @@ def rows_for(net: GatedNet, static_only, policy, static, x1: torch.Tensor, xb: t
             b = len(xb)
             add("dense", b, timed(lambda: nets["dense"].run(xb), runs, threads), out[0]["macs_ratio"])
             add("static-only", b, timed(lambda: nets["static-only"].run(xb), runs, threads), out[1]["macs_ratio"])
+            if not runtime_batch:
+                return out
             skip = nets["skip lam=0"]           # the faster skip path at batch 1 (slices, no gather)
             kept = [skip.run(xb[i:i + 1], policy)[1] for i in range(b)]
             add("skip lam=0", b, timed(per_input(skip, policy, xb), runs, threads), macs_ratio(cost, kept, static, net))
@@ -190,7 +193,8 @@ def measure(args, command: str, log=print) -> list[dict]:
             for b in batches or [None]:
                 xb = None if b is None else torch.randn(b, *shape, generator=gen)
                 log(f"timing {label} at budget {budget}, batch 1{f' and {b}' if b else ''}, {threads} thread(s)")
-                for row in rows_for(net, static_only, policy, static, x1, xb, args.runs, threads, where):
+                runtime_batch = not args.batch_runtime_budgets or budget in args.batch_runtime_budgets
+                for row in rows_for(net, static_only, policy, static, x1, xb, args.runs, threads, where, runtime_batch):
                     if row["batch"] == 1 and any(r["batch"] == 1 and r["row"] == row["row"] and r["net"] == label
                                                  and r["budget"] == budget and r["threads"] == threads for r in rows):
                         continue                    # batch 1 timed once per thread count
@@ -239,7 +243,7 @@ def markdown(report: dict) -> str:
              "the runtime agent deciding per input (lam = 0.5 gathers the kept filters, lam = 0 slices them); "
              "*replayed* the same keep counts without the agent (at lam = 0 also without the importance "
              "predictors); *masked* the masked reference under the same policy (it computes dense MACs; its MACs "
-             "figure is nominal). Batch 1: latency per input over a pool of 8 inputs; batch B: latency of one "
+             "figure is nominal). Batch 1: latency per input over a pool of 4 inputs; batch B: latency of one "
              "batch, the skip path running input by input. Latency ratio: against dense at the same batch and "
              "threads. Medians and interquartile ranges of at least 30 timed runs (torch.utils.benchmark).", ""]
     lines += targets(rows) + [""]
