@@ -24,8 +24,8 @@ from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.export import prune_static
 from rtsearch.net.fast import FastPolicy, SkipNet
-from rtsearch.net.models import GatedNet
-from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, layer_descriptors,
+from rtsearch.net.models import GatedNet, Walk
+from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, current_importance, layer_descriptors,
                                       observation_of)
 
 
@@ -138,7 +138,7 @@ class LeanActor:
 
     def __call__(self, t: int, importance: torch.Tensor, macs: float) -> float:
         with torch.no_grad():
-            ordered = importance[0].float().sort(descending=True).values
+            ordered = importance[0].float().cpu().sort(descending=True).values   # the agent runs on the CPU
             top = ordered[0]
             summary = (ordered / (top + EPS)) @ self.resample[t][:len(ordered)]
             clip = lambda v: min(max(v, -OBS_BOUND), OBS_BOUND)     # noqa: E731
@@ -204,7 +204,14 @@ class DeployedModel(torch.nn.Module):
         self.policy = policy.portable() if isinstance(policy, DeployedPolicy) else policy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip(x, self.policy)
+        """One input: the skip path. A batch: the masked network with the policy run batched, measured
+        faster than the skip path input by input on CPU (results/latency.md; an LSTM agent, which cannot
+        run batched here, takes the skip path)."""
+        lstm = isinstance(self.policy, DeployedPolicy) and self.policy.lean is None
+        if x.shape[0] == 1 or self.policy is None or lstm:
+            return self.skip(x, self.policy)
+        with torch.no_grad():
+            return masked_forward(self.masked, self.policy, x)
 
 
 @dataclass
@@ -288,3 +295,55 @@ def load(path: str) -> DeployedRun:
         policy = DeployedPolicy(module, net, ratios, config["budget"], config["p_max"],
                                 run_state.get("runtime_shift", 0.0))
     return DeployedRun(net, [float(r) for r in ratios], SkipNet(net, ratios), policy, config)
+
+
+def masked_forward(net: GatedNet, policy: Optional[FastPolicy], x: torch.Tensor) -> torch.Tensor:
+    """A batch through the masked network (statically pruned already), every input with its own runtime
+    ratios from `policy` (None, `FixedRatios`, or a feed-forward `DeployedPolicy` run batched)."""
+    walk = net.walk(x)
+    macs = x.new_zeros(x.shape[0])
+    while not walk.done:
+        B = walk.h.shape[0]
+        if policy is None:
+            ratio = walk.h.new_zeros(B)
+        elif isinstance(policy, FixedRatios):
+            ratio = walk.h.new_full((B,), policy.ratios[walk.t])
+        else:
+            if walk.t:
+                macs = macs + charged(policy, walk, walk.t - 1)
+            mean = batched_mean(policy.lean, walk.t, current_importance(walk), macs)
+            action = ((mean + 1.0) * policy.p_max / 2.0).clamp(0.0, policy.p_max)
+            ratio = (action + policy.shift).clamp(0.0, policy.p_max)
+        walk.step(ratio)
+    return walk.logits()
+
+
+def charged(policy: DeployedPolicy, walk: Walk, layer: int) -> torch.Tensor:
+    """(B,) MACs (fraction of dense) each input spent on `layer`, as `DeployedPolicy._charge` counts them."""
+    kept = walk.kept
+
+    def count(ref, full):
+        if ref is None:
+            return full
+        kind, t = ref
+        if kind != "runtime":
+            return policy.static_kept[t]
+        return kept[t].to(walk.h.dtype) if t < len(kept) else policy.widths[t]
+
+    total = walk.h.new_zeros(walk.h.shape[0])
+    for in_ref, in_full, out_ref, out_full, factor in policy.parts[layer]:
+        total = total + count(in_ref, in_full) * count(out_ref, out_full) * factor
+    return total / policy.dense_macs
+
+
+def batched_mean(lean, t: int, importance: torch.Tensor, macs: torch.Tensor) -> torch.Tensor:
+    """`LeanActor` on a batch: (B, C_t) importances and (B,) MACs so far -> (B,) mean actions."""
+    ordered = importance.float().sort(dim=1, descending=True).values
+    top = ordered[:, :1]
+    summary = (ordered / (top + EPS)) @ lean.resample[t][:ordered.shape[1]]
+    extra = torch.stack([macs, macs - lean.budget * lean.cum[t], torch.log1p(top[:, 0].clamp(min=0))], dim=1)
+    h = lean.const[t] + summary.clamp(-OBS_BOUND, OBS_BOUND) @ lean.w_summary.T \
+        + extra.clamp(-OBS_BOUND, OBS_BOUND) @ lean.w_extra.T
+    for activation, (w, b) in zip(lean.activations, lean.rest):
+        h = F.linear(torch.tanh(h) if activation is torch.nn.Tanh else F.relu(h), w, b)
+    return h[:, 0]

@@ -10,12 +10,8 @@ Same predictions as deployed.pt (to float rounding), not its speed.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from rtsearch.net.models import Walk
-from rtsearch.net.pruning import EPS
-from rtsearch.rl.deployed import DeployedModel, DeployedPolicy, FixedRatios
-from rtsearch.rl.observations import OBS_BOUND, current_importance
+from rtsearch.rl.deployed import DeployedModel, DeployedPolicy, FixedRatios, masked_forward
 
 
 class TraceableModel(torch.nn.Module):
@@ -31,54 +27,4 @@ class TraceableModel(torch.nn.Module):
         self.net, self.policy, self.input_shape = model.masked, policy, model.input_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        walk = self.net.walk(x)
-        macs = x.new_zeros(x.shape[0])
-        while not walk.done:
-            if walk.t:
-                macs = macs + charged(self.policy, walk, walk.t - 1) if isinstance(self.policy, DeployedPolicy) \
-                    else macs
-            walk.step(self.ratios(walk, macs))
-        return walk.logits()
-
-    def ratios(self, walk: Walk, macs: torch.Tensor) -> torch.Tensor:
-        B = walk.h.shape[0]
-        if self.policy is None:
-            return walk.h.new_zeros(B)
-        if isinstance(self.policy, FixedRatios):
-            return walk.h.new_full((B,), self.policy.ratios[walk.t])
-        p = self.policy
-        mean = batched_mean(p.lean, walk.t, current_importance(walk), macs)
-        low, high = 0.0, p.p_max
-        action = (low + (mean + 1.0) * (high - low) / 2.0).clamp(low, high)
-        return (action + p.shift).clamp(0.0, p.p_max)
-
-
-def charged(policy: DeployedPolicy, walk: Walk, layer: int) -> torch.Tensor:
-    """(B,) MACs (fraction of dense) each input spent on `layer`, as `DeployedPolicy._charge` counts them."""
-    kept = walk.kept
-
-    def count(ref, full):
-        if ref is None:
-            return full
-        kind, t = ref
-        if kind != "runtime":
-            return policy.static_kept[t]
-        return kept[t].to(walk.h.dtype) if t < len(kept) else policy.widths[t]
-
-    total = walk.h.new_zeros(walk.h.shape[0])
-    for in_ref, in_full, out_ref, out_full, factor in policy.parts[layer]:
-        total = total + count(in_ref, in_full) * count(out_ref, out_full) * factor
-    return total / policy.dense_macs
-
-
-def batched_mean(lean, t: int, importance: torch.Tensor, macs: torch.Tensor) -> torch.Tensor:
-    """`LeanActor` on a batch: (B, C_t) importances and (B,) MACs so far -> (B,) mean actions."""
-    ordered = importance.float().sort(dim=1, descending=True).values
-    top = ordered[:, :1]
-    summary = (ordered / (top + EPS)) @ lean.resample[t][:ordered.shape[1]]
-    extra = torch.stack([macs, macs - lean.budget * lean.cum[t], torch.log1p(top[:, 0].clamp(min=0))], dim=1)
-    h = lean.const[t] + summary.clamp(-OBS_BOUND, OBS_BOUND) @ lean.w_summary.T \
-        + extra.clamp(-OBS_BOUND, OBS_BOUND) @ lean.w_extra.T
-    for activation, (w, b) in zip(lean.activations, lean.rest):
-        h = F.linear(torch.tanh(h) if activation is torch.nn.Tanh else F.relu(h), w, b)
-    return h[:, 0]
+        return masked_forward(self.net, self.policy, x)
