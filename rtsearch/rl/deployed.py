@@ -300,6 +300,8 @@ def load(path: str) -> DeployedRun:
 def masked_forward(net: GatedNet, policy: Optional[FastPolicy], x: torch.Tensor) -> torch.Tensor:
     """A batch through the masked network (statically pruned already), every input with its own runtime
     ratios from `policy` (None, `FixedRatios`, or a feed-forward `DeployedPolicy` run batched)."""
+    if isinstance(policy, DeployedPolicy) and policy.lean is None:
+        raise ValueError("an LSTM runtime agent does not run batched here: take the skip path, one input at a time")
     walk = net.walk(x)
     macs = x.new_zeros(x.shape[0])
     while not walk.done:
