@@ -7,7 +7,7 @@ import torch
 
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
-from rtsearch.net.export import export
+from rtsearch.net.export import export, prune_static
 from rtsearch.net.models import build_model
 
 CASES = [("small", (1, 28, 28)), ("resnet20", (3, 32, 32))]
@@ -123,3 +123,10 @@ def test_cli_bad_checkpoint(tmp_path, kind):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_prune_static_works_under_no_grad():
+    net = build_model("small").eval()
+    with torch.no_grad():
+        pruned = prune_static(net, [0.5] * net.num_layers)
+    assert pruned.widths == [8, 16, 16, 32, 32]

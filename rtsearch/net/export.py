@@ -32,9 +32,10 @@ def prune_static(net: GatedNet, static_ratios) -> GatedNet:
     pruned = copy.deepcopy(net).eval()  # eval: the trace must not update BN running statistics
     removed = [(~g.static_keep(r)).nonzero().flatten().tolist() for g, r in zip(pruned.gates, ratios)]
     device = next(pruned.parameters()).device
-    graph = tp.DependencyGraph().build_dependency(
-        pruned, example_inputs=torch.zeros(1, *pruned.input_shape, device=device),
-        unwrapped_parameters=[(g.static_importance, 0) for g in pruned.gates])
+    with torch.enable_grad():   # the trace follows autograd, whatever the caller's grad mode
+        graph = tp.DependencyGraph().build_dependency(
+            pruned, example_inputs=torch.zeros(1, *pruned.input_shape, device=device),
+            unwrapped_parameters=[(g.static_importance, 0) for g in pruned.gates])
     for gate, idxs in zip(pruned.gates, removed):
         if idxs:
             graph.get_pruning_group(gate.conv, tp.prune_conv_out_channels, idxs=idxs).prune()
