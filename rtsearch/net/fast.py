@@ -154,10 +154,6 @@ class SkipNet(nn.Module):
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
-    @property
-    def has_predictors(self) -> bool:
-        return self.layers[0].predictor is not None
-
     def run(self, x: torch.Tensor, policy: Optional[FastPolicy] = None) -> tuple[torch.Tensor, list]:
         """Logits and the channels computed per layer. With a policy x is one input (1, C, H, W);
         without one (runtime ratio 0) any batch runs at once."""

@@ -7,7 +7,6 @@ the static one (same for every input, removed for good at export) and the runtim
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -110,7 +109,3 @@ class GatedConv(nn.Module):
 def uniform_ratio(value: float, layers: int) -> torch.Tensor:
     return torch.full((layers,), float(value))
 
-
-def channels_for_ratio(ratio: float, channels: int) -> int:
-    """Plain-Python twin of keep_count, for reporting."""
-    return max(1, min(channels, math.ceil((1.0 - ratio) * channels - 1e-6)))

@@ -24,7 +24,7 @@ from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.export import prune_static
 from rtsearch.net.fast import FastPolicy, SkipNet
-from rtsearch.net.models import GatedNet, Walk
+from rtsearch.net.models import GatedNet
 from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, current_importance, layer_descriptors,
                                       observation_of)
 
@@ -66,8 +66,9 @@ class DeployedPolicy:
         kind, t = ref
         return (kept[t] if t < len(kept) else self.widths[t]) if kind == "runtime" else self.static_kept[t]
 
-    def _charge(self, t: int, kept: list) -> float:
-        """MACs layer t cost (fraction of dense), as `MacsMeter.spent` counts them."""
+    def charge(self, t: int, kept: list):
+        """MACs layer t cost (fraction of dense), as `MacsMeter.spent` counts them; `kept` holds the channels
+        computed at the layers walked so far: ints for one input, (B,) count tensors for a batch."""
         return sum(self._count(i, fi, kept) * self._count(o, fo, kept) * f for i, fi, o, fo, f in self.parts[t]) \
             / self.dense_macs
 
@@ -92,7 +93,7 @@ class DeployedPolicy:
         if t == 0:
             self._macs, self._charged, self._state = 0.0, 0, None
         while self._charged < t:                    # charge the layers walked since the last call
-            self._macs += self._charge(self._charged, kept)
+            self._macs += self.charge(self._charged, kept)
             self._charged += 1
         ratio = self._greedy(t, importance)
         # float32 arithmetic, as the masked path adds the shift to a float32 tensor
@@ -186,10 +187,6 @@ class FixedRatios:
 
     def __call__(self, t: int, importance, kept) -> float:
         return self.ratios[t]
-
-
-def fixed_runtime(ratios) -> FixedRatios:
-    return FixedRatios(ratios)
 
 
 class DeployedModel(torch.nn.Module):
@@ -288,7 +285,7 @@ def load(path: str) -> DeployedRun:
     policy, method = None, config.get("method", "both")
     if config.get("fixed_ratios"):    # a uniform baseline: its ratios follow from the budget
         runtime = uniform_ratios(CostModel(net, predictors=method != "static-only"), config["budget"], method)[1]
-        policy = fixed_runtime(runtime) if float(runtime.max()) > 0 else None
+        policy = FixedRatios(runtime) if float(runtime.max()) > 0 else None
     elif config and method != "static-only":
         agents = "agents_best" if os.path.basename(path) == "best.pt" else "agents"
         module = runtime_module(os.path.join(os.path.dirname(os.path.abspath(path)), agents))
@@ -312,30 +309,12 @@ def masked_forward(net: GatedNet, policy: Optional[FastPolicy], x: torch.Tensor)
             ratio = walk.h.new_full((B,), policy.ratios[walk.t])
         else:
             if walk.t:
-                macs = macs + charged(policy, walk, walk.t - 1)
+                macs = macs + policy.charge(walk.t - 1, walk.kept)
             mean = batched_mean(policy.lean, walk.t, current_importance(walk), macs)
             action = ((mean + 1.0) * policy.p_max / 2.0).clamp(0.0, policy.p_max)
             ratio = (action + policy.shift).clamp(0.0, policy.p_max)
         walk.step(ratio)
     return walk.logits()
-
-
-def charged(policy: DeployedPolicy, walk: Walk, layer: int) -> torch.Tensor:
-    """(B,) MACs (fraction of dense) each input spent on `layer`, as `DeployedPolicy._charge` counts them."""
-    kept = walk.kept
-
-    def count(ref, full):
-        if ref is None:
-            return full
-        kind, t = ref
-        if kind != "runtime":
-            return policy.static_kept[t]
-        return kept[t].to(walk.h.dtype) if t < len(kept) else policy.widths[t]
-
-    total = walk.h.new_zeros(walk.h.shape[0])
-    for in_ref, in_full, out_ref, out_full, factor in policy.parts[layer]:
-        total = total + count(in_ref, in_full) * count(out_ref, out_full) * factor
-    return total / policy.dense_macs
 
 
 def batched_mean(lean, t: int, importance: torch.Tensor, macs: torch.Tensor) -> torch.Tensor:

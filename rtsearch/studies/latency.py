@@ -99,14 +99,14 @@ def synthetic(name: str, shape: tuple, budget: float, pool: torch.Tensor):
     static_only = uniform_ratios(CostModel(net, predictors=False), budget, "static-only")[0].tolist()
     static = [SYNTHETIC_STATIC] * net.num_layers
     skip, cost = SkipNet(net, static), CostModel(net)
-    module = deployed.untrained_module(net.num_layers, P_MAX)
+    policy = deployed.DeployedPolicy(deployed.untrained_module(net.num_layers, P_MAX), net, static, budget, P_MAX)
 
     def macs_at(shift: float) -> float:
-        policy = deployed.DeployedPolicy(module, net, static, budget, P_MAX, shift)
+        policy.shift = shift
         return macs_ratio(cost, [skip.run(pool[i:i + 1], policy)[1] for i in range(len(pool))], static, net)
 
-    shift = budget_shift(macs_at, budget, P_MAX)
-    return net, static_only, deployed.DeployedPolicy(module, net, static, budget, P_MAX, shift), static
+    policy.shift = budget_shift(macs_at, budget, P_MAX)
+    return net, static_only, policy, static
 
 
 def macs_ratio(cost: CostModel, kept_rows: list, static_ratios, net: GatedNet) -> float:
@@ -170,7 +170,7 @@ def configurations(args):
     """(label, net, static-only ratios, policy, static ratios, input shape) for every timed network."""
     if args.checkpoint:
         run = deployed.load(args.checkpoint)
-        policy = run.policy or deployed.fixed_runtime([0.0] * run.net.num_layers)
+        policy = run.policy or deployed.FixedRatios([0.0] * run.net.num_layers)
         yield (f"{args.checkpoint} ({run.net.name}, budget {run.config.get('budget', '-')})", run.net,
                run.static_ratios, policy, run.static_ratios, run.net.input_shape, run.config.get("budget"))
         return
