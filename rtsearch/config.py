@@ -38,6 +38,8 @@ class RunConfig:
     explore_std: float = 0.15      # sandwich: noise on the agent's runtime ratios in its fine-tuning path
     agent_share: float = 0.0       # share of the training split kept out of fine-tuning for the agents' rewards
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
+    calibration_images: int = 256  # validation images the shift is bisected on (0: all of them; see rl/loop.py)
+    holdout_share: float = 0.0     # share of the training split no phase touches (the search re-ranks its top trials there)
     mlflow_run_id: str | None = None
 
     @property

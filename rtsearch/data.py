@@ -22,11 +22,23 @@ class Splits:
     input_shape: tuple[int, int, int]
     num_classes: int
     augment: bool = False       # train with random crops (padding 4) and horizontal flips: CIFAR
+    holdout: tuple[torch.Tensor, torch.Tensor] | None = None   # see hold_out
 
     def to(self, device) -> "Splits":
         """The same splits on `device`, moved once for the whole run (not per batch or layer)."""
-        move = lambda part: (part[0].to(device), part[1].to(device))  # noqa: E731
-        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
+        move = lambda part: (part[0].to(device), part[1].to(device)) if part is not None else None  # noqa: E731
+        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test),
+                       holdout=move(self.holdout))
+
+
+def hold_out(splits: Splits, share: float, seed: int) -> Splits:
+    """Move `share` of the training split into `holdout`, which nothing in a run trains, rewards,
+    calibrates or ranks on: the search re-evaluates its top trials there before naming the best
+    (a few hundred validation images, used by every trial to steer, leave ties and noise)."""
+    if share <= 0:
+        return splits
+    rest, held = split_off(splits.train, share, seed + 1)   # not the agents' share (split_off(.., seed))
+    return replace(splits, train=rest, holdout=held)
 
 
 def _standardise(x: np.ndarray, reference: np.ndarray) -> torch.Tensor:

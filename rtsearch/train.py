@@ -49,6 +49,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                    help="fine-tuning passes over the training split per iteration")
     p.add_argument("--no-calibrate", action="store_true",
                    help="deploy the runtime agent's ratios as they are, without the shift onto the budget")
+    p.add_argument("--calibration-images", type=int, default=RunConfig.calibration_images,
+                   help="validation images the shift onto the budget is found on (0: the whole split)")
     for name in ("lr-runtime", "lr-static", "lr-finetune", "beta-f", "eta-f", "beta-p", "lam", "p-max"):
         p.add_argument(f"--{name}", type=float, default=getattr(RunConfig, name.replace("-", "_")))
     args = p.parse_args(argv)
@@ -71,6 +73,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         raise UsageError(f"--agent-share must be in [0, 1), got {args.agent_share:g}")
     if not args.explore_std >= 0:
         raise UsageError(f"--explore-std must be 0 or more, got {args.explore_std:g}")
+    if args.calibration_images < 0:
+        raise UsageError(f"--calibration-images must be 0 (the whole split) or more, got {args.calibration_images}")
     if args.finetune_epochs < 1:
         raise UsageError(f"--finetune-epochs must be at least 1, got {args.finetune_epochs}")
     if not 0.0 <= args.lam <= 1.0:
@@ -86,7 +90,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     lr_static=args.lr_static, lr_finetune=args.lr_finetune, beta_f=args.beta_f, eta_f=args.eta_f,
                     beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
-                    agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device)
+                    agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
+                    calibration_images=args.calibration_images)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}

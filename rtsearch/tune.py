@@ -17,6 +17,7 @@ from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.search.names import SEARCHES, budget_key
+from rtsearch.search.report import HOLDOUT_SHARE, TOP_FEW
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray on this machine)")
     p.add_argument("--search", choices=SEARCHES, default="tpe")
+    p.add_argument("--holdout-share", type=float, default=HOLDOUT_SHARE,
+                   help=f"share of the training split no trial sees; the top {TOP_FEW} trials by validation are "
+                        f"re-evaluated there to name the best (0: validation alone; default {HOLDOUT_SHARE})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-env-runners", type=int, default=0, help="RLlib rollout workers per trial (1 CPU each)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each trial reserves (with --device auto|cuda)")
@@ -69,6 +73,8 @@ def parse_args(argv=None):
     if args.budget is None and args.name is None:
         raise UsageError("--resume needs the sweep's --name (or the --budget it was started with): pass --name NAME")
     budgets = parse_budgets(args.budget) if args.budget is not None else None
+    if not 0.0 <= args.holdout_share <= 0.5:
+        raise UsageError(f"--holdout-share must be in [0, 0.5], got {args.holdout_share:g}: pass e.g. --holdout-share 0.15")
     if not 0 <= args.seed < 2 ** 32:
         raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
     for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", args.max_iterations, 1),

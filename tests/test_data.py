@@ -44,3 +44,28 @@ def test_imagefolder_reads_images_and_names_an_unreadable_one(tmp_path):
     (tmp_path / "a" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(data.DataError, match="broken.png"):
         data.load("imagefolder", data_dir=str(tmp_path), image_size=16)
+
+
+def test_held_out_images_leave_the_training_split_and_a_run_scores_them(tmp_path):
+    from rtsearch.config import RunConfig
+    from rtsearch.rl.run import run
+    from rtsearch.rl.world import train_split
+    splits = data.load("digits", 0)
+    held = data.hold_out(splits, 0.15, 0)
+    assert len(held.holdout[0]) == round(0.15 * len(splits.train[0]))
+    assert len(held.train[0]) + len(held.holdout[0]) == len(splits.train[0])
+    rows = lambda x: {tuple(r.flatten().tolist()) for r in x}      # noqa: E731
+    assert not rows(held.train[0]) & rows(held.holdout[0])            # disjoint ...
+    assert rows(held.train[0]) | rows(held.holdout[0]) == rows(splits.train[0])     # ... and nothing lost
+    assert data.hold_out(splits, 0.0, 0) is splits
+    assert torch.equal(data.hold_out(data.load("digits", 0), 0.15, 0).holdout[0], held.holdout[0])   # by seed
+    # the agents' rewards come from the training split less the held-out images, too
+    env_x = train_split({"dataset": "digits", "seed": 0, "holdout_share": 0.15})[0]
+    assert torch.equal(env_x, held.train[0])
+    cfg = RunConfig(dataset="digits", budget=0.5, iterations=1, fixed_ratios=True, method="runtime-only",
+                    holdout_share=0.15, dense_epochs=2, out=str(tmp_path / "run"))
+    metrics = run(cfg, log=lambda _: None)
+    assert metrics["holdout"]["size"] == len(held.holdout[0])
+    assert 0.0 < metrics["holdout"]["accuracy"] <= 1.0 and 0.0 < metrics["holdout"]["macs_ratio"] <= 0.51
+    assert "holdout" not in run(RunConfig(**{**cfg.to_dict(), "holdout_share": 0.0, "out": str(tmp_path / "r0")}),
+                                log=lambda _: None)

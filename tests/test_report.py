@@ -136,6 +136,33 @@ def test_a_tie_on_the_validation_score_goes_to_the_higher_validation_confidence(
     assert report.summarize(str(folder))["sweeps"]["0.5"]["best_chosen_by"].endswith(", no tie")
 
 
+def test_the_best_is_named_by_a_second_look_at_the_top_trials_on_held_out_images(tmp_path):
+    folder = make_sweep(tmp_path)
+
+    def completed(trial_id, started, val_acc, held_score):
+        add_trial(folder, trial_id, 0.5, started, [row(1, val_acc, 0.5, 0.9, 0.5)], "completed",
+                  {"accuracy": 0.9, "macs_ratio": 0.49, "macs_ratio_p95": 0.5, "params_ratio": 0.9, "score": 0.9,
+                   "feasible": True, "iters_to_best": 1, "seconds": 10.0, "stored_bytes": 1,
+                   "holdout": {"size": 525, "accuracy": held_score, "macs_ratio": 0.5, "score": held_score}})
+
+    completed("a", 1.0, 0.97, 0.940)
+    completed("b", 2.0, 0.96, 0.955)       # second on validation, best of the top 3 on held-out images
+    completed("c", 3.0, 0.95, 0.950)
+    completed("d", 4.0, 0.94, 0.990)       # best held out, but not among the top 3 by validation
+    add_trial(folder, "e", 0.5, 5.0, [row(1, 0.99, 0.5, 0.9, 0.5)], "stopped")    # ASHA stopped it: no second look
+    sw = report.write(str(folder))["sweeps"]["0.5"]
+    assert [t["trial_id"] for t in sw["trials"]] == ["e", "a", "b", "c", "d"]      # the validation order
+    assert sw["best"]["trial_id"] == "b" and sw["best_feasible"]["trial_id"] == "b"
+    assert sw["best_chosen_by"] == ("highest score on 525 held-out images (0.9550, against 0.9400 (`a`), 0.9500 (`c`)) "
+                                    "among the top 3 by validation score of the 4 completed trial(s); it ranked 2 on "
+                                    "validation (0.9600)")
+    md = (folder / "summary.md").read_text()
+    assert "| 3 | `b` | completed | 0.9600 | - | 0.9550 |" in md and "held-out training images" in md
+    # a tie held out goes to the better validation rank
+    completed("c", 3.0, 0.95, 0.955)
+    assert report.summarize(str(folder))["sweeps"]["0.5"]["best"]["trial_id"] == "b"
+
+
 def test_the_summary_writes_the_mlflow_store_relative_to_the_working_folder(tmp_path):
     folder = make_sweep(tmp_path)
     state = json.loads((folder / report.SWEEP_FILE).read_text())

@@ -26,6 +26,7 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--beta-p", "-1"], ["--beta-p"]),
     (["--finetune-epochs", "0"], ["--finetune-epochs"]),
     (["--agent-share", "1"], ["--agent-share"]),
+    (["--calibration-images", "-1"], ["--calibration-images"]),
     (["--finetune", "wide"], ["--finetune"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):

@@ -114,6 +114,7 @@ def check_children(uri, parents, children, results):
     (["--resume"], ["--resume", "--name"]),
     (["--dataset", "digits"], ["--budget"]),
     (["--budget", "0.5", "--seed", "-1"], ["--seed"]),
+    (["--budget", "0.5", "--holdout-share", "0.9"], ["--holdout-share", "[0, 0.5]"]),
     (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
@@ -290,6 +291,7 @@ def check_registered_models(uri, name, summary, cwd):
     for key, sweep in summary["sweeps"].items():
         best = sweep["best"]
         assert best["status"] == "completed" and sweep["best_chosen_by"].startswith("highest best validation score")
+        assert best["holdout_size"] > 0 and best["holdout_score"] is not None     # re-evaluated on held-out images
         alias = "best-" + key.replace(".", "_")
         version = client.get_model_version_by_alias(name, alias)
         assert version.tags["rtsearch.trial_run_id"] == best["mlflow_run_id"]

@@ -110,6 +110,12 @@ def finish(record: RunRecord, net, splits, cost: CostModel, static_ratios, polic
     exported = export(net, static_ratios, os.path.join(record.cfg.out, "model.pt"),
                       drop_predictors=not record.cfg.predictors_kept)
     params_ratio = exported["params"] / cost.dense_params
+    if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
+        held = evaluate(net, cost, *splits.holdout, static_ratios, policy)
+        cfg = record.cfg
+        extra = {**(extra or {}), "holdout": {
+            "size": len(splits.holdout[1]), "accuracy": held["accuracy"], "macs_ratio": held["macs_ratio"],
+            "score": score(held["accuracy"], held["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget)}}
     return record.finish(test, params_ratio, exported["bytes"], extra)
 
 

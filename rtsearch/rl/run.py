@@ -24,7 +24,7 @@ def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=
     """Run one configuration end to end; returns the metrics written to <out>/metrics.json."""
     torch.manual_seed(cfg.seed)
     where = device.resolve(cfg.device)
-    splits = data.load(cfg.dataset, cfg.seed, cfg.data_dir)
+    splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
     net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log,
                                            device=where)
     splits = splits.to(where)           # moved once: every batch of every phase is sliced on the device

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtsearch.data import load, split_off
+from rtsearch.data import hold_out, load, split_off
 from rtsearch.net.checkpoint import network
 from rtsearch.net.models import GatedNet
 
@@ -22,10 +22,11 @@ def world_network(world: dict) -> GatedNet:
 
 
 def train_split(config: dict):
-    """The inputs the agents are rewarded on: the training split, or with "agent_share" its share that
-    fine-tuning never sees (data.split_off)."""
+    """The inputs the agents are rewarded on: the training split (less its "holdout_share", data.hold_out),
+    or with "agent_share" its share that fine-tuning never sees (data.split_off)."""
     seed = int(config.get("seed", 0))
-    train = load(config.get("dataset", "mnist5k"), seed, config.get("data_dir")).train
+    splits = load(config.get("dataset", "mnist5k"), seed, config.get("data_dir"))
+    train = hold_out(splits, float(config.get("holdout_share", 0.0)), seed).train
     share = float(config.get("agent_share", 0.0))
     return split_off(train, share, seed)[1] if share > 0 else train
 

@@ -99,7 +99,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
         "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget,
                 "iterations": s["max_iterations"], "seed": s["seed"], "data_dir": s["data_dir"],
                 "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
-                "device": s.get("device", "auto"),
+                "device": s.get("device", "auto"), "holdout_share": s.get("holdout_share", 0.0),
                 **({"param_budget": s["param_budget"]} if s["param_budget"] is not None else {}),
                 **({"dense_epochs": s["dense_epochs"]} if s.get("dense_epochs") else {}),
                 **{k: d.values[0] for k, d in space.items() if d.distribution == "fixed"}},
@@ -194,7 +194,7 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "mlflow_uri_shown": args.mlflow_uri or tracking.DEFAULT_URI,      # as the user gave it, for summaries
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both",
-        "device": args.device}}
+        "device": args.device, "holdout_share": args.holdout_share}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -266,7 +266,7 @@ def pretrain_dense(s: dict) -> None:
     from rtsearch import data
     from rtsearch.net import dense
     os.environ["RTSEARCH_CACHE"] = s["cache_dir"]
-    splits = data.load(s["dataset"], s["seed"], s["data_dir"])
+    splits = data.hold_out(data.load(s["dataset"], s["seed"], s["data_dir"]), s.get("holdout_share", 0.0), s["seed"])
     where = device.resolve("cpu" if s.get("device") == "cpu" else "auto")   # the driver's own GPU, if any
     dense.pretrained(s["dataset"], s["model"], s["seed"], splits, s.get("dense_epochs"),
                      log=lambda m: print(m, flush=True), device=where)

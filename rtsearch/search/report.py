@@ -12,7 +12,9 @@ Trials are ranked by their best validation score (what the search maximised); tr
 (a few hundred validation images make ties common) are ordered by the correct-class confidence of
 that same iteration, on the validation split too: the mean over validation inputs of the softmax
 probability of the predicted class where the prediction is right, 0 where it is wrong (between 0 and
-the accuracy, and with a far finer resolution). `_rank_key` is that order, and `SELECTION` says it in
+the accuracy, and with a far finer resolution). `_rank_key` is that order. The top few completed
+trials in it are then re-evaluated on held-out training images that no trial saw (their metrics.json
+"holdout", rtsearch.data.hold_out) and `pick` names the best of them there. `SELECTION` says it in
 words in every summary. The accuracy, MACs, params and test-score columns are on the test split for
 completed trials; for trials ASHA stopped early they are the validation figures of their best
 iteration (marked *), as no test evaluation ran.
@@ -33,10 +35,15 @@ FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
             "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
-SELECTION = ("The best trial is the completed trial with the highest best validation score (the score the search "
-             "maximised); a tie on that score is broken by the higher correct-class confidence at the same iteration "
-             "(validation split: mean softmax probability of the predicted class where it is right, 0 where it is "
-             "wrong), then by the earlier start. The test split plays no part in the choice.")
+TOP_FEW = 3            # trials re-evaluated on the held-out images before the best is named
+HOLDOUT_SHARE = 0.15   # the share of the training split that no trial sees (rtsearch.data.hold_out)
+SELECTION = (f"Trials are ranked by their best validation score (the score the search maximised); a tie on that "
+             f"score is broken by the higher correct-class confidence at the same iteration (validation split: mean "
+             f"softmax probability of the predicted class where it is right, 0 where it is wrong), then by the earlier "
+             f"start. The top {TOP_FEW} completed trials in that order are then re-evaluated on held-out training "
+             f"images that no trial trained, rewarded, calibrated or was ranked on, and the best is the one with the "
+             f"highest score there (ties: the validation order); without held-out images, the first in the ranking. "
+             f"The test split plays no part in the choice.")
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
 
 
@@ -137,7 +144,7 @@ def trial_summary(results_dir: str, record: dict) -> dict:
          "tiebreak": best.get("correct_confidence") if best else None,
          "iters_to_best": iters_to_best(scores) if history else None,
          "split": None, "accuracy": None, "macs_ratio": None, "macs_ratio_p95": None, "params_ratio": None,
-         "test_score": None, "feasible": None, "stored_bytes": None,
+         "test_score": None, "feasible": None, "stored_bytes": None, "holdout_score": None, "holdout_size": None,
          "seconds": history[-1].get("seconds") if history else None,
          "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) or 0.0 for r in history) for p in PHASES
                            if any(f"seconds_{p}" in r for r in history)}}
@@ -145,6 +152,8 @@ def trial_summary(results_dir: str, record: dict) -> dict:
         t.update({k: metrics.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible",
                                               "stored_bytes", "iters_to_best", "seconds")})
         t.update(split="test", test_score=metrics.get("score"), mlflow_run_id=metrics.get("mlflow_run_id") or t["mlflow_run_id"])
+        held = metrics.get("holdout") or {}
+        t.update(holdout_score=held.get("score"), holdout_size=held.get("size"))
     elif best is not None:
         t.update({k: best.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible")})
         t["split"] = "validation"
@@ -177,13 +186,29 @@ def _rank_key(t: dict):
             t.get("tiebreak") is None, -(t.get("tiebreak") or 0.0), t["started"] or 0.0)
 
 
+def pick(ranked: list[dict]) -> dict | None:
+    """The best of trials in ranking order (SELECTION): of the first TOP_FEW, the highest held-out score
+    (ties: the earlier in the ranking); without held-out scores, the first."""
+    top = ranked[:TOP_FEW]
+    scored = [t for t in top if t.get("holdout_score") is not None]
+    if not scored:
+        return ranked[0] if ranked else None
+    return max(scored, key=lambda t: (t["holdout_score"], -top.index(t)))
+
+
 def chosen_by(best: dict | None, pool: list[dict]) -> str:
-    """One sentence: how `best` won in `pool` (the trials it was chosen from), naming the tie-breaker's
-    figures when a tie on the score needed it."""
+    """One sentence: how `best` won in `pool` (the trials it was chosen from, in ranking order), naming
+    the figures that decided: the held-out re-evaluation, or a tie-breaker on validation."""
     if best is None:
         return "no trial produced a result"
-    tied = [t for t in pool if t is not best and t["score"] == best["score"]]
     among = "completed trial(s)" if best["status"] == "completed" else "trial(s) with a score (none completed)"
+    top = pool[:TOP_FEW]
+    if best.get("holdout_score") is not None and len(top) > 1:
+        others = ", ".join(f"{_g(t.get('holdout_score'))} (`{t['trial_id']}`)" for t in top if t is not best)
+        return (f"highest score on {best.get('holdout_size')} held-out images ({_g(best['holdout_score'])}, against "
+                f"{others}) among the top {len(top)} by validation score of the {len(pool)} {among}; "
+                f"it ranked {pool.index(best) + 1} on validation ({_g(best['score'])})")
+    tied = [t for t in pool if t is not best and t["score"] == best["score"]]
     head = f"highest best validation score ({_g(best['score'])}) among the {len(pool)} {among}"
     if not tied:
         return head + ", no tie"
@@ -212,9 +237,9 @@ def summarize(results_dir: str) -> dict:
         by_start = sorted(trials, key=lambda t: t["started"] or 0.0)
         ranked = sorted(trials, key=_rank_key)
         completed = [t for t in ranked if t["status"] == "completed"]
-        best = completed[0] if completed else next((t for t in ranked if t["score"] is not None), None)
-        best_feasible = next((t for t in completed if t["feasible"]), None)
         pool = completed if completed else [t for t in ranked if t["score"] is not None]
+        best = pick(pool)
+        best_feasible = pick([t for t in completed if t["feasible"]])
         with_rows = [t["scores"] for t in by_start if t["scores"]]
         phase = {p: sum(t["phase_seconds"].get(p, 0.0) for t in trials) for p in PHASES
                  if any(p in t["phase_seconds"] for t in trials)}
@@ -262,7 +287,7 @@ def markdown(summary: dict) -> str:
                   f"`python -m rtsearch.report results/{summary['name']}`.", ""]
     lines += [f"MLflow: experiment `{summary['name']}` in `{s['mlflow_uri']}` (one parent run per budget, one child "
               f"run per trial).", "",
-              f"How the best is chosen: {SELECTION} Trials are listed in that order. Accuracy, MACs ratio, "
+              f"How the best is chosen: {SELECTION} Trials are listed in the validation order. Accuracy, MACs ratio, "
               "params ratio and test score are on the test split for completed trials; for trials ASHA stopped "
               "early they are the validation figures of their best iteration (marked *).", ""]
     for key, sw in summary["sweeps"].items():
@@ -285,13 +310,14 @@ def markdown(summary: dict) -> str:
                   f"{_g(sw['sweep_iters_to_best'], 'd')}** (trials in start order, until the best trial reached its "
                   f"best). Wall time {wall}.", ""]
         keys = sorted({k for t in sw["trials"] for k in t["config"]})
-        lines += ["| rank | trial | status | score (val) | confidence (val) | accuracy | MACs ratio | params ratio | "
-                  "test score | feasible | iters to best | iterations | " + " | ".join(keys) + " |",
-                  "|" + "---|" * (12 + len(keys))]
+        lines += ["| rank | trial | status | score (val) | confidence (val) | score (held out) | accuracy | MACs ratio | "
+                  "params ratio | test score | feasible | iters to best | iterations | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (13 + len(keys))]
         for rank, t in enumerate(sw["trials"], 1):
             m = "*" if t["split"] == "validation" else ""
             lines.append(f"| {rank} | `{t['trial_id']}` | {STATUS_TEXT.get(t['status'], t['status'])} | "
-                         f"{_g(t['score'])} | {_g(t.get('tiebreak'))} | {_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
+                         f"{_g(t['score'])} | {_g(t.get('tiebreak'))} | {_g(t.get('holdout_score'))} | "
+                         f"{_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
                          f"{_g(t['params_ratio'])}{m} | {_g(t['test_score'])} | {_g(t['feasible'])}{m} | "
                          f"{_g(t['iters_to_best'], 'd')} | {t['iterations']} | "
                          + " | ".join(_g(t["config"].get(k), ".3g") for k in keys) + " |")

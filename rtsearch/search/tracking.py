@@ -286,6 +286,8 @@ class TrialRun:
     def finish(self, metrics: dict, files: list[str]) -> None:
         """Final (test) metrics (once), the run's files, and FINISHED."""
         final = {_FINAL_NAMES.get(k, k): metrics.get(k) for k in _FINAL_KEYS}
+        held = metrics.get("holdout") or {}     # the search's second look (rtsearch.data.hold_out)
+        final.update({f"holdout_{k}": held.get(k) for k in ("accuracy", "macs_ratio", "score")})
         if not self.finished_before:
             log_metrics(self.uri, self.run_id, final, step=int(metrics.get("iterations") or 0))
         log_artifacts(self.uri, self.run_id, files)
