@@ -10,7 +10,8 @@ METHODS = ("both", "runtime-only", "static-only")
 class RunConfig:
     dataset: str = "mnist5k"
     model: str = "small"
-    budget: float = 0.5            # F_B: MACs budget, fraction of dense MACs
+    budget: float = 0.5            # F_B: MACs budget, fraction of dense MACs (with budget_range: its top)
+    budget_range: list[float] | None = None   # [lo, hi]: one runtime agent for every budget in it (rl/budgets.py)
     param_budget: float = 1.0      # P_B: parameter budget, fraction of dense parameters
     iterations: int = 10
     seed: int = 0

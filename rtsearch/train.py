@@ -16,6 +16,7 @@ from rtsearch.config import METHODS, RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import log_to_stdout
 from rtsearch.net import checkpoint, dense
+from rtsearch.rl import budgets
 from rtsearch.rl.run import run
 
 
@@ -23,7 +24,10 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p = ArgumentParser(prog="python -m rtsearch.train", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
-    p.add_argument("--budget", type=fraction("--budget"), default=0.5, help="MACs budget, fraction of dense MACs")
+    p.add_argument("--budget", type=fraction("--budget"), default=None,
+                   help="MACs budget, fraction of dense MACs (default 0.5)")
+    p.add_argument("--budget-range", default=None, metavar="LO:HI",
+                   help="train one runtime agent for every budget in LO:HI (choose the budget at export time)")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=1.0,
                    help="parameter budget, fraction of dense parameters")
     p.add_argument("--iterations", type=int, default=10)
@@ -54,6 +58,17 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     for name in ("lr-runtime", "lr-static", "lr-finetune", "beta-f", "eta-f", "beta-p", "lam", "p-max"):
         p.add_argument(f"--{name}", type=float, default=getattr(RunConfig, name.replace("-", "_")))
     args = p.parse_args(argv)
+    budget_range = None
+    if args.budget_range is not None:
+        if args.budget is not None:
+            raise UsageError("pass --budget or --budget-range, not both (a range run serves every budget in it)")
+        if args.fixed_ratios or args.method == "static-only":
+            raise UsageError("--budget-range trains a runtime agent for many budgets: drop --fixed-ratios and "
+                             "--method static-only")
+        budget_range = list(budgets.parse_range(args.budget_range))
+        args.budget = budget_range[1]
+    elif args.budget is None:
+        args.budget = 0.5
     if args.iterations < 1:
         raise UsageError(f"--iterations must be at least 1, got {args.iterations}")
     if args.num_env_runners < 0:
@@ -91,7 +106,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
                     agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
-                    calibration_images=args.calibration_images)
+                    calibration_images=args.calibration_images, budget_range=budget_range)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
@@ -100,7 +115,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
 def default_out(args) -> str:
     """runs/<dataset>-<model>-<budget>[-p<param budget>]-<method>[-fixed]-s<seed>: a baseline and a
     learned run, or two methods, never share a folder."""
-    parts = [args.dataset, args.model, f"{args.budget:g}"]
+    parts = [args.dataset, args.model, f"r{args.budget_range.replace(':', '-')}" if args.budget_range else f"{args.budget:g}"]
     if args.param_budget < 1.0:
         parts.append(f"p{args.param_budget:g}")
     parts.append(args.method + ("-fixed" if args.fixed_ratios else ""))
@@ -113,7 +128,7 @@ def check_resumable(cfg: RunConfig) -> None:
     if not os.path.isfile(path):
         raise UsageError(f"--resume: {path} does not exist; run without --resume first")
     stored = checkpoint.load(path).get("config") or {}  # a corrupt one fails here, before any compute
-    for key in ("fixed_ratios", "method", "dataset", "model", "budget", "param_budget", "seed"):
+    for key in ("fixed_ratios", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed"):
         if key in stored and stored[key] != getattr(cfg, key):
             raise UsageError(f"--resume: {cfg.out} holds a run with {key} {stored[key]!r}, not {getattr(cfg, key)!r}: "
                              f"pass the same flags as that run, or another --out")

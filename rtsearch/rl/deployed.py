@@ -25,6 +25,7 @@ from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.export import prune_static
 from rtsearch.net.fast import FastPolicy, SkipNet
 from rtsearch.net.models import GatedNet
+from rtsearch.rl import budgets
 from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, current_importance, layer_descriptors,
                                       observation_of)
 
@@ -222,8 +223,9 @@ class DeployedRun:
     def model(self) -> DeployedModel:
         return DeployedModel(self.skip, self.policy, self.net.input_shape, prune_static(self.net, self.static_ratios))
 
-    def masked_policy(self):
-        """The same policy on the masked network (a Walk policy), as the training loop evaluated it."""
+    def masked_policy(self, shift: float | None = None):
+        """The same policy on the masked network (a Walk policy), as the training loop evaluated it
+        (`shift` replaces the calibration shift: rtsearch.export --budget bisects it)."""
         from rtsearch.net.supervised import fixed_policy
         policy = self.policy
         if policy is None:
@@ -233,7 +235,8 @@ class DeployedRun:
         from rtsearch.rl.policies import runtime_policy
         cost = CostModel(self.net)
         agent = runtime_policy(policy.module, self.net, cost, policy.descriptors, policy.budget, policy.p_max)
-        return lambda walk: (agent(walk) + policy.shift).clamp(0.0, policy.p_max)
+        shift = policy.shift if shift is None else shift
+        return lambda walk: (agent(walk) + shift).clamp(0.0, policy.p_max)
 
 
 def write_model(checkpoint_path: str, out: str) -> None:
@@ -272,8 +275,10 @@ def untrained_module(num_layers: int, p_max: float, lstm: bool = False):
     return spec.build().eval()
 
 
-def load(path: str) -> DeployedRun:
-    """The deployed model of a run's checkpoint.pt or best.pt (exit-2 UsageError if it is not one)."""
+def load(path: str, budget: float | None = None) -> DeployedRun:
+    """The deployed model of a run's checkpoint.pt or best.pt (exit-2 UsageError if it is not one), at
+    the run's budget, or for a run over a budget range (rtsearch.rl.budgets) at `budget` in that range
+    with the calibration shift interpolated from the run's evaluation budgets."""
     state = checkpoint.load(path)
     net = checkpoint.network_of(state, path).eval()
     ratios = state.get("static_ratios") or [0.0] * net.num_layers
@@ -283,14 +288,26 @@ def load(path: str) -> DeployedRun:
     config = state.get("config") or {}
     run_state = state.get("run_state") or {}
     policy, method = None, config.get("method", "both")
+    budget_range = config.get("budget_range")
+    if budget is None or not config:
+        budget = config.get("budget")
+    elif budget_range:
+        budgets.check_within(budget, *budget_range)
+    elif abs(budget - config["budget"]) > 1e-9:
+        raise UsageError(f"{path} was trained for budget {config['budget']:g} only: pass that budget, or train "
+                         f"with --budget-range LO:HI to choose the budget at deploy time")
+    shift = run_state.get("runtime_shift", 0.0)
+    if budget_range and run_state.get("eval_budgets"):
+        shift = budgets.at(budget, run_state["eval_budgets"], run_state["shifts"])
+        if run_state.get("bn_stats"):   # those of the nearest evaluation budget (rtsearch.export recomputes them)
+            budgets.load_bn_state(net, run_state["bn_stats"][budgets.nearest(budget, run_state["eval_budgets"])])
     if config.get("fixed_ratios"):    # a uniform baseline: its ratios follow from the budget
         runtime = uniform_ratios(CostModel(net, predictors=method != "static-only"), config["budget"], method)[1]
         policy = FixedRatios(runtime) if float(runtime.max()) > 0 else None
     elif config and method != "static-only":
         agents = "agents_best" if os.path.basename(path) == "best.pt" else "agents"
         module = runtime_module(os.path.join(os.path.dirname(os.path.abspath(path)), agents))
-        policy = DeployedPolicy(module, net, ratios, config["budget"], config["p_max"],
-                                run_state.get("runtime_shift", 0.0))
+        policy = DeployedPolicy(module, net, ratios, budget, config["p_max"], shift)
     return DeployedRun(net, [float(r) for r in ratios], SkipNet(net, ratios), policy, config)
 
 

@@ -21,6 +21,7 @@ a few 1e-4 of the whole split's, and the iteration's evaluation still uses the w
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import replace
@@ -35,9 +36,10 @@ from rtsearch.logs import quiet_libraries
 from rtsearch.net import checkpoint
 from rtsearch.net.baseline import agent_start, budget_shift
 from rtsearch.net.cost import CostModel, static_kept_for
-from rtsearch.net.sandwich import fit_sandwich
+from rtsearch.net.metrics import feasible, score
+from rtsearch.net.sandwich import fit_sandwich, recalibrate_bn
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
-from rtsearch.rl import agents, policies
+from rtsearch.rl import agents, budgets, policies
 from rtsearch.rl.observations import layer_descriptors
 from rtsearch.rl.record import RunRecord, finish
 
@@ -65,7 +67,12 @@ class Agents:
         self.descriptors = layer_descriptors(net, cost)
         self.beta_f = cfg.beta_f
         self.runtime_shift = 0.0        # added to the agent's runtime ratios (see calibrate)
-        static_start, runtime_start = agent_start(cost, cfg.budget, cfg.param_budget, cfg.method)
+        # a range run (rtsearch.rl.budgets): beta_f and the shift per evaluation budget
+        self.eval_budgets = budgets.evaluation_budgets(*cfg.budget_range) if cfg.budget_range else [cfg.budget]
+        self.betas, self.shifts = [cfg.beta_f] * len(self.eval_budgets), [0.0] * len(self.eval_budgets)
+        self.bn_stats = None    # a range run: BatchNorm statistics per evaluation budget (rl/budgets.py)
+        start_budget = math.sqrt(cfg.budget_range[0] * cfg.budget_range[1]) if cfg.budget_range else cfg.budget
+        static_start, runtime_start = agent_start(cost, start_budget, cfg.param_budget, cfg.method)
         if not cfg.warm_start:
             static_start, runtime_start = 0.0, 0.0
         self.start = (static_start, runtime_start)
@@ -78,7 +85,7 @@ class Agents:
                       "budget": cfg.budget, "p_max": cfg.p_max, "param_budget": cfg.param_budget,
                       "beta_p": cfg.beta_p, "beta_f": cfg.beta_f,
                       "static_macs_budget": cfg.method == "static-only",
-                      "cost_predictors": cfg.predictors_kept}
+                      "cost_predictors": cfg.predictors_kept, "budget_range": cfg.budget_range}
         gpu = self.device.type == "cuda"
         self.runtime = agents.runtime_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_runtime else None
         self.static = agents.static_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_static else None
@@ -101,32 +108,55 @@ class Agents:
         return {"model": self.net.config(), "state_dict": {k: v.detach().to("cpu", copy=True)
                                                            for k, v in self.net.state_dict().items()},
                 "static_ratios": [float(r) for r in self.static_ratios], "beta_f": float(self.beta_f),
-                "runtime_module": runtime_module}
+                "runtime_module": runtime_module,
+                **({"beta_table": {"budgets": self.eval_budgets, "betas": self.betas}, "bn_stats": self.bn_stats}
+                   if self.cfg.budget_range else {})}
 
-    def runtime_policy(self, shift: float | None = None):
-        """The deployed runtime policy: the agent's greedy ratios plus the calibration shift."""
+    def runtime_policy(self, shift: float | None = None, budget: float | None = None):
+        """The deployed runtime policy at `budget` (default the run's): the agent's greedy ratios plus
+        the calibration shift (a range run's, interpolated to that budget)."""
         if not self.uses_runtime:
             return fixed_policy(torch.zeros(self.net.num_layers))
+        budget = self.cfg.budget if budget is None else budget
         agent = policies.runtime_policy(self.runtime.get_module(), self.net, self.cost, self.descriptors,
-                                      self.cfg.budget, self.cfg.p_max)
-        shift = self.runtime_shift if shift is None else shift
+                                        budget, self.cfg.p_max)
+        if shift is None:
+            shift = budgets.at(budget, self.eval_budgets, self.shifts) if self.cfg.budget_range else self.runtime_shift
         if shift == 0.0:
             return agent
         return lambda walk: (agent(walk) + shift).clamp(0.0, self.cfg.p_max)
 
-    def calibrate(self, x, y) -> float:
-        """Set the shift that puts the validation MACs ratio on the budget; returns the agent's own
-        (unshifted) MACs ratio, the figure dual ascent steers by."""
+    def use_budget(self, k: int) -> None:
+        """A range run: load evaluation budget k's BatchNorm statistics into the network."""
+        if self.bn_stats:
+            budgets.load_bn_state(self.net, self.bn_stats[k])
+
+    def calibrate(self, x, y, train_x=None) -> list[float]:
+        """Set the shift that puts the validation MACs ratio on each evaluation budget; returns the
+        agent's own (unshifted) MACs ratio at each, the figures dual ascent steers by. A range run
+        first recomputes each budget's BatchNorm statistics on `train_x` under its policy (again once
+        its shift has moved); the network is left with those of the top budget."""
         ratios = torch.as_tensor(self.static_ratios)
         if self.cfg.calibration_images:
             x, y = x[:self.cfg.calibration_images], y[:self.cfg.calibration_images]
+        if self.cfg.budget_range and train_x is not None:
+            self.bn_stats = self.bn_stats or [None] * len(self.eval_budgets)
+        own = []
+        for k, budget in enumerate(self.eval_budgets):
+            def macs_at(shift: float) -> float:
+                return evaluate(self.net, self.cost, x, y, ratios, self.runtime_policy(shift, budget))["macs_ratio"]
 
-        def macs_at(shift: float) -> float:
-            return evaluate(self.net, self.cost, x, y, ratios, self.runtime_policy(shift))["macs_ratio"]
+            def recompute_statistics() -> None:
+                if self.cfg.budget_range and train_x is not None:
+                    recalibrate_bn(self.net, train_x, ratios, self.runtime_policy(budget=budget), seed=self.cfg.seed)
+                    self.bn_stats[k] = budgets.bn_state(self.net)
 
-        own = macs_at(0.0)
-        if self.cfg.calibrate:
-            self.runtime_shift = budget_shift(macs_at, self.cfg.budget, self.cfg.p_max)
+            recompute_statistics()
+            own.append(macs_at(0.0))
+            if self.cfg.calibrate:
+                self.shifts[k] = budget_shift(macs_at, budget, self.cfg.p_max)
+                recompute_statistics()
+        self.runtime_shift = self.shifts[-1]        # at the run's budget (a range's top)
         return own
 
     def runner_nodes(self) -> list[str]:
@@ -146,9 +176,12 @@ class Agents:
         return {"runtime_reward": float(stats.get("return", np.nan)), "rollout_macs_ratio": stats.get("macs_ratio"),
                 "beta_f": self.beta_f, "env_steps": _env_steps(result)}
 
-    def dual_ascent(self, macs_ratio: float) -> None:
-        """The budget binds the mean MACs ratio over inputs, not each input: a Lagrange multiplier."""
-        self.beta_f = max(0.0, self.beta_f + self.cfg.eta_f * (macs_ratio - self.cfg.budget))
+    def dual_ascent(self, macs_ratios: list[float]) -> None:
+        """The budget binds the mean MACs ratio over inputs, not each input: a Lagrange multiplier
+        (one per evaluation budget in a range run)."""
+        self.betas = [max(0.0, beta + self.cfg.eta_f * (macs - budget))
+                      for beta, macs, budget in zip(self.betas, macs_ratios, self.eval_budgets)]
+        self.beta_f = self.betas[-1]
 
     def train_static(self) -> dict:
         if not self.uses_static:
@@ -178,6 +211,9 @@ class Agents:
         self.static_ratios = np.asarray(state["static_ratios"], dtype=np.float32)
         self.beta_f = state["run_state"]["beta_f"]
         self.runtime_shift = state["run_state"].get("runtime_shift", 0.0)
+        self.betas = state["run_state"].get("betas", [self.beta_f])
+        self.shifts = state["run_state"].get("shifts", [self.runtime_shift])
+        self.bn_stats = state["run_state"].get("bn_stats")
         self.restore(folder)
 
     def stop(self) -> None:
@@ -189,6 +225,39 @@ class Agents:
 def _env_steps(result: dict) -> int:
     runners = result.get("env_runners", {})
     return int(runners.get("num_env_steps_sampled", 0) or 0)
+
+
+def mixed(choices: list, seed: int):
+    """A Walk policy that follows one of `choices`, drawn afresh for every walk (batch)."""
+    rng = np.random.default_rng(seed)
+    memory = {"walk": None, "policy": choices[0]}
+
+    def policy(walk):
+        if memory["walk"] is not walk or walk.t == 0:
+            memory.update(walk=walk, policy=choices[rng.integers(len(choices))])
+        return memory["policy"](walk)
+
+    return policy
+
+
+def evaluate_at_each_budget(crew: Agents, net, cost, split, ratios) -> list[dict]:
+    """`evaluate` under the policy at each evaluation budget (each with its BatchNorm statistics);
+    the network is left with the last (top) budget's."""
+    out = []
+    for k, b in enumerate(crew.eval_budgets):
+        crew.use_budget(k)
+        out.append(evaluate(net, cost, *split, ratios, crew.runtime_policy(budget=b)))
+    return out
+
+
+def curve_of(evaluations: list[dict], budgets_: list[float], params_ratio: float, param_budget: float) -> dict:
+    """A range run's figures at each evaluation budget; its score is their mean, feasible if all are."""
+    points = [{"budget": b, "accuracy": e["accuracy"], "macs_ratio": e["macs_ratio"],
+               "score": score(e["accuracy"], e["macs_ratio"], params_ratio, b, param_budget),
+               "feasible": feasible(e["macs_ratio"], params_ratio, b, param_budget)}
+              for e, b in zip(evaluations, budgets_)]
+    return {"curve": points, "score": float(np.mean([p["score"] for p in points])),
+            "feasible": all(p["feasible"] for p in points)}
 
 
 def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, seed: int) -> None:
@@ -224,8 +293,13 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             static_start, runtime_start = crew.start
             log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
                 f"runtime {runtime_start:.3f} on every layer")
-            finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start),
-                     fixed_policy(torch.full((net.num_layers,), runtime_start)), seed=cfg.seed)
+            warm = fixed_policy(torch.full((net.num_layers,), runtime_start))
+            if cfg.budget_range:    # every evaluation budget's uniform ratio, one per batch
+                warm = mixed([fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget,
+                                                                                   cfg.method)[1]))
+                              for b in crew.eval_budgets], cfg.seed)
+            finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start), warm,
+                     seed=cfg.seed)
         while len(record.history) < cfg.iterations:
             seconds, extra = {}, {}
             tick = time.time()
@@ -234,24 +308,30 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             extra.update(crew.train_static())
             seconds["static"], tick = time.time() - tick, time.time()
             policy = crew.runtime_policy()
+            if cfg.budget_range:    # fine-tuned at every evaluation budget, one per batch
+                policy = mixed([crew.runtime_policy(budget=b) for b in crew.eval_budgets], cfg.seed + len(record.history))
             ratios = torch.as_tensor(crew.static_ratios)
             finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history))
             seconds["finetune"], tick = time.time() - tick, time.time()
-            own_macs = crew.calibrate(*splits.val) if crew.uses_runtime else None
-            val = evaluate(net, cost, *splits.val, ratios, crew.runtime_policy())
+            own_macs = crew.calibrate(*splits.val, train_x=splits.train[0]) if crew.uses_runtime else None
+            curve = evaluate_at_each_budget(crew, net, cost, splits.val, ratios)
+            val = curve[-1]     # at the run's budget (a range's top); a range run scores the whole curve
             seconds["eval"] = time.time() - tick
             if not np.isfinite(val["accuracy"]) or not np.isfinite(val["macs_ratio"]):
                 raise FloatingPointError("validation metrics are not finite")
             if crew.uses_runtime:
                 crew.dual_ascent(own_macs)
-                extra.update(agent_macs_ratio=own_macs, runtime_shift=crew.runtime_shift)
+                extra.update(agent_macs_ratio=own_macs[-1], runtime_shift=crew.runtime_shift)
+            params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
+            if cfg.budget_range:
+                extra.update(curve_of(curve, crew.eval_budgets, params_ratio, cfg.param_budget),
+                             betas=list(crew.betas), shifts=list(crew.shifts))
             extra.update({f"seconds_{k}": v for k, v in seconds.items()})
             extra["static_ratios"] = [round(float(r), 4) for r in crew.static_ratios]
             if cfg.num_env_runners:
                 extra["env_runner_nodes"] = crew.runner_nodes()
             extra["runtime_sparsity"] = val["runtime_sparsity"]
             extra["runtime_sparsity_layers"] = val["runtime_sparsity_layers"]
-            params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
             crew.save(agents_dir)
 
             def save_best(is_best: bool) -> None:
@@ -259,7 +339,9 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
                     crew.save(best_agents_dir)
 
             record.iteration(net, crew.static_ratios, val, params_ratio, extra,
-                             run_state={"beta_f": crew.beta_f, "runtime_shift": crew.runtime_shift},
+                             run_state={"beta_f": crew.beta_f, "runtime_shift": crew.runtime_shift,
+                                        "betas": list(crew.betas), "shifts": list(crew.shifts),
+                                        "eval_budgets": list(crew.eval_budgets), "bn_stats": crew.bn_stats},
                              before_checkpoint=save_best)
         # The final test evaluation uses the best iteration's network, static ratios and agents.
         final_beta_f = crew.beta_f
@@ -267,6 +349,13 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
         extra = {"static_ratios": [float(r) for r in crew.static_ratios], "beta_f": final_beta_f,
                  "runtime_shift": crew.runtime_shift,
                  "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history) for p in PHASES}}
+        if cfg.budget_range:    # the test figures at every evaluation budget; the top-level ones at the range's top
+            ratios = torch.as_tensor(crew.static_ratios)
+            tested = evaluate_at_each_budget(crew, net, cost, splits.test, ratios)
+            params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
+            curve = curve_of(tested, crew.eval_budgets, params_ratio, cfg.param_budget)
+            extra.update(curve=curve["curve"], curve_score=curve["score"], curve_feasible=curve["feasible"],
+                         betas=list(crew.betas), shifts=list(crew.shifts))
         return finish(record, net, splits, cost, torch.as_tensor(crew.static_ratios), crew.runtime_policy(), extra)
     finally:
         crew.stop()

@@ -14,6 +14,7 @@ from gymnasium.vector.utils import batch_space
 
 from rtsearch.net.cost import CostModel
 from rtsearch.net.models import Walk
+from rtsearch.rl import budgets
 from rtsearch.rl.observations import (OBS_BOUND, RUNTIME_OBS_DIM, MacsMeter, layer_descriptors, runtime_observation,
                                       terminal_runtime_observation)
 from rtsearch.rl.world import Tally, train_split, world_network
@@ -27,6 +28,9 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
     Every sub-env terminates at the last layer; the step after that ignores its actions, loads a new
     batch and returns first observations with reward 0 (gymnasium's NEXT_STEP autoreset, docs/method.md §4).
     A world set with `set_world` takes effect with the next batch, never within an episode.
+    With env_config["budget_range"] = [lo, hi], every batch draws its own budget from that range and
+    takes beta_f at that budget from the world's "beta_table" and the BatchNorm statistics of the
+    nearest evaluation budget from its "bn_stats" (rtsearch.rl.budgets).
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
@@ -35,6 +39,7 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
         config = {**dict(config or {}), **kwargs}
         self.num_envs = int(num_envs if num_envs is not None else config.get("num_envs", 1))
         self.budget = float(config.get("budget", 0.5))
+        self.budget_range = config.get("budget_range")
         self.p_max = float(config.get("p_max", 0.95))
         self.cost_predictors = bool(config.get("cost_predictors", True))
         self.device = torch.device(config.get("device", "cpu"))
@@ -68,6 +73,8 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
         self.static_ratios = torch.as_tensor([0.0] * self.net.num_layers if ratios is None else ratios,
                                              dtype=torch.float32)
         self.beta_f = float(world.get("beta_f", 1.0))
+        self.beta_table = world.get("beta_table")        # {"budgets": [...], "betas": [...]}: a range run
+        self.bn_table = world.get("bn_stats")            # a range run: BatchNorm statistics per budget there
 
     # gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed=None, options=None):
@@ -109,6 +116,13 @@ class RuntimeVectorEnv(gym.vector.VectorEnv):
     def _new_batch(self) -> np.ndarray:
         if self._pending is not None:
             self._apply_world(self._pending)
+        if self.budget_range:
+            self.budget = budgets.draw(*self.budget_range, self._rng)
+            if self.beta_table:
+                self.beta_f = budgets.at(self.budget, self.beta_table["budgets"], self.beta_table["betas"])
+                if self.bn_table:
+                    budgets.load_bn_state(self.net, self.bn_table[budgets.nearest(self.budget,
+                                                                                  self.beta_table["budgets"])])
         n = len(self.x)
         idx = torch.from_numpy(self._rng.choice(n, self.num_envs, replace=n < self.num_envs))
         self.batch_index = idx  # rows of the train split the current sub-envs walk

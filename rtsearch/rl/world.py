@@ -2,7 +2,8 @@
 
 A world payload is set at construction (`env_config["world"]`) and later with `set_world(payload)`:
     {"model": net.config(), "state_dict": net.state_dict(), "static_ratios": [L floats],
-     "beta_f": float, "runtime_module": RLModule | None (static env only)}
+     "beta_f": float, "runtime_module": RLModule | None (static env only),
+     "beta_table": {"budgets": [...], "betas": [...]} (a run over a budget range only)}
 """
 from __future__ import annotations
 
