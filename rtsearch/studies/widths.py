@@ -12,6 +12,8 @@ Three supervised probes on mnist5k / small, no agents, so each answers one quest
    its confidence with the dense model's confidence on each test input; then a two-level per-input
    policy (layers before t at the uniform ratio, layers from t on wider for the least confident
    inputs, narrower for the rest, thresholds chosen on validation) against uniform at the same MACs.
+   The band-kd network is also measured with its BatchNorm statistics recomputed at each ratio: a
+   network shared across widths has running statistics that match none of them.
 3. allocation over layers: random per-layer ratios shifted onto the budget, each fine-tuned like
    the greedy network, against uniform.
 
@@ -34,7 +36,7 @@ from rtsearch.net.baseline import budget_shift, uniform_ratios
 from rtsearch.net.cost import CostModel
 from rtsearch.net.dense import pretrained
 from rtsearch.net.pruning import keep_count
-from rtsearch.net.sandwich import distill
+from rtsearch.net.sandwich import distill, recalibrate_bn
 from rtsearch.net.supervised import evaluate, fit, fixed_policy, policy_forward
 
 GRID = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
@@ -175,6 +177,13 @@ def study(seed: int, budget: float, epochs: int, count: int, log) -> dict:
                      for p in (*GRID, float(uniform[0]))]
         log(f"seed {seed} {kind}: test accuracy at the uniform ratio {out[kind][-1]['accuracy']:.4f} "
             f"({time.time() - started:.0f}s)")
+    # the band-kd network with its BatchNorm statistics recomputed at each ratio (on a copy)
+    out["band-kd, BN per ratio"] = []
+    for p in (*GRID, float(uniform[0])):
+        net, policy = copy.deepcopy(nets["band-kd"]), fixed_policy(torch.full_like(uniform, p))
+        recalibrate_bn(net, splits.train[0], zeros, policy, seed=seed)
+        out["band-kd, BN per ratio"].append({"ratio": p, **{k: evaluate(net, cost, *splits.test, zeros, policy)[k]
+                                                            for k in ("accuracy", "macs_ratio")}})
     out["difficulty"] = difficulty(nets["band-kd"], dense, splits, cost, float(uniform[0]), budget, seed)
     log(f"seed {seed} difficulty: " + json.dumps(out["difficulty"]))
     out["allocations"] = allocations(dense, splits, cost, uniform, budget, count, epochs, seed)
@@ -190,7 +199,7 @@ def markdown(results: list[dict], budget: float, epochs: int, command: str) -> s
              "| seed | network | " + " | ".join(f"p={p:g}" for p in GRID) + " | at the uniform ratio (MACs) |",
              "|---|---|" + "---|" * (len(GRID) + 1)]
     for r in results:
-        for kind in ("greedy", "kd", "band-kd"):
+        for kind in ("greedy", "kd", "band-kd", "band-kd, BN per ratio"):
             cells = " | ".join(f"{c['accuracy']:.3f}" for c in r[kind][:-1])
             last = r[kind][-1]
             lines.append(f"| {r['seed']} | {kind} | {cells} | {last['accuracy']:.4f} ({last['macs_ratio']:.4f}) |")
