@@ -16,6 +16,7 @@ from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guar
 from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
+from rtsearch.rl.budgets import parse_range
 from rtsearch.search.names import SEARCHES, budget_key
 from rtsearch.search.report import HOLDOUT_SHARE, TOP_FEW
 
@@ -36,6 +37,9 @@ def parse_args(argv=None):
     p = ArgumentParser(prog="python -m rtsearch.tune", description=__doc__.splitlines()[0])
     p.add_argument("--budget", default=None,
                    help="MACs budget(s), fractions of the dense MACs: 0.5 or 0.3,0.5,0.7 (with --resume: the stored ones)")
+    p.add_argument("--budget-range", default=None, metavar="LO:HI",
+                   help="search one model for every budget in LO:HI (rtsearch.train --budget-range); trials "
+                        "are scored by the mean over its evaluation budgets")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=None,
                    help="fix the parameter budget (otherwise searched, if the space has param_budget)")
     p.add_argument("--space", default=None, help="search space YAML (default search_spaces/default.yaml)")
@@ -68,6 +72,13 @@ def parse_args(argv=None):
     p.add_argument("--nan-on-iteration", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.budget_range is not None:
+        if args.budget is not None:
+            raise UsageError("pass --budget or --budget-range, not both (a range sweep searches one model for all)")
+        if args.fixed_ratios:
+            raise UsageError("--budget-range searches a runtime agent for many budgets: drop --fixed-ratios")
+        args.budget_range = list(parse_range(args.budget_range))
+        args.budget = f"{args.budget_range[1]:g}"     # the sweep is keyed by the range's top
     if args.budget is None and not args.resume:
         raise UsageError("--budget is required: pass e.g. --budget 0.5 (or --name NAME --resume to continue a sweep)")
     if args.budget is None and args.name is None:
@@ -97,7 +108,8 @@ def parse_args(argv=None):
                              f"no trial could ever start: lower it, or join a cluster with GPUs with --address")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
         raise UsageError(f"--name {args.name!r} may hold only letters, digits, '.', '_' and '-': pass e.g. --name sweep1")
-    name = args.name or f"{args.dataset}-{args.model}-b{'_'.join(budget_key(b) for b in budgets)}"
+    range_part = f"r{args.budget_range[0]:g}_{args.budget_range[1]:g}" if args.budget_range else None
+    name = args.name or f"{args.dataset}-{args.model}-{range_part or 'b' + '_'.join(budget_key(b) for b in budgets)}"
     return args, budgets, name
 
 

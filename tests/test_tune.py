@@ -115,6 +115,8 @@ def check_children(uri, parents, children, results):
     (["--dataset", "digits"], ["--budget"]),
     (["--budget", "0.5", "--seed", "-1"], ["--seed"]),
     (["--budget", "0.5", "--holdout-share", "0.9"], ["--holdout-share", "[0, 0.5]"]),
+    (["--budget-range", "0.5:0.1"], ["--budget-range", "inverted"]),
+    (["--budget-range", "0.1:0.5", "--budget", "0.3"], ["--budget-range", "not both"]),
     (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
@@ -246,6 +248,20 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_range_sweep_scores_trials_over_the_range_and_writes_the_curve(tmp_path, cache):
+    out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--budget-range", "0.2:0.6", "--num-samples", "1",
+                  "--max-iterations", "1", "--name", "range"))
+    summary = json.load(open(tmp_path / "results" / "range" / "summary.json"))
+    best = summary["sweeps"]["0.6"]["best"]
+    assert summary["settings"]["budget_range"] == [0.2, 0.6] and best["status"] == "completed", out
+    assert [round(p["budget"], 3) for p in best["curve"]] == [0.2, 0.288, 0.416, 0.6]
+    rows = [json.loads(line) for line in open(tmp_path / "results" / "range" / "trials" / best["trial_id"] /
+                                              "history.jsonl") if line.strip()]
+    assert rows[-1]["score"] == pytest.approx(sum(p["score"] for p in rows[-1]["curve"]) / 4)   # the curve's mean
+    md = (tmp_path / "results" / "range" / "summary.md").read_text()
+    assert "one model for every budget in 0.2:0.6" in md and "| 0.288 |" in md
+
+
 def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, mlflow_server):
     # both agents (not the fixed-ratio baseline), one iteration per trial
     out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3,0.5", "--param-budget",

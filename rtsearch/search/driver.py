@@ -100,6 +100,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
                 "iterations": s["max_iterations"], "seed": s["seed"], "data_dir": s["data_dir"],
                 "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
                 "device": s.get("device", "auto"), "holdout_share": s.get("holdout_share", 0.0),
+                "budget_range": s.get("budget_range"),
                 **({"param_budget": s["param_budget"]} if s["param_budget"] is not None else {}),
                 **({"dense_epochs": s["dense_epochs"]} if s.get("dense_epochs") else {}),
                 **{k: d.values[0] for k, d in space.items() if d.distribution == "fixed"}},
@@ -194,7 +195,7 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "mlflow_uri_shown": args.mlflow_uri or tracking.DEFAULT_URI,      # as the user gave it, for summaries
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both",
-        "device": args.device, "holdout_share": args.holdout_share}}
+        "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range}}
 
 
 class _StaleCheckpointFilter(logging.Filter):

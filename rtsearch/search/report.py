@@ -33,7 +33,7 @@ SWEEP_FILE = "sweep.json"
 TRIALS = "trials"
 FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
-            "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence")
+            "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence", "curve")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
 TOP_FEW = 3            # trials re-evaluated on the held-out images before the best is named
 HOLDOUT_SHARE = 0.15   # the share of the training split that no trial sees (rtsearch.data.hold_out)
@@ -153,7 +153,7 @@ def trial_summary(results_dir: str, record: dict) -> dict:
                                               "stored_bytes", "iters_to_best", "seconds")})
         t.update(split="test", test_score=metrics.get("score"), mlflow_run_id=metrics.get("mlflow_run_id") or t["mlflow_run_id"])
         held = metrics.get("holdout") or {}
-        t.update(holdout_score=held.get("score"), holdout_size=held.get("size"))
+        t.update(holdout_score=held.get("score"), holdout_size=held.get("size"), curve=metrics.get("curve"))
     elif best is not None:
         t.update({k: best.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible")})
         t["split"] = "validation"
@@ -293,6 +293,11 @@ def markdown(summary: dict) -> str:
     for key, sw in summary["sweeps"].items():
         c = sw["counts"]
         lines += [f"## Budget {key}", ""]
+        if s.get("budget_range"):
+            lo, hi = s["budget_range"]
+            lines += [f"Every trial trains one model for every budget in {lo:g}:{hi:g} (`--budget-range`); its score "
+                      f"is the mean over the range's evaluation budgets, and the accuracy and MACs columns are at "
+                      f"the range's top, {hi:g}.", ""]
         best = sw["best"]
         if best:
             lines += [f"**Best config**: trial `{best['trial_id']}` ({STATUS_TEXT[best['status']]}): "
@@ -302,6 +307,12 @@ def markdown(summary: dict) -> str:
                       f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
                       f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.  ",
                       f"Chosen by: {sw['best_chosen_by']}.", ""]
+            if best.get("curve"):       # one model for a range of budgets: its test figures at each
+                lines += ["The best trial's model at each evaluation budget of its range (test split):", "",
+                          "| budget | accuracy | MACs ratio | score |", "|---|---|---|---|"]
+                lines += [f"| {p['budget']:.3f} | {_g(p['accuracy'])} | {_g(p['macs_ratio'])} | {_g(p['score'])} |"
+                          for p in best["curve"]]
+                lines.append("")
         wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
         lines += [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
                   f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"

@@ -288,6 +288,9 @@ class TrialRun:
         final = {_FINAL_NAMES.get(k, k): metrics.get(k) for k in _FINAL_KEYS}
         held = metrics.get("holdout") or {}     # the search's second look (rtsearch.data.hold_out)
         final.update({f"holdout_{k}": held.get(k) for k in ("accuracy", "macs_ratio", "score")})
+        for point in metrics.get("curve") or []:     # a budget-range run: its test figures at each budget
+            final.update({f"test_{k}_at_{point['budget']:.3f}": point[k] for k in ("accuracy", "macs_ratio")})
+        final["test_curve_score"] = metrics.get("curve_score")
         if not self.finished_before:
             log_metrics(self.uri, self.run_id, final, step=int(metrics.get("iterations") or 0))
         log_artifacts(self.uri, self.run_id, files)

@@ -98,7 +98,9 @@ def trainable(config: dict) -> None:
                                     params={**searched, "budget": cfg.budget, "param_budget": cfg.param_budget,
                                             "iterations": cfg.iterations, "dataset": cfg.dataset,
                                             "model": cfg.model, "seed": cfg.seed, "trial_id": trial_id,
-                                            "fixed_ratios": cfg.fixed_ratios},
+                                            "fixed_ratios": cfg.fixed_ratios,
+                                            **({"budget_range": ":".join(f"{b:g}" for b in cfg.budget_range)}
+                                               if cfg.budget_range else {})},
                                     tags={"rtsearch.budget": cfg.budget}, run_id=state["mlflow_run_id"])
         cfg.mlflow_run_id = state["mlflow_run_id"] = tracker.run_id
         _write_state(out, state)
