@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     if not 0 < args.budget <= 1 or args.epochs < 1 or args.allocations < 0:
         print("--budget must be in (0, 1], --epochs at least 1, --allocations 0 or more", file=sys.stderr)
         return 2
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)     # small tensors: one thread is as fast, and leaves a CPU to other work
     command = "python -m rtsearch.studies.widths " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
