@@ -114,6 +114,10 @@ def check_deployed_model_is_the_run(cfg, splits, last):
     macs = float(CostModel(run.net).macs_ratio(torch.tensor([o[1] for o in outputs]), static_kept).mean())
     assert accuracy == pytest.approx(last["accuracy"], abs=1e-6)
     assert macs == pytest.approx(last["macs_ratio"], abs=1e-9)
+    # a run trained for one budget serves that budget only (--budget-range serves many)
+    from rtsearch.errors import UsageError
+    with pytest.raises(UsageError, match="trained for budget 0.4 only"):
+        deployed.load(os.path.join(cfg.out, "checkpoint.pt"), budget=0.3)
 
 
 @pytest.mark.slow
