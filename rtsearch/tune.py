@@ -18,7 +18,7 @@ from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.rl.budgets import parse_range
 from rtsearch.search.names import SEARCHES, budget_key
-from rtsearch.search.report import HOLDOUT_SHARE, TOP_FEW
+from rtsearch.search.selection import HOLDOUT_SHARE, TOP_FEW
 
 
 def parse_budgets(text: str) -> list[float]:
