@@ -44,6 +44,7 @@ from rtsearch.rl.observations import layer_descriptors
 from rtsearch.rl.record import RunRecord, finish
 
 PHASES = ("runtime", "static", "finetune", "eval")
+RECALIBRATION_BATCHES = 4   # a range run's BatchNorm statistics per budget: from 4 x 256 training images
 
 
 def ensure_ray(num_env_runners: int) -> bool:
@@ -148,7 +149,8 @@ class Agents:
 
             def recompute_statistics() -> None:
                 if self.cfg.budget_range and train_x is not None:
-                    recalibrate_bn(self.net, train_x, ratios, self.runtime_policy(budget=budget), seed=self.cfg.seed)
+                    recalibrate_bn(self.net, train_x, ratios, self.runtime_policy(budget=budget), seed=self.cfg.seed,
+                                   max_batches=RECALIBRATION_BATCHES)
                     self.bn_stats[k] = budgets.bn_state(self.net)
 
             recompute_statistics()
@@ -227,14 +229,16 @@ def _env_steps(result: dict) -> int:
     return int(runners.get("num_env_steps_sampled", 0) or 0)
 
 
-def mixed(choices: list, seed: int):
-    """A Walk policy that follows one of `choices`, drawn afresh for every walk (batch)."""
+def mixed(policy_at, budget_range, seed: int):
+    """A Walk policy that follows `policy_at(budget)` for a budget drawn afresh (log-uniformly from the
+    range) for every walk, i.e. every batch. Fine-tuning at a few fixed budgets only left the network
+    brittle in between (measured: 0.831 at budget 0.08 between 0.870 at 0.05 and 0.937 at 0.108)."""
     rng = np.random.default_rng(seed)
-    memory = {"walk": None, "policy": choices[0]}
+    memory = {"walk": None, "policy": None}
 
     def policy(walk):
         if memory["walk"] is not walk or walk.t == 0:
-            memory.update(walk=walk, policy=choices[rng.integers(len(choices))])
+            memory.update(walk=walk, policy=policy_at(budgets.draw(*budget_range, rng)))
         return memory["policy"](walk)
 
     return policy
@@ -294,10 +298,9 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
                 f"runtime {runtime_start:.3f} on every layer")
             warm = fixed_policy(torch.full((net.num_layers,), runtime_start))
-            if cfg.budget_range:    # every evaluation budget's uniform ratio, one per batch
-                warm = mixed([fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget,
-                                                                                   cfg.method)[1]))
-                              for b in crew.eval_budgets], cfg.seed)
+            if cfg.budget_range:    # the uniform ratio of a budget drawn from the range, one per batch
+                warm = mixed(lambda b: fixed_policy(torch.full((net.num_layers,), agent_start(
+                    cost, b, cfg.param_budget, cfg.method)[1])), cfg.budget_range, cfg.seed)
             finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start), warm,
                      seed=cfg.seed)
         while len(record.history) < cfg.iterations:
@@ -308,8 +311,8 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             extra.update(crew.train_static())
             seconds["static"], tick = time.time() - tick, time.time()
             policy = crew.runtime_policy()
-            if cfg.budget_range:    # fine-tuned at every evaluation budget, one per batch
-                policy = mixed([crew.runtime_policy(budget=b) for b in crew.eval_budgets], cfg.seed + len(record.history))
+            if cfg.budget_range:    # fine-tuned across the range: a budget drawn per batch
+                policy = mixed(lambda b: crew.runtime_policy(budget=b), cfg.budget_range, cfg.seed + len(record.history))
             ratios = torch.as_tensor(crew.static_ratios)
             finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history))
             seconds["finetune"], tick = time.time() - tick, time.time()
