@@ -50,7 +50,9 @@ def _execute(run: dict, label: str) -> None:
     os.makedirs(run["out"], exist_ok=True)
     started = time.time()
     with open(os.path.join(run["out"], "train.log"), "w") as log:
-        done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log, stderr=subprocess.STDOUT)
+        # one thread per run: two runs share the CPUs, and oversubscribed threads slowed fixed-ratio runs tenfold
+        done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
         raise SystemExit(f"run failed (exit {done.returncode}); see {run['out']}/train.log")
     print(f"{label} done in {time.time() - started:.0f}s: {run['out']}", flush=True)
@@ -86,7 +88,8 @@ def report(runs: list[dict], budgets: list[float], budget_range: str, command: s
     exports = {(s, b): export_at(ranges[s], b) for s in seeds for b in budgets}
     pick = lambda kind, b: [r["metrics"] for r in runs if r["kind"] == kind and r["budget"] == b]  # noqa: E731
     lines = ["# One model for every budget (mnist5k / small)", "",
-             f"Produced by `{command}` on the 2-core development machine (CPU only, two runs at a time); every "
+             f"Produced by `{command}` on the 2-core development machine (CPU only, two runs at a time, one "
+             "thread each); every "
              "figure is read back from the runs and exports listed below. Test split: 1,000 images; mean ± sample "
              f"standard deviation over seeds {', '.join(map(str, seeds))}. The range model is one run of "
              f"`--budget-range {budget_range}`, put on each budget by `rtsearch.export --budget` (the calibration "
