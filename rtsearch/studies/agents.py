@@ -46,20 +46,25 @@ def plan(root: str, budgets, seeds, iterations: int, param_budget: float, param_
     return runs
 
 
+def execute_one(run: dict, label: str, env: dict | None = None) -> None:
+    """Run one planned `rtsearch.train` (its log in <out>/train.log), unless its metrics.json exists."""
+    if os.path.isfile(os.path.join(run["out"], "metrics.json")):
+        print(f"{label} reusing {run['out']}", flush=True)
+        return
+    print(f"{label} {run['command']}", flush=True)
+    os.makedirs(run["out"], exist_ok=True)
+    start = time.time()
+    with open(os.path.join(run["out"], "train.log"), "w") as log:
+        done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log,
+                              stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"run failed (exit {done.returncode}); see {run['out']}/train.log")
+    print(f"{label} done in {time.time() - start:.0f}s: {run['out']}", flush=True)
+
+
 def execute(runs: list[dict]) -> None:
     for i, run in enumerate(runs, 1):
-        if os.path.isfile(os.path.join(run["out"], "metrics.json")):
-            print(f"[{i}/{len(runs)}] reusing {run['out']}", flush=True)
-            continue
-        print(f"[{i}/{len(runs)}] {run['command']}", flush=True)
-        os.makedirs(run["out"], exist_ok=True)
-        start = time.time()
-        with open(os.path.join(run["out"], "train.log"), "w") as log:
-            done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log,
-                                  stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            raise SystemExit(f"run failed (exit {done.returncode}); see {run['out']}/train.log")
-        print(f"    done in {time.time() - start:.0f}s", flush=True)
+        execute_one(run, f"[{i}/{len(runs)}]")
 
 
 def load(run: dict) -> dict:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, mean_sd
+from rtsearch.studies.agents import WARMUP_EPOCHS, execute_one, mean_sd
 
 
 def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int) -> list[dict]:
@@ -43,19 +43,8 @@ def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], i
 
 
 def _execute(run: dict, label: str) -> None:
-    if os.path.isfile(os.path.join(run["out"], "metrics.json")):
-        print(f"{label} reusing {run['out']}", flush=True)
-        return
-    print(f"{label} {run['command']}", flush=True)
-    os.makedirs(run["out"], exist_ok=True)
-    started = time.time()
-    with open(os.path.join(run["out"], "train.log"), "w") as log:
-        # one thread per run: two runs share the CPUs, and oversubscribed threads slowed fixed-ratio runs tenfold
-        done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if done.returncode != 0:
-        raise SystemExit(f"run failed (exit {done.returncode}); see {run['out']}/train.log")
-    print(f"{label} done in {time.time() - started:.0f}s: {run['out']}", flush=True)
+    # one thread per run: two runs share the CPUs, and oversubscribed threads slowed fixed-ratio runs tenfold
+    execute_one(run, label, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def export_at(run: dict, budget: float) -> dict:
