@@ -10,6 +10,10 @@ networks with in-place distillation:
 both distilled from the widest path's predictions. Those paths share BatchNorm statistics, which
 then match none of them; after training, the statistics are recomputed under the policy that will be
 deployed (`recalibrate_bn`, the BN calibration of universally slimmable networks).
+
+A run over a budget range (`--budget-range`) deploys neither every channel nor a tenth of them: its
+widest and narrowest paths are the agent's greedy ratios at the range's top and bottom budgets, and
+its explored path follows a budget drawn from the range per batch.
 """
 from __future__ import annotations
 
@@ -40,11 +44,13 @@ def explored(policy: Policy, std: float, p_max: float, generator: torch.Generato
 
 def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, policy: Policy, p_max: float,
                  explore_std: float = 0.15, seed: int = 0, batch_size: int = 64, augment: bool = False,
-                 on_epoch: Callable[[int, float], None] | None = None) -> None:
-    """Train conv, BN and both importances on the widest, narrowest and explored agent paths."""
+                 on_epoch: Callable[[int, float], None] | None = None, widest: Policy | None = None,
+                 narrowest: Policy | None = None, recalibrate: bool = True) -> None:
+    """Train conv, BN and both importances on the widest, narrowest and explored agent paths
+    (widest: every channel, narrowest: ratio NARROWEST on every layer, unless given)."""
     gen = torch.Generator().manual_seed(seed)      # batch order, augmentation and exploration noise
-    widest = fixed_policy(torch.zeros(net.num_layers))
-    narrowest = fixed_policy(torch.full((net.num_layers,), min(p_max, NARROWEST)))
+    widest = widest or fixed_policy(torch.zeros(net.num_layers))
+    narrowest = narrowest or fixed_policy(torch.full((net.num_layers,), min(p_max, NARROWEST)))
     agent = explored(policy, explore_std, p_max, gen)
 
     def sandwich(xb, yb):
@@ -57,7 +63,8 @@ def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, pol
 
     fit(net, x, y, epochs, lr, static_ratios, seed=seed, batch_size=batch_size, on_epoch=on_epoch, augment=augment,
         loss=sandwich, generator=gen)
-    recalibrate_bn(net, x, static_ratios, policy, seed=seed)
+    if recalibrate:
+        recalibrate_bn(net, x, static_ratios, policy, seed=seed)
 
 
 @torch.no_grad()

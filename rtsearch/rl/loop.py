@@ -264,12 +264,16 @@ def curve_of(evaluations: list[dict], budgets_: list[float], params_ratio: float
             "feasible": all(p["feasible"] for p in points)}
 
 
-def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, seed: int) -> None:
+def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, seed: int, policy_at=None) -> None:
     """Fine-tune under the agents' greedy ratios, or (cfg.finetune == "sandwich") over the widest, the
-    narrowest and the agent's explored widths (rtsearch.net.sandwich)."""
+    narrowest and the agent's explored widths (rtsearch.net.sandwich). A range run passes
+    `policy_at(budget)`: its widest and narrowest paths are the policies at the range's ends, and its
+    BatchNorm statistics are recomputed per evaluation budget afterwards (Agents.calibrate)."""
     if cfg.finetune == "sandwich":
+        ends = {"widest": policy_at(cfg.budget_range[1]), "narrowest": policy_at(cfg.budget_range[0]),
+                "recalibrate": False} if cfg.budget_range else {}
         fit_sandwich(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, cfg.p_max, cfg.explore_std,
-                     seed=seed, augment=splits.augment)
+                     seed=seed, augment=splits.augment, **ends)
     else:
         fit(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, seed=seed, augment=splits.augment)
 
@@ -297,12 +301,13 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             static_start, runtime_start = crew.start
             log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
                 f"runtime {runtime_start:.3f} on every layer")
+            def uniform_at(b):      # the uniform runtime ratio of budget b
+                return fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget, cfg.method)[1]))
             warm = fixed_policy(torch.full((net.num_layers,), runtime_start))
             if cfg.budget_range:    # the uniform ratio of a budget drawn from the range, one per batch
-                warm = mixed(lambda b: fixed_policy(torch.full((net.num_layers,), agent_start(
-                    cost, b, cfg.param_budget, cfg.method)[1])), cfg.budget_range, cfg.seed)
+                warm = mixed(uniform_at, cfg.budget_range, cfg.seed)
             finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start), warm,
-                     seed=cfg.seed)
+                     seed=cfg.seed, policy_at=uniform_at)
         while len(record.history) < cfg.iterations:
             seconds, extra = {}, {}
             tick = time.time()
@@ -314,7 +319,8 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             if cfg.budget_range:    # fine-tuned across the range: a budget drawn per batch
                 policy = mixed(lambda b: crew.runtime_policy(budget=b), cfg.budget_range, cfg.seed + len(record.history))
             ratios = torch.as_tensor(crew.static_ratios)
-            finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history))
+            finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history),
+                     policy_at=lambda b: crew.runtime_policy(budget=b))
             seconds["finetune"], tick = time.time() - tick, time.time()
             own_macs = crew.calibrate(*splits.val, train_x=splits.train[0]) if crew.uses_runtime else None
             curve = evaluate_at_each_budget(crew, net, cost, splits.val, ratios)

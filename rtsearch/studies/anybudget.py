@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -23,12 +24,16 @@ import numpy as np
 from rtsearch.studies.agents import WARMUP_EPOCHS, execute_one, mean_sd
 
 
-def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int) -> list[dict]:
+def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int,
+         range_args: list[str] = (), range_label: str = "") -> list[dict]:
+    """The runs of the study; `range_args` go to the range runs only, whose folders carry `range_label`."""
     base = ["--dataset", "mnist5k", "--model", "small", "--iterations", str(iterations)]
     runs = []
+    label = f"-{range_label}" if range_label else ""
     for seed in seeds:
-        runs.append({"kind": "range", "seed": seed, "budget": None, "out": f"{root}/range-{budget_range.replace(':', '-')}-s{seed}",
-                     "args": [*base, "--budget-range", budget_range, "--seed", str(seed)]})
+        runs.append({"kind": "range", "seed": seed, "budget": None,
+                     "out": f"{root}/range-{budget_range.replace(':', '-')}{label}-s{seed}",
+                     "args": [*base, "--budget-range", budget_range, "--seed", str(seed), *range_args]})
         for b in budgets:
             runs.append({"kind": "learned", "seed": seed, "budget": b, "out": f"{root}/learned-{b:g}-s{seed}",
                          "args": [*base, "--budget", f"{b:g}", "--seed", str(seed)]})
@@ -136,13 +141,16 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--report", default="results/any-budget.md")
+    p.add_argument("--range-args", default="", help="extra rtsearch.train flags for the range runs, e.g. '--finetune sandwich'")
+    p.add_argument("--range-label", default="", help="a name for those flags in the range runs' folders")
     args = p.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
-    runs = plan(args.runs, budgets, args.budget_range, [int(s) for s in args.seeds.split(",")], args.iterations)
+    runs = plan(args.runs, budgets, args.budget_range, [int(s) for s in args.seeds.split(",")], args.iterations,
+                shlex.split(args.range_args), args.range_label)
     order = sorted(runs, key=lambda r: {"range": 0, "learned": 1, "uniform": 2}[r["kind"]])
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda ir: _execute(ir[1], f"[{ir[0]}/{len(order)}]"), enumerate(order, 1)))
-    command = "python -m rtsearch.studies.anybudget " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m rtsearch.studies.anybudget " + shlex.join(argv if argv is not None else sys.argv[1:])
     report(runs, budgets, args.budget_range, command.strip(), args.report)
     print(f"wrote {args.report}")
     return 0
