@@ -20,6 +20,7 @@ class RunConfig:
     out: str = "runs/latest"
     method: str = "both"
     fixed_ratios: bool = False
+    torch_pruning_l1: bool = False  # the static-only baseline pruned by Torch-Pruning's L1 pruner (net/magnitude.py)
     lstm: bool = False
     # searched hyperparameters (search_spaces/default.yaml)
     lr_runtime: float = 3e-4       # runtime agent (PPO) learning rate

@@ -37,6 +37,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<budget>-s<seed>)")
     p.add_argument("--method", choices=METHODS, default="both")
     p.add_argument("--fixed-ratios", action="store_true", help="uniform ratios instead of agents (baseline)")
+    p.add_argument("--torch-pruning-l1", action="store_true",
+                   help="with --fixed-ratios --method static-only: choose the pruned channels by Torch-Pruning's "
+                        "L1 magnitude pruner instead of the network's static importance (a peer)")
     p.add_argument("--dense-only", action="store_true", help="only train and cache the dense model")
     p.add_argument("--lstm", action="store_true", help="runtime policy with an LSTM across layers")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
@@ -69,6 +72,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         args.budget = budget_range[1]
     elif args.budget is None:
         args.budget = 0.5
+    if args.torch_pruning_l1 and not (args.fixed_ratios and args.method == "static-only"):
+        raise UsageError("--torch-pruning-l1 is a static-only baseline: pass it with --fixed-ratios --method static-only")
     if args.iterations < 1:
         raise UsageError(f"--iterations must be at least 1, got {args.iterations}")
     if args.num_env_runners < 0:
@@ -101,7 +106,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     cfg = RunConfig(dataset=args.dataset, model=args.model, budget=args.budget, param_budget=args.param_budget,
                     iterations=args.iterations, seed=args.seed, data_dir=args.data_dir,
                     num_env_runners=args.num_env_runners, out=out, method=args.method,
-                    fixed_ratios=args.fixed_ratios, lstm=args.lstm, lr_runtime=args.lr_runtime,
+                    fixed_ratios=args.fixed_ratios, torch_pruning_l1=args.torch_pruning_l1, lstm=args.lstm, lr_runtime=args.lr_runtime,
                     lr_static=args.lr_static, lr_finetune=args.lr_finetune, beta_f=args.beta_f, eta_f=args.eta_f,
                     beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
@@ -118,7 +123,7 @@ def default_out(args) -> str:
     parts = [args.dataset, args.model, f"r{args.budget_range.replace(':', '-')}" if args.budget_range else f"{args.budget:g}"]
     if args.param_budget < 1.0:
         parts.append(f"p{args.param_budget:g}")
-    parts.append(args.method + ("-fixed" if args.fixed_ratios else ""))
+    parts.append(args.method + ("-fixed" if args.fixed_ratios else "") + ("-l1" if args.torch_pruning_l1 else ""))
     return os.path.join("runs", "-".join(parts) + f"-s{args.seed}")
 
 
@@ -128,7 +133,7 @@ def check_resumable(cfg: RunConfig) -> None:
     if not os.path.isfile(path):
         raise UsageError(f"--resume: {path} does not exist; run without --resume first")
     stored = checkpoint.load(path).get("config") or {}  # a corrupt one fails here, before any compute
-    for key in ("fixed_ratios", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed"):
+    for key in ("fixed_ratios", "torch_pruning_l1", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed"):
         if key in stored and stored[key] != getattr(cfg, key):
             raise UsageError(f"--resume: {cfg.out} holds a run with {key} {stored[key]!r}, not {getattr(cfg, key)!r}: "
                              f"pass the same flags as that run, or another --out")

@@ -28,6 +28,8 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--agent-share", "1"], ["--agent-share"]),
     (["--calibration-images", "-1"], ["--calibration-images"]),
     (["--finetune", "wide"], ["--finetune"]),
+    (["--torch-pruning-l1"], ["--torch-pruning-l1", "--fixed-ratios --method static-only"]),
+    (["--torch-pruning-l1", "--fixed-ratios"], ["--torch-pruning-l1", "--method static-only"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)

@@ -11,7 +11,7 @@ import torch
 from rtsearch import data, device
 from rtsearch.config import RunConfig
 from rtsearch.logs import log_to_stdout
-from rtsearch.net import checkpoint, dense
+from rtsearch.net import checkpoint, dense, magnitude
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
@@ -47,6 +47,11 @@ def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
     static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
     log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
         f"on every layer")
+    if cfg.torch_pruning_l1:    # the same widths, its channels chosen by Torch-Pruning's L1 pruner, removed now
+        net = magnitude.l1_pruned(net, static_kept_for(cost.widths, static_ratios))
+        cost = magnitude.cost_against(net, cost)
+        static_ratios = torch.zeros(net.num_layers)
+        log(f"Torch-Pruning L1 pruner: widths {net.widths}")
     policy = fixed_policy(runtime_ratios)
     params_ratio = cost.params_ratio(static_kept_for(cost.widths, static_ratios))
     if resume:

@@ -1,0 +1,57 @@
+"""The Torch-Pruning L1 peer (`--torch-pruning-l1`): the uniform static-only widths, its channels
+chosen and removed by Torch-Pruning's magnitude pruner."""
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from rtsearch import data
+from rtsearch.net import checkpoint
+from rtsearch.net.baseline import uniform_ratios
+from rtsearch.net.cost import CostModel, static_kept_for
+from rtsearch.net.magnitude import cost_against, l1_pruned
+from rtsearch.net.models import build_model
+
+
+def test_l1_pruning_keeps_the_largest_channels_at_the_baseline_widths():
+    torch.manual_seed(0)
+    net = build_model("small", (1, 28, 28))
+    strong = [1, 3, 5, 9, 11, 14]              # gate 0's channels made far larger than the rest
+    with torch.no_grad():
+        net.gates[0].conv.weight[strong] *= 100.0
+    reference = CostModel(net, predictors=False)
+    static, _ = uniform_ratios(reference, 0.15, "static-only")
+    keep = static_kept_for(reference.widths, static)
+    assert keep[0] == len(strong)
+    pruned = l1_pruned(net, keep)
+    assert pruned.widths == keep.tolist()
+    kept_rows = pruned.gates[0].conv.weight
+    originals = net.gates[0].conv.weight
+    matches = [int((originals - row).abs().flatten(1).sum(1).argmin()) for row in kept_rows]
+    assert sorted(matches) == strong
+    cost = cost_against(pruned, reference)
+    full = cost.macs_ratio(cost.widths[None, :], cost.widths).item()
+    assert abs(full - reference.macs_ratio(keep[None, :], keep).item()) < 1e-9 and full <= 0.15
+    assert net.widths == [16, 32, 32, 64, 64]      # the caller's network is untouched
+
+
+def test_l1_peer_run_lands_on_the_static_only_macs_and_deploys(tmp_path):
+    runs = {}
+    for name, extra in (("static", []), ("l1", ["--torch-pruning-l1"])):
+        out = tmp_path / name
+        result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--method",
+                         "static-only", "--iterations", "2", "--out", str(out), *extra)
+        assert result.returncode == 0, result.stderr
+        runs[name] = json.loads((out / "metrics.json").read_text())
+    assert "Torch-Pruning L1 pruner: widths" in result.stdout
+    assert abs(runs["l1"]["macs_ratio"] - runs["static"]["macs_ratio"]) < 1e-9
+    assert abs(runs["l1"]["params_ratio"] - runs["static"]["params_ratio"]) < 0.01
+    assert runs["l1"]["accuracy"] > 0.5 and runs["l1"]["config"]["torch_pruning_l1"]
+    # the deployed model is the smaller network: it scores the run's accuracy at every channel it has
+    model = torch.load(tmp_path / "l1" / "deployed.pt", weights_only=False)
+    x, y = data.load("digits", 0).test
+    outputs = [model.skip.run(x[i:i + 1], model.policy) for i in range(len(x))]
+    assert float((torch.cat([o[0] for o in outputs]).argmax(1) == y).float().mean()) == \
+        pytest.approx(runs["l1"]["accuracy"], abs=1e-6)
+    assert model.skip.widths == checkpoint.network(checkpoint.load(str(tmp_path / "l1" / "best.pt"))).widths
