@@ -41,3 +41,26 @@ def test_sandwich_fine_tuning_teaches_the_narrow_widths():
     widest = evaluate(net, cost, *splits.val, None, fixed_policy(torch.zeros(net.num_layers)))["accuracy"]
     assert after > before + 0.1, (before, after)
     assert widest > 0.5
+
+
+def test_a_range_runs_sandwich_trains_the_given_ends_and_leaves_statistics_to_the_caller():
+    torch.manual_seed(0)
+    splits = data.load("digits", 0)
+    net = build_model("small", splits.input_shape, splits.num_classes)
+    walked = {"top": 0, "bottom": 0, "agent": 0}
+
+    def counted(name, ratio):
+        inner = fixed_policy(torch.full((net.num_layers,), ratio))
+
+        def policy(walk):
+            walked[name] += walk.t == 0
+            return inner(walk)
+        return policy
+
+    x, y = splits.train[0][:128], splits.train[1][:128]
+    batches = -(-len(x) // 64)
+    for recalibrate, recalibration_walks in ((False, 0), (True, 1)):   # recalibrate_bn walks 256 images at a time
+        walked.update(top=0, bottom=0, agent=0)
+        fit_sandwich(net, x, y, 1, 1e-3, None, counted("agent", 0.5), p_max=0.95, widest=counted("top", 0.2),
+                     narrowest=counted("bottom", 0.8), recalibrate=recalibrate)
+        assert walked == {"top": batches, "bottom": batches, "agent": batches + recalibration_walks}
