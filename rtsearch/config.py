@@ -36,7 +36,9 @@ class RunConfig:
     device: str = "auto"           # where the run computes: auto | cpu | cuda (rtsearch.device)
     warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
     warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update
-    finetune: str = "greedy"       # fine-tuning paths: "greedy" (the agents' greedy ratios) or "sandwich"
+    # fine-tuning paths: "greedy" (the agents' greedy ratios) or "sandwich"; None: sandwich for a
+    # budget range (its ends and the budgets between, measured in results/any-budget.md), else greedy
+    finetune: str | None = None
     explore_std: float = 0.15      # sandwich: noise on the agent's runtime ratios in its fine-tuning path
     agent_share: float = 0.0       # share of the training split kept out of fine-tuning for the agents' rewards
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
@@ -48,6 +50,10 @@ class RunConfig:
     def predictors_kept(self) -> bool:
         """A static-only model has no use for the runtime importance predictors and drops them."""
         return self.method != "static-only"
+
+    def __post_init__(self):
+        if self.finetune is None:
+            self.finetune = "sandwich" if self.budget_range else "greedy"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -46,8 +46,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one, else the CPU) | cpu | cuda")
     p.add_argument("--dense-epochs", type=int, default=None,
                    help="dense pre-training epochs (default: the dataset's recipe, 164 for CIFAR, 15 otherwise)")
-    p.add_argument("--finetune", choices=("greedy", "sandwich"), default=RunConfig.finetune,
-                   help="fine-tune under the agents' greedy ratios, or over widest, narrowest and explored widths")
+    p.add_argument("--finetune", choices=("greedy", "sandwich"), default=None,
+                   help="fine-tune under the agents' greedy ratios, or over widest, narrowest and explored widths "
+                        "(default: sandwich with --budget-range, else greedy)")
     p.add_argument("--explore-std", type=float, default=RunConfig.explore_std,
                    help="sandwich: noise on the agent's runtime ratios in its fine-tuning path")
     p.add_argument("--agent-share", type=float, default=RunConfig.agent_share,

@@ -35,6 +35,7 @@ def test_one_model_serves_every_budget_in_its_range(tmp_path):
                     "--out", str(out)).returncode == 0
     metrics = json.loads((out / "metrics.json").read_text())
     curve = metrics["curve"]
+    assert metrics["config"]["finetune"] == "sandwich"     # a range run fine-tunes over its ends by default
     assert [p["budget"] for p in curve] == pytest.approx(budgets.evaluation_budgets(0.2, 0.6))
     for point in curve:        # test MACs on each budget, one calibration shift per budget
         assert abs(point["macs_ratio"] - point["budget"]) <= 0.01, curve
