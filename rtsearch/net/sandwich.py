@@ -13,8 +13,7 @@ deployed (`recalibrate_bn`, the BN calibration of universally slimmable networks
 
 A run over a budget range (`--budget-range`) deploys neither every channel nor a tenth of them: its
 widest and narrowest paths are the agent's greedy ratios at the range's top and bottom budgets, and
-two explored paths each follow their own budget drawn from the range (the four paths of the sandwich
-rule: with one explored path, the budgets between the ends were measured to lose accuracy).
+its explored path follows a budget drawn from the range per batch.
 """
 from __future__ import annotations
 
@@ -46,10 +45,9 @@ def explored(policy: Policy, std: float, p_max: float, generator: torch.Generato
 def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, policy: Policy, p_max: float,
                  explore_std: float = 0.15, seed: int = 0, batch_size: int = 64, augment: bool = False,
                  on_epoch: Callable[[int, float], None] | None = None, widest: Policy | None = None,
-                 narrowest: Policy | None = None, recalibrate: bool = True, explored_paths: int = 1) -> None:
+                 narrowest: Policy | None = None, recalibrate: bool = True) -> None:
     """Train conv, BN and both importances on the widest, narrowest and explored agent paths
-    (widest: every channel, narrowest: ratio NARROWEST on every layer, unless given; `explored_paths`
-    walks of the explored agent per batch, each distilled)."""
+    (widest: every channel, narrowest: ratio NARROWEST on every layer, unless given)."""
     gen = torch.Generator().manual_seed(seed)      # batch order, augmentation and exploration noise
     widest = widest or fixed_policy(torch.zeros(net.num_layers))
     narrowest = narrowest or fixed_policy(torch.full((net.num_layers,), min(p_max, NARROWEST)))
@@ -58,7 +56,7 @@ def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, pol
     def sandwich(xb, yb):
         teacher, _ = policy_forward(net, xb, static_ratios, widest)
         loss = F.cross_entropy(teacher, yb)
-        for path in (narrowest, *[agent] * explored_paths):
+        for path in (narrowest, agent):
             logits, _ = policy_forward(net, xb, static_ratios, path)
             loss = loss + distill(logits, teacher)
         return loss

@@ -271,7 +271,7 @@ def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, se
     BatchNorm statistics are recomputed per evaluation budget afterwards (Agents.calibrate)."""
     if cfg.finetune == "sandwich":
         ends = {"widest": policy_at(cfg.budget_range[1]), "narrowest": policy_at(cfg.budget_range[0]),
-                "recalibrate": False, "explored_paths": 2} if cfg.budget_range else {}
+                "recalibrate": False} if cfg.budget_range else {}
         fit_sandwich(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, cfg.p_max, cfg.explore_std,
                      seed=seed, augment=splits.augment, **ends)
     else:
