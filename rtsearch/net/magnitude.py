@@ -23,11 +23,12 @@ def l1_pruned(net: GatedNet, keep_counts) -> GatedNet:
     widths = list(net.widths)
     model = build_model(net.name, net.input_shape, net.head.fc.out_features, widths, 0.0, predictors=False)
     model.load_state_dict({k: v for k, v in net.state_dict().items() if ".predictor." not in k})
-    model = model.to(next(net.parameters()).device).eval()
+    where = next(net.parameters()).device
+    model = model.to(where).eval()
     gate_convs = {g.conv for g in model.gates}
     with torch.enable_grad():   # the dependency trace follows autograd
         pruner = tp.pruner.MagnitudePruner(
-            model, example_inputs=torch.zeros(1, *model.input_shape, device=next(model.parameters()).device),
+            model, example_inputs=torch.zeros(1, *model.input_shape, device=where),
             importance=tp.importance.MagnitudeImportance(p=1),
             # Torch-Pruning keeps int(C (1 - ratio)) channels: half a channel over k keeps exactly k
             pruning_ratio_dict={g.conv: 1.0 - (int(k) + 0.5) / g.out_channels for g, k in zip(model.gates, keep_counts)},
@@ -36,7 +37,7 @@ def l1_pruned(net: GatedNet, keep_counts) -> GatedNet:
             unwrapped_parameters=[(g.static_importance, 0) for g in model.gates])
         pruner.step()
     rebuilt = build_model(net.name, net.input_shape, net.head.fc.out_features, [g.out_channels for g in model.gates],
-                          0.0, predictors=False).to(next(net.parameters()).device)
+                          0.0, predictors=False).to(where)
     rebuilt.load_state_dict(model.state_dict())   # strict: every tensor has the shape the widths imply
     return rebuilt.train(net.training)
 

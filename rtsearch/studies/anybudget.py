@@ -17,11 +17,10 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, execute_one, mean_sd
+from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, mean_sd, runs_table
 
 
 def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int,
@@ -45,11 +44,6 @@ def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], i
         run["args"] += ["--out", run["out"]]
         run["command"] = "python -m rtsearch.train " + " ".join(run["args"])
     return runs
-
-
-def _execute(run: dict, label: str) -> None:
-    # one thread per run: two runs share the CPUs, and oversubscribed threads slowed fixed-ratio runs tenfold
-    execute_one(run, label, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def export_at(run: dict, budget: float) -> dict:
@@ -121,11 +115,7 @@ def report(runs: list[dict], budgets: list[float], budget_range: str, command: s
     for s in seeds:
         lines.append(f"| {s} | " + " | ".join(f"{p['accuracy']:.4f} @ {p['macs_ratio']:.4f}"
                                               for p in ranges[s]["metrics"]["curve"]) + " |")
-    lines += ["", "## Runs and exports", "", "| run | test accuracy | MACs ratio | seconds | command |", "|---|---|---|---|---|"]
-    for run in runs:
-        m = run["metrics"]
-        lines.append(f"| {run['out']} | {m['accuracy']:.4f} | {m['macs_ratio']:.4f} | {m['seconds']:.0f} | "
-                     f"`{run['command']}` |")
+    lines += ["", "## Runs and exports", "", *runs_table(runs)]
     for (s, b), e in sorted(exports.items()):
         lines.append(f"| export seed {s} at {b:g} | {e['accuracy']:.4f} | {e['macs_ratio']:.4f} | {e['seconds']:.0f} | "
                      f"`{e['command']}` |")
@@ -150,8 +140,7 @@ def main(argv=None) -> int:
     runs = plan(args.runs, budgets, args.budget_range, [int(s) for s in args.seeds.split(",")], args.iterations,
                 shlex.split(args.range_args), args.range_label)
     order = sorted(runs, key=lambda r: {"range": 0, "learned": 1, "uniform": 2}[r["kind"]])
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda ir: _execute(ir[1], f"[{ir[0]}/{len(order)}]"), enumerate(order, 1)))
+    execute_parallel(order, args.jobs)
     command = "python -m rtsearch.studies.anybudget " + shlex.join(argv if argv is not None else sys.argv[1:])
     report(runs, budgets, args.budget_range, command.strip(), args.report, args.jobs)
     print(f"wrote {args.report}")

@@ -12,14 +12,12 @@ iteration). Every figure is read back from the runs' metrics.json. Writes result
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, execute_one, load, mean_sd
+from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, load, mean_sd, runs_table
 
 PEERS = {"uniform runtime-only": ["--fixed-ratios", "--method", "runtime-only"],
          "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
@@ -75,12 +73,7 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
                         f"seed-to-seed spread {spread:.4f}: "
                         + ("beats it by a clear margin." if gain > spread else "not a clear win."))
     lines += ["", "Verdict per budget (computed; the target is a mean gain over every peer larger than the larger "
-              "seed-to-seed spread):", *verdicts, "", "## Runs", "",
-              "| run | test accuracy | MACs ratio | seconds | command |", "|---|---|---|---|---|"]
-    for run in runs:
-        m = run["metrics"]
-        lines.append(f"| {run['out']} | {m['accuracy']:.4f} | {m['macs_ratio']:.4f} | {m['seconds']:.0f} | "
-                     f"`{run['command']}` |")
+              "seed-to-seed spread):", *verdicts, "", "## Runs", "", *runs_table(runs)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -96,9 +89,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}    # runs share the CPUs: one thread each
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda ir: execute_one(ir[1], f"[{ir[0]}/{len(runs)}]", env=env), enumerate(runs, 1)))
+    execute_parallel(runs, args.jobs)
     report(runs, budgets, "python -m rtsearch.studies.peers " + shlex.join(argv if argv is not None else sys.argv[1:]),
            args.report)
     print(f"wrote {args.report}")
