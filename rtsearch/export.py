@@ -46,7 +46,7 @@ def export_at_budget(path: str, budget: float, out: str) -> dict:
     recompute_statistics()
     run.policy.shift = budget_shift(
         lambda s: evaluate(run.net, cost, *splits.val, ratios, run.masked_policy(s))["macs_ratio"], budget,
-        cfg["p_max"])
+        cfg["p_max"], near=run.policy.shift)     # from the shift interpolated between the run's budgets
     recompute_statistics()
     run.skip = SkipNet(run.net.eval(), run.static_ratios)      # BatchNorm folded anew
     test = evaluate(run.net, cost, *splits.test, ratios, run.masked_policy())

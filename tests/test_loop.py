@@ -26,6 +26,28 @@ def test_budget_shift_finds_the_smallest_shift_that_meets_the_budget():
     assert budget_shift(lambda s: 1.0, 0.3, 0.9) == 0.9  # cannot be met: the most pruning there is
 
 
+def test_budget_shift_from_a_previous_shift_finds_the_same_shift_in_fewer_walks():
+    walks = []
+
+    def macs_at(s):
+        walks.append(s)
+        return min(1.0, max(0.0, (0.9 - s) ** 2 * 0.6))    # convex, falling, like a network's MACs
+
+    resolution = 2 * 0.9 / 2 ** 14
+    for budget in (0.05, 0.08, 0.15, 0.3, 0.45):
+        walks.clear()
+        cold = budget_shift(macs_at, budget, 0.9)
+        cold_walks = len(walks)
+        for near in (cold - 0.01, cold + 0.003, cold + 0.3, -0.9, 0.9, cold):
+            walks.clear()
+            warm = budget_shift(macs_at, budget, 0.9, near=near)
+            assert abs(warm - cold) <= resolution and macs_at(warm) <= budget
+            if abs(near - cold) < 0.02:
+                assert len(walks) < cold_walks
+    assert budget_shift(macs_at, 1.0, 0.9, near=0.1) == -0.9                 # met with every channel
+    assert budget_shift(lambda s: 1.0, 0.3, 0.9, near=0.2) == 0.9           # cannot be met
+
+
 @pytest.mark.slow
 def test_tight_budget_makes_the_runtime_agent_prune_more(tmp_path):
     # Start the runtime agent at no pruning: with a tight budget, dual ascent raises beta_f and the

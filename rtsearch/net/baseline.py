@@ -23,18 +23,48 @@ def smallest_ratio(meets: Callable[[float], bool], high: float = 0.999) -> float
     return hi
 
 
-def budget_shift(macs_at: Callable[[float], float], budget: float, p_max: float, steps: int = 14) -> float:
-    """Smallest shift s in [-p_max, p_max], added to every runtime ratio, with macs_at(s) <= budget.
+def budget_shift(macs_at: Callable[[float], float], budget: float, p_max: float, steps: int = 14,
+                 near: float | None = None) -> float:
+    """Smallest shift s in [-p_max, p_max], added to every runtime ratio, with macs_at(s) <= budget,
+    to the resolution of `steps` halvings of that interval.
 
     Bisection: MACs fall as the shift grows. The learned allocation keeps its shape (which layers
-    and which inputs get more), the shift only moves its level onto the budget."""
-    if macs_at(-p_max) <= budget:
-        return -p_max
-    lo, hi = -p_max, p_max
-    for _ in range(steps):
+    and which inputs get more), the shift only moves its level onto the budget. `near` (the previous
+    shift; it moves little from one iteration to the next) starts the search from a small bracket
+    around it: about 10 walks of the network instead of 15, to the same resolution."""
+    resolution = 2 * p_max / 2 ** steps
+    if near is None:
+        if macs_at(-p_max) <= budget:
+            return -p_max
+        lo, hi = -p_max, p_max
+    else:
+        lo, hi = _bracket(macs_at, budget, min(max(near, -p_max), p_max), p_max)
+    while hi - lo > resolution:
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if macs_at(mid) <= budget else (mid, hi)
     return hi
+
+
+def _bracket(macs_at: Callable[[float], float], budget: float, point: float, p_max: float,
+             step: float = 0.02) -> tuple[float, float]:
+    """(lo, hi) with macs_at(lo) > budget >= macs_at(hi) around `point`, stepping away from it with
+    doubling steps; lo = -p_max where even that meets the budget, hi = p_max (unchecked) where
+    nothing does."""
+    if macs_at(point) <= budget:            # the answer is at or below `point`
+        hi = point
+        while hi > -p_max:
+            lo = max(hi - step, -p_max)
+            if macs_at(lo) > budget:
+                return lo, hi
+            hi, step = lo, step * 2
+        return -p_max, -p_max
+    lo = point
+    while lo < p_max:
+        hi = min(lo + step, p_max)
+        if hi == p_max or macs_at(hi) <= budget:
+            return lo, hi
+        lo, step = hi, step * 2
+    return p_max, p_max
 
 
 def macs_ratio_of(cost: CostModel, static_p: float, runtime_p: float) -> float:

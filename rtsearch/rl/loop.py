@@ -14,8 +14,8 @@ between updates (measured: 0.516 to 0.548 at budget 0.5). The deployed runtime p
 the agent's ratios plus one shift, shared by all layers and inputs, found by bisection so that the
 validation MACs ratio meets the budget (`baseline.budget_shift`). The agent still decides the
 allocation across layers and inputs; the shift sets its level. The network is fine-tuned under the
-shift of the previous iteration; `calibrate=False` turns it off. The bisection walks the network
-about 15 times, so it runs on the first `calibration_images` validation images (a random
+shift of the previous iteration; `calibrate=False` turns it off. The bisection starts from the
+previous iteration's shift and walks the network about 10 times, so it runs on the first `calibration_images` validation images (a random
 sample: the split is shuffled): the mean MACs ratio of a few hundred inputs is within
 a few 1e-4 of the whole split's, and the iteration's evaluation still uses the whole split.
 """
@@ -134,9 +134,10 @@ class Agents:
 
     def calibrate(self, x, y, train_x=None) -> list[float]:
         """Set the shift that puts the validation MACs ratio on each evaluation budget; returns the
-        agent's own (unshifted) MACs ratio at each, the figures dual ascent steers by. A range run
-        first recomputes each budget's BatchNorm statistics on `train_x` under its policy (again once
-        its shift has moved); the network is left with those of the top budget."""
+        agent's own (unshifted) MACs ratio at each, the figures dual ascent steers by. The search
+        starts from each budget's previous shift. A range run finds the shift under each budget's
+        BatchNorm statistics of the last round (computed afresh on its first), then recomputes them
+        on `train_x` under the shifted policy; the network is left with those of the top budget."""
         ratios = torch.as_tensor(self.static_ratios)
         if self.cfg.calibration_images:
             x, y = x[:self.cfg.calibration_images], y[:self.cfg.calibration_images]
@@ -153,10 +154,15 @@ class Agents:
                                    max_batches=RECALIBRATION_BATCHES)
                     self.bn_stats[k] = budgets.bn_state(self.net)
 
-            recompute_statistics()
+            stale = bool(self.bn_stats) and self.bn_stats[k] is not None and train_x is not None
+            if stale:   # the last round's statistics, close enough to find the shift by; recomputed below
+                self.use_budget(k)
+            else:
+                recompute_statistics()
             own.append(macs_at(0.0))
             if self.cfg.calibrate:
-                self.shifts[k] = budget_shift(macs_at, budget, self.cfg.p_max)
+                self.shifts[k] = budget_shift(macs_at, budget, self.cfg.p_max, near=self.shifts[k])
+            if self.cfg.calibrate or stale:
                 recompute_statistics()
         self.runtime_shift = self.shifts[-1]        # at the run's budget (a range's top)
         return own
