@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -55,7 +56,8 @@ def export_at(run: dict, budget: float) -> dict:
     command = ["--checkpoint", os.path.join(run["out"], "best.pt"), "--budget", f"{budget:g}",
                "--out", os.path.join(run["out"], f"deployed-{budget:g}.pt")]
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "rtsearch.export", *command], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "rtsearch.export", *command], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
         raise SystemExit(f"export failed: {done.stderr.strip()}")
     line = done.stdout.strip().splitlines()[-1]
@@ -73,7 +75,9 @@ def report(runs: list[dict], budgets: list[float], budget_range: str, command: s
             run["metrics"] = json.load(f)
     seeds = sorted({r["seed"] for r in runs})
     ranges = {r["seed"]: r for r in runs if r["kind"] == "range"}
-    exports = {(s, b): export_at(ranges[s], b) for s in seeds for b in budgets}
+    keys = [(s, b) for s in seeds for b in budgets]
+    with ThreadPoolExecutor(jobs) as pool:      # `jobs` exports at a time, one thread each
+        exports = dict(zip(keys, pool.map(lambda key: export_at(ranges[key[0]], key[1]), keys)))
     pick = lambda kind, b: [r["metrics"] for r in runs if r["kind"] == kind and r["budget"] == b]  # noqa: E731
     lines = ["# One model for every budget (mnist5k / small)", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only, {jobs} run(s) at a time, one "
