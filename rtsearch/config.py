@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 METHODS = ("both", "runtime-only", "static-only")
+EXPLORE_STD = 0.15          # sandwich fine-tuning noise of a per-budget run
+RANGE_EXPLORE_STD = 0.05    # ... and of a budget-range run (RunConfig.explore_std)
 
 
 @dataclass
@@ -39,7 +41,10 @@ class RunConfig:
     # fine-tuning paths: "greedy" (the agents' greedy ratios) or "sandwich"; None: sandwich for a
     # budget range (its ends and the budgets between, measured in results/any-budget.md), else greedy
     finetune: str | None = None
-    explore_std: float = 0.15      # sandwich: noise on the agent's runtime ratios in its fine-tuning path
+    # sandwich: noise on the agent's runtime ratios in its explored fine-tuning path; None: 0.05 for a
+    # budget range (its drawn budgets already vary the widths; 0.15 cost 0.01-0.03 at budgets 0.15 to
+    # 0.05, results/any-budget-attempts.md), else 0.15
+    explore_std: float | None = None
     agent_share: float = 0.0       # share of the training split kept out of fine-tuning for the agents' rewards
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
     calibration_images: int = 256  # validation images the shift is bisected on (0: all of them; see rl/loop.py)
@@ -54,6 +59,8 @@ class RunConfig:
     def __post_init__(self):
         if self.finetune is None:
             self.finetune = "sandwich" if self.budget_range else "greedy"
+        if self.explore_std is None:
+            self.explore_std = RANGE_EXPLORE_STD if self.budget_range else EXPLORE_STD
 
     def to_dict(self) -> dict:
         return asdict(self)

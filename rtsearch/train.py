@@ -49,8 +49,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--finetune", choices=("greedy", "sandwich"), default=None,
                    help="fine-tune under the agents' greedy ratios, or over widest, narrowest and explored widths "
                         "(default: sandwich with --budget-range, else greedy)")
-    p.add_argument("--explore-std", type=float, default=RunConfig.explore_std,
-                   help="sandwich: noise on the agent's runtime ratios in its fine-tuning path")
+    p.add_argument("--explore-std", type=float, default=None,
+                   help="sandwich: noise on the agent's runtime ratios in its explored fine-tuning path "
+                        "(default: 0.05 with --budget-range, else 0.15)")
     p.add_argument("--agent-share", type=float, default=RunConfig.agent_share,
                    help="share of the training split kept out of fine-tuning for the agents' rewards")
     p.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs,
@@ -92,7 +93,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         raise UsageError(f"--dense-epochs must be at least 1, got {args.dense_epochs}")
     if not 0.0 <= args.agent_share < 1.0:
         raise UsageError(f"--agent-share must be in [0, 1), got {args.agent_share:g}")
-    if not args.explore_std >= 0:
+    if args.explore_std is not None and not args.explore_std >= 0:
         raise UsageError(f"--explore-std must be 0 or more, got {args.explore_std:g}")
     if args.calibration_images < 0:
         raise UsageError(f"--calibration-images must be 0 (the whole split) or more, got {args.calibration_images}")

@@ -6,6 +6,7 @@ import torch
 
 from conftest import assert_usage_error, check_deployed_model_scores_as_the_run, run_main
 from rtsearch import data
+from rtsearch.config import EXPLORE_STD, RANGE_EXPLORE_STD, RunConfig
 from rtsearch.rl import budgets
 
 
@@ -29,6 +30,12 @@ def test_evaluation_budgets_and_interpolation():
     assert budgets.at(0.01, points, [0, 1, 2, 3]) == 0.0 and budgets.at(1.0, points, [0, 1, 2, 3]) == 3.0
 
 
+def test_a_range_run_explores_less_around_its_drawn_budgets_unless_told():
+    assert RunConfig(budget_range=[0.05, 0.5]).explore_std == RANGE_EXPLORE_STD < EXPLORE_STD
+    assert RunConfig(budget=0.08).explore_std == EXPLORE_STD
+    assert RunConfig(budget_range=[0.05, 0.5], explore_std=0.2).explore_std == 0.2
+
+
 def test_one_model_serves_every_budget_in_its_range(tmp_path):
     out = tmp_path / "run"
     assert run_main("rtsearch.train", "--dataset", "digits", "--budget-range", "0.2:0.6", "--iterations", "2",
@@ -36,6 +43,7 @@ def test_one_model_serves_every_budget_in_its_range(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     curve = metrics["curve"]
     assert metrics["config"]["finetune"] == "sandwich"     # a range run fine-tunes over its ends by default
+    assert metrics["config"]["explore_std"] == RANGE_EXPLORE_STD
     assert [p["budget"] for p in curve] == pytest.approx(budgets.evaluation_budgets(0.2, 0.6))
     for point in curve:        # test MACs on each budget, one calibration shift per budget
         assert abs(point["macs_ratio"] - point["budget"]) <= 0.01, curve

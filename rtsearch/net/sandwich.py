@@ -13,7 +13,8 @@ deployed (`recalibrate_bn`, the BN calibration of universally slimmable networks
 
 A run over a budget range (`--budget-range`) deploys neither every channel nor a tenth of them: its
 widest and narrowest paths are the agent's greedy ratios at the range's top and bottom budgets, and
-its explored path follows a budget drawn from the range per batch.
+its explored path follows a budget drawn from the range per batch, with less noise (RunConfig.explore_std:
+the drawn budget already varies the widths).
 """
 from __future__ import annotations
 
