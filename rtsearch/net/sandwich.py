@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from rtsearch.config import EXPLORE_STD
 from rtsearch.net.models import GatedNet
 from rtsearch.net.supervised import Policy, fit, fixed_policy, policy_forward
 
@@ -44,7 +45,7 @@ def explored(policy: Policy, std: float, p_max: float, generator: torch.Generato
 
 
 def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, policy: Policy, p_max: float,
-                 explore_std: float = 0.15, seed: int = 0, batch_size: int = 64, augment: bool = False,
+                 explore_std: float = EXPLORE_STD, seed: int = 0, batch_size: int = 64, augment: bool = False,
                  on_epoch: Callable[[int, float], None] | None = None, widest: Policy | None = None,
                  narrowest: Policy | None = None, recalibrate: bool = True) -> None:
     """Train conv, BN and both importances on the widest, narrowest and explored agent paths

@@ -15,9 +15,10 @@ the agent's ratios plus one shift, shared by all layers and inputs, found by bis
 validation MACs ratio meets the budget (`baseline.budget_shift`). The agent still decides the
 allocation across layers and inputs; the shift sets its level. The network is fine-tuned under the
 shift of the previous iteration; `calibrate=False` turns it off. The bisection starts from the
-previous iteration's shift and walks the network about 10 times, so it runs on the first `calibration_images` validation images (a random
-sample: the split is shuffled): the mean MACs ratio of a few hundred inputs is within
-a few 1e-4 of the whole split's, and the iteration's evaluation still uses the whole split.
+previous iteration's shift and walks the network about 10 times, so it runs on the first
+`calibration_images` validation images (a random sample: the split is shuffled): the mean MACs
+ratio of a few hundred inputs is within a few 1e-4 of the whole split's, and the iteration's
+evaluation still uses the whole split.
 """
 from __future__ import annotations
 

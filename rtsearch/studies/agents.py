@@ -63,10 +63,15 @@ def execute_one(run: dict, label: str, env: dict | None = None) -> None:
     print(f"{label} done in {time.time() - start:.0f}s: {run['out']}", flush=True)
 
 
+def one_thread_env() -> dict:
+    """The environment for a subprocess that shares the CPUs with others: one torch thread (runs
+    with oversubscribed threads were measured tenfold slower)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def execute_parallel(runs: list[dict], jobs: int) -> None:
-    """`execute_one` for every run, `jobs` at a time, one thread each: runs that share the CPUs
-    with oversubscribed threads were measured tenfold slower."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """`execute_one` for every run, `jobs` at a time, one thread each (`one_thread_env`)."""
+    env = one_thread_env()
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(lambda ir: execute_one(ir[1], f"[{ir[0]}/{len(runs)}]", env=env), enumerate(runs, 1)))
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, mean_sd, runs_table
+from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, mean_sd, one_thread_env, runs_table
 
 
 def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int,
@@ -57,7 +57,7 @@ def export_at(run: dict, budget: float) -> dict:
                "--out", os.path.join(run["out"], f"deployed-{budget:g}.pt")]
     started = time.time()
     done = subprocess.run([sys.executable, "-m", "rtsearch.export", *command], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env=one_thread_env())
     if done.returncode != 0:
         raise SystemExit(f"export failed: {done.stderr.strip()}")
     line = done.stdout.strip().splitlines()[-1]
