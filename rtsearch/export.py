@@ -19,7 +19,8 @@ from rtsearch.net.export import export
 
 
 def export_at_budget(path: str, budget: float, out: str) -> dict:
-    """Calibrate a run's runtime policy onto `budget` (validation), measure it (test), write it to `out`."""
+    """Calibrate a run's runtime policy onto `budget` (validation), measure it (test), write it to `out`;
+    the test figures come back with the per-input tensors (`per_input`, as `evaluate` gives them)."""
     import torch
 
     from rtsearch import data
@@ -56,7 +57,8 @@ def export_at_budget(path: str, budget: float, out: str) -> dict:
         os.replace(tmp, out)
     except OSError as e:
         raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
-    return {"budget": budget, "shift": run.policy.shift, "accuracy": test["accuracy"], "macs_ratio": test["macs_ratio"]}
+    return {"budget": budget, "shift": run.policy.shift, "accuracy": test["accuracy"], "macs_ratio": test["macs_ratio"],
+            "macs_ratio_std": test["macs_ratio_std"], "per_input": test["per_input"]}
 
 
 @guarded
@@ -76,8 +78,8 @@ def main(argv=None) -> None:
     if args.budget is not None:
         result = export_at_budget(args.checkpoint, args.budget, args.out)
         print(f"exported {args.out}: the deployed model at budget {args.budget:g}: test accuracy "
-              f"{result['accuracy']:.4f}, MACs ratio {result['macs_ratio']:.4f} (calibration shift "
-              f"{result['shift']:+.4f})")
+              f"{result['accuracy']:.4f}, MACs ratio {result['macs_ratio']:.4f} (per input: std "
+              f"{result['macs_ratio_std']:.4f}; calibration shift {result['shift']:+.4f})")
         return
     try:
         result = export(net, ratios, args.out)

@@ -8,6 +8,7 @@ from conftest import assert_usage_error, check_deployed_model_scores_as_the_run,
 from rtsearch import data
 from rtsearch.config import EXPLORE_STD, RANGE_EXPLORE_STD, RunConfig
 from rtsearch.rl import budgets
+from rtsearch.studies import robust
 
 
 @pytest.mark.parametrize("args, words", [
@@ -64,6 +65,12 @@ def test_one_model_serves_every_budget_in_its_range(tmp_path):
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())
     assert accuracy == pytest.approx(printed["test accuracy"], abs=1e-3)
+    # the same network without its agents (uniform) and the per-input oracle bound (rtsearch.studies.robust)
+    measured = robust.measure(str(out / "best.pt"), 0.3)
+    assert measured["learned"]["accuracy"] == pytest.approx(printed["test accuracy"], abs=1e-3)
+    assert measured["uniform"]["macs_ratio"] <= 0.3 and measured["oracle"]["macs_ratio"] <= 0.3 + 1e-9
+    within = [level["accuracy"] for level in measured["oracle"]["levels"] if level["macs_ratio"] <= 0.3]
+    assert measured["oracle"]["accuracy"] >= max(within)      # it may choose one level for every input
     for budget in ("0.7", "0.1"):          # outside the trained range
         assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "best.pt"), "--budget", budget,
                                     "--out", str(tmp_path / "x.pt")), "--budget", "outside the range 0.2:0.6")

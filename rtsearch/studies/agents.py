@@ -7,6 +7,7 @@ report is read back from the runs' metrics.json and test_per_input.npz.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -100,8 +101,9 @@ def mean_sd(values) -> str:
     return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
+@functools.lru_cache(maxsize=None)
 def dense_confidence(seed: int) -> np.ndarray:
-    """The dense model's confidence (max softmax) on each test input: how sure it is."""
+    """The dense model's confidence (max softmax) on each test input: how sure it is (computed once per seed)."""
     from rtsearch import data
     from rtsearch.net import dense
     from rtsearch.net.cost import CostModel

@@ -1,0 +1,134 @@
+"""Is a range run's accuracy the agents' doing or the network's? (`python -m rtsearch.studies.robust`)
+
+A run over a budget range (`rtsearch.train --budget-range`) fine-tunes one network for every width
+its agents use (the sandwich rule, rtsearch.net.sandwich): a width-robust network. Deployed at a
+budget B, three ways to use that same network, each measured on the test split:
+- learned: the run's agents calibrated onto B, exactly as `rtsearch.export --budget` does, with the
+  per-input MACs ratio's spread (std, coefficient of variation) and its Spearman correlation with the
+  dense model's confidence on the same input;
+- uniform: one runtime ratio on every layer, the smallest that meets B, with the BatchNorm statistics
+  recomputed under it (as the export recomputes them under the learned policy);
+- oracle: the network at LEVELS uniform widths (statistics recomputed per width); for each input the
+  cheapest width that classifies it correctly, then as many inputs as fit in a mean MACs ratio of B
+  while the rest take the cheapest width. It reads the labels, so it is a loose upper bound on what
+  per-input widths could reach on this network, not a method.
+Each (run, budget) is written to robust-B.json in the run's folder and reused; rtsearch.studies.peers
+reads them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+import numpy as np
+
+LEVELS = 9                    # the oracle's uniform widths, evenly spaced in log MACs ratio over LEVEL_MACS
+LEVEL_MACS = (0.025, 0.5)
+
+
+def oracle_accuracy(correct: np.ndarray, level_macs: np.ndarray, budget: float) -> tuple[float, np.ndarray]:
+    """(accuracy, per-input MACs ratios) of the best per-input choice of level within a mean MACs ratio of `budget`.
+
+    `correct[l, i]`: input i is classified correctly at level l, whose MACs ratio is `level_macs[l]`.
+    Every input starts at the cheapest level; an input right only at a dearer level is moved to its
+    cheapest right one, cheapest extra cost first, while the mean stays within the budget. Each input
+    gains at most one correct answer, so taking the smallest extra costs first is optimal."""
+    order = np.argsort(level_macs)
+    correct, level_macs = correct[order], level_macs[order]
+    n = correct.shape[1]
+    base = level_macs[0]
+    if base > budget:
+        raise ValueError(f"the cheapest level costs {base:.4f}, above budget {budget:g}")
+    first_right = np.where(correct.any(0), correct.argmax(0), -1)
+    movable = np.flatnonzero(first_right > 0)
+    movable = movable[np.argsort(level_macs[first_right[movable]], kind="stable")]
+    extra = level_macs[first_right[movable]] - base
+    fits = int(np.searchsorted(np.cumsum(extra), (budget - base) * n, side="right"))
+    macs = np.full(n, base)
+    macs[movable[:fits]] = level_macs[first_right[movable[:fits]]]
+    return (int((first_right == 0).sum()) + fits) / n, macs
+
+
+def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> dict:
+    """Learned, uniform and oracle on the network of a range run's checkpoint at `budget` (see module doc)."""
+    import torch
+
+    from rtsearch import data
+    from rtsearch.export import export_at_budget
+    from rtsearch.net.baseline import smallest_ratio
+    from rtsearch.net.cost import CostModel
+    from rtsearch.net.sandwich import recalibrate_bn
+    from rtsearch.net.supervised import evaluate, fixed_policy
+    from rtsearch.rl import deployed
+    from rtsearch.studies.agents import spearman
+
+    with tempfile.TemporaryDirectory() as tmp:
+        learned = export_at_budget(path, budget, os.path.join(tmp, "deployed.pt"))
+    macs = learned.pop("per_input")["macs_ratio"].numpy()
+    learned["macs_ratio_cv"] = float(macs.std() / macs.mean())
+    if confidence is not None and macs.std() > 0:
+        learned["spearman_confidence"] = spearman(confidence, macs)
+
+    run = deployed.load(path, budget)
+    cfg = run.config
+    splits = data.hold_out(data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")),
+                           cfg.get("holdout_share", 0.0), cfg["seed"])
+    cost, static = CostModel(run.net), torch.as_tensor(run.static_ratios)
+    probe = tuple(t[:8] for t in splits.val)
+
+    def uniform(macs_ratio: float) -> dict:
+        """The network at the smallest uniform runtime ratio within `macs_ratio`, its statistics recomputed."""
+        def at(q):
+            return fixed_policy(torch.full((run.net.num_layers,), q))
+        q = smallest_ratio(lambda q: evaluate(run.net, cost, *probe, static, at(q))["macs_ratio"] <= macs_ratio,
+                           high=cfg["p_max"])
+        recalibrate_bn(run.net, splits.train[0], static, at(q), seed=cfg["seed"])
+        out = evaluate(run.net, cost, *splits.test, static, at(q))
+        return {"ratio": q, "accuracy": out["accuracy"], "macs_ratio": out["macs_ratio"],
+                "correct": out["per_input"]["correct"].numpy()}
+
+    flat = uniform(budget)
+    levels = [uniform(m) for m in np.geomspace(*LEVEL_MACS, LEVELS)]
+    accuracy, per_input = oracle_accuracy(np.stack([lv["correct"] for lv in levels]),
+                                          np.array([lv["macs_ratio"] for lv in levels]), budget)
+    return {"checkpoint": path, "budget": budget, "learned": learned,
+            "uniform": {k: flat[k] for k in ("ratio", "accuracy", "macs_ratio")},
+            "oracle": {"accuracy": accuracy, "macs_ratio": float(per_input.mean()),
+                       "macs_ratio_std": float(per_input.std()),
+                       "levels": [{k: lv[k] for k in ("ratio", "accuracy", "macs_ratio")} for lv in levels]}}
+
+
+def measured(run_dir: str, budget: float, seed: int) -> dict:
+    """`measure` on run_dir/best.pt at `budget`, reused from run_dir/robust-B.json when there."""
+    path = os.path.join(run_dir, f"robust-{budget:g}.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    from rtsearch.studies.agents import dense_confidence
+    print(f"measuring {run_dir} at budget {budget:g} (learned, uniform, oracle) ...", flush=True)
+    result = measure(os.path.join(run_dir, "best.pt"), budget, dense_confidence(seed))
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(f"{path}.tmp", path)
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", default="runs/any-budget/range-0.05-0.5-sandwich-std0.05-s{seed}",
+                   help="range runs' folders, {seed} replaced by each seed")
+    p.add_argument("--budgets", default="0.15,0.08,0.05")
+    p.add_argument("--seeds", default="0,1,2")
+    args = p.parse_args(argv)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for b in (float(x) for x in args.budgets.split(",")):
+            r = measured(args.runs.format(seed=seed), b, seed)
+            print(f"seed {seed} budget {b:g}: learned {r['learned']['accuracy']:.4f} (CV "
+                  f"{r['learned']['macs_ratio_cv']:.3f}), uniform {r['uniform']['accuracy']:.4f}, "
+                  f"oracle {r['oracle']['accuracy']:.4f} at {r['oracle']['macs_ratio']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
