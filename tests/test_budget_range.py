@@ -8,7 +8,7 @@ from conftest import assert_usage_error, check_deployed_model_scores_as_the_run,
 from rtsearch import data
 from rtsearch.config import EXPLORE_STD, RANGE_EXPLORE_STD, RunConfig
 from rtsearch.rl import budgets
-from rtsearch.studies import robust
+from rtsearch.studies import allocation, robust
 
 
 @pytest.mark.parametrize("args, words", [
@@ -71,6 +71,11 @@ def test_one_model_serves_every_budget_in_its_range(tmp_path):
     assert measured["uniform"]["macs_ratio"] <= 0.3 and measured["oracle"]["macs_ratio"] <= 0.3 + 1e-9
     within = [level["accuracy"] for level in measured["oracle"]["levels"] if level["macs_ratio"] <= 0.3]
     assert measured["oracle"]["accuracy"] >= max(within)      # it may choose one level for every input
+    # random per-layer allocations on the same network (rtsearch.studies.allocation): each within the budget
+    searched = allocation.search(str(out / "best.pt"), 0.3, samples=2)
+    assert searched["uniform"]["test"]["accuracy"] == pytest.approx(measured["uniform"]["accuracy"])
+    assert len(searched["val_accuracies"]) == 2 and searched["best"]["val"]["accuracy"] == max(searched["val_accuracies"])
+    assert searched["best"]["test"]["macs_ratio"] <= 0.3 + 1e-9
     for budget in ("0.7", "0.1"):          # outside the trained range
         assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "best.pt"), "--budget", budget,
                                     "--out", str(tmp_path / "x.pt")), "--budget", "outside the range 0.2:0.6")

@@ -7,9 +7,11 @@ On mnist5k / small, per budget and seed, through the real command line (finished
   meets the budget;
 - Torch-Pruning L1: the static-only widths, its channels chosen and removed by Torch-Pruning's
   magnitude pruner (`--torch-pruning-l1`);
-- per seed, one run over the budget range RANGE (`--budget-range`), whose width-robust network gives
-  three rows at each budget (rtsearch.studies.robust): its agents calibrated onto B (learned, one model),
-  the same network at the uniform ratio meeting B (a non-learned peer), and the per-input oracle bound.
+- per seed, one run over the budget range RANGE (`--budget-range`): its agents calibrated onto B
+  (learned, one model), and its network at the uniform ratio meeting B;
+- per seed, the width-robust network without agents (rtsearch.studies.robust.width_robust: the range
+  run's fine-tuning over uniform widths only) at the uniform ratio meeting B (a non-learned peer), and
+  the per-input oracle bound on it.
 The fixed-ratio runs get as many fine-tuning epochs as the learned run (its warm-up plus one per
 iteration). Every figure is read back from the runs' metrics.json and robust-B.json. Writes results/peers.md.
 """
@@ -35,11 +37,12 @@ FOLDERS = {"learned": "learned", "learned runtime-only": "learned-runtime", "lea
            "uniform runtime-only": "uniform", "uniform static-only": "static-uniform",
            "Torch-Pruning L1": "tp-l1"}     # learned- and uniform- runs are those of the any-budget study
 RANGE, RANGE_ARGS, RANGE_FOLDER = "0.05:0.5", ["--explore-std", "0.05"], "range-0.05-0.5-sandwich-std0.05"
-ONE_MODEL, ROBUST_UNIFORM, ORACLE = "learned, one model over 0.05:0.5", "width-robust network, uniform", \
-    "oracle bound (reads the labels)"
+ROBUST_FOLDER = "width-robust-0.05-0.5"
+ONE_MODEL, ITS_NETWORK = "learned, one model over 0.05:0.5", "the one model's network, uniform (agents shaped it)"
+ROBUST_UNIFORM, ORACLE = "width-robust network (no agents), uniform", "oracle bound on it (reads the labels)"
 LEARNED = ["learned", "learned runtime-only", "learned static-only", ONE_MODEL]
 NON_LEARNED = ["uniform runtime-only", "uniform static-only", "Torch-Pruning L1", ROBUST_UNIFORM]
-ROWS = [*LEARNED, *NON_LEARNED, ORACLE]
+ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, ORACLE]
 
 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
@@ -60,7 +63,7 @@ def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> 
     return runs
 
 
-def rows_at(runs: list[dict], budget: float) -> dict[str, list[dict]]:
+def rows_at(runs: list[dict], budget: float, robust_networks: dict[int, dict]) -> dict[str, list[dict]]:
     """Per row of the report, the figures of each seed at `budget` (accuracy, MACs ratio and its
     per-input std, params ratio), in seed order."""
     at = {k: [r["metrics"] for r in sorted(runs, key=lambda r: r["seed"]) if r["kind"] == k and r["budget"] == budget]
@@ -70,13 +73,15 @@ def rows_at(runs: list[dict], budget: float) -> dict[str, list[dict]]:
             macs = m["per_input"]["macs_ratio"]
             if macs.std() > 0 and "spearman_confidence" not in m:
                 m["spearman_confidence"] = spearman(dense_confidence(m["config"]["seed"]), macs)
-    at.update({ONE_MODEL: [], ROBUST_UNIFORM: [], ORACLE: []})
+    at.update({ONE_MODEL: [], ITS_NETWORK: [], ROBUST_UNIFORM: [], ORACLE: []})
     for run in sorted((r for r in runs if r["kind"] == "range"), key=lambda r: r["seed"]):
         measured = robust.measured(run["out"], budget, run["seed"])
         params = run["metrics"]["params_ratio"]
         at[ONE_MODEL].append({**measured["learned"], "params_ratio": params})
-        at[ROBUST_UNIFORM].append({**measured["uniform"], "macs_ratio_std": 0.0, "params_ratio": params})
-        at[ORACLE].append({**measured["oracle"], "params_ratio": params})
+        at[ITS_NETWORK].append({**measured["uniform"], "macs_ratio_std": 0.0, "params_ratio": params})
+        network = robust_networks[run["seed"]]["budgets"][f"{budget:g}"]
+        at[ROBUST_UNIFORM].append({**network["uniform"], "macs_ratio_std": 0.0, "params_ratio": 1.0})
+        at[ORACLE].append({**network["oracle"], "params_ratio": 1.0})
     return at
 
 
@@ -99,6 +104,7 @@ def verdict(at: dict[str, list[dict]], method: str, budget: float) -> str:
 
 
 def report(runs: list[dict], budgets: list[float], command: str, path: str) -> None:
+    robust_range = tuple(float(x) for x in RANGE.split(":"))
     for run in runs:
         run["metrics"] = load(run)
     seeds = sorted({r["seed"] for r in runs})
@@ -109,13 +115,15 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
              "seed; the fixed-ratio peers get as many fine-tuning epochs as the learned run (warm-up plus one per "
              "iteration). Torch-Pruning L1 keeps the uniform static-only widths and lets Torch-Pruning's "
              "MagnitudePruner (p=1) choose and remove the channels.", "",
-             f"The last rows use one width-robust network per seed: the run over the budget range {RANGE} "
-             "(sandwich fine-tuning across the widths its agents choose). At each budget its agents are calibrated "
-             "onto the budget as `rtsearch.export --budget` does (learned, one model), the same network runs at "
-             "the smallest uniform ratio meeting the budget (width-robust network, uniform), and the oracle picks "
-             f"per test input the cheapest of {robust.LEVELS} uniform widths (MACs ratios "
-             f"{robust.LEVEL_MACS[0]:g} to {robust.LEVEL_MACS[1]:g}) that classifies it correctly, within the "
-             "budget on average. The oracle reads the labels: a loose upper bound, not a method. BatchNorm "
+             f"One model over {RANGE}: per seed, the run over that budget range (sandwich fine-tuning across the "
+             "widths its agents choose), its agents calibrated onto each budget as `rtsearch.export --budget` does; "
+             "the row after it runs the same network at the smallest uniform ratio meeting the budget. The width-"
+             "robust network (no agents) is fine-tuned from the same dense model as that run fine-tunes (the same "
+             "epochs of the sandwich rule), over uniform widths only: the uniform ratios of the range's ends and of "
+             "a budget drawn per batch. It runs at the uniform ratio meeting each budget, and the oracle picks per "
+             f"test input the cheapest of {robust.LEVELS} uniform widths of it (MACs ratios "
+             f"{robust.LEVEL_MACS[0]:g} to {robust.LEVEL_MACS[1]:g}) that classifies the input correctly, within "
+             "the budget on average. The oracle reads the labels: a loose upper bound, not a method. BatchNorm "
              "statistics are recomputed under each policy and width (rtsearch.studies.robust).", "",
              "Per-input columns: the standard deviation of the per-input MACs ratio on the test split, its "
              "coefficient of variation (std / mean; the issue's target at 0.08 is 0.2 or more), and its Spearman "
@@ -124,9 +132,12 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
              "| budget | method | test accuracy | MACs ratio | per-input MACs std | CV | Spearman(confidence, MACs) | "
              "params ratio |",
              "|---|---|---|---|---|---|---|---|"]
+    root = runs[0]["out"].rsplit("/", 1)[0]
+    robust_networks = {seed: robust.width_robust(seed, robust_range, budgets, f"{root}/{ROBUST_FOLDER}-s{seed}")
+                       for seed in seeds}
     verdicts = []
     for b in budgets:
-        at = rows_at(runs, b)
+        at = rows_at(runs, b, robust_networks)
         for kind in ROWS:
             m = at[kind]
             macs, std = np.mean([x["macs_ratio"] for x in m]), np.mean([x.get("macs_ratio_std", np.nan) for x in m])

@@ -12,8 +12,14 @@ budget B, three ways to use that same network, each measured on the test split:
   cheapest width that classifies it correctly, then as many inputs as fit in a mean MACs ratio of B
   while the rest take the cheapest width. It reads the labels, so it is a loose upper bound on what
   per-input widths could reach on this network, not a method.
-Each (run, budget) is written to robust-B.json in the run's folder and reused; rtsearch.studies.peers
-reads them.
+Each (run, budget) is written to robust-B.json in the run's folder and reused.
+
+The uniform ratio on a range run's network is not a fair peer: the agents shaped that network. The
+non-learned width-robust network (`width_robust`) is fine-tuned from the same dense model exactly as a
+range run fine-tunes, without agents: the same epochs (warm-up plus one per iteration) of the sandwich
+rule, whose widest, narrowest and drawn paths are the uniform ratios of the range's top, its bottom and a
+budget drawn per batch (the range run's warm-up, continued). At each budget it runs at the uniform ratio
+meeting the budget, and the oracle above is computed on it. rtsearch.studies.peers reads both.
 """
 from __future__ import annotations
 
@@ -53,14 +59,8 @@ def oracle_accuracy(correct: np.ndarray, level_macs: np.ndarray, budget: float) 
 
 def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> dict:
     """Learned, uniform and oracle on the network of a range run's checkpoint at `budget` (see module doc)."""
-    import torch
-
     from rtsearch import data
     from rtsearch.export import export_at_budget
-    from rtsearch.net.baseline import smallest_ratio
-    from rtsearch.net.cost import CostModel
-    from rtsearch.net.sandwich import recalibrate_bn
-    from rtsearch.net.supervised import evaluate, fixed_policy
     from rtsearch.rl import deployed
     from rtsearch.studies.agents import spearman
 
@@ -75,29 +75,93 @@ def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> d
     cfg = run.config
     splits = data.hold_out(data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")),
                            cfg.get("holdout_share", 0.0), cfg["seed"])
-    cost, static = CostModel(run.net), torch.as_tensor(run.static_ratios)
+    on_network = network_at(run.net, splits, cfg["p_max"], cfg["seed"], [budget], run.static_ratios)
+    at = on_network[f"{budget:g}"]
+    at["oracle"]["levels"] = on_network["levels"]
+    return {"checkpoint": path, "budget": budget, "learned": learned, **at}
+
+
+def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[float], out: str,
+                 iterations: int = 10) -> dict:
+    """The non-learned width-robust network of `seed` (module doc), measured at each budget: uniform and
+    oracle; the network is written to out/model.pt and the figures to out/robust.json (both reused)."""
+    path = os.path.join(out, "robust.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    import time
+
+    import torch
+
+    from rtsearch import data
+    from rtsearch.config import RANGE_EXPLORE_STD, RunConfig
+    from rtsearch.net import checkpoint, dense
+    from rtsearch.net.baseline import uniform_ratios
+    from rtsearch.net.cost import CostModel
+    from rtsearch.net.sandwich import fit_sandwich
+    from rtsearch.net.supervised import fixed_policy
+    from rtsearch.rl.loop import mixed
+
+    cfg = RunConfig(dataset="mnist5k", model="small", seed=seed, budget_range=list(budget_range))
+    splits = data.load(cfg.dataset, seed)
+    net, _ = dense.pretrained(cfg.dataset, cfg.model, seed, splits, log=lambda _: None)
+    cost, static = CostModel(net), torch.zeros(net.num_layers)
+    started = time.time()
+
+    def uniform_at(b):
+        return fixed_policy(uniform_ratios(cost, b, "runtime-only")[1])
+
+    os.makedirs(out, exist_ok=True)
+    for i, epochs in enumerate([cfg.warmup_epochs] + [cfg.finetune_epochs] * iterations):
+        print(f"{out}: sandwich fine-tuning {i + 1}/{iterations + 1} over uniform widths", flush=True)
+        fit_sandwich(net, *splits.train, epochs, cfg.lr_finetune, static, mixed(uniform_at, budget_range, seed + i),
+                     cfg.p_max, RANGE_EXPLORE_STD, seed=seed + i, augment=splits.augment,
+                     widest=uniform_at(budget_range[1]), narrowest=uniform_at(budget_range[0]), recalibrate=False)
+    seconds = time.time() - started
+    checkpoint.save(os.path.join(out, "model.pt"), net)
+    result = {"seed": seed, "budget_range": list(budget_range), "epochs": cfg.warmup_epochs + iterations,
+              "seconds": seconds, "budgets": network_at(net, splits, cfg.p_max, seed, budgets_)}
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(f"{path}.tmp", path)
+    return result
+
+
+def network_at(net, splits, p_max: float, seed: int, budgets_: list[float], static_ratios=None) -> dict:
+    """{budget: {"uniform": ..., "oracle": ...}}: the network at the uniform ratio meeting each budget, and the
+    per-input oracle over LEVELS uniform widths; BatchNorm statistics recomputed under each."""
+    import torch
+
+    from rtsearch.net.baseline import smallest_ratio
+    from rtsearch.net.cost import CostModel
+    from rtsearch.net.sandwich import recalibrate_bn
+    from rtsearch.net.supervised import evaluate, fixed_policy
+
+    cost = CostModel(net)
+    static = torch.zeros(net.num_layers) if static_ratios is None else torch.as_tensor(static_ratios)
     probe = tuple(t[:8] for t in splits.val)
 
     def uniform(macs_ratio: float) -> dict:
-        """The network at the smallest uniform runtime ratio within `macs_ratio`, its statistics recomputed."""
         def at(q):
-            return fixed_policy(torch.full((run.net.num_layers,), q))
-        q = smallest_ratio(lambda q: evaluate(run.net, cost, *probe, static, at(q))["macs_ratio"] <= macs_ratio,
-                           high=cfg["p_max"])
-        recalibrate_bn(run.net, splits.train[0], static, at(q), seed=cfg["seed"])
-        out = evaluate(run.net, cost, *splits.test, static, at(q))
+            return fixed_policy(torch.full((net.num_layers,), q))
+        q = smallest_ratio(lambda q: evaluate(net, cost, *probe, static, at(q))["macs_ratio"] <= macs_ratio,
+                           high=p_max)
+        recalibrate_bn(net, splits.train[0], static, at(q), seed=seed)
+        out = evaluate(net, cost, *splits.test, static, at(q))
         return {"ratio": q, "accuracy": out["accuracy"], "macs_ratio": out["macs_ratio"],
                 "correct": out["per_input"]["correct"].numpy()}
 
-    flat = uniform(budget)
     levels = [uniform(m) for m in np.geomspace(*LEVEL_MACS, LEVELS)]
-    accuracy, per_input = oracle_accuracy(np.stack([lv["correct"] for lv in levels]),
-                                          np.array([lv["macs_ratio"] for lv in levels]), budget)
-    return {"checkpoint": path, "budget": budget, "learned": learned,
-            "uniform": {k: flat[k] for k in ("ratio", "accuracy", "macs_ratio")},
-            "oracle": {"accuracy": accuracy, "macs_ratio": float(per_input.mean()),
-                       "macs_ratio_std": float(per_input.std()),
-                       "levels": [{k: lv[k] for k in ("ratio", "accuracy", "macs_ratio")} for lv in levels]}}
+    correct, level_macs = np.stack([lv["correct"] for lv in levels]), np.array([lv["macs_ratio"] for lv in levels])
+    result = {}
+    for b in budgets_:
+        flat = uniform(b)
+        accuracy, per_input = oracle_accuracy(correct, level_macs, b)
+        result[f"{b:g}"] = {"uniform": {k: flat[k] for k in ("ratio", "accuracy", "macs_ratio")},
+                            "oracle": {"accuracy": accuracy, "macs_ratio": float(per_input.mean()),
+                                       "macs_ratio_std": float(per_input.std())}}
+    result["levels"] = [{k: lv[k] for k in ("ratio", "accuracy", "macs_ratio")} for lv in levels]
+    return result
 
 
 def measured(run_dir: str, budget: float, seed: int) -> dict:
