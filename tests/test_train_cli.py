@@ -145,3 +145,15 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
         states.append(torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"])
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
 
+
+
+def test_a_learned_static_only_run_lands_on_its_macs_budget(tmp_path):
+    # nothing prunes at run time: the static agent's ratios are shifted onto the MACs budget
+    out = tmp_path / "static"
+    result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--method", "static-only",
+                     "--iterations", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feasible"] and 0.29 <= metrics["macs_ratio"] <= 0.3, metrics["macs_ratio"]
+    assert metrics["macs_ratio_std"] == 0.0 and metrics["params_ratio"] < 1.0
+    assert all("static_shift" in row for row in metrics["history"])
