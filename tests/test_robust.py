@@ -34,3 +34,18 @@ def test_the_oracle_matches_brute_force_on_small_cases(seed):
 def test_the_oracle_needs_a_level_within_the_budget():
     with pytest.raises(ValueError, match="cheapest level"):
         oracle_accuracy(np.ones((2, 3), bool), np.array([0.1, 0.2]), 0.05)
+
+
+def test_the_cascade_re_runs_the_least_confident_within_the_budget():
+    from rtsearch.studies.cascade import best_cascade
+    rng = np.random.default_rng(0)
+    n = 200
+    confidence = rng.random(n)
+    cheap_right = confidence > 0.3            # the cheap width errs exactly on its least confident inputs
+    split = {"correct": cheap_right, "confidence": confidence}
+    wide = {"correct": np.ones(n, bool), "confidence": np.ones(n)}
+    levels = [{"macs_ratio": 0.02, "val": split, "test": split}, {"macs_ratio": 0.2, "val": wide, "test": wide}]
+    best = best_cascade(levels, 0.08)         # room to re-run (0.08 - 0.02) / 0.2 = 30 % of the inputs
+    assert best["val_macs_ratio"] <= 0.08 + 1e-12
+    assert best["val_accuracy"] == pytest.approx(1.0, abs=0.02)
+    assert best_cascade(levels, 0.01) is None  # not even the cheap width fits
