@@ -105,7 +105,7 @@ def verdict(at: dict[str, list[dict]], method: str, budget: float) -> str:
             + f"; share of the room up to the oracle bound ({room:+.4f}) captured: {gain / room:+.0%}.")
 
 
-def report(runs: list[dict], budgets: list[float], command: str, path: str) -> None:
+def report(runs: list[dict], budgets: list[float], command: str, path: str, iterations: int) -> None:
     robust_range = tuple(float(x) for x in RANGE.split(":"))
     for run in runs:
         run["metrics"] = load(run)
@@ -135,8 +135,8 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
              "params ratio |",
              "|---|---|---|---|---|---|---|---|"]
     root = runs[0]["out"].rsplit("/", 1)[0]
-    robust_networks = {seed: robust.width_robust(seed, robust_range, budgets, f"{root}/{ROBUST_FOLDER}-s{seed}")
-                       for seed in seeds}
+    robust_networks = {seed: robust.width_robust(seed, robust_range, budgets, f"{root}/{ROBUST_FOLDER}-s{seed}",
+                                                 iterations) for seed in seeds}
     verdicts = []
     for b in budgets:
         at = rows_at(runs, b, robust_networks)
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
     execute_parallel(runs, args.jobs)
     report(runs, budgets, "python -m rtsearch.studies.peers " + shlex.join(argv if argv is not None else sys.argv[1:]),
-           args.report)
+           args.report, args.iterations)
     print(f"wrote {args.report}")
     return 0
 

@@ -30,6 +30,8 @@ import tempfile
 
 import numpy as np
 
+from rtsearch.config import RunConfig
+
 LEVELS = 9                    # the oracle's uniform widths, evenly spaced in log MACs ratio over LEVEL_MACS
 LEVEL_MACS = (0.025, 0.5)
 
@@ -88,13 +90,17 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
     path = os.path.join(out, "robust.json")
     if os.path.isfile(path):
         with open(path) as f:
-            return json.load(f)
+            found = json.load(f)
+        if found["epochs"] != RunConfig.warmup_epochs + iterations * RunConfig.finetune_epochs:
+            raise SystemExit(f"{path} holds a network fine-tuned for {found['epochs']} epochs, not for "
+                             f"{iterations} iterations: pass another folder, or remove it to retrain")
+        return found
     import time
 
     import torch
 
     from rtsearch import data
-    from rtsearch.config import RANGE_EXPLORE_STD, RunConfig
+    from rtsearch.config import RANGE_EXPLORE_STD
     from rtsearch.net import checkpoint, dense
     from rtsearch.net.baseline import uniform_ratios
     from rtsearch.net.cost import CostModel
@@ -119,7 +125,7 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
                      widest=uniform_at(budget_range[1]), narrowest=uniform_at(budget_range[0]), recalibrate=False)
     seconds = time.time() - started
     checkpoint.save(os.path.join(out, "model.pt"), net)
-    result = {"seed": seed, "budget_range": list(budget_range), "epochs": cfg.warmup_epochs + iterations,
+    result = {"seed": seed, "budget_range": list(budget_range), "epochs": cfg.warmup_epochs + iterations * cfg.finetune_epochs,
               "seconds": seconds, "budgets": network_at(net, splits, cfg.p_max, seed, budgets_)}
     with open(f"{path}.tmp", "w") as f:
         json.dump(result, f, indent=2)
