@@ -3,9 +3,9 @@
 A run over a budget range (`rtsearch.train --budget-range`) fine-tunes one network for every width
 its agents use (the sandwich rule, rtsearch.net.sandwich): a width-robust network. Deployed at a
 budget B, three ways to use that same network, each measured on the test split:
-- learned: the run's agents calibrated onto B, exactly as `rtsearch.export --budget` does, with the
-  per-input MACs ratio's spread (std, coefficient of variation) and its Spearman correlation with the
-  dense model's confidence on the same input;
+- learned: the run's agents calibrated onto B, exactly as `rtsearch.export --budget` does
+  (rtsearch.rl.at_budget), with the per-input MACs ratio's spread (std, coefficient of variation) and
+  its Spearman correlation with the dense model's confidence on the same input;
 - uniform: one runtime ratio on every layer, the smallest that meets B, with the BatchNorm statistics
   recomputed under it (as the export recomputes them under the learned policy);
 - oracle: the network at LEVELS uniform widths (statistics recomputed per width); for each input the
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -62,12 +61,11 @@ def oracle_accuracy(correct: np.ndarray, level_macs: np.ndarray, budget: float) 
 def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> dict:
     """Learned, uniform and oracle on the network of a range run's checkpoint at `budget` (see module doc)."""
     from rtsearch import data
-    from rtsearch.export import export_at_budget
     from rtsearch.rl import deployed
+    from rtsearch.rl.at_budget import calibrated
     from rtsearch.studies.agents import spearman
 
-    with tempfile.TemporaryDirectory() as tmp:
-        learned = export_at_budget(path, budget, os.path.join(tmp, "deployed.pt"))
+    learned = calibrated(path, budget)[1]
     macs = learned.pop("per_input")["macs_ratio"].numpy()
     learned["macs_ratio_cv"] = float(macs.std() / macs.mean())
     if confidence is not None and macs.std() > 0:
