@@ -19,6 +19,12 @@ from rtsearch.net.supervised import evaluate
 from rtsearch.rl import deployed
 
 
+def run_splits(config: dict):
+    """The data splits a run trained on, from its stored config (its held-out share set aside)."""
+    return data.hold_out(data.load(config["dataset"], config["seed"], config.get("data_dir")),
+                         config.get("holdout_share", 0.0), config["seed"])
+
+
 def calibrated(path: str, budget: float) -> tuple[deployed.DeployedRun, dict]:
     """(the run at `budget`, its test figures: accuracy, MACs ratio and its per-input std, `per_input`
     tensors as `evaluate` gives them, and the calibration `shift`)."""
@@ -27,8 +33,7 @@ def calibrated(path: str, budget: float) -> tuple[deployed.DeployedRun, dict]:
     if not cfg or run.policy is None or not hasattr(run.policy, "shift"):
         raise UsageError(f"{path} has no runtime agent to put on a budget: --budget needs a learned run "
                          f"(drop --budget to export its storage-reduced model)")
-    splits = data.hold_out(data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")), cfg.get("holdout_share", 0.0),
-                           cfg["seed"])
+    splits = run_splits(cfg)
     cost, ratios = CostModel(run.net), torch.as_tensor(run.static_ratios)
     print(f"calibrating onto budget {budget:g} on {len(splits.val[1])} validation images ...", flush=True)
 

@@ -205,7 +205,7 @@ class Agents:
 
     def onto_budget(self, ratios: np.ndarray) -> np.ndarray:
         """A static-only run has nothing at run time to meet the MACs budget, and its agent's ratios
-        missed it by 0.01 to 0.02 (learned static-only runs at 0.15 and 0.08, results/peers.md): one
+        missed it by up to 0.02 (learned static-only runs at 0.15 and 0.08, results/agents-attempts.md): one
         shift on every layer's ratio, as the calibration shifts the runtime agent's, puts the MACs
         ratio on the budget and keeps the params ratio within the parameter budget. Static MACs do
         not depend on the input, so the cost model counts them without data."""

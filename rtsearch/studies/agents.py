@@ -64,6 +64,18 @@ def execute_one(run: dict, label: str, env: dict | None = None) -> None:
     print(f"{label} done in {time.time() - start:.0f}s: {run['out']}", flush=True)
 
 
+def reused(path: str, compute) -> dict:
+    """The figures in the JSON file at `path` if a finished study wrote them, else `compute()`'s, written
+    there (atomically) for the next time."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    from rtsearch.rl.record import write_json
+    result = compute()
+    write_json(path, result)
+    return result
+
+
 def one_thread_env() -> dict:
     """The environment for a subprocess that shares the CPUs with others: one torch thread (runs
     with oversubscribed threads were measured tenfold slower)."""

@@ -12,7 +12,6 @@ split; the best on validation is then measured once on the test split, beside th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -27,17 +26,17 @@ def search(path: str, budget: float, samples: int = SAMPLES, spread: float = SPR
     """The best of `samples` random per-layer allocations at `budget` on validation, and the uniform one."""
     import torch
 
-    from rtsearch import data
-    from rtsearch.net.baseline import budget_shift, smallest_ratio
+    from rtsearch.net.baseline import budget_shift
     from rtsearch.net.cost import CostModel
     from rtsearch.net.sandwich import recalibrate_bn
     from rtsearch.net.supervised import evaluate, fixed_policy
     from rtsearch.rl import deployed
+    from rtsearch.rl.at_budget import run_splits
+    from rtsearch.studies.robust import uniform_ratio
 
     run = deployed.load(path, budget)
     cfg, layers = run.config, run.net.num_layers
-    splits = data.hold_out(data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")),
-                           cfg.get("holdout_share", 0.0), cfg["seed"])
+    splits = run_splits(cfg)
     cost, static = CostModel(run.net), torch.as_tensor(run.static_ratios)
     probe = tuple(t[:8] for t in splits.val)
 
@@ -50,7 +49,7 @@ def search(path: str, budget: float, samples: int = SAMPLES, spread: float = SPR
         return {"ratios": [round(float(r), 4) for r in ratios], "accuracy": out["accuracy"],
                 "macs_ratio": out["macs_ratio"]}
 
-    q = smallest_ratio(lambda q: macs(torch.full((layers,), q)) <= budget, high=cfg["p_max"])
+    q = uniform_ratio(run.net, cost, probe, static, budget, cfg["p_max"])
     uniform = torch.full((layers,), q)
     rng = np.random.default_rng(seed)
     tried = []
@@ -69,16 +68,13 @@ def search(path: str, budget: float, samples: int = SAMPLES, spread: float = SPR
 
 def searched(run_dir: str, budget: float) -> dict:
     """`search` on run_dir/best.pt at `budget`, reused from run_dir/allocation-B.json when there."""
-    path = os.path.join(run_dir, f"allocation-{budget:g}.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    print(f"searching allocations of {run_dir} at budget {budget:g} ...", flush=True)
-    result = search(os.path.join(run_dir, "best.pt"), budget)
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(f"{path}.tmp", path)
-    return result
+    from rtsearch.studies.agents import reused
+
+    def compute() -> dict:
+        print(f"searching allocations of {run_dir} at budget {budget:g} ...", flush=True)
+        return search(os.path.join(run_dir, "best.pt"), budget)
+
+    return reused(os.path.join(run_dir, f"allocation-{budget:g}.json"), compute)
 
 
 def report(results: list[dict], command: str, path: str) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, mean_sd, one_thread_env, runs_table
+from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, mean_sd, one_thread_env, reused, runs_table
 
 
 def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int,
@@ -49,24 +49,21 @@ def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], i
 
 def export_at(run: dict, budget: float) -> dict:
     """The range run's model at `budget` (rtsearch.export --budget), its printed line parsed; reused if done."""
-    path = os.path.join(run["out"], f"export-{budget:g}.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
     command = ["--checkpoint", os.path.join(run["out"], "best.pt"), "--budget", f"{budget:g}",
                "--out", os.path.join(run["out"], f"deployed-{budget:g}.pt")]
-    started = time.time()
-    done = subprocess.run([sys.executable, "-m", "rtsearch.export", *command], capture_output=True, text=True,
-                          env=one_thread_env())
-    if done.returncode != 0:
-        raise SystemExit(f"export failed: {done.stderr.strip()}")
-    line = done.stdout.strip().splitlines()[-1]
-    result = {"budget": budget, "accuracy": float(line.split("test accuracy ")[1].split(",")[0]),
-              "macs_ratio": float(line.split("MACs ratio ")[1].split(" ")[0]), "seconds": time.time() - started,
-              "command": "python -m rtsearch.export " + " ".join(command)}
-    with open(path, "w") as f:
-        json.dump(result, f)
-    return result
+
+    def compute() -> dict:
+        started = time.time()
+        done = subprocess.run([sys.executable, "-m", "rtsearch.export", *command], capture_output=True, text=True,
+                              env=one_thread_env())
+        if done.returncode != 0:
+            raise SystemExit(f"export failed: {done.stderr.strip()}")
+        line = done.stdout.strip().splitlines()[-1]
+        return {"budget": budget, "accuracy": float(line.split("test accuracy ")[1].split(",")[0]),
+                "macs_ratio": float(line.split("MACs ratio ")[1].split(" ")[0]), "seconds": time.time() - started,
+                "command": "python -m rtsearch.export " + " ".join(command)}
+
+    return reused(os.path.join(run["out"], f"export-{budget:g}.json"), compute)
 
 
 def report(runs: list[dict], budgets: list[float], budget_range: str, command: str, out_md: str, jobs: int) -> None:

@@ -24,7 +24,6 @@ meeting the budget, and the oracle above is computed on it. rtsearch.studies.pee
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
@@ -60,22 +59,17 @@ def oracle_accuracy(correct: np.ndarray, level_macs: np.ndarray, budget: float) 
 
 def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> dict:
     """Learned, uniform and oracle on the network of a range run's checkpoint at `budget` (see module doc)."""
-    from rtsearch import data
-    from rtsearch.rl import deployed
-    from rtsearch.rl.at_budget import calibrated
+    from rtsearch.rl.at_budget import calibrated, run_splits
     from rtsearch.studies.agents import spearman
 
-    learned = calibrated(path, budget)[1]
+    run, learned = calibrated(path, budget)     # network weights untouched: only BatchNorm statistics move
     macs = learned.pop("per_input")["macs_ratio"].numpy()
     learned["macs_ratio_cv"] = float(macs.std() / macs.mean())
     if confidence is not None and macs.std() > 0:
         learned["spearman_confidence"] = spearman(confidence, macs)
 
-    run = deployed.load(path, budget)
     cfg = run.config
-    splits = data.hold_out(data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")),
-                           cfg.get("holdout_share", 0.0), cfg["seed"])
-    on_network = network_at(run.net, splits, cfg["p_max"], cfg["seed"], [budget], run.static_ratios)
+    on_network = network_at(run.net, run_splits(cfg), cfg["p_max"], cfg["seed"], [budget], run.static_ratios)
     at = on_network[f"{budget:g}"]
     at["oracle"]["levels"] = on_network["levels"]
     return {"checkpoint": path, "budget": budget, "learned": learned, **at}
@@ -85,14 +79,18 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
                  iterations: int = 10) -> dict:
     """The non-learned width-robust network of `seed` (module doc), measured at each budget: uniform and
     oracle; the network is written to out/model.pt and the figures to out/robust.json (both reused)."""
-    path = os.path.join(out, "robust.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            found = json.load(f)
-        if found["epochs"] != RunConfig.warmup_epochs + iterations * RunConfig.finetune_epochs:
-            raise SystemExit(f"{path} holds a network fine-tuned for {found['epochs']} epochs, not for "
-                             f"{iterations} iterations: pass another folder, or remove it to retrain")
-        return found
+    from rtsearch.studies.agents import reused
+    found = reused(os.path.join(out, "robust.json"),
+                   lambda: fine_tuned_without_agents(seed, budget_range, budgets_, out, iterations))
+    if found["epochs"] != RunConfig.warmup_epochs + iterations * RunConfig.finetune_epochs:
+        raise SystemExit(f"{out}/robust.json holds a network fine-tuned for {found['epochs']} epochs, not for "
+                         f"{iterations} iterations: pass another folder, or remove it to retrain")
+    return found
+
+
+def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budgets_: list[float], out: str,
+                              iterations: int) -> dict:
+    """`width_robust`'s network trained, written to out/model.pt and measured."""
     import time
 
     import torch
@@ -123,12 +121,19 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
                      widest=uniform_at(budget_range[1]), narrowest=uniform_at(budget_range[0]), recalibrate=False)
     seconds = time.time() - started
     checkpoint.save(os.path.join(out, "model.pt"), net)
-    result = {"seed": seed, "budget_range": list(budget_range), "epochs": cfg.warmup_epochs + iterations * cfg.finetune_epochs,
-              "seconds": seconds, "budgets": network_at(net, splits, cfg.p_max, seed, budgets_)}
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(f"{path}.tmp", path)
-    return result
+    return {"seed": seed, "budget_range": list(budget_range), "epochs": cfg.warmup_epochs + iterations * cfg.finetune_epochs,
+            "seconds": seconds, "budgets": network_at(net, splits, cfg.p_max, seed, budgets_)}
+
+
+def uniform_ratio(net, cost, probe, static, macs_ratio: float, p_max: float) -> float:
+    """The smallest runtime ratio, the same on every layer, whose MACs ratio is within `macs_ratio` (under
+    fixed ratios every input costs the same: a few `probe` images count it)."""
+    import torch
+
+    from rtsearch.net.baseline import smallest_ratio
+    from rtsearch.net.supervised import evaluate, fixed_policy
+    return smallest_ratio(lambda q: evaluate(net, cost, *probe, static, fixed_policy(torch.full((net.num_layers,), q)))
+                          ["macs_ratio"] <= macs_ratio, high=p_max)
 
 
 def network_at(net, splits, p_max: float, seed: int, budgets_: list[float], static_ratios=None) -> dict:
@@ -136,7 +141,6 @@ def network_at(net, splits, p_max: float, seed: int, budgets_: list[float], stat
     per-input oracle over LEVELS uniform widths; BatchNorm statistics recomputed under each."""
     import torch
 
-    from rtsearch.net.baseline import smallest_ratio
     from rtsearch.net.cost import CostModel
     from rtsearch.net.sandwich import recalibrate_bn
     from rtsearch.net.supervised import evaluate, fixed_policy
@@ -148,8 +152,7 @@ def network_at(net, splits, p_max: float, seed: int, budgets_: list[float], stat
     def uniform(macs_ratio: float) -> dict:
         def at(q):
             return fixed_policy(torch.full((net.num_layers,), q))
-        q = smallest_ratio(lambda q: evaluate(net, cost, *probe, static, at(q))["macs_ratio"] <= macs_ratio,
-                           high=p_max)
+        q = uniform_ratio(net, cost, probe, static, macs_ratio, p_max)
         recalibrate_bn(net, splits.train[0], static, at(q), seed=seed)
         out = evaluate(net, cost, *splits.test, static, at(q))
         return {"ratio": q, "accuracy": out["accuracy"], "macs_ratio": out["macs_ratio"],
@@ -170,17 +173,13 @@ def network_at(net, splits, p_max: float, seed: int, budgets_: list[float], stat
 
 def measured(run_dir: str, budget: float, seed: int) -> dict:
     """`measure` on run_dir/best.pt at `budget`, reused from run_dir/robust-B.json when there."""
-    path = os.path.join(run_dir, f"robust-{budget:g}.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    from rtsearch.studies.agents import dense_confidence
-    print(f"measuring {run_dir} at budget {budget:g} (learned, uniform, oracle) ...", flush=True)
-    result = measure(os.path.join(run_dir, "best.pt"), budget, dense_confidence(seed))
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(f"{path}.tmp", path)
-    return result
+    from rtsearch.studies.agents import dense_confidence, reused
+
+    def compute() -> dict:
+        print(f"measuring {run_dir} at budget {budget:g} (learned, uniform, oracle) ...", flush=True)
+        return measure(os.path.join(run_dir, "best.pt"), budget, dense_confidence(seed))
+
+    return reused(os.path.join(run_dir, f"robust-{budget:g}.json"), compute)
 
 
 def main(argv=None) -> None:
