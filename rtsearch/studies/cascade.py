@@ -24,30 +24,51 @@ from rtsearch.studies.agents import dense_confidence, spearman
 FOLDER = "runs/any-budget/width-robust-0.05-0.5-s{seed}"
 
 
-def level_outputs(folder: str, seed: int) -> list[dict]:
-    """Per oracle level of the no-agent width-robust network: MACs ratio, and per input on validation and
-    test whether it is right and how confident (max softmax), BatchNorm statistics recomputed per level."""
+def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test"), finer: tuple = ()) -> list[dict]:
+    """Per oracle level of the no-agent width-robust network: MACs ratio, and per input of each split in
+    `names` its log-probabilities, whether it is right and how confident (max softmax), BatchNorm
+    statistics recomputed per level. The labels of each split are under "labels". `finer`: MACs ratios
+    of further uniform widths (the smallest ratio meeting each) added to the oracle's levels, unless their
+    keep counts give a level already there."""
     import torch
 
     from rtsearch import data
     from rtsearch.net import checkpoint
-    from rtsearch.net.cost import CostModel
     from rtsearch.net.sandwich import recalibrate_bn
-    from rtsearch.net.supervised import evaluate, fixed_policy
+    from rtsearch.net.supervised import fixed_policy, policy_forward
 
     with open(os.path.join(folder, "robust.json")) as f:
         levels = json.load(f)["budgets"]["levels"]
     net = checkpoint.network(checkpoint.load(os.path.join(folder, "model.pt")))
     splits = data.load("mnist5k", seed)
-    cost, static = CostModel(net), torch.zeros(net.num_layers)
+    static = torch.zeros(net.num_layers)
+    if finer:
+        from rtsearch.config import RunConfig
+        from rtsearch.net.cost import CostModel
+        from rtsearch.net.supervised import evaluate
+        from rtsearch.studies.robust import uniform_ratio
+        cost, probe, p_max = CostModel(net), tuple(t[:8] for t in splits.val), RunConfig.p_max
+        for m in finer:
+            ratio = uniform_ratio(net, cost, probe, static, m, p_max)
+            at = fixed_policy(torch.full((net.num_layers,), ratio))
+            macs = evaluate(net, cost, *probe, static, at)["macs_ratio"]
+            if any(np.isclose(macs, lv["macs_ratio"], rtol=1e-6) for lv in levels):
+                continue        # the same keep counts as a level already there
+            levels.append({"ratio": ratio, "macs_ratio": macs})
+        levels.sort(key=lambda level: level["macs_ratio"])
     out = []
     for level in levels:
         policy = fixed_policy(torch.full((net.num_layers,), level["ratio"]))
         recalibrate_bn(net, splits.train[0], static, policy, seed=seed)
+        net.eval()
         row = {"macs_ratio": level["macs_ratio"]}
-        for name, split in (("val", splits.val), ("test", splits.test)):
-            per = evaluate(net, cost, *split, static, policy)["per_input"]
-            row[name] = {"correct": per["correct"].numpy(), "confidence": per["confidence"].numpy()}
+        for name in names:
+            x, y = getattr(splits, name)
+            with torch.no_grad():
+                log_probs = torch.cat([torch.log_softmax(policy_forward(net, x[i:i + 500], static, policy)[0], 1)
+                                       for i in range(0, len(x), 500)]).numpy()
+            row[name] = {"log_probs": log_probs, "correct": log_probs.argmax(1) == y.numpy(),
+                         "confidence": np.exp(log_probs.max(1)), "labels": y.numpy()}
         out.append(row)
     return out
 
