@@ -24,12 +24,14 @@ from rtsearch.studies.agents import dense_confidence, spearman
 FOLDER = "runs/any-budget/width-robust-0.05-0.5-s{seed}"
 
 
-def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test"), finer: tuple = ()) -> list[dict]:
+def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test"), finer: tuple = (),
+                  agent_share: float = 0.0) -> list[dict]:
     """Per oracle level of the no-agent width-robust network: MACs ratio, and per input of each split in
     `names` its log-probabilities, whether it is right and how confident (max softmax), BatchNorm
     statistics recomputed per level. The labels of each split are under "labels". `finer`: MACs ratios
     of further uniform widths (the smallest ratio meeting each) added to the oracle's levels, unless their
-    keep counts give a level already there."""
+    keep counts give a level already there. With `agent_share`, the split named "agents" is that share of
+    the training split (data.split_off), which the network was not fine-tuned on."""
     import torch
 
     from rtsearch import data
@@ -63,7 +65,7 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
         net.eval()
         row = {"macs_ratio": level["macs_ratio"]}
         for name in names:
-            x, y = getattr(splits, name)
+            x, y = data.split_off(splits.train, agent_share, seed)[1] if name == "agents" else getattr(splits, name)
             with torch.no_grad():
                 log_probs = torch.cat([torch.log_softmax(policy_forward(net, x[i:i + 500], static, policy)[0], 1)
                                        for i in range(0, len(x), 500)]).numpy()

@@ -10,9 +10,10 @@ ratio); beta follows the greedy validation MACs ratio (dual ascent), and the dep
 greedy action after one calibration shift (each action's logit minus shift x its MACs ratio), bisected
 so the validation MACs ratio meets the budget, as a run's runtime shift is. The cheap width per seed and
 budget is the one the threshold cascade picked on validation. The agent is rewarded on the training
-split (the network was fine-tuned on it, so CE there is small at wide levels: the wide levels' training
-accuracy is in the report). Measured once on the test split against the cascade and the uniform ratio.
-Writes results/rerun.md.
+split (the network was fine-tuned on it, so CE there is small at wide levels: the levels' accuracy on
+it is in the report), or with --agent-share on a share of it that the network's fine-tuning left out
+(networks fine-tuned so by rtsearch.studies.robust.width_robust). Measured once on the test split
+against the cascade and the uniform ratio. Writes results/rerun.md.
 """
 from __future__ import annotations
 
@@ -28,9 +29,12 @@ from gymnasium.vector.utils import batch_space
 
 from rtsearch.studies.agents import dense_confidence, mean_sd, spearman
 from rtsearch.studies.cascade import FOLDER, best_cascade, level_outputs
+from rtsearch.studies.robust import width_robust
 
 ENVS = 512                 # inputs per env step (one step is one decision per input)
 BATCHES_PER_ITERATION = 8  # PPO samples 8 x 512 decisions per update
+REWARDED_ON = {"train": "the training split, which the network was fine-tuned on",
+               "agents": "the agents' share of the training split, which the network was not fine-tuned on"}
 
 
 def features(log_probs: np.ndarray) -> np.ndarray:
@@ -121,19 +125,19 @@ def calibration_shift(logits: np.ndarray, extra: np.ndarray, spare: float) -> fl
 
 
 def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iterations: int, combine: bool,
-                  lr: float, entropy: float) -> dict:
-    """Train the agent with RLlib PPO on the training split, calibrate on validation, measure on test."""
+                  lr: float, entropy: float, reward_split: str = "train") -> dict:
+    """Train the agent with RLlib PPO on `reward_split`, calibrate on validation, measure on test."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from rtsearch.rl.agents import agent_model_config, push_world
 
     extra = np.array([0.0] + [lv["macs_ratio"] for lv in levels[cheap + 1:]], np.float32)
     spare = budget - levels[cheap]["macs_ratio"]
-    obs = {s: features(levels[cheap][s]["log_probs"]) for s in ("train", "val", "test")}
-    ce, right = zip(*(choices(levels, cheap, s, combine) for s in ("train", "val", "test")))
+    obs = {s: features(levels[cheap][s]["log_probs"]) for s in (reward_split, "val", "test")}
+    ce, right = zip(*(choices(levels, cheap, s, combine) for s in (reward_split, "val", "test")))
     beta = 1.0 / max(spare, 1e-3)      # a first scale: one CE unit per budget's worth of spare MACs
     config = (PPOConfig()
-              .environment(RerunVectorEnv, env_config={"obs": obs["train"], "ce": ce[0], "extra": extra, "beta": beta,
+              .environment(RerunVectorEnv, env_config={"obs": obs[reward_split], "ce": ce[0], "extra": extra, "beta": beta,
                                                        "seed": seed})
               .env_runners(num_env_runners=0, num_envs_per_env_runner=ENVS, gym_env_vectorize_mode="vector_entry_point",
                            rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
@@ -174,52 +178,63 @@ def main(argv=None) -> int:
     p.add_argument("--entropy", type=float, default=0.01)
     p.add_argument("--combine", action="store_true", help="a re-run answers with both passes' log-probabilities")
     p.add_argument("--finer", default="", help="MACs ratios of further cheap widths, e.g. 0.04,0.045 (both rules get them)")
+    p.add_argument("--networks", default=FOLDER, help="the width-robust networks' folders, {seed} replaced")
+    p.add_argument("--agent-share", type=float, default=0.0,
+                   help="reward the agent on this share of the training split, left out of the network's "
+                        "fine-tuning (the networks are fine-tuned so first, when --networks has none)")
     p.add_argument("--report", default="results/rerun.md")
     args = p.parse_args(argv)
+    budgets = [float(x) for x in args.budgets.split(",")]
     import ray
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows = []
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(f"seed {seed}: the levels of {FOLDER.format(seed=seed)} ...", flush=True)
-            levels = level_outputs(FOLDER.format(seed=seed), seed, ("train", "val", "test"),
-                                   tuple(float(m) for m in args.finer.split(",") if m))
+            folder = args.networks.format(seed=seed)
+            reward_split = "agents" if args.agent_share > 0 else "train"
+            if args.agent_share > 0:
+                width_robust(seed, (0.05, 0.5), budgets, folder, agent_share=args.agent_share)
+            print(f"seed {seed}: the levels of {folder} ...", flush=True)
+            levels = level_outputs(folder, seed, (reward_split, "val", "test"),
+                                   tuple(float(m) for m in args.finer.split(",") if m), args.agent_share)
             macs = [lv["macs_ratio"] for lv in levels]
-            for b in (float(x) for x in args.budgets.split(",")):
+            for b in budgets:
                 cascade = best_cascade(levels, b)
                 cheap = macs.index(cascade["cheap_macs"])
                 cascade["spearman_confidence"] = spearman(dense_confidence(seed), cascade.pop("test_macs"))
                 print(f"seed {seed} budget {b:g}: training the re-run agent (cheap MACs {macs[cheap]:.4f}) ...", flush=True)
-                agent = learned_rerun(levels, cheap, b, seed, args.iterations, args.combine, args.lr, args.entropy)
+                agent = learned_rerun(levels, cheap, b, seed, args.iterations, args.combine, args.lr, args.entropy,
+                                      reward_split)
                 agent["spearman_confidence"] = spearman(dense_confidence(seed), agent.pop("test_macs"))
                 print(f"  agent {agent['accuracy']:.4f} at {agent['macs_ratio']:.4f} (cascade {cascade['accuracy']:.4f} "
                       f"at {cascade['macs_ratio']:.4f}) actions {agent['actions']}", flush=True)
                 rows.append({"seed": seed, "budget": b, "agent": agent, "cascade": cascade, "levels": macs,
-                             "uniform": uniform_at(seed, b)})
+                             "uniform": uniform_at(folder, b)})
     finally:
         ray.shutdown()
     command = ("python -m rtsearch.studies.rerun " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
-    write_report(rows, args.report, command)
+    write_report(rows, args.report, command, args.networks, reward_split)
     return 0
 
 
-def uniform_at(seed: int, budget: float) -> dict:
+def uniform_at(folder: str, budget: float) -> dict:
     """The same network at the uniform ratio meeting `budget`, as rtsearch.studies.robust measured it."""
     import json
     import os
-    with open(os.path.join(FOLDER.format(seed=seed), "robust.json")) as f:
+    with open(os.path.join(folder, "robust.json")) as f:
         return json.load(f)["budgets"][f"{budget:g}"]["uniform"]
 
 
-def write_report(rows: list[dict], path: str, command: str) -> None:
+def write_report(rows: list[dict], path: str, command: str, networks: str, reward_split: str) -> None:
     lines = ["# A learned re-run choice on the width-robust network (RLlib PPO, one decision per input)", "",
-             f"Produced by `{command}` on the 2-core development machine (CPU only). Networks: `{FOLDER}`. "
+             f"Produced by `{command}` on the 2-core development machine (CPU only). Networks: `{networks}`. "
+             f"The agent is rewarded on {REWARDED_ON[reward_split]}. "
              "Validation split 500 images (cheap width, calibration shift), test split 1,000 images. Levels (MACs "
              "ratios): " + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{m:.4f}" for m in r["levels"])
                                      for r in rows if r["budget"] == rows[0]["budget"]) + ".", "",
              "| seed | budget | uniform: test accuracy (MACs) | cascade: test accuracy (MACs) | agent: test accuracy (MACs) | agent - cascade | "
              "agent: MACs CV | agent: Spearman(dense confidence, MACs) | agent: test actions (keep, wider levels) | "
-             "training accuracy per action | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "reward-split accuracy per action | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, c = r["agent"], r["cascade"]
         u = r["uniform"]

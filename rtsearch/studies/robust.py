@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -76,20 +77,25 @@ def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> d
 
 
 def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[float], out: str,
-                 iterations: int = 10) -> dict:
+                 iterations: int = 10, agent_share: float = 0.0) -> dict:
     """The non-learned width-robust network of `seed` (module doc), measured at each budget: uniform and
-    oracle; the network is written to out/model.pt and the figures to out/robust.json (both reused)."""
+    oracle; the network is written to out/model.pt and the figures to out/robust.json (both reused).
+    `agent_share`: that share of the training split is left out of fine-tuning (data.split_off), as a
+    run with --agent-share leaves it for the agents' rewards."""
     from rtsearch.studies.agents import reused
     found = reused(os.path.join(out, "robust.json"),
-                   lambda: fine_tuned_without_agents(seed, budget_range, budgets_, out, iterations))
+                   lambda: fine_tuned_without_agents(seed, budget_range, budgets_, out, iterations, agent_share))
     if found["epochs"] != RunConfig.warmup_epochs + iterations * RunConfig.finetune_epochs:
         raise SystemExit(f"{out}/robust.json holds a network fine-tuned for {found['epochs']} epochs, not for "
                          f"{iterations} iterations: pass another folder, or remove it to retrain")
+    if found.get("agent_share", 0.0) != agent_share:
+        raise SystemExit(f"{out}/robust.json holds a network fine-tuned without a share of "
+                         f"{found.get('agent_share', 0.0)} of the training split, not {agent_share}: pass another folder")
     return found
 
 
 def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budgets_: list[float], out: str,
-                              iterations: int) -> dict:
+                              iterations: int, agent_share: float = 0.0) -> dict:
     """`width_robust`'s network trained, written to out/model.pt and measured."""
     import time
 
@@ -107,6 +113,8 @@ def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budg
     cfg = RunConfig(dataset="mnist5k", model="small", seed=seed, budget_range=list(budget_range))
     splits = data.load(cfg.dataset, seed)
     net, _ = dense.pretrained(cfg.dataset, cfg.model, seed, splits, log=lambda _: None)
+    if agent_share > 0:     # after the dense model, which every run of a seed shares
+        splits = replace(splits, train=data.split_off(splits.train, agent_share, seed)[0])
     cost, static = CostModel(net), torch.zeros(net.num_layers)
     started = time.time()
 
@@ -121,7 +129,8 @@ def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budg
                      widest=uniform_at(budget_range[1]), narrowest=uniform_at(budget_range[0]), recalibrate=False)
     seconds = time.time() - started
     checkpoint.save(os.path.join(out, "model.pt"), net)
-    return {"seed": seed, "budget_range": list(budget_range), "epochs": cfg.warmup_epochs + iterations * cfg.finetune_epochs,
+    return {"seed": seed, "budget_range": list(budget_range), "agent_share": agent_share,
+            "epochs": cfg.warmup_epochs + iterations * cfg.finetune_epochs,
             "seconds": seconds, "budgets": network_at(net, splits, cfg.p_max, seed, budgets_)}
 
 
