@@ -24,6 +24,13 @@ from rtsearch.studies.agents import dense_confidence, spearman
 FOLDER = "runs/any-budget/width-robust-0.05-0.5-s{seed}"
 
 
+def robust_figures(folder: str) -> dict:
+    """What rtsearch.studies.robust.width_robust measured on the network in `folder`: per budget its
+    uniform and oracle figures, and the oracle's "levels"."""
+    with open(os.path.join(folder, "robust.json")) as f:
+        return json.load(f)["budgets"]
+
+
 def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test"), finer: tuple = (),
                   agent_share: float = 0.0) -> list[dict]:
     """Per oracle level of the no-agent width-robust network: MACs ratio, and per input of each split in
@@ -39,8 +46,7 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
     from rtsearch.net.sandwich import recalibrate_bn
     from rtsearch.net.supervised import fixed_policy, policy_forward
 
-    with open(os.path.join(folder, "robust.json")) as f:
-        levels = json.load(f)["budgets"]["levels"]
+    levels = robust_figures(folder)["levels"]
     net = checkpoint.network(checkpoint.load(os.path.join(folder, "model.pt")))
     splits = data.load("mnist5k", seed)
     static = torch.zeros(net.num_layers)
@@ -58,14 +64,15 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
                 continue        # the same keep counts as a level already there
             levels.append({"ratio": ratio, "macs_ratio": macs})
         levels.sort(key=lambda level: level["macs_ratio"])
+    parts = {name: data.split_off(splits.train, agent_share, seed)[1] if name == "agents" else getattr(splits, name)
+             for name in names}
     out = []
     for level in levels:
         policy = fixed_policy(torch.full((net.num_layers,), level["ratio"]))
         recalibrate_bn(net, splits.train[0], static, policy, seed=seed)
         net.eval()
         row = {"macs_ratio": level["macs_ratio"]}
-        for name in names:
-            x, y = data.split_off(splits.train, agent_share, seed)[1] if name == "agents" else getattr(splits, name)
+        for name, (x, y) in parts.items():
             with torch.no_grad():
                 log_probs = torch.cat([torch.log_softmax(policy_forward(net, x[i:i + 500], static, policy)[0], 1)
                                        for i in range(0, len(x), 500)]).numpy()
@@ -122,8 +129,7 @@ def main(argv=None) -> int:
         folder = FOLDER.format(seed=seed)
         print(f"seed {seed}: the levels of {folder} ...", flush=True)
         levels = level_outputs(folder, seed)
-        with open(os.path.join(folder, "robust.json")) as f:
-            measured = json.load(f)["budgets"]
+        measured = robust_figures(folder)
         for b in budgets:
             found = best_cascade(levels, b)
             found["spearman_confidence"] = spearman(dense_confidence(seed), found.pop("test_macs"))

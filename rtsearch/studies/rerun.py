@@ -28,11 +28,12 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from rtsearch.studies.agents import dense_confidence, mean_sd, spearman
-from rtsearch.studies.cascade import FOLDER, best_cascade, level_outputs
+from rtsearch.studies.cascade import FOLDER, best_cascade, level_outputs, robust_figures
 from rtsearch.studies.robust import width_robust
 
 ENVS = 512                 # inputs per env step (one step is one decision per input)
 BATCHES_PER_ITERATION = 8  # PPO samples 8 x 512 decisions per update
+SHIFT_BOUND = 100.0        # the calibration shift's range, in logits per unit of MACs ratio
 REWARDED_ON = {"train": "the training split, which the network was fine-tuned on",
                "agents": "the agents' share of the training split, which the network was not fine-tuned on"}
 
@@ -114,14 +115,10 @@ def greedy(logits: np.ndarray, extra: np.ndarray, shift: float) -> np.ndarray:
 
 
 def calibration_shift(logits: np.ndarray, extra: np.ndarray, spare: float) -> float:
-    """The smallest shift whose greedy actions spend at most `spare` re-run MACs on average (bisection)."""
-    lo, hi = -100.0, 100.0
-    if extra[greedy(logits, extra, lo)].mean() <= spare:
-        return lo
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if extra[greedy(logits, extra, mid)].mean() <= spare else (mid, hi)
-    return hi
+    """The smallest shift in [-SHIFT_BOUND, SHIFT_BOUND] whose greedy actions spend at most `spare` re-run
+    MACs on average: the bisection that calibrates a run's runtime shift (net.baseline.budget_shift)."""
+    from rtsearch.net.baseline import budget_shift
+    return budget_shift(lambda shift: extra[greedy(logits, extra, shift)].mean(), spare, SHIFT_BOUND, steps=50)
 
 
 def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iterations: int, combine: bool,
@@ -166,7 +163,7 @@ def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iter
             "accuracy": float(right[2][rows, a_test].mean()), "macs_ratio": float(macs.mean()),
             "macs_ratio_cv": float(macs.std() / macs.mean()), "test_macs": macs,
             "actions": np.bincount(a_test, minlength=len(extra)).tolist(),
-            "train_accuracy_by_action": right[0].mean(0).round(4).tolist()}
+            "reward_split_accuracy_by_action": right[0].mean(0).round(4).tolist()}
 
 
 def main(argv=None) -> int:
@@ -187,17 +184,18 @@ def main(argv=None) -> int:
     budgets = [float(x) for x in args.budgets.split(",")]
     import ray
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    reward_split = "agents" if args.agent_share > 0 else "train"
     rows = []
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
             folder = args.networks.format(seed=seed)
-            reward_split = "agents" if args.agent_share > 0 else "train"
             if args.agent_share > 0:
                 width_robust(seed, (0.05, 0.5), budgets, folder, agent_share=args.agent_share)
             print(f"seed {seed}: the levels of {folder} ...", flush=True)
             levels = level_outputs(folder, seed, (reward_split, "val", "test"),
                                    tuple(float(m) for m in args.finer.split(",") if m), args.agent_share)
             macs = [lv["macs_ratio"] for lv in levels]
+            measured = robust_figures(folder)
             for b in budgets:
                 cascade = best_cascade(levels, b)
                 cheap = macs.index(cascade["cheap_macs"])
@@ -209,20 +207,12 @@ def main(argv=None) -> int:
                 print(f"  agent {agent['accuracy']:.4f} at {agent['macs_ratio']:.4f} (cascade {cascade['accuracy']:.4f} "
                       f"at {cascade['macs_ratio']:.4f}) actions {agent['actions']}", flush=True)
                 rows.append({"seed": seed, "budget": b, "agent": agent, "cascade": cascade, "levels": macs,
-                             "uniform": uniform_at(folder, b)})
+                             "uniform": measured[f"{b:g}"]["uniform"]})
     finally:
         ray.shutdown()
     command = ("python -m rtsearch.studies.rerun " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
     write_report(rows, args.report, command, args.networks, reward_split)
     return 0
-
-
-def uniform_at(folder: str, budget: float) -> dict:
-    """The same network at the uniform ratio meeting `budget`, as rtsearch.studies.robust measured it."""
-    import json
-    import os
-    with open(os.path.join(folder, "robust.json")) as f:
-        return json.load(f)["budgets"][f"{budget:g}"]["uniform"]
 
 
 def write_report(rows: list[dict], path: str, command: str, networks: str, reward_split: str) -> None:
@@ -241,7 +231,7 @@ def write_report(rows: list[dict], path: str, command: str, networks: str, rewar
         lines.append(f"| {r['seed']} | {r['budget']:g} | {u['accuracy']:.3f} ({u['macs_ratio']:.4f}) | {c['accuracy']:.3f} ({c['macs_ratio']:.4f}) | "
                      f"{a['accuracy']:.3f} ({a['macs_ratio']:.4f}) | {a['accuracy'] - c['accuracy']:+.3f} | "
                      f"{a['macs_ratio_cv']:.2f} | {a['spearman_confidence']:+.2f} | {a['actions']} | "
-                     f"{a['train_accuracy_by_action']} | {a['seconds']:.0f} |")
+                     f"{a['reward_split_accuracy_by_action']} | {a['seconds']:.0f} |")
     budgets = sorted({r["budget"] for r in rows}, reverse=True)
     def mean(b, key):
         return mean_sd([r[key]["accuracy"] for r in rows if r["budget"] == b])
