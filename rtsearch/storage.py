@@ -4,6 +4,7 @@ filesystems as Tune itself does. A URI passes through untouched; only a plain pa
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -105,3 +106,13 @@ def upload(local: str, path: str) -> None:
     fs.create_dir(root.rsplit("/", 1)[0], recursive=True)
     with open(local, "rb") as src, fs.open_output_stream(root) as dst:
         shutil.copyfileobj(src, dst)
+
+
+def write_json(path: str, payload) -> None:
+    """Atomic write, its folder made if need be: a reader (or a killed writer) never leaves a half-written file."""
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)

@@ -54,6 +54,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                         "(default: 0.05 with --budget-range, else 0.15)")
     p.add_argument("--agent-share", type=float, default=RunConfig.agent_share,
                    help="share of the training split kept out of fine-tuning for the agents' rewards")
+    p.add_argument("--holdout-share", type=float, default=RunConfig.holdout_share,
+                   help="share of the training split that no phase touches (as a sweep keeps it for re-ranking)")
     p.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs,
                    help="fine-tuning passes over the training split per iteration")
     p.add_argument("--no-calibrate", action="store_true",
@@ -95,6 +97,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         raise UsageError(f"--agent-share must be in [0, 1), got {args.agent_share:g}")
     if args.explore_std is not None and not args.explore_std >= 0:
         raise UsageError(f"--explore-std must be 0 or more, got {args.explore_std:g}")
+    if not 0.0 <= args.holdout_share <= 0.5:
+        raise UsageError(f"--holdout-share must be in [0, 0.5], got {args.holdout_share:g}: pass e.g. --holdout-share 0.15")
     if args.calibration_images < 0:
         raise UsageError(f"--calibration-images must be 0 (the whole split) or more, got {args.calibration_images}")
     if args.finetune_epochs < 1:
@@ -113,7 +117,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     beta_p=args.beta_p, lam=args.lam, p_max=args.p_max, calibrate=not args.no_calibrate,
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
                     agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
-                    calibration_images=args.calibration_images, budget_range=budget_range)
+                    calibration_images=args.calibration_images, budget_range=budget_range,
+                    holdout_share=args.holdout_share)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}

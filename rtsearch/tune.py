@@ -57,6 +57,10 @@ def parse_args(argv=None):
                    help=f"share of the training split no trial sees; the top {TOP_FEW} trials by validation are "
                         f"re-evaluated there to name the best (0: validation alone; default {HOLDOUT_SHARE})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-defaults-first", action="store_true",
+                   help="do not start from the run's defaults (rtsearch.train's values of the searched keys)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the fixed-ratio static-only run that each budget's best trial is set against")
     p.add_argument("--num-env-runners", type=int, default=0, help="RLlib rollout workers per trial (1 CPU each)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each trial reserves (with --device auto|cuda)")
     p.add_argument("--device", default="auto", help="auto (the trial's GPU if it has one, else the CPU) | cpu | cuda")

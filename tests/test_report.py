@@ -179,3 +179,44 @@ def test_the_summary_writes_the_mlflow_store_relative_to_the_working_folder(tmp_
     state["settings"]["mlflow_uri_shown"] = "sqlite:///./store/../mlruns.db"
     report.write_json(str(folder / report.SWEEP_FILE), state)
     assert report.summarize(str(folder))["mlflow_uri"] == "sqlite:///./store/../mlruns.db"
+
+
+def test_the_best_trial_is_set_against_the_static_only_baseline(tmp_path):
+    """A stored baseline puts one sentence in the summary and the closing lines: its test accuracy and
+    the best completed trial's gain over it, called within noise unless it exceeds two binomial standard errors."""
+    from rtsearch.search import baseline
+    folder = make_sweep(tmp_path)
+    metrics = {"accuracy": 0.90, "macs_ratio": 0.49, "macs_ratio_p95": 0.6, "params_ratio": 0.9, "score": 0.90,
+               "feasible": True, "iters_to_best": 2, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-a"}
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.91, 0.5, 0.9, 0.5)], "completed", metrics)
+    assert report.write(str(folder))["sweeps"]["0.5"]["baseline"] is None      # none stored: no sentence
+    record = {"accuracy": 0.92, "macs_ratio": 0.48, "params_ratio": 0.45, "score": 0.92, "feasible": True,
+              "budget": 0.5, "epochs": 5, "test_images": 1000, "seconds": 9.0, "run_dir": "/x", "command": "python -m rtsearch.train ..."}
+    report.write_json(baseline.path(str(folder), 0.5), record)
+    summary = report.write(str(folder))
+    assert summary["sweeps"]["0.5"]["best_minus_baseline"] == pytest.approx(-0.02)
+    text = ("test accuracy 0.9200 at MACs ratio 0.4800, params ratio 0.4500; best config minus it: -0.0200 test "
+            "accuracy, within noise (one seed, 5 fine-tuning epochs each; one standard error of the difference on "
+            "1000 test images: 0.0128)")
+    assert text in (folder / "summary.md").read_text()
+    assert text in report.closing_lines(summary, str(folder), None, 1.0)
+    report.write_json(baseline.path(str(folder), 0.5), {**record, "accuracy": 0.85})      # more than 2 errors apart
+    assert "+0.0500 test accuracy, better (" in report.markdown(report.summarize(str(folder)))
+
+
+def test_baselines_study_reads_the_comparison_back_from_the_sweeps(tmp_path):
+    from rtsearch.search import baseline
+    from rtsearch.studies import baselines as study
+    folder = make_sweep(tmp_path)
+    metrics = {"accuracy": 0.95, "macs_ratio": 0.49, "macs_ratio_p95": 0.6, "params_ratio": 0.9, "score": 0.95,
+               "feasible": True, "iters_to_best": 1, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-a"}
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.95, 0.5, 0.9, 0.5)], "completed", metrics)
+    report.write_json(baseline.path(str(folder), 0.5), {
+        "accuracy": 0.90, "macs_ratio": 0.48, "params_ratio": 0.45, "score": 0.90, "feasible": True, "budget": 0.5,
+        "epochs": 5, "test_images": 1000, "seconds": 9.0, "run_dir": "/x", "command": "python -m rtsearch.train"})
+    report.write(str(folder))
+    out = tmp_path / "make-run.md"
+    assert study.main([str(folder), "--report", str(out)]) == 0
+    assert "| `demo` | 0.5 | 0 | `a` | 0.9500 | 0.4900 | 0.9000 | 0.4800 | +0.0500 | 0.0117 | better | 123 s |" in \
+        out.read_text()
+    assert study.main([str(tmp_path), "--report", str(out)]) == 2       # not a sweep folder

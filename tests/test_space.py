@@ -45,6 +45,18 @@ def test_good_space_loads_and_converts(tmp_path):
     assert space.from_dict(s.to_dict(), s.path).describe() == s.describe()
 
 
+def test_defaults_point_is_the_run_defaults_moved_into_the_space(tmp_path):
+    """The first trial of a sweep: RunConfig's values of the searched keys, clipped, rounded or snapped
+    to the nearest allowed value; fixed keys are not part of it."""
+    from rtsearch.config import RunConfig
+    path = tmp_path / "space.yaml"
+    path.write_text(GOOD.replace("high: 1.0e-3", "high: 1.0e-4"))       # the default lr_runtime (3e-4) lies above
+    point = space.load(str(path)).defaults()
+    assert point == {"lr_runtime": 1e-4, "lam": RunConfig.lam, "beta_f": 1.0, "p_max": 0.9}
+    default = space.load(None)
+    assert default.defaults() == {k: getattr(RunConfig, k) for k in default.searched}   # inside the shipped space
+
+
 def test_default_space_covers_every_searched_field():
     s = space.load()
     assert set(s) == set(space.KEYS)

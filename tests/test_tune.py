@@ -6,6 +6,7 @@ they run fast today), a 1-epoch dense model in a cache of this module's own, 2 i
 import glob
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -179,6 +180,10 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     assert any(t["attempts"] == 3 and t["status"] == "completed" for t in trials), trials
     assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
     assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
+    from rtsearch.search import space        # the first trial runs the defaults (--param-budget fixes param_budget)
+    assert min(trials, key=lambda t: t["started"])["config"] == space.load(None).without("param_budget").defaults()
+    # fixed-ratio trials are baselines themselves: no static-only baseline is run beside them
+    assert sweep["baseline"] is None and not os.path.exists(os.path.join(results, "baselines"))
     assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
     for text in ("best config (trial", "iterations to best", "summary.md", "chosen by: highest best validation score",
                  "MLflow runs: experiment 'e2e' in sqlite:///mlruns.db (open with: mlflow ui --backend-store-uri "
@@ -285,6 +290,31 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     assert not os.path.exists(tmp_path / "mlruns.db")                  # everything went to the server
     assert f"MLflow runs: experiment 'http' in {mlflow_server} " in out and summary["mlflow_uri"] == mlflow_server
     check_registered_models(mlflow_server, "http", summary, tmp_path)
+    check_baselines(summary, parents, results, tmp_path, cache)
+
+
+def check_baselines(summary, parents, results, cwd, cache):
+    """Each budget's fixed-ratio static-only baseline ran once, with the sweep's held-out share and a full
+    trial's epochs (2 warm-up + 1 iteration): within its budget, static pruning only, its gain over it in
+    the summary and on the MLflow parent run, and its command alone reproduces its test accuracy."""
+    for key, sweep in summary["sweeps"].items():
+        base = sweep["baseline"]
+        assert base["epochs"] == 3 and base["test_images"] > 0
+        assert base["macs_ratio"] <= float(key) + 1e-9 and base["params_ratio"] < 1.0
+        assert sweep["best_minus_baseline"] == pytest.approx(sweep["best"]["accuracy"] - base["accuracy"])
+        assert "--holdout-share 0.15" in base["command"] and "--method static-only" in base["command"]
+        parent = parents[parents["tags.rtsearch.budget"] == key].iloc[0]
+        assert parent["metrics.baseline_test_accuracy"] == pytest.approx(base["accuracy"])
+        assert parent["metrics.best_minus_baseline_accuracy"] == pytest.approx(sweep["best_minus_baseline"])
+    md = open(os.path.join(results, "summary.md")).read()
+    assert md.count("Fixed-ratio static-only baseline (no agents, same seed and data)") == 2
+    base = summary["sweeps"]["0.3"]["baseline"]
+    args = shlex.split(base["command"])[3:]
+    args[args.index("--out") + 1] = "again"
+    again = subprocess.run([sys.executable, "-m", "rtsearch.train", *args], cwd=cwd, env=dict(os.environ, RTSEARCH_CACHE=cache), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.load(open(cwd / "again" / "metrics.json"))["accuracy"] == pytest.approx(base["accuracy"])
 
 
 def check_registered_models(uri, name, summary, cwd):

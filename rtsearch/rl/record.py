@@ -1,7 +1,6 @@
 """Per-iteration bookkeeping of one run: progress lines, checkpoints, best state, metrics.json."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -10,19 +9,12 @@ from typing import Callable
 import numpy as np
 
 from rtsearch.config import RunConfig
+from rtsearch.storage import write_json
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
 from rtsearch.net.export import export
 from rtsearch.net.metrics import feasible, iters_to_best, score
 from rtsearch.net.supervised import evaluate
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Atomic write: a reader never sees a half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 class RunRecord:

@@ -17,6 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 from rtsearch import device, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
+from rtsearch.search import baseline as baselines
 from rtsearch.search import report, space as spaces
 from rtsearch.search.names import budget_key
 from rtsearch.search.recorder import Recorder
@@ -46,9 +47,10 @@ def placement(num_env_runners: int, gpus_per_trial: float, cluster: bool):
                                  strategy="SPREAD" if cluster else "PACK")
 
 
-def make_searcher(search: str, seed: int, num_samples: int):
+def make_searcher(search: str, seed: int, num_samples: int, first: dict | None = None):
     """Optuna drives both searches (TPE, or RandomSampler for --search random): the same space
-    conversion, seeding and saved state on resume, so the two differ only in the sampler."""
+    conversion, seeding and saved state on resume, so the two differ only in the sampler. `first`,
+    the run's defaults, is the first trial of either (an enqueued Optuna trial)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -56,7 +58,7 @@ def make_searcher(search: str, seed: int, num_samples: int):
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, num_samples // 3)))
-    return OptunaSearch(metric=SCORE, mode="max", sampler=sampler)
+    return OptunaSearch(metric=SCORE, mode="max", sampler=sampler, points_to_evaluate=[first] if first else None)
 
 
 def make_scheduler(max_iterations: int):
@@ -118,7 +120,8 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
         tuner = tune.Tuner(
             wrapped,
             param_space={**space.to_tune(), "settings": settings},
-            tune_config=tune.TuneConfig(search_alg=make_searcher(s["search"], s["seed"], s["num_samples"]),
+            tune_config=tune.TuneConfig(search_alg=make_searcher(s["search"], s["seed"], s["num_samples"],
+                                                                     space.defaults() if s.get("defaults_first") else None),
                                         scheduler=make_scheduler(s["max_iterations"]), num_samples=s["num_samples"],
                                         max_concurrent_trials=s["max_concurrent"],
                                         trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
@@ -132,8 +135,14 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
     sweep["seconds"] = sweep.get("seconds", 0.0) + time.time() - started
     known = {r.metrics.get("trial_id") for r in grid if r.metrics}
     known |= {t.trial_id for t in getattr(grid, "_experiment_analysis").trials}
-    finished = report.reconcile(results_dir, budget, known)
-    sweep["finished"] = finished >= s["num_samples"]
+    finished = report.reconcile(results_dir, budget, known) >= s["num_samples"]
+    if finished:        # before the budget counts as finished, so a sweep killed here runs it on --resume
+        try:
+            baselines.run_once(state, budget, results_dir)
+        except Exception as e:      # the trials' results stand without it
+            print(f"[budget {key}] warning: the static-only baseline did not run ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:200] if str(e) else ''})", file=sys.stderr, flush=True)
+    sweep["finished"] = finished
     save_state(results_dir, state)
     if uri:
         summary = report.write(results_dir)
@@ -143,13 +152,36 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
             "best_score": best.get("score"), "best_test_accuracy": best.get("accuracy"),
             "best_test_macs_ratio": best.get("macs_ratio"), "best_test_params_ratio": best.get("params_ratio"),
             "sweep_iters_to_best": per.get("sweep_iters_to_best"), "trials": len(per.get("trials", [])),
-            "wall_seconds": sweep["seconds"]})
+            "wall_seconds": sweep["seconds"], **baseline_metrics(per)})
         tracking.log_artifacts(uri, sweep["parent_run_id"],
                                [os.path.join(results_dir, f) for f in ("summary.md", "summary.json", "pareto.png")])
         if sweep["finished"] and best.get("status") == "completed" and best.get("mlflow_run_id"):
             register_best(state, key, best)
         if sweep["finished"]:
             tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
+
+
+def baseline_metrics(per: dict) -> dict:
+    """The budget's static-only baseline as metrics of its MLflow parent run (none where it did not run)."""
+    if not per.get("baseline"):
+        return {}
+    return {"baseline_test_accuracy": per["baseline"]["accuracy"], "baseline_test_macs_ratio": per["baseline"]["macs_ratio"],
+            **({"best_minus_baseline_accuracy": per["best_minus_baseline"]}
+               if per.get("best_minus_baseline") is not None else {})}
+
+
+def catch_up_baselines(state: dict, results_dir: str, budgets: list[float]) -> None:
+    """Budgets that finished before their baseline ran (a sweep of an older version, or one killed right
+    then) run it on --resume, and their MLflow parent run gets its figures."""
+    from rtsearch.search import tracking
+    s = state["settings"]
+    for budget in budgets:
+        pretrain_dense(s)        # the cached dense model, found again (and RTSEARCH_CACHE set) for the baseline
+        baselines.run_once(state, budget, results_dir)
+        parent = state["sweeps"].get(budget_key(budget), {}).get("parent_run_id")
+        if s["mlflow_uri"] and parent:
+            per = report.write(results_dir)["sweeps"][budget_key(budget)]
+            tracking.log_metrics(s["mlflow_uri"], parent, baseline_metrics(per))
 
 
 def register_best(state: dict, key: str, best: dict) -> None:
@@ -195,7 +227,8 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "mlflow_uri_shown": args.mlflow_uri or tracking.DEFAULT_URI,      # as the user gave it, for summaries
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both",
-        "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range}}
+        "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range,
+        "baseline": not args.no_baseline, "defaults_first": not args.no_defaults_first}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -308,6 +341,10 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
     for budget in set(s["budgets"]) - set(todo):
         print(f"[budget {budget_key(budget)}] already finished", flush=True)
     started = time.time()
+    catch_up = [b for b in s["budgets"] if b not in todo and baselines.wanted(s)
+                and baselines.read(results_dir, b) is None]
+    if catch_up:
+        catch_up_baselines(state, results_dir, catch_up)
     if not todo:
         save_state(results_dir, state)
     else:

@@ -7,6 +7,7 @@ Layout (written by the sweep driver, rtsearch.tune, as results arrive):
     results/<name>/trials/<trial_id>/trial.json  budget, sampled config, status, start time, attempts, MLflow run id
     results/<name>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
     results/<name>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
+    results/<name>/baselines/b<budget>.json      the fixed-ratio static-only baseline's test figures (search/baseline.py)
 
 Trials are ranked by their best validation score (what the search maximised); trials tied on it
 (a few hundred validation images make ties common) are ordered by the correct-class confidence of
@@ -27,6 +28,8 @@ import time
 
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
+from rtsearch.storage import write_json  # noqa: F401 (re-exported: the sweep writes every JSON file with it)
+from rtsearch.search import baseline as baselines
 from rtsearch.search.selection import (SELECTION, _g, _rank_key, chosen_by, format_config,  # noqa: F401 (re-exported)
                                       pick)
 
@@ -40,15 +43,6 @@ STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "err
 
 
 # ---------------------------------------------------------------------------------------------- storage
-
-def write_json(path: str, payload) -> None:
-    """Atomic write: a reader (or a killed writer) never leaves a half-written file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-
 
 def trial_dir(results_dir: str, trial_id: str) -> str:
     return os.path.join(results_dir, TRIALS, trial_id)
@@ -187,9 +181,12 @@ def summarize(results_dir: str) -> dict:
         phase = {p: sum(t["phase_seconds"].get(p, 0.0) for t in trials) for p in PHASES
                  if any(p in t["phase_seconds"] for t in trials)}
         trial_seconds = sum(t["seconds"] or 0.0 for t in trials)
+        base = baselines.read(results_dir, budget)
+        beaten = (best["accuracy"] - base["accuracy"] if base and best and best["status"] == "completed"
+                  and best["accuracy"] is not None else None)
         sweeps[key] = {
             "budget": budget, "trials": ranked, "best": best, "best_feasible": best_feasible,
-            "best_chosen_by": chosen_by(best, pool),
+            "best_chosen_by": chosen_by(best, pool), "baseline": base, "best_minus_baseline": beaten,
             "counts": {s: sum(1 for t in trials if t["status"] == s) for s in STATUS_TEXT},
             "iterations": sum(t["iterations"] for t in trials),
             "sweep_iters_to_best": sweep_iters_to_best(with_rows) if with_rows else None,
@@ -223,7 +220,9 @@ def markdown(summary: dict) -> str:
              f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
              f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; parameter budget "
              f"{_g(s['param_budget'], 'g') if s['param_budget'] is not None else 'searched'}; "
-             f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + ".",
+             f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + "."
+             + (" The first trial of each budget runs `rtsearch.train`'s defaults of the searched keys (moved into "
+                "the space where they lie outside it)." if s.get("defaults_first") else ""),
              ""]
     if summary.get("command"):
         lines += [f"Produced by `{summary['command']}`; regenerate this page with "
@@ -250,6 +249,8 @@ def markdown(summary: dict) -> str:
                       f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
                       f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.  ",
                       f"Chosen by: {sw['best_chosen_by']}.", ""]
+        if sw.get("baseline"):
+            lines += [f"{baseline_text(sw)} Its run: `{sw['baseline']['command']}`.", ""]
             if best.get("curve"):       # one model for a range of budgets: its test figures at each
                 lines += ["The best trial's model at each evaluation budget of its range (test split):", "",
                           "| budget | accuracy | MACs ratio | score |", "|---|---|---|---|"]
@@ -345,6 +346,20 @@ def write(results_dir: str) -> dict:
     return summary
 
 
+def baseline_text(sw: dict) -> str:
+    """The best trial against the budget's fixed-ratio static-only baseline, in one sentence."""
+    b, gain = sw["baseline"], sw.get("best_minus_baseline")
+    if gain is None:
+        verdict = "the best trial did not complete, so no test comparison"
+    else:
+        se = baselines.standard_error(sw["best"]["accuracy"], b["accuracy"], b["test_images"])
+        call = "within noise" if abs(gain) < 2 * se else ("better" if gain > 0 else "worse")
+        verdict = (f"best config minus it: {gain:+.4f} test accuracy, {call} (one seed, {b['epochs']} fine-tuning "
+                   f"epochs each; one standard error of the difference on {b['test_images']} test images: {se:.4f})")
+    return (f"Fixed-ratio static-only baseline (no agents, same seed and data): test accuracy {_g(b['accuracy'])} at "
+            f"MACs ratio {_g(b['macs_ratio'])}, params ratio {_g(b['params_ratio'])}; {verdict}.")
+
+
 def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, seconds: float) -> str:
     lines = [f"sweep {summary['name']!r} done in {seconds:.0f}s"]
     for key, sw in summary["sweeps"].items():
@@ -359,6 +374,8 @@ def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, secon
                      f"{'feasible' if b['feasible'] else 'infeasible'}; iterations to best {_g(b['iters_to_best'], 'd')} "
                      f"(trial), {_g(sw['sweep_iters_to_best'], 'd')} (sweep)")
         lines.append(f"  chosen by: {sw['best_chosen_by']}")
+        if sw.get("baseline"):
+            lines.append(f"  {baseline_text(sw)}")
     if len(summary["sweeps"]) > 1:
         lines.append("pareto (best feasible per budget): " + (", ".join(
             f"{p['budget']:g}: acc {_g(p['accuracy'])} macs {_g(p['macs_ratio'], '.3f')}" for p in summary["pareto"])

@@ -101,6 +101,23 @@ class SearchSpace(dict):
     def describe(self) -> dict:
         return {k: d.describe() for k, d in self.items()}
 
+    def defaults(self) -> dict:
+        """The run's own defaults (RunConfig) of the searched keys, each moved to the nearest value its
+        dimension allows: the first configuration a sweep tries, so the search starts from what a plain
+        `rtsearch.train` run uses and its best is never worse on validation than that."""
+        from rtsearch.config import RunConfig
+        point = {}
+        for key in self.searched:
+            d, value = self[key], float(getattr(RunConfig, key))
+            if d.distribution == "choice":
+                value = min(d.values, key=lambda v: abs(v - value))
+            else:
+                value = min(max(value, d.low), d.high)
+                if d.q:
+                    value = min(max(round(value / d.q) * d.q, d.low), d.high)
+            point[key] = value
+        return point
+
     def to_dict(self) -> dict:
         """JSON form (stored with a sweep, so a resumed sweep searches exactly what it started with)."""
         return {k: {f: getattr(d, f) for f in ("distribution", "low", "high", "q", "values") if getattr(d, f) is not None}

@@ -70,7 +70,7 @@ def reused(path: str, compute) -> dict:
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f)
-    from rtsearch.rl.record import write_json
+    from rtsearch.storage import write_json
     result = compute()
     write_json(path, result)
     return result
