@@ -211,6 +211,31 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
                        "--resume", "0.5")
 
 
+def test_a_finished_sweep_without_its_baseline_runs_it_on_resume(tmp_path, cache):
+    """A budget that finished before its static-only baseline ran (a sweep of an older version, or one
+    killed right then; here --no-baseline, then the setting turned on) runs it on --resume, once, and
+    its MLflow parent run gets the figures; the first trial ran the defaults."""
+    args = [*TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3", "--param-budget", "0.8", "--num-samples", "1",
+            "--name", "late"]
+    ok(tune(tmp_path, cache, *args, "--no-baseline"))
+    results = tmp_path / "results" / "late"
+    assert not (results / "baselines").exists()
+    state = json.load(open(results / "sweep.json"))
+    state["settings"]["baseline"] = True
+    (results / "sweep.json").write_text(json.dumps(state))
+    out = ok(tune(tmp_path, cache, "--name", "late", "--resume", timeout=180))
+    assert "[budget 0.3] already finished" in out and "[budget 0.3] baseline: fixed-ratio static-only" in out
+    summary = json.load(open(results / "summary.json"))
+    sweep = summary["sweeps"]["0.3"]
+    assert sweep["baseline"]["epochs"] == 3 and sweep["best_minus_baseline"] is not None
+    parents, _ = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "late")
+    assert parents.iloc[0]["metrics.baseline_test_accuracy"] == pytest.approx(sweep["baseline"]["accuracy"])
+    again = ok(tune(tmp_path, cache, "--name", "late", "--resume", timeout=180))
+    assert "baseline: fixed-ratio" not in again            # once only
+    from rtsearch.search import space
+    assert sweep["trials"][0]["config"] == space.load(None).without("param_budget").defaults()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

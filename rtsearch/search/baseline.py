@@ -71,9 +71,9 @@ def run_once(state: dict, budget: float, results_dir: str) -> dict | None:
     """Run the budget's baseline unless the sweep has it already (a resumed sweep runs it once)."""
     from rtsearch.rl.run import run
 
-    settings = state["settings"]
-    if not wanted(settings) or read(results_dir, budget) is not None:
-        return read(results_dir, budget)
+    settings, done = state["settings"], read(results_dir, budget)
+    if not wanted(settings) or done is not None:
+        return done
     key = budget_key(budget)
     cfg = config(settings, budget, os.path.join("runs", FOLDER, f"{state['name']}-b{key}"))
     print(f"[budget {key}] baseline: fixed-ratio static-only pruning, {cfg.iterations} fine-tuning epochs "

@@ -249,14 +249,14 @@ def markdown(summary: dict) -> str:
                       f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
                       f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.  ",
                       f"Chosen by: {sw['best_chosen_by']}.", ""]
-        if sw.get("baseline"):
-            lines += [f"{baseline_text(sw)} Its run: `{sw['baseline']['command']}`.", ""]
             if best.get("curve"):       # one model for a range of budgets: its test figures at each
                 lines += ["The best trial's model at each evaluation budget of its range (test split):", "",
                           "| budget | accuracy | MACs ratio | score |", "|---|---|---|---|"]
                 lines += [f"| {p['budget']:.3f} | {_g(p['accuracy'])} | {_g(p['macs_ratio'])} | {_g(p['score'])} |"
                           for p in best["curve"]]
                 lines.append("")
+            if sw.get("baseline"):
+                lines += [f"{baseline_text(sw)} Its run: `{sw['baseline']['command']}`.", ""]
         wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
         lines += [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
                   f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"
