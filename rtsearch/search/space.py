@@ -104,7 +104,7 @@ class SearchSpace(dict):
     def defaults(self) -> dict:
         """The run's own defaults (RunConfig) of the searched keys, each moved to the nearest value its
         dimension allows: the first configuration a sweep tries, so the search starts from what a plain
-        `rtsearch.train` run uses and the defaults are always among the trials its best is chosen from."""
+        `rtsearch.train` run uses (ASHA may still stop it early, as any trial)."""
         from rtsearch.config import RunConfig
         point = {}
         for key in self.searched:
