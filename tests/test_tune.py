@@ -211,31 +211,6 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
                        "--resume", "0.5")
 
 
-def test_a_finished_sweep_without_its_baseline_runs_it_on_resume(tmp_path, cache):
-    """A budget that finished before its static-only baseline ran (a sweep of an older version, or one
-    killed right then; here --no-baseline, then the setting turned on) runs it on --resume, once, and
-    its MLflow parent run gets the figures; the first trial ran the defaults."""
-    args = [*TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3", "--param-budget", "0.8", "--num-samples", "1",
-            "--name", "late"]
-    ok(tune(tmp_path, cache, *args, "--no-baseline"))
-    results = tmp_path / "results" / "late"
-    assert not (results / "baselines").exists()
-    state = json.load(open(results / "sweep.json"))
-    state["settings"]["baseline"] = True
-    (results / "sweep.json").write_text(json.dumps(state))
-    out = ok(tune(tmp_path, cache, "--name", "late", "--resume", timeout=180))
-    assert "[budget 0.3] already finished" in out and "[budget 0.3] baseline: fixed-ratio static-only" in out
-    summary = json.load(open(results / "summary.json"))
-    sweep = summary["sweeps"]["0.3"]
-    assert sweep["baseline"]["epochs"] == 3 and sweep["best_minus_baseline"] is not None
-    parents, _ = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "late")
-    assert parents.iloc[0]["metrics.baseline_test_accuracy"] == pytest.approx(sweep["baseline"]["accuracy"])
-    again = ok(tune(tmp_path, cache, "--name", "late", "--resume", timeout=180))
-    assert "baseline: fixed-ratio" not in again            # once only
-    from rtsearch.search import space
-    assert sweep["trials"][0]["config"] == space.load(None).without("param_budget").defaults()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -315,7 +290,20 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     assert not os.path.exists(tmp_path / "mlruns.db")                  # everything went to the server
     assert f"MLflow runs: experiment 'http' in {mlflow_server} " in out and summary["mlflow_uri"] == mlflow_server
     check_registered_models(mlflow_server, "http", summary, tmp_path)
+    # A budget that finished before its baseline ran (an older sweep, or one killed right then) runs it on
+    # --resume, once, and its parent run gets the figures; a budget that has one keeps it.
+    from rtsearch.search import baseline
+    os.remove(baseline.path(results, 0.3))
+    again = ok(tune(tmp_path, cache, "--name", "http", "--resume", timeout=180))
+    assert "[budget 0.3] baseline: fixed-ratio" in again and "[budget 0.5] baseline" not in again
+    assert "baseline: fixed-ratio" not in ok(tune(tmp_path, cache, "--name", "http", "--resume", timeout=180))
+    summary = json.load(open(os.path.join(results, "summary.json")))
+    parents, _ = mlflow_runs(mlflow_server, "http")
     check_baselines(summary, parents, results, tmp_path, cache)
+    from mlflow.tracking import MlflowClient
+    logged = {row["tags.rtsearch.budget"]: len(MlflowClient(mlflow_server).get_metric_history(
+        row["run_id"], "baseline_test_accuracy")) for _, row in parents.iterrows()}
+    assert logged == {"0.3": 2, "0.5": 1}          # the resumed budget's parent run got its baseline again
 
 
 def check_baselines(summary, parents, results, cwd, cache):
