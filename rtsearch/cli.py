@@ -35,6 +35,12 @@ def fraction(name: str):
     return parse
 
 
+def check_holdout_share(share: float) -> None:
+    """--holdout-share of rtsearch.train and rtsearch.tune: the share of the training split kept out."""
+    if not 0.0 <= share <= 0.5:
+        raise UsageError(f"--holdout-share must be in [0, 0.5], got {share:g}: pass e.g. --holdout-share 0.15")
+
+
 def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> None:
     if model not in MODELS:
         raise UsageError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")

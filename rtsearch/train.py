@@ -11,7 +11,7 @@ import sys
 import time
 
 from rtsearch import data, device
-from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guarded
+from rtsearch.cli import ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded
 from rtsearch.config import METHODS, RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import log_to_stdout
@@ -97,8 +97,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         raise UsageError(f"--agent-share must be in [0, 1), got {args.agent_share:g}")
     if args.explore_std is not None and not args.explore_std >= 0:
         raise UsageError(f"--explore-std must be 0 or more, got {args.explore_std:g}")
-    if not 0.0 <= args.holdout_share <= 0.5:
-        raise UsageError(f"--holdout-share must be in [0, 0.5], got {args.holdout_share:g}: pass e.g. --holdout-share 0.15")
+    check_holdout_share(args.holdout_share)
     if args.calibration_images < 0:
         raise UsageError(f"--calibration-images must be 0 (the whole split) or more, got {args.calibration_images}")
     if args.finetune_epochs < 1:

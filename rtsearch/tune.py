@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sys
 
-from rtsearch.cli import ArgumentParser, check_dataset_and_model, fraction, guarded
+from rtsearch.cli import ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded
 from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
@@ -88,8 +88,7 @@ def parse_args(argv=None):
     if args.budget is None and args.name is None:
         raise UsageError("--resume needs the sweep's --name (or the --budget it was started with): pass --name NAME")
     budgets = parse_budgets(args.budget) if args.budget is not None else None
-    if not 0.0 <= args.holdout_share <= 0.5:
-        raise UsageError(f"--holdout-share must be in [0, 0.5], got {args.holdout_share:g}: pass e.g. --holdout-share 0.15")
+    check_holdout_share(args.holdout_share)
     if not 0 <= args.seed < 2 ** 32:
         raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
     for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", args.max_iterations, 1),

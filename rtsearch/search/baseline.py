@@ -59,6 +59,14 @@ def standard_error(accuracy: float, other: float, images: int) -> float:
     return math.sqrt((accuracy * (1 - accuracy) + other * (1 - other)) / images)
 
 
+def compare(best_accuracy: float, record: dict) -> tuple[float, float, str]:
+    """The best trial against the baseline `record`: (difference, one standard error of it, the call),
+    'better' or 'worse' only beyond two standard errors, else 'within noise'."""
+    gain = best_accuracy - record["accuracy"]
+    se = standard_error(best_accuracy, record["accuracy"], record["test_images"])
+    return gain, se, "within noise" if abs(gain) < 2 * se else ("better" if gain > 0 else "worse")
+
+
 def read(results_dir: str, budget: float) -> dict | None:
     try:
         with open(path(results_dir, budget)) as f:

@@ -140,8 +140,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
         try:
             baselines.run_once(state, budget, results_dir)
         except Exception as e:      # the trials' results stand without it
-            print(f"[budget {key}] warning: the static-only baseline did not run ({type(e).__name__}: "
-                  f"{str(e).splitlines()[0][:200] if str(e) else ''})", file=sys.stderr, flush=True)
+            warn(key, "the static-only baseline did not run", e)
     sweep["finished"] = finished
     save_state(results_dir, state)
     if uri:
@@ -161,6 +160,12 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
             tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
 
 
+def warn(key: str, what: str, error: Exception) -> None:
+    """A step after a budget's trials failed: one line on stderr, never the end of a sweep whose results are written."""
+    detail = str(error).splitlines()[0][:200] if str(error) else ""
+    print(f"[budget {key}] warning: {what} ({type(error).__name__}: {detail})", file=sys.stderr, flush=True)
+
+
 def baseline_metrics(per: dict) -> dict:
     """The budget's static-only baseline as metrics of its MLflow parent run (none where it did not run)."""
     if not per.get("baseline"):
@@ -175,13 +180,14 @@ def catch_up_baselines(state: dict, results_dir: str, budgets: list[float]) -> N
     then) run it on --resume, and their MLflow parent run gets its figures."""
     from rtsearch.search import tracking
     s = state["settings"]
+    pretrain_dense(s)        # the cached dense model, found again (and RTSEARCH_CACHE set) for the baselines
     for budget in budgets:
-        pretrain_dense(s)        # the cached dense model, found again (and RTSEARCH_CACHE set) for the baseline
         baselines.run_once(state, budget, results_dir)
+    summary = report.write(results_dir)
+    for budget in budgets:
         parent = state["sweeps"].get(budget_key(budget), {}).get("parent_run_id")
         if s["mlflow_uri"] and parent:
-            per = report.write(results_dir)["sweeps"][budget_key(budget)]
-            tracking.log_metrics(s["mlflow_uri"], parent, baseline_metrics(per))
+            tracking.log_metrics(s["mlflow_uri"], parent, baseline_metrics(summary["sweeps"][budget_key(budget)]))
 
 
 def register_best(state: dict, key: str, best: dict) -> None:
@@ -193,8 +199,7 @@ def register_best(state: dict, key: str, best: dict) -> None:
         version = registry.register_best(s["mlflow_uri"], state["mlflow_experiment_id"], sweep["parent_run_id"],
                                          state["name"], key, best["mlflow_run_id"])
     except Exception as e:
-        print(f"[budget {key}] warning: the best model was not registered in MLflow ({type(e).__name__}: "
-              f"{str(e).splitlines()[0][:200] if str(e) else ''})", file=sys.stderr, flush=True)
+        warn(key, "the best model was not registered in MLflow", e)
         return
     print(f"[budget {key}] best model (trial {best['trial_id']}) registered: "
           f"models:/{state['name']}@{registry.alias(key)} (version {version})", flush=True)

@@ -28,7 +28,7 @@ import time
 
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
-from rtsearch.storage import write_json  # noqa: F401 (re-exported: the sweep writes every JSON file with it)
+from rtsearch.storage import write_json
 from rtsearch.search import baseline as baselines
 from rtsearch.search.selection import (SELECTION, _g, _rank_key, chosen_by, format_config,  # noqa: F401 (re-exported)
                                       pick)
@@ -348,12 +348,11 @@ def write(results_dir: str) -> dict:
 
 def baseline_text(sw: dict) -> str:
     """The best trial against the budget's fixed-ratio static-only baseline, in one sentence."""
-    b, gain = sw["baseline"], sw.get("best_minus_baseline")
-    if gain is None:
+    b = sw["baseline"]
+    if sw.get("best_minus_baseline") is None:
         verdict = "the best trial did not complete, so no test comparison"
     else:
-        se = baselines.standard_error(sw["best"]["accuracy"], b["accuracy"], b["test_images"])
-        call = "within noise" if abs(gain) < 2 * se else ("better" if gain > 0 else "worse")
+        gain, se, call = baselines.compare(sw["best"]["accuracy"], b)
         verdict = (f"best config minus it: {gain:+.4f} test accuracy, {call} (one seed, {b['epochs']} fine-tuning "
                    f"epochs each; one standard error of the difference on {b['test_images']} test images: {se:.4f})")
     return (f"Fixed-ratio static-only baseline (no agents, same seed and data): test accuracy {_g(b['accuracy'])} at "

@@ -27,12 +27,10 @@ def rows(folders: list[str]) -> list[dict]:
             best, base = sweep.get("best") or {}, sweep.get("baseline")
             if not base or sweep.get("best_minus_baseline") is None:
                 continue
-            gain = sweep["best_minus_baseline"]
-            se = baselines.standard_error(best["accuracy"], base["accuracy"], base["test_images"])
+            gain, se, call = baselines.compare(best["accuracy"], base)
             found.append({"sweep": summary["name"], "command": summary.get("command"), "budget": key,
                           "seed": summary["settings"]["seed"], "best": best, "baseline": base, "gain": gain, "se": se,
-                          "call": "within noise" if abs(gain) < 2 * se else ("better" if gain > 0 else "worse"),
-                          "wall": sweep.get("wall_seconds")})
+                          "call": call, "wall": sweep.get("wall_seconds")})
     return found
 
 
