@@ -64,3 +64,29 @@ def test_a_range_runs_sandwich_trains_the_given_ends_and_leaves_statistics_to_th
         fit_sandwich(net, x, y, 1, 1e-3, None, counted("agent", 0.5), p_max=0.95, widest=counted("top", 0.2),
                      narrowest=counted("bottom", 0.8), recalibrate=recalibrate)
         assert walked == {"top": batches, "bottom": batches, "agent": batches + recalibration_walks}
+
+
+def test_a_dense_teacher_is_distilled_from_and_left_unchanged():
+    torch.manual_seed(0)
+    splits = data.load("digits", 0)
+    teacher = build_model("small", splits.input_shape, splits.num_classes)
+    fit(teacher, *splits.train, 4, 2e-3, seed=0)
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    x, y = splits.train[0][:256], splits.train[1][:256]
+    soft = torch.randint(0, splits.num_classes, y.shape)      # labels the teacher never saw: only it can teach
+
+    def agreement(net):
+        net.eval()
+        with torch.no_grad():
+            a, _ = policy_forward(net, x, None, fixed_policy(torch.zeros(net.num_layers)))
+            b, _ = policy_forward(teacher, x, None, fixed_policy(torch.zeros(net.num_layers)))
+        return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+    students = {}
+    for name, given in (("alone", None), ("taught", teacher)):
+        torch.manual_seed(1)
+        students[name] = build_model("small", splits.input_shape, splits.num_classes)
+        fit_sandwich(students[name], x, soft, 3, 2e-3, None, fixed_policy(torch.full((teacher.num_layers,), 0.5)),
+                     p_max=0.95, seed=0, teacher=given)
+    assert all(torch.equal(v, frozen[k]) for k, v in teacher.state_dict().items())
+    assert agreement(students["taught"]) > agreement(students["alone"]) + 0.1

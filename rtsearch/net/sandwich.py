@@ -47,20 +47,31 @@ def explored(policy: Policy, std: float, p_max: float, generator: torch.Generato
 def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, policy: Policy, p_max: float,
                  explore_std: float = EXPLORE_STD, seed: int = 0, batch_size: int = 64, augment: bool = False,
                  on_epoch: Callable[[int, float], None] | None = None, widest: Policy | None = None,
-                 narrowest: Policy | None = None, recalibrate: bool = True) -> None:
+                 narrowest: Policy | None = None, recalibrate: bool = True,
+                 teacher: torch.nn.Module | None = None) -> None:
     """Train conv, BN and both importances on the widest, narrowest and explored agent paths
-    (widest: every channel, narrowest: ratio NARROWEST on every layer, unless given)."""
+    (widest: every channel, narrowest: ratio NARROWEST on every layer, unless given). With a `teacher`
+    (the dense model), every path, the widest included, is distilled from its predictions instead of the
+    widest path's: knowledge distillation from the dense model on top of the sandwich rule."""
     gen = torch.Generator().manual_seed(seed)      # batch order, augmentation and exploration noise
     widest = widest or fixed_policy(torch.zeros(net.num_layers))
     narrowest = narrowest or fixed_policy(torch.full((net.num_layers,), min(p_max, NARROWEST)))
     agent = explored(policy, explore_std, p_max, gen)
 
+    if teacher is not None:
+        teacher.eval()
+
     def sandwich(xb, yb):
-        teacher, _ = policy_forward(net, xb, static_ratios, widest)
-        loss = F.cross_entropy(teacher, yb)
+        top, _ = policy_forward(net, xb, static_ratios, widest)
+        loss, target = F.cross_entropy(top, yb), top
+        if teacher is not None:
+            with torch.no_grad():
+                target, _ = policy_forward(teacher, xb, torch.zeros(teacher.num_layers),
+                                           fixed_policy(torch.zeros(teacher.num_layers)))
+            loss = loss + distill(top, target)
         for path in (narrowest, agent):
             logits, _ = policy_forward(net, xb, static_ratios, path)
-            loss = loss + distill(logits, teacher)
+            loss = loss + distill(logits, target)
         return loss
 
     fit(net, x, y, epochs, lr, static_ratios, seed=seed, batch_size=batch_size, on_epoch=on_epoch, augment=augment,

@@ -179,6 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--agent-share", type=float, default=0.0,
                    help="reward the agent on this share of the training split, left out of the network's "
                         "fine-tuning (the networks are fine-tuned so first, when --networks has none)")
+    p.add_argument("--teacher", choices=("widest", "dense"), default="widest",
+                   help="what the networks' narrow paths are distilled from: their own widest path (the sandwich "
+                        "rule) or the dense model (used when --networks has no network yet)")
     p.add_argument("--report", default="results/rerun.md")
     args = p.parse_args(argv)
     budgets = [float(x) for x in args.budgets.split(",")]
@@ -189,8 +192,7 @@ def main(argv=None) -> int:
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
             folder = args.networks.format(seed=seed)
-            if args.agent_share > 0:
-                width_robust(seed, (0.05, 0.5), budgets, folder, agent_share=args.agent_share)
+            width_robust(seed, (0.05, 0.5), budgets, folder, agent_share=args.agent_share, teacher=args.teacher)
             print(f"seed {seed}: the levels of {folder} ...", flush=True)
             levels = level_outputs(folder, seed, (reward_split, "val", "test"),
                                    tuple(float(m) for m in args.finer.split(",") if m), args.agent_share)

@@ -77,26 +77,32 @@ def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> d
 
 
 def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[float], out: str,
-                 iterations: int = 10, agent_share: float = 0.0) -> dict:
+                 iterations: int = 10, agent_share: float = 0.0, teacher: str = "widest") -> dict:
     """The non-learned width-robust network of `seed` (module doc), measured at each budget: uniform and
     oracle; the network is written to out/model.pt and the figures to out/robust.json (both reused).
     `agent_share`: that share of the training split is left out of fine-tuning (data.split_off), as a
-    run with --agent-share leaves it for the agents' rewards."""
+    run with --agent-share leaves it for the agents' rewards. `teacher`: "widest" distils the narrow paths from
+    the network's own widest path (the sandwich rule), "dense" distils every path from the dense model."""
     from rtsearch.studies.agents import reused
     found = reused(os.path.join(out, "robust.json"),
-                   lambda: fine_tuned_without_agents(seed, budget_range, budgets_, out, iterations, agent_share))
+                   lambda: fine_tuned_without_agents(seed, budget_range, budgets_, out, iterations, agent_share,
+                                                     teacher))
     if found["epochs"] != RunConfig.warmup_epochs + iterations * RunConfig.finetune_epochs:
         raise SystemExit(f"{out}/robust.json holds a network fine-tuned for {found['epochs']} epochs, not for "
                          f"{iterations} iterations: pass another folder, or remove it to retrain")
     if found.get("agent_share", 0.0) != agent_share:
         raise SystemExit(f"{out}/robust.json holds a network fine-tuned without a share of "
                          f"{found.get('agent_share', 0.0)} of the training split, not {agent_share}: pass another folder")
+    if found.get("teacher", "widest") != teacher:
+        raise SystemExit(f"{out}/robust.json holds a network distilled from its {found.get('teacher', 'widest')} "
+                         f"path or model, not the {teacher} one: pass another folder")
     return found
 
 
 def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budgets_: list[float], out: str,
-                              iterations: int, agent_share: float = 0.0) -> dict:
+                              iterations: int, agent_share: float = 0.0, teacher: str = "widest") -> dict:
     """`width_robust`'s network trained, written to out/model.pt and measured."""
+    import copy
     import time
 
     import torch
@@ -113,6 +119,7 @@ def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budg
     cfg = RunConfig(dataset="mnist5k", model="small", seed=seed, budget_range=list(budget_range))
     splits = data.load(cfg.dataset, seed)
     net, _ = dense.pretrained(cfg.dataset, cfg.model, seed, splits, log=lambda _: None)
+    dense_teacher = copy.deepcopy(net) if teacher == "dense" else None
     if agent_share > 0:     # after the dense model, which every run of a seed shares
         splits = replace(splits, train=data.split_off(splits.train, agent_share, seed)[0])
     cost, static = CostModel(net), torch.zeros(net.num_layers)
@@ -126,10 +133,11 @@ def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budg
         print(f"{out}: sandwich fine-tuning {i + 1}/{iterations + 1} over uniform widths", flush=True)
         fit_sandwich(net, *splits.train, epochs, cfg.lr_finetune, static, mixed(uniform_at, budget_range, seed + i),
                      cfg.p_max, RANGE_EXPLORE_STD, seed=seed + i, augment=splits.augment,
-                     widest=uniform_at(budget_range[1]), narrowest=uniform_at(budget_range[0]), recalibrate=False)
+                     widest=uniform_at(budget_range[1]), narrowest=uniform_at(budget_range[0]), recalibrate=False,
+                     teacher=dense_teacher)
     seconds = time.time() - started
     checkpoint.save(os.path.join(out, "model.pt"), net)
-    return {"seed": seed, "budget_range": list(budget_range), "agent_share": agent_share,
+    return {"seed": seed, "budget_range": list(budget_range), "agent_share": agent_share, "teacher": teacher,
             "epochs": cfg.warmup_epochs + iterations * cfg.finetune_epochs,
             "seconds": seconds, "budgets": network_at(net, splits, cfg.p_max, seed, budgets_)}
 
