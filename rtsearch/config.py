@@ -46,6 +46,7 @@ class RunConfig:
     # 0.05, results/any-budget-attempts.md), else 0.15
     explore_std: float | None = None
     agent_share: float = 0.0       # share of the training split kept out of fine-tuning for the agents' rewards
+    distill: bool = False          # fine-tuning adds knowledge distillation from the dense model (KL to its predictions)
     calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
     calibration_images: int = 256  # validation images the shift is bisected on (0: all of them; see rl/loop.py)
     holdout_share: float = 0.0     # share of the training split no phase touches (the search re-ranks its top trials there)

@@ -54,6 +54,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                         "(default: 0.05 with --budget-range, else 0.15)")
     p.add_argument("--agent-share", type=float, default=RunConfig.agent_share,
                    help="share of the training split kept out of fine-tuning for the agents' rewards")
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune with knowledge distillation from the dense model, learned and fixed-ratio runs alike")
     p.add_argument("--holdout-share", type=float, default=RunConfig.holdout_share,
                    help="share of the training split that no phase touches (as a sweep keeps it for re-ranking)")
     p.add_argument("--finetune-epochs", type=int, default=RunConfig.finetune_epochs,
@@ -117,7 +119,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
                     agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
                     calibration_images=args.calibration_images, budget_range=budget_range,
-                    holdout_share=args.holdout_share)
+                    holdout_share=args.holdout_share, distill=args.distill)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
@@ -129,7 +131,8 @@ def default_out(args) -> str:
     parts = [args.dataset, args.model, f"r{args.budget_range.replace(':', '-')}" if args.budget_range else f"{args.budget:g}"]
     if args.param_budget < 1.0:
         parts.append(f"p{args.param_budget:g}")
-    parts.append(args.method + ("-fixed" if args.fixed_ratios else "") + ("-l1" if args.torch_pruning_l1 else ""))
+    parts.append(args.method + ("-fixed" if args.fixed_ratios else "") + ("-l1" if args.torch_pruning_l1 else "")
+                 + ("-kd" if args.distill else ""))
     return os.path.join("runs", "-".join(parts) + f"-s{args.seed}")
 
 

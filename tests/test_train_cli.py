@@ -118,8 +118,8 @@ def test_dense_cache_is_keyed_by_the_data(tmp_path):
 def test_default_out_folders_of_different_runs_do_not_collide():
     from rtsearch.train import parse_args
     outs = {parse_args(["--dataset", "digits", *extra])[0].out
-            for extra in ([], ["--fixed-ratios"], ["--method", "static-only"], ["--param-budget", "0.7"])}
-    assert len(outs) == 4, outs
+            for extra in ([], ["--fixed-ratios"], ["--method", "static-only"], ["--param-budget", "0.7"], ["--distill"])}
+    assert len(outs) == 5, outs
 
 
 def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
@@ -146,6 +146,18 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
         states.append(torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"])
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
 
+
+def test_distill_fine_tunes_the_pruned_network_towards_the_dense_model(tmp_path):
+    # Torch-Pruning removes channels first: the teacher is the dense model from before, whole
+    states = {}
+    for name, extra in (("plain", []), ("kd", ["--distill"])):
+        result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--method",
+                         "static-only", "--torch-pruning-l1", "--iterations", "1", "--out", str(tmp_path / name), *extra)
+        assert result.returncode == 0, result.stderr
+        states[name] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert json.loads((tmp_path / "kd" / "metrics.json").read_text())["config"]["distill"] is True
+    assert any(not torch.equal(states["plain"][k], states["kd"][k]) for k in states["plain"]
+               if states["plain"][k].is_floating_point())
 
 
 def test_a_learned_static_only_run_lands_on_its_macs_budget(tmp_path):

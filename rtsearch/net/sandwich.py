@@ -25,14 +25,9 @@ import torch.nn.functional as F
 
 from rtsearch.config import EXPLORE_STD
 from rtsearch.net.models import GatedNet
-from rtsearch.net.supervised import Policy, fit, fixed_policy, policy_forward
+from rtsearch.net.supervised import Policy, distill, fit, fixed_policy, policy_forward, teacher_logits
 
 NARROWEST = 0.9     # the narrowest path's runtime ratio (at most p_max): a tenth of the channels
-
-
-def distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student), the teacher's gradient stopped."""
-    return F.kl_div(F.log_softmax(student_logits, 1), F.softmax(teacher_logits.detach(), 1), reduction="batchmean")
 
 
 def explored(policy: Policy, std: float, p_max: float, generator: torch.Generator) -> Policy:
@@ -58,16 +53,11 @@ def fit_sandwich(net: GatedNet, x, y, epochs: int, lr: float, static_ratios, pol
     narrowest = narrowest or fixed_policy(torch.full((net.num_layers,), min(p_max, NARROWEST)))
     agent = explored(policy, explore_std, p_max, gen)
 
-    if teacher is not None:
-        teacher.eval()
-
     def sandwich(xb, yb):
         top, _ = policy_forward(net, xb, static_ratios, widest)
         loss, target = F.cross_entropy(top, yb), top
         if teacher is not None:
-            with torch.no_grad():
-                target, _ = policy_forward(teacher, xb, torch.zeros(teacher.num_layers),
-                                           fixed_policy(torch.zeros(teacher.num_layers)))
+            target = teacher_logits(teacher, xb)
             loss = loss + distill(top, target)
         for path in (narrowest, agent):
             logits, _ = policy_forward(net, xb, static_ratios, path)

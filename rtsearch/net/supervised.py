@@ -33,18 +33,31 @@ def policy_forward(net: GatedNet, x, static_ratios, policy: Policy) -> tuple[tor
     return walk.logits(), walk
 
 
+def distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student), the teacher's gradient stopped."""
+    return F.kl_div(F.log_softmax(student_logits, 1), F.softmax(teacher_logits.detach(), 1), reduction="batchmean")
+
+
+@torch.no_grad()
+def teacher_logits(teacher: GatedNet, x) -> torch.Tensor:
+    """The teacher's predictions (every channel, BatchNorm running statistics): what a student distils."""
+    teacher.eval()
+    return policy_forward(teacher, x, None, fixed_policy(torch.zeros(teacher.num_layers)))[0]
+
+
 def fit(net: GatedNet, x, y, epochs: int, lr: float, static_ratios=None, policy: Policy | None = None,
         seed: int = 0, batch_size: int = 64, on_epoch: Callable[[int, float], None] | None = None,
         augment: bool = False, sgd: dict | None = None,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        generator: torch.Generator | None = None) -> None:
+        generator: torch.Generator | None = None, teacher: GatedNet | None = None) -> None:
     """Train conv, BN and both importances under the given ratios (all zero: dense training).
 
     Adam at `lr` by default; `sgd={"momentum", "weight_decay", "milestones"}` trains with SGD instead,
     the learning rate divided by 10 at each milestone (a fraction of `epochs`). `augment` applies the
     CIFAR augmentation (random crop with padding 4, horizontal flip) to every batch, on its device.
     `loss(xb, yb)` replaces the cross-entropy under `policy` (sandwich.fit_sandwich); `generator`, seeded
-    by the caller, replaces the one seeded here (batch order, augmentation)."""
+    by the caller, replaces the one seeded here (batch order, augmentation). A `teacher` (the dense model)
+    adds knowledge distillation to the cross-entropy: KL from its predictions on the same batch."""
     policy = policy or fixed_policy(torch.zeros(net.num_layers))
     if sgd:
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=sgd["momentum"], weight_decay=sgd["weight_decay"])
@@ -54,7 +67,9 @@ def fit(net: GatedNet, x, y, epochs: int, lr: float, static_ratios=None, policy:
     gen = generator or torch.Generator().manual_seed(seed)
 
     def cross_entropy(xb, yb):
-        return F.cross_entropy(policy_forward(net, xb, static_ratios, policy)[0], yb)
+        logits = policy_forward(net, xb, static_ratios, policy)[0]
+        value = F.cross_entropy(logits, yb)
+        return value if teacher is None else value + distill(logits, teacher_logits(teacher, xb))
 
     loss = loss or cross_entropy
     net.train()

@@ -12,13 +12,12 @@ kept fractions), so steering by them would hold the deployed policy below its bu
 Calibration: dual ascent alone lets the deployed policy drift a few points over the budget
 between updates (measured: 0.516 to 0.548 at budget 0.5). The deployed runtime policy is therefore
 the agent's ratios plus one shift, shared by all layers and inputs, found by bisection so that the
-validation MACs ratio meets the budget (`baseline.budget_shift`). The agent still decides the
-allocation across layers and inputs; the shift sets its level. The network is fine-tuned under the
-shift of the previous iteration; `calibrate=False` turns it off. The bisection starts from the
-previous iteration's shift and walks the network about 10 times, so it runs on the first
-`calibration_images` validation images (a random sample: the split is shuffled): the mean MACs
-ratio of a few hundred inputs is within a few 1e-4 of the whole split's, and the iteration's
-evaluation still uses the whole split.
+validation MACs ratio meets the budget (`baseline.budget_shift`). The agent decides the allocation
+across layers and inputs; the shift sets its level. Fine-tuning uses the previous iteration's shift;
+`calibrate=False` turns it off. The bisection starts from the previous shift and walks the network
+about 10 times, so it runs on the first `calibration_images` validation images (a random sample: the
+split is shuffled): their mean MACs ratio is within a few 1e-4 of the whole split's, and the
+iteration's evaluation still uses the whole split.
 """
 from __future__ import annotations
 
@@ -292,21 +291,22 @@ def curve_of(evaluations: list[dict], budgets_: list[float], params_ratio: float
             "feasible": all(p["feasible"] for p in points)}
 
 
-def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, seed: int, policy_at=None) -> None:
+def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, seed: int, policy_at=None, teacher=None):
     """Fine-tune under the agents' greedy ratios, or (cfg.finetune == "sandwich") over the widest, the
-    narrowest and the agent's explored widths (rtsearch.net.sandwich). A range run passes
-    `policy_at(budget)`: its widest and narrowest paths are the policies at the range's ends, and its
-    BatchNorm statistics are recomputed per evaluation budget afterwards (Agents.calibrate)."""
+    narrowest and the agent's explored widths (rtsearch.net.sandwich); every path distilled from `teacher`
+    (the dense model, cfg.distill) if given. A range run passes `policy_at(budget)`: its widest and narrowest
+    paths are the policies at the range's ends, its BatchNorm statistics recomputed per budget later."""
+    common = {"seed": seed, "augment": splits.augment, "teacher": teacher}
     if cfg.finetune == "sandwich":
         ends = {"widest": policy_at(cfg.budget_range[1]), "narrowest": policy_at(cfg.budget_range[0]),
                 "recalibrate": False} if cfg.budget_range else {}
         fit_sandwich(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, cfg.p_max, cfg.explore_std,
-                     seed=seed, augment=splits.augment, **ends)
+                     **common, **ends)
     else:
-        fit(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, seed=seed, augment=splits.augment)
+        fit(net, *splits.train, epochs, cfg.lr_finetune, static_ratios, policy, **common)
 
 
-def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:
+def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume=False, teacher=None) -> dict:
     """Alternate both agents with fine-tuning for cfg.iterations; metrics of the best iteration on test."""
     net.lam = 0.0 if cfg.method == "static-only" else cfg.lam
     if cfg.agent_share > 0:     # the agents' share of the training split is never fine-tuned on
@@ -335,7 +335,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             if cfg.budget_range:    # the uniform ratio of a budget drawn from the range, one per batch
                 warm = mixed(uniform_at, cfg.budget_range, cfg.seed)
             finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start), warm,
-                     seed=cfg.seed, policy_at=uniform_at)
+                     seed=cfg.seed, policy_at=uniform_at, teacher=teacher)
         while len(record.history) < cfg.iterations:
             seconds, extra = {}, {}
             tick = time.time()
@@ -348,7 +348,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
                 policy = mixed(lambda b: crew.runtime_policy(budget=b), cfg.budget_range, cfg.seed + len(record.history))
             ratios = torch.as_tensor(crew.static_ratios)
             finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history),
-                     policy_at=lambda b: crew.runtime_policy(budget=b))
+                     policy_at=lambda b: crew.runtime_policy(budget=b), teacher=teacher)
             seconds["finetune"], tick = time.time() - tick, time.time()
             own_macs = crew.calibrate(*splits.val, train_x=splits.train[0]) if crew.uses_runtime else None
             curve = evaluate_at_each_budget(crew, net, cost, splits.val, ratios)

@@ -3,6 +3,7 @@ uniform ratios (`fixed_ratios`, the baseline) or runs the training iteration wit
 (rtsearch.rl.loop), and writes the deployed model of its best iteration (rtsearch.rl.deployed). The command line is rtsearch.train; the search calls `run` in every trial."""
 from __future__ import annotations
 
+import copy
 import os
 from typing import Callable
 
@@ -27,21 +28,24 @@ def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=
     splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
     net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log,
                                            device=where)
+    teacher = copy.deepcopy(net) if cfg.distill else None     # the dense model, before any pruning
     splits = splits.to(where)           # moved once: every batch of every phase is sliced on the device
     if where.type != "cpu":
         log(f"device: {where} ({torch.cuda.get_device_name(where)})")
     if cfg.fixed_ratios:
-        metrics = run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
+        metrics = run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
     else:
         from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
-        metrics = run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume)
+        metrics = run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
     # the deployable model: static channels removed, runtime pruning on the skip path with its policy
     deployed.write_model(os.path.join(cfg.out, "best.pt"), os.path.join(cfg.out, "deployed.pt"))
     return metrics
 
 
-def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False) -> dict:
-    """Fine-tune under uniform ratios that meet the MACs budget; an iteration is cfg.finetune_epochs epochs."""
+def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False,
+              teacher=None) -> dict:
+    """Fine-tune under uniform ratios that meet the MACs budget; an iteration is cfg.finetune_epochs epochs
+    (distilled from `teacher`, the dense model, when given)."""
     net.lam = cfg.lam if cfg.predictors_kept else 0.0
     cost = CostModel(net, predictors=cfg.predictors_kept)
     static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
@@ -61,7 +65,7 @@ def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
         record = RunRecord(cfg, dense_accuracy, on_iteration, log)
     while len(record.history) < cfg.iterations:
         fit(net, *splits.train, cfg.finetune_epochs, cfg.lr_finetune, static_ratios, policy,
-            seed=cfg.seed + len(record.history), augment=splits.augment)
+            seed=cfg.seed + len(record.history), augment=splits.augment, teacher=teacher)
         val = evaluate(net, cost, *splits.val, static_ratios, policy)
         record.iteration(net, static_ratios, val, params_ratio)
     net.load_state_dict(checkpoint.load(record.best_path)["state_dict"])

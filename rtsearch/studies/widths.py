@@ -36,8 +36,8 @@ from rtsearch.net.baseline import budget_shift, uniform_ratios
 from rtsearch.net.cost import CostModel
 from rtsearch.net.dense import pretrained
 from rtsearch.net.pruning import keep_count
-from rtsearch.net.sandwich import distill, recalibrate_bn
-from rtsearch.net.supervised import evaluate, fit, fixed_policy, policy_forward
+from rtsearch.net.sandwich import recalibrate_bn
+from rtsearch.net.supervised import distill, evaluate, fit, fixed_policy, policy_forward
 
 GRID = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 WIDE, SHARE_WIDE, NARROW_STEP = (0.5, 0.6, 0.7), (0.05, 0.1, 0.2, 0.3), (0.0, 0.05)
