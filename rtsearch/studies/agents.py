@@ -1,4 +1,4 @@
-"""The agents study behind results/agents.md (`python -m rtsearch.study`).
+"""The first agents study, behind results/agents-first.md (`python -m rtsearch.study`).
 
 Runs, through the real command line, the learned runs and the fixed-ratio baselines on mnist5k /
 small for several budgets and seeds (a finished run is reused), then writes the comparison, the
@@ -270,6 +270,6 @@ def study(args, command: str) -> None:
             if run["kind"] == "learned" and os.path.isfile(path):
                 with open(path) as f:
                     uncalibrated.append(json.load(f))
-    report(runs, args.report, os.path.join(os.path.dirname(args.report), "agents.png"), args.param_budget,
+    report(runs, args.report, os.path.splitext(args.report)[0] + ".png", args.param_budget,
            command, uncalibrated)
     print(f"wrote {args.report}")

@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
     execute_parallel(runs, args.jobs)
-    report(runs, budgets, "python -m rtsearch.studies.distill " + shlex.join(argv if argv is not None else sys.argv[1:]),
-           args.report)
+    command = "python -m rtsearch.studies.distill " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report(runs, budgets, command.strip(), args.report)
     print(f"wrote {args.report}")
     return 0
 

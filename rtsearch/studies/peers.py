@@ -13,7 +13,7 @@ On mnist5k / small, per budget and seed, through the real command line (finished
   run's fine-tuning over uniform widths only) at the uniform ratio meeting B (a non-learned peer), and
   the per-input oracle bound on it.
 The fixed-ratio runs get as many fine-tuning epochs as the learned run (its warm-up plus one per
-iteration). Every figure is read back from the runs' metrics.json and robust-B.json. Writes results/peers.md.
+iteration). Every figure is read back from the runs' metrics.json and robust-B.json. Writes results/agents.md.
 """
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ ROBUST_UNIFORM, ORACLE = "width-robust network (no agents), uniform", "oracle bo
 LEARNED = ["learned", "learned runtime-only", "learned static-only", ONE_MODEL]
 NON_LEARNED = ["uniform runtime-only", "uniform static-only", "Torch-Pruning L1", ROBUST_UNIFORM]
 ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, ORACLE]
+ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What was tried to close the gap, and what "
+            "each attempt measured, is in results/agents-attempts.md, with the studies it cites (results/widths.md, "
+            "results/allocation.md, results/band.md, results/cascade.md, results/rerun*.md, results/distill.md).")
 
 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
@@ -149,7 +152,7 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
         verdicts += [verdict(at, method, b) for method in LEARNED]
     lines += ["", "Verdict per budget and learned method (computed; the target is a mean gain over every non-learned "
               "peer larger than the larger seed-to-seed spread; the share is the mean gain over the mean room "
-              "between the best non-learned peer and the oracle bound):", *verdicts, "", "## Runs", "",
+              "between the best non-learned peer and the oracle bound):", *verdicts, "", ATTEMPTS, "", "## Runs", "",
               *runs_table(runs)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    p.add_argument("--report", default="results/peers.md")
+    p.add_argument("--report", default="results/agents.md")
     args = p.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
