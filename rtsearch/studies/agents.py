@@ -7,9 +7,11 @@ report is read back from the runs' metrics.json and test_per_input.npz.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -80,6 +82,23 @@ def one_thread_env() -> dict:
     """The environment for a subprocess that shares the CPUs with others: one torch thread (runs
     with oversubscribed threads were measured tenfold slower)."""
     return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def study_arguments(prog: str, description: str, runs: str, budgets: str, report: str) -> argparse.ArgumentParser:
+    """The command line of a study that plans runs per budget and seed and writes one report."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--runs", default=runs, help="folder of the runs (finished ones are reused)")
+    p.add_argument("--budgets", default=budgets)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--report", default=report)
+    return p
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command as a user would type it again, for the report's header."""
+    return (prog + " " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
 
 
 def execute_parallel(runs: list[dict], jobs: int) -> None:

@@ -11,13 +11,13 @@ the runs' metrics.json. Writes results/distill.md.
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, load, mean_sd, runs_table
+from rtsearch.studies.agents import (WARMUP_EPOCHS, command_line, execute_parallel, load, mean_sd, runs_table,
+                                     study_arguments)
 
 METHODS = {"learned": [], "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
            "Torch-Pruning L1": ["--fixed-ratios", "--method", "static-only", "--torch-pruning-l1"]}
@@ -88,19 +88,12 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.distill", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs/distill", help="folder of the runs")
-    p.add_argument("--budgets", default="0.08,0.05")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    p.add_argument("--report", default="results/distill.md")
-    args = p.parse_args(argv)
+    prog = "python -m rtsearch.studies.distill"
+    args = study_arguments(prog, __doc__.splitlines()[0], "runs/distill", "0.08,0.05", "results/distill.md").parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
     execute_parallel(runs, args.jobs)
-    command = "python -m rtsearch.studies.distill " + shlex.join(argv if argv is not None else sys.argv[1:])
-    report(runs, budgets, command.strip(), args.report)
+    report(runs, budgets, command_line(prog, argv), args.report)
     print(f"wrote {args.report}")
     return 0
 

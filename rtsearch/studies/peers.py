@@ -17,15 +17,13 @@ iteration). Every figure is read back from the runs' metrics.json and robust-B.j
 """
 from __future__ import annotations
 
-import argparse
-import shlex
 import sys
 
 import numpy as np
 
 from rtsearch.studies import robust
-from rtsearch.studies.agents import (WARMUP_EPOCHS, dense_confidence, execute_parallel, load, mean_sd, runs_table,
-                                     spearman)
+from rtsearch.studies.agents import (WARMUP_EPOCHS, command_line, dense_confidence, execute_parallel, load, mean_sd,
+                                     runs_table, spearman, study_arguments)
 
 PER_BUDGET = {"learned": [],
               "learned runtime-only": ["--method", "runtime-only"],
@@ -159,19 +157,13 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.peers", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs/any-budget", help="folder of the runs (the any-budget study's are reused)")
-    p.add_argument("--budgets", default="0.15,0.08,0.05")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    p.add_argument("--report", default="results/agents.md")
-    args = p.parse_args(argv)
+    prog = "python -m rtsearch.studies.peers"     # its runs folder is the any-budget study's, whose runs it reuses
+    args = study_arguments(prog, __doc__.splitlines()[0], "runs/any-budget", "0.15,0.08,0.05",
+                           "results/agents.md").parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
     execute_parallel(runs, args.jobs)
-    report(runs, budgets, "python -m rtsearch.studies.peers " + shlex.join(argv if argv is not None else sys.argv[1:]),
-           args.report, args.iterations)
+    report(runs, budgets, command_line(prog, argv), args.report, args.iterations)
     print(f"wrote {args.report}")
     return 0
 
