@@ -168,5 +168,6 @@ def test_a_learned_static_only_run_lands_on_its_macs_budget(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["feasible"] and 0.29 <= metrics["macs_ratio"] <= 0.3, metrics["macs_ratio"]
-    assert metrics["macs_ratio_std"] == 0.0 and metrics["params_ratio"] < 1.0
+    # every input costs the same: the spread is zero up to float rounding (its mean is summed in float)
+    assert metrics["macs_ratio_std"] < 1e-9 and metrics["params_ratio"] < 1.0
     assert all("static_shift" in row for row in metrics["history"])
