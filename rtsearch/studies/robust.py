@@ -94,8 +94,8 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
         raise SystemExit(f"{out}/robust.json holds a network fine-tuned without a share of "
                          f"{found.get('agent_share', 0.0)} of the training split, not {agent_share}: pass another folder")
     if found.get("teacher", "widest") != teacher:
-        raise SystemExit(f"{out}/robust.json holds a network distilled from its {found.get('teacher', 'widest')} "
-                         f"path or model, not the {teacher} one: pass another folder")
+        raise SystemExit(f"{out}/robust.json holds a network taught by --teacher {found.get('teacher', 'widest')}, "
+                         f"not {teacher}: pass another folder")
     return found
 
 
