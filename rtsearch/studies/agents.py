@@ -127,6 +127,14 @@ def load(run: dict) -> dict:
     return metrics
 
 
+def against(ours: np.ndarray, peer: np.ndarray) -> tuple[float, float, bool]:
+    """Per-seed accuracies of a learned method against a peer's (same seed order): the mean gain, the larger
+    seed-to-seed spread, and whether the gain clears that spread (the target a learned method must meet)."""
+    spread = max(ours.std(ddof=1), peer.std(ddof=1)) if len(ours) > 1 else 0.0
+    gain = float(np.mean(ours - peer))
+    return gain, spread, gain > spread
+
+
 def mean_sd(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from rtsearch.studies.agents import (WARMUP_EPOCHS, command_line, execute_parallel, load, mean_sd, runs_table,
+from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, execute_parallel, load, mean_sd, runs_table,
                                      study_arguments)
 
 METHODS = {"learned": [], "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
@@ -53,11 +53,10 @@ def verdict(runs: list[dict], tuning: str, budget: float) -> str:
     peers = [k for k in METHODS if k != "learned"]
     best = max(peers, key=lambda k: accuracies(runs, k, tuning, budget).mean())
     ours, peer = accuracies(runs, "learned", tuning, budget), accuracies(runs, best, tuning, budget)
-    spread = max(ours.std(ddof=1), peer.std(ddof=1)) if len(ours) > 1 else 0.0
-    gain = float(np.mean(ours - peer))
+    gain, spread, clear = against(ours, peer)
     return (f"- budget {budget:g}, {tuning} fine-tuning: the best peer is {best}; learned - it, per seed: "
             f"{', '.join(f'{d:+.3f}' for d in ours - peer)} (mean {gain:+.4f}) against the larger seed-to-seed "
-            f"spread {spread:.4f}: " + ("beats it by a clear margin." if gain > spread else "not a clear win."))
+            f"spread {spread:.4f}: " + ("beats it by a clear margin." if clear else "not a clear win."))
 
 
 def report(runs: list[dict], budgets: list[float], command: str, path: str) -> None:

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from rtsearch.studies import robust
-from rtsearch.studies.agents import (WARMUP_EPOCHS, command_line, dense_confidence, execute_parallel, load, mean_sd,
+from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, dense_confidence, execute_parallel, load, mean_sd,
                                      runs_table, spearman, study_arguments)
 
 PER_BUDGET = {"learned": [],
@@ -95,14 +95,13 @@ def verdict(at: dict[str, list[dict]], method: str, budget: float) -> str:
     between that peer and the oracle bound."""
     best = max(NON_LEARNED, key=lambda k: accuracies(at[k]).mean())
     ours, peer, bound = accuracies(at[method]), accuracies(at[best]), accuracies(at[ORACLE])
-    spread = max(ours.std(ddof=1), peer.std(ddof=1)) if len(ours) > 1 else 0.0
-    gain = float(np.mean(ours - peer))
+    gain, spread, clear = against(ours, peer)
     room = float(np.mean(bound - peer))
     macs = [np.mean([m["macs_ratio"] for m in at[k]]) for k in (method, best)]
     return (f"- budget {budget:g}, {method}: the best non-learned peer is {best}; {method} - it, per seed: "
             f"{', '.join(f'{d:+.3f}' for d in ours - peer)} (mean {gain:+.4f}, at MACs ratio {macs[0]:.4f} against "
             f"{macs[1]:.4f}) against the larger seed-to-seed "
-            f"spread {spread:.4f}: " + ("beats it by a clear margin" if gain > spread else "not a clear win")
+            f"spread {spread:.4f}: " + ("beats it by a clear margin" if clear else "not a clear win")
             + f"; share of the room up to the oracle bound ({room:+.4f}) captured: {gain / room:+.0%}.")
 
 
