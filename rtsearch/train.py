@@ -142,7 +142,8 @@ def check_resumable(cfg: RunConfig) -> None:
     if not os.path.isfile(path):
         raise UsageError(f"--resume: {path} does not exist; run without --resume first")
     stored = checkpoint.load(path).get("config") or {}  # a corrupt one fails here, before any compute
-    for key in ("fixed_ratios", "torch_pruning_l1", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed"):
+    for key in ("fixed_ratios", "torch_pruning_l1", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed",
+                "finetune", "distill", "agent_share", "holdout_share"):
         if key in stored and stored[key] != getattr(cfg, key):
             raise UsageError(f"--resume: {cfg.out} holds a run with {key} {stored[key]!r}, not {getattr(cfg, key)!r}: "
                              f"pass the same flags as that run, or another --out")

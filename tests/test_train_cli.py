@@ -137,6 +137,7 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
     # a resume must be the same kind of run
     assert_usage_error(run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--out", str(out),
                                "--resume", timeout=60), "--resume", "fixed_ratios")
+    assert_usage_error(run_cli("rtsearch.train", *base, "--distill", "--resume", timeout=60), "--resume", "distill")
     # --finetune-epochs changes how much one iteration trains
     states = []
     for epochs in ("1", "2"):
