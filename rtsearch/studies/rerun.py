@@ -122,8 +122,9 @@ def calibration_shift(logits: np.ndarray, extra: np.ndarray, spare: float) -> fl
 
 
 def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iterations: int, combine: bool,
-                  lr: float, entropy: float, reward_split: str = "train") -> dict:
-    """Train the agent with RLlib PPO on `reward_split`, calibrate on validation, measure on test."""
+                  lr: float, entropy: float, reward_split: str = "train", reward: str = "ce") -> dict:
+    """Train the agent with RLlib PPO on `reward_split`, calibrate on validation, measure on test. `reward`: "ce"
+    charges the answer's cross-entropy, "error" 1 for a wrong answer and 0 for a right one (what accuracy counts)."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from rtsearch.rl.agents import agent_model_config, push_world
@@ -132,9 +133,10 @@ def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iter
     spare = budget - levels[cheap]["macs_ratio"]
     obs = {s: features(levels[cheap][s]["log_probs"]) for s in (reward_split, "val", "test")}
     ce, right = zip(*(choices(levels, cheap, s, combine) for s in (reward_split, "val", "test")))
+    charged = ce[0] if reward == "ce" else (~right[0]).astype(np.float32)
     beta = 1.0 / max(spare, 1e-3)      # a first scale: one CE unit per budget's worth of spare MACs
     config = (PPOConfig()
-              .environment(RerunVectorEnv, env_config={"obs": obs[reward_split], "ce": ce[0], "extra": extra, "beta": beta,
+              .environment(RerunVectorEnv, env_config={"obs": obs[reward_split], "ce": charged, "extra": extra, "beta": beta,
                                                        "seed": seed})
               .env_runners(num_env_runners=0, num_envs_per_env_runner=ENVS, gym_env_vectorize_mode="vector_entry_point",
                            rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
