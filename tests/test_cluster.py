@@ -98,10 +98,19 @@ def test_local_config_uploads_the_tree_and_installs_like_make():
 
 # ---------------------------------------------------------------------------------------- cluster
 
+HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this process: the OS may give a just-closed port again, and
+    `ray start` refuses two components on one port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def cmdline(pid: int) -> str:
