@@ -153,8 +153,9 @@ def report(runs: list[dict], figures: dict, budgets: list[float], seeds: list[in
     lines = ["# A learned re-run choice over a ladder of statically pruned networks (mnist5k / small)", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only); every figure is read back from the "
              "runs listed below and from the agents' and cascades' figures the study wrote beside them "
-             "(ladder.json, or ladder-agent-seedN.json with --agent-seed N, in the runs folder). Test split: 1,000 images; mean ± sample standard deviation over seeds "
-             f"{', '.join(map(str, seeds))}; validation split 500 images. Rungs: Torch-Pruning L1 at MACs budgets "
+             "(ladder.json, or ladder-agent-seedN.json with --agent-seed N, in the runs folder). Test split: 1,000 "
+             f"images; mean ± sample standard deviation over seeds {', '.join(map(str, seeds))}; validation split "
+             "500 images. Rungs: Torch-Pruning L1 at MACs budgets "
              f"{', '.join(f'{b:g}' for b in LADDER)}, each its own network fine-tuned as the Torch-Pruning L1 peer "
              "(measured MACs ratios, seed 0: " + ", ".join(rung_macs[seeds[0]]) + "). Every input runs on a cheap "
              "rung; the agent (RLlib PPO, rewarded on the training split) or the cascade (validation-chosen threshold "
@@ -180,8 +181,8 @@ def report(runs: list[dict], figures: dict, budgets: list[float], seeds: list[in
         verdicts += [verdict(at, method, non_learned, b) for method in (*AGENTS.values(), CASCADE)]
         verdicts += [verdict(at, agent, [CASCADE], b) for agent in AGENTS.values()]
     lines += ["", "Verdicts (computed; a clear margin is a mean per-seed gain larger than the larger seed-to-seed "
-              "spread; the first two lines of each budget compare with the best non-learned peer of "
-              "results/agents.md):", *verdicts, "", "## Runs", "", *runs_table(runs)]
+              "spread; the first three lines of each budget compare with the best non-learned peer of "
+              "results/agents.md, the last two the agents with the cascade):", *verdicts, "", "## Runs", "", *runs_table(runs)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
