@@ -86,3 +86,11 @@ def test_the_re_run_calibration_meets_the_spare_macs():
     obs = features(log_probs)
     assert obs.shape == (5, 21) and (obs >= 0).all() and (obs <= 1 + 1e-6).all()
     assert (np.diff(obs[:, :10], axis=1) <= 0).all()      # sorted class probabilities, largest first
+
+
+def test_the_error_reward_charges_a_wrong_answer_one_and_a_right_one_nothing():
+    from rtsearch.studies.rerun import charge
+    ce = np.array([[0.1, 2.0], [3.0, 0.01]], np.float32)
+    right = np.array([[True, False], [False, True]])
+    np.testing.assert_array_equal(charge(ce, right, "error"), [[0.0, 1.0], [1.0, 0.0]])
+    assert charge(ce, right, "ce") is ce

@@ -34,6 +34,7 @@ from rtsearch.studies.robust import width_robust
 ENVS = 512                 # inputs per env step (one step is one decision per input)
 BATCHES_PER_ITERATION = 8  # PPO samples 8 x 512 decisions per update
 SHIFT_BOUND = 100.0        # the calibration shift's range, in logits per unit of MACs ratio
+CHARGED = {"ce": "the answer's cross-entropy", "error": "1 for a wrong answer"}
 REWARDED_ON = {"train": "the training split, which the network was fine-tuned on",
                "agents": "the agents' share of the training split, which the network was not fine-tuned on"}
 
@@ -59,6 +60,12 @@ def choices(levels: list[dict], cheap: int, split: str, combine: bool) -> tuple[
         ce.append(-lp[np.arange(len(y)), y])
         right.append(lp.argmax(1) == y)
     return np.stack(ce, 1).astype(np.float32), np.stack(right, 1)
+
+
+def charge(ce: np.ndarray, right: np.ndarray, reward: str) -> np.ndarray:
+    """What each (input, action) is charged besides its MACs: the answer's cross-entropy ("ce"), or 1 if the
+    answer is wrong and 0 if it is right ("error", what accuracy counts)."""
+    return ce if reward == "ce" else (~right).astype(np.float32)
 
 
 class RerunVectorEnv(gym.vector.VectorEnv):
@@ -133,7 +140,7 @@ def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iter
     spare = budget - levels[cheap]["macs_ratio"]
     obs = {s: features(levels[cheap][s]["log_probs"]) for s in (reward_split, "val", "test")}
     ce, right = zip(*(choices(levels, cheap, s, combine) for s in (reward_split, "val", "test")))
-    charged = ce[0] if reward == "ce" else (~right[0]).astype(np.float32)
+    charged = charge(ce[0], right[0], reward)
     beta = 1.0 / max(spare, 1e-3)      # a first scale: one CE unit per budget's worth of spare MACs
     config = (PPOConfig()
               .environment(RerunVectorEnv, env_config={"obs": obs[reward_split], "ce": charged, "extra": extra, "beta": beta,
@@ -184,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", choices=("widest", "dense"), default="widest",
                    help="what the networks' narrow paths are distilled from: their own widest path (the sandwich "
                         "rule) or the dense model (used when --networks has no network yet)")
+    p.add_argument("--reward", choices=("ce", "error"), default="ce",
+                   help="what a decision is charged besides its MACs: the answer's cross-entropy, or 1 if it is wrong")
     p.add_argument("--report", default="results/rerun.md")
     args = p.parse_args(argv)
     budgets = [float(x) for x in args.budgets.split(",")]
@@ -206,7 +215,7 @@ def main(argv=None) -> int:
                 cascade["spearman_confidence"] = spearman(dense_confidence(seed), cascade.pop("test_macs"))
                 print(f"seed {seed} budget {b:g}: training the re-run agent (cheap MACs {macs[cheap]:.4f}) ...", flush=True)
                 agent = learned_rerun(levels, cheap, b, seed, args.iterations, args.combine, args.lr, args.entropy,
-                                      reward_split)
+                                      reward_split, args.reward)
                 agent["spearman_confidence"] = spearman(dense_confidence(seed), agent.pop("test_macs"))
                 print(f"  agent {agent['accuracy']:.4f} at {agent['macs_ratio']:.4f} (cascade {cascade['accuracy']:.4f} "
                       f"at {cascade['macs_ratio']:.4f}) actions {agent['actions']}", flush=True)
@@ -215,14 +224,14 @@ def main(argv=None) -> int:
     finally:
         ray.shutdown()
     command = ("python -m rtsearch.studies.rerun " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
-    write_report(rows, args.report, command, args.networks, reward_split)
+    write_report(rows, args.report, command, args.networks, reward_split, args.reward)
     return 0
 
 
-def write_report(rows: list[dict], path: str, command: str, networks: str, reward_split: str) -> None:
+def write_report(rows: list[dict], path: str, command: str, networks: str, reward_split: str, reward: str = "ce") -> None:
     lines = ["# A learned re-run choice on the width-robust network (RLlib PPO, one decision per input)", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only). Networks: `{networks}`. "
-             f"The agent is rewarded on {REWARDED_ON[reward_split]}. "
+             f"The agent is rewarded on {REWARDED_ON[reward_split]}, charged {CHARGED[reward]} besides its MACs. "
              "Validation split 500 images (cheap width, calibration shift), test split 1,000 images. Levels (MACs "
              "ratios): " + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{m:.4f}" for m in r["levels"])
                                      for r in rows if r["budget"] == rows[0]["budget"]) + ".", "",
