@@ -12,8 +12,9 @@ so the validation MACs ratio meets the budget, as a run's runtime shift is. The 
 budget is the one the threshold cascade picked on validation. The agent is rewarded on the training
 split (the network was fine-tuned on it, so CE there is small at wide levels: the levels' accuracy on
 it is in the report), or with --agent-share on a share of it that the network's fine-tuning left out
-(networks fine-tuned so by rtsearch.studies.robust.width_robust). Measured once on the test split
-against the cascade and the uniform ratio. Writes results/rerun.md.
+(networks fine-tuned so by rtsearch.studies.robust.width_robust). With --reward error a wrong answer is
+charged 1 instead of its cross-entropy (and a right one 0). Measured once on the test split against the
+cascade and the uniform ratio. Writes results/rerun.md.
 """
 from __future__ import annotations
 
