@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 import numpy as np
+
+from rtsearch.studies.agents import command_line
 
 SAMPLES = 32
 SPREAD = 0.1
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     results = [searched(args.runs.format(seed=int(s)), float(b))
                for s in args.seeds.split(",") for b in args.budgets.split(",")]
-    command = ("python -m rtsearch.studies.allocation " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line("python -m rtsearch.studies.allocation", argv)
     report(results, command, args.report)
     print(f"wrote {args.report}")
     return 0

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 
 import numpy as np
 
-from rtsearch.studies.agents import dense_confidence, spearman
+from rtsearch.studies.agents import command_line, dense_confidence, spearman
 
 FOLDER = "runs/any-budget/width-robust-0.05-0.5-s{seed}"
 
@@ -135,7 +134,7 @@ def main(argv=None) -> int:
             found["spearman_confidence"] = spearman(dense_confidence(seed), found.pop("test_macs"))
             rows.append({"seed": seed, "budget": b, "cascade": found,
                          "uniform": measured[f"{b:g}"]["uniform"], "oracle": measured[f"{b:g}"]["oracle"]})
-    command = ("python -m rtsearch.studies.cascade " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line("python -m rtsearch.studies.cascade", argv)
     lines = ["# A label-free confidence cascade on the width-robust network (no agents)", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only). Networks: "
              f"`{FOLDER}` (rtsearch.studies.robust.width_robust). Validation split 500 images (chooses the pair of "

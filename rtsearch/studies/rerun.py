@@ -19,7 +19,6 @@ cascade and the uniform ratio. Writes results/rerun.md.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 
@@ -28,7 +27,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from rtsearch.studies.agents import dense_confidence, mean_sd, spearman
+from rtsearch.studies.agents import command_line, dense_confidence, mean_sd, spearman
 from rtsearch.studies.cascade import FOLDER, best_cascade, level_outputs, robust_figures
 from rtsearch.studies.robust import width_robust
 
@@ -224,7 +223,7 @@ def main(argv=None) -> int:
                              "uniform": measured[f"{b:g}"]["uniform"]})
     finally:
         ray.shutdown()
-    command = ("python -m rtsearch.studies.rerun " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line("python -m rtsearch.studies.rerun", argv)
     write_report(rows, args.report, command, args.networks, reward_split, args.reward)
     return 0
 
