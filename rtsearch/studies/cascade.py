@@ -72,13 +72,19 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
         net.eval()
         row = {"macs_ratio": level["macs_ratio"]}
         for name, (x, y) in parts.items():
-            with torch.no_grad():
-                log_probs = torch.cat([torch.log_softmax(policy_forward(net, x[i:i + 500], static, policy)[0], 1)
-                                       for i in range(0, len(x), 500)]).numpy()
-            row[name] = {"log_probs": log_probs, "correct": log_probs.argmax(1) == y.numpy(),
-                         "confidence": np.exp(log_probs.max(1)), "labels": y.numpy()}
+            row[name] = split_outputs(lambda batch: policy_forward(net, batch, static, policy)[0], x, y)
         out.append(row)
     return out
+
+
+def split_outputs(forward, x, y) -> dict:
+    """Per input of one split: the log-probabilities of `forward`'s logits (batches of 500), whether the answer
+    is right, how confident it is (max softmax), and the labels."""
+    import torch
+    with torch.no_grad():
+        log_probs = torch.cat([torch.log_softmax(forward(x[i:i + 500]), 1) for i in range(0, len(x), 500)]).numpy()
+    return {"log_probs": log_probs, "correct": log_probs.argmax(1) == y.numpy(), "confidence": np.exp(log_probs.max(1)),
+            "labels": y.numpy()}
 
 
 def cascade(cheap: dict, wide: dict, split: str, threshold: float) -> tuple[float, float]:

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from rtsearch.studies import peers, robust
+from rtsearch.studies.peers import accuracies
 from rtsearch.studies.agents import (against, command_line, dense_confidence, execute_parallel, load, mean_sd,
                                      runs_table, spearman, study_arguments)
 
@@ -38,23 +39,15 @@ def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> 
     return at_budgets + rungs
 
 
-def rung_outputs(run: dict) -> dict:
+def rung_outputs(run: dict, splits) -> dict:
     """One rung's MACs and params ratios, and per split its log-probabilities, right answers and confidence,
     from the run's deployed model (deployed.pt: channels removed, what a user would ship)."""
     import torch
 
-    from rtsearch import data
+    from rtsearch.studies.cascade import split_outputs
     model = torch.load(os.path.join(run["out"], "deployed.pt"), weights_only=False).eval()
-    splits = data.load("mnist5k", run["seed"])
-    row = {"macs_ratio": run["metrics"]["macs_ratio"], "params_ratio": run["metrics"]["params_ratio"],
-           "out": run["out"]}
-    for name in SPLITS:
-        x, y = getattr(splits, name)
-        with torch.no_grad():
-            log_probs = torch.cat([torch.log_softmax(model(x[i:i + 500]), 1) for i in range(0, len(x), 500)]).numpy()
-        row[name] = {"log_probs": log_probs, "correct": log_probs.argmax(1) == y.numpy(),
-                     "confidence": np.exp(log_probs.max(1)), "labels": y.numpy()}
-    return row
+    return {"macs_ratio": run["metrics"]["macs_ratio"], "params_ratio": run["metrics"]["params_ratio"], "out": run["out"],
+            **{name: split_outputs(model, *getattr(splits, name)) for name in SPLITS}}
 
 
 def decide(rungs: list[dict], budget: float, seed: int, iterations: int, lr: float, entropy: float,
@@ -99,11 +92,14 @@ def measured(runs: list[dict], budgets: list[float], seeds: list[int], args) -> 
     wanted = [(seed, b) for seed in seeds for b in budgets if f"{seed}/{b:g}" not in figures]
     if wanted:
         import ray
+
+        from rtsearch import data
         from rtsearch.storage import write_json
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             for seed in sorted({s for s, _ in wanted}):
-                rungs = sorted((rung_outputs(r) for r in runs if r["kind"] == RUNG and r["seed"] == seed),
+                splits = data.load("mnist5k", seed)
+                rungs = sorted((rung_outputs(r, splits) for r in runs if r["kind"] == RUNG and r["seed"] == seed),
                                key=lambda r: r["macs_ratio"])
                 for b in (b for s, b in wanted if s == seed):
                     figures[f"{seed}/{b:g}"] = decide(rungs, b, seed, args.agent_iterations, args.lr, args.entropy,
@@ -112,10 +108,6 @@ def measured(runs: list[dict], budgets: list[float], seeds: list[int], args) -> 
         finally:
             ray.shutdown()
     return figures
-
-
-def accuracies(group: list[dict]) -> np.ndarray:
-    return np.array([m["accuracy"] for m in group])
 
 
 def validation(group: list[dict]) -> str:
