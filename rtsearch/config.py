@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-METHODS = ("both", "runtime-only", "static-only")
+METHODS = ("both", "runtime-only", "static-only", "ladder")
 EXPLORE_STD = 0.15          # sandwich fine-tuning noise of a per-budget run
 RANGE_EXPLORE_STD = 0.05    # ... and of a budget-range run (RunConfig.explore_std)
 
@@ -51,6 +51,7 @@ class RunConfig:
     calibration_images: int = 256  # validation images the shift is bisected on (0: all of them; see rl/loop.py)
     holdout_share: float = 0.0     # share of the training split no phase touches (the search re-ranks its top trials there)
     mlflow_run_id: str | None = None
+    agent_iterations: int = 40     # method "ladder": PPO iterations of its re-run agent (rl/ladder.py)
 
     @property
     def predictors_kept(self) -> bool:

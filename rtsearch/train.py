@@ -6,6 +6,7 @@ the training iteration with both agents (docs/method.md).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -30,12 +31,17 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                    help="train one runtime agent for every budget in LO:HI (choose the budget at export time)")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=1.0,
                    help="parameter budget, fraction of dense parameters")
-    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=10,
+                   help="training iterations (with --method ladder: each rung's fine-tuning iterations)")
+    p.add_argument("--agent-iterations", type=int, default=RunConfig.agent_iterations,
+                   help="--method ladder: PPO iterations of the re-run agent, each scored on validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--num-env-runners", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<budget>-s<seed>)")
-    p.add_argument("--method", choices=METHODS, default="both")
+    p.add_argument("--method", choices=METHODS, default="both",
+                   help="what is learned: both agents, one of them, or ladder (Torch-Pruning L1 networks at several "
+                        "MACs budgets and a learned per-input choice of re-running an input on a dearer one)")
     p.add_argument("--fixed-ratios", action="store_true", help="uniform ratios instead of agents (baseline)")
     p.add_argument("--torch-pruning-l1", action="store_true",
                    help="with --fixed-ratios --method static-only: choose the pruned channels by Torch-Pruning's "
@@ -78,10 +84,13 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         args.budget = budget_range[1]
     elif args.budget is None:
         args.budget = 0.5
+    if args.method == "ladder":
+        check_ladder(args)
     if args.torch_pruning_l1 and not (args.fixed_ratios and args.method == "static-only"):
         raise UsageError("--torch-pruning-l1 is a static-only baseline: pass it with --fixed-ratios --method static-only")
-    if args.iterations < 1:
-        raise UsageError(f"--iterations must be at least 1, got {args.iterations}")
+    for flag, value in (("--iterations", args.iterations), ("--agent-iterations", args.agent_iterations)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
     if args.num_env_runners < 0:
         raise UsageError(f"--num-env-runners must be 0 or more, got {args.num_env_runners}")
     if not 0 <= args.seed < 2 ** 32:
@@ -119,10 +128,20 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
                     agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
                     calibration_images=args.calibration_images, budget_range=budget_range,
-                    holdout_share=args.holdout_share, distill=args.distill)
+                    holdout_share=args.holdout_share, distill=args.distill, agent_iterations=args.agent_iterations)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
+
+
+def check_ladder(args) -> None:
+    """--method ladder makes its own fixed-ratio rungs and trains one feed-forward re-run agent in the driver."""
+    for flag, given in (("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None),
+                        ("--torch-pruning-l1", args.torch_pruning_l1), ("--lstm", args.lstm),
+                        ("--no-calibrate", args.no_calibrate), ("--num-env-runners", args.num_env_runners > 0)):
+        if given:
+            raise UsageError(f"--method ladder does not take {flag} (its rungs are Torch-Pruning L1 runs and its "
+                             f"agent trains in the driver): drop {flag}")
 
 
 def default_out(args) -> str:
@@ -138,15 +157,26 @@ def default_out(args) -> str:
 
 def check_resumable(cfg: RunConfig) -> None:
     """--resume continues the run in cfg.out, whatever its kind, only if it is the same kind of run."""
-    path = os.path.join(cfg.out, "checkpoint.pt")
+    path = os.path.join(cfg.out, "ladder.json" if cfg.method == "ladder" else "checkpoint.pt")
     if not os.path.isfile(path):
         raise UsageError(f"--resume: {path} does not exist; run without --resume first")
-    stored = checkpoint.load(path).get("config") or {}  # a corrupt one fails here, before any compute
+    stored = stored_config(path)        # a corrupt one fails here, before any compute
     for key in ("fixed_ratios", "torch_pruning_l1", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed",
                 "finetune", "distill", "agent_share", "holdout_share"):
         if key in stored and stored[key] != getattr(cfg, key):
             raise UsageError(f"--resume: {cfg.out} holds a run with {key} {stored[key]!r}, not {getattr(cfg, key)!r}: "
                              f"pass the same flags as that run, or another --out")
+
+
+def stored_config(path: str) -> dict:
+    """The config a run stored: in its checkpoint, or in a ladder run's ladder.json."""
+    if not path.endswith(".json"):
+        return checkpoint.load(path).get("config") or {}
+    try:
+        with open(path) as f:
+            return json.load(f)["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"--resume: {path} is not a ladder run's record; run without --resume, or pass another --out") from None
 
 
 @guarded

@@ -37,7 +37,7 @@ def test_the_oracle_needs_a_level_within_the_budget():
 
 
 def test_the_cascade_re_runs_the_least_confident_within_the_budget():
-    from rtsearch.studies.cascade import best_cascade
+    from rtsearch.rl.ladder import best_cascade
     rng = np.random.default_rng(0)
     n = 200
     confidence = rng.random(n)
@@ -52,7 +52,7 @@ def test_the_cascade_re_runs_the_least_confident_within_the_budget():
 
 
 def test_the_re_run_env_charges_the_answer_s_ce_and_the_re_run_macs():
-    from rtsearch.studies.rerun import RerunVectorEnv
+    from rtsearch.rl.rerun import RerunVectorEnv
     n, actions = 50, 3
     rng = np.random.default_rng(1)
     ce = rng.random((n, actions)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_the_re_run_env_charges_the_answer_s_ce_and_the_re_run_macs():
 
 
 def test_the_re_run_calibration_meets_the_spare_macs():
-    from rtsearch.studies.rerun import calibration_shift, features, greedy
+    from rtsearch.rl.rerun import calibration_shift, features, greedy
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(400, 3))
     extra = np.array([0.0, 0.1, 0.4])
@@ -89,7 +89,7 @@ def test_the_re_run_calibration_meets_the_spare_macs():
 
 
 def test_the_error_reward_charges_a_wrong_answer_one_and_a_right_one_nothing():
-    from rtsearch.studies.rerun import charge
+    from rtsearch.rl.rerun import charge
     ce = np.array([[0.1, 2.0], [3.0, 0.01]], np.float32)
     right = np.array([[True, False], [False, True]])
     np.testing.assert_array_equal(charge(ce, right, "error"), [[0.0, 1.0], [1.0, 0.0]])

@@ -52,6 +52,19 @@ class RunRecord:
 
         `before_checkpoint(is_best)` runs before the checkpoint is written, so whatever it saves
         (the agents) is on disk before the checkpoint says the iteration is done."""
+        row = self.scored(val, params_ratio, extra)
+        if before_checkpoint:
+            before_checkpoint(self.best_row is None or row["score"] > self.best_row["score"])
+        self.history.append(row)
+        checkpoint.save(self.checkpoint_path, net, static_ratios, history=self.history, config=self.cfg.to_dict(),
+                        run_state=run_state or {}, dense_accuracy=self.dense_accuracy)
+        if self.best_row is row:
+            shutil.copyfile(self.checkpoint_path, self.best_path)
+        self.announce(row)
+        return row
+
+    def scored(self, val: dict, params_ratio: float, extra: dict | None = None) -> dict:
+        """One iteration's row from its validation metrics: score, feasibility, the best score so far."""
         cfg = self.cfg
         row = {"iteration": len(self.history) + 1, "accuracy": val["accuracy"], "macs_ratio": val["macs_ratio"],
                "macs_ratio_p95": val["macs_ratio_p95"], "params_ratio": params_ratio,
@@ -63,17 +76,14 @@ class RunRecord:
             row["correct_confidence"] = float((per["correct"].float() * per["confidence"].float()).mean())
         # the best validation score so far: what a trial is ranked by, at every step
         row["best_score"] = max(row["score"], self.best_row["score"]) if self.best_row else row["score"]
-        if before_checkpoint:
-            before_checkpoint(self.best_row is None or row["score"] > self.best_row["score"])
-        self.history.append(row)
-        checkpoint.save(self.checkpoint_path, net, static_ratios, history=self.history, config=cfg.to_dict(),
-                        run_state=run_state or {}, dense_accuracy=self.dense_accuracy)
-        if self.best_row is row:
-            shutil.copyfile(self.checkpoint_path, self.best_path)
-        self.log(progress_line(row, cfg.iterations))
+        return row
+
+    def announce(self, row: dict, total: int | None = None) -> None:
+        """The progress line of a recorded row (of `total` iterations, default the run's), and the caller's
+        `on_iteration` (a Tune trial reports it)."""
+        self.log(progress_line(row, total or self.cfg.iterations))
         if self.on_iteration:
             self.on_iteration(row)
-        return row
 
     def finish(self, test: dict, params_ratio: float, stored_bytes: int, extra: dict | None = None) -> dict:
         """Write metrics.json: test-set figures of the best iteration (README "Command line")."""

@@ -1,6 +1,8 @@
 """One run end to end: `run(cfg)` starts from the cached dense model, then either fine-tunes under
 uniform ratios (`fixed_ratios`, the baseline) or runs the training iteration with both agents
-(rtsearch.rl.loop), and writes the deployed model of its best iteration (rtsearch.rl.deployed). The command line is rtsearch.train; the search calls `run` in every trial."""
+(rtsearch.rl.loop), and writes the deployed model of its best iteration (rtsearch.rl.deployed). The ladder method
+(rtsearch.rl.ladder) makes its rungs with `run` itself. The command line is rtsearch.train; the search calls `run`
+in every trial."""
 from __future__ import annotations
 
 import copy
@@ -23,6 +25,9 @@ from rtsearch.rl.record import RunRecord, finish
 def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=log_to_stdout,
         resume: bool = False) -> dict:
     """Run one configuration end to end; returns the metrics written to <out>/metrics.json."""
+    if cfg.method == "ladder":
+        from rtsearch.rl.ladder import run_ladder  # imports RLlib: only runs with agents pay for it
+        return run_ladder(cfg, run, on_iteration, log, resume)
     torch.manual_seed(cfg.seed)
     where = device.resolve(cfg.device)
     splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)

@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from rtsearch.rl.ladder import best_cascade, split_outputs
 from rtsearch.studies.agents import command_line, dense_confidence, spearman
 
 FOLDER = "runs/any-budget/width-robust-0.05-0.5-s{seed}"
@@ -75,51 +76,6 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
             row[name] = split_outputs(lambda batch: policy_forward(net, batch, static, policy)[0], x, y)
         out.append(row)
     return out
-
-
-def split_outputs(forward, x, y) -> dict:
-    """Per input of one split: the log-probabilities of `forward`'s logits (batches of 500), whether the answer
-    is right, how confident it is (max softmax), and the labels."""
-    import torch
-    with torch.no_grad():
-        log_probs = torch.cat([torch.log_softmax(forward(x[i:i + 500]), 1) for i in range(0, len(x), 500)]).numpy()
-    return {"log_probs": log_probs, "correct": log_probs.argmax(1) == y.numpy(), "confidence": np.exp(log_probs.max(1)),
-            "labels": y.numpy()}
-
-
-def cascade(cheap: dict, wide: dict, split: str, threshold: float) -> tuple[float, float]:
-    """(accuracy, mean MACs ratio) on `split` when inputs less confident than `threshold` at the cheap
-    level are re-run at the wide one (both paid)."""
-    correct, macs = per_input(cheap, wide, split, threshold)
-    return float(correct.mean()), float(macs.mean())
-
-
-def per_input(cheap: dict, wide: dict, split: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per input of `split`: right or not, and its MACs ratio, under the cascade."""
-    rerun = cheap[split]["confidence"] < threshold
-    correct = np.where(rerun, wide[split]["correct"], cheap[split]["correct"])
-    return correct, cheap["macs_ratio"] + rerun * wide["macs_ratio"]
-
-
-def best_cascade(levels: list[dict], budget: float) -> dict:
-    """The pair and threshold with the best validation accuracy within `budget` on validation; test figures."""
-    best = None
-    for i, cheap in enumerate(levels):
-        for wide in levels[i + 1:]:
-            share = (budget - cheap["macs_ratio"]) / wide["macs_ratio"]
-            if share <= 0:
-                continue
-            ordered = np.sort(cheap["val"]["confidence"])
-            k = int(np.floor(share * len(ordered) + 1e-9))     # re-run at most k inputs (fewer on ties)
-            threshold = float(ordered[k]) if k < len(ordered) else np.inf
-            val, val_macs = cascade(cheap, wide, "val", threshold)
-            if best is None or val > best["val_accuracy"]:
-                test, test_macs = per_input(cheap, wide, "test", threshold)
-                best = {"cheap_macs": cheap["macs_ratio"], "wide_macs": wide["macs_ratio"], "threshold": threshold,
-                        "val_accuracy": val, "val_macs_ratio": val_macs, "accuracy": float(test.mean()),
-                        "macs_ratio": float(test_macs.mean()), "macs_ratio_cv": float(test_macs.std() / test_macs.mean()),
-                        "test_macs": test_macs}
-    return best
 
 
 def main(argv=None) -> int:

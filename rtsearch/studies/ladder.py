@@ -27,7 +27,6 @@ LADDER = (0.02, 0.03, 0.04, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25)
 RUNG = "Torch-Pruning L1"           # the peers' kind every rung is a run of
 AGENTS = {"ce": "learned re-run over the ladder, reward -CE", "error": "learned re-run over the ladder, reward -error"}
 CASCADE = "threshold cascade over the ladder (not learned)"
-SPLITS = ("train", "val", "test")
 
 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
@@ -42,19 +41,16 @@ def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> 
 def rung_outputs(run: dict, splits) -> dict:
     """One rung's MACs and params ratios, and per split its log-probabilities, right answers and confidence,
     from the run's deployed model (deployed.pt: channels removed, what a user would ship)."""
-    import torch
-
-    from rtsearch.studies.cascade import split_outputs
-    model = torch.load(os.path.join(run["out"], "deployed.pt"), weights_only=False).eval()
-    return {"macs_ratio": run["metrics"]["macs_ratio"], "params_ratio": run["metrics"]["params_ratio"], "out": run["out"],
-            **{name: split_outputs(model, *getattr(splits, name)) for name in SPLITS}}
+    from rtsearch.rl import ladder
+    return {**ladder.rung_outputs(run["out"], run["metrics"]["macs_ratio"], splits),
+            "params_ratio": run["metrics"]["params_ratio"], "out": run["out"]}
 
 
 def decide(rungs: list[dict], budget: float, seed: int, iterations: int, lr: float, entropy: float,
            agent_seed: int = 0) -> dict:
     """The cascade and the agents (one per reward, PPO seeded with seed + agent_seed) on one seed's ladder at
     `budget`: their test figures."""
-    from rtsearch.studies.cascade import best_cascade
+    from rtsearch.rl.ladder import best_cascade
     from rtsearch.studies.rerun import learned_rerun
     macs = [r["macs_ratio"] for r in rungs]
     cascade = best_cascade(rungs, budget)

@@ -7,6 +7,8 @@ On mnist5k / small, per budget and seed, through the real command line (finished
   meets the budget;
 - Torch-Pruning L1: the static-only widths, its channels chosen and removed by Torch-Pruning's
   magnitude pruner (`--torch-pruning-l1`);
+- learned ladder: `--method ladder` (Torch-Pruning L1 networks at 0.25 to 3.125 times B, and a learned
+  per-input choice of re-running an input on a dearer one: rtsearch.rl.ladder);
 - per seed, one run over the budget range RANGE (`--budget-range`): its agents calibrated onto B
   (learned, one model), and its network at the uniform ratio meeting B;
 - per seed, the width-robust network without agents (rtsearch.studies.robust.width_robust: the range
@@ -30,15 +32,16 @@ PER_BUDGET = {"learned": [],
               "learned static-only": ["--method", "static-only"],
               "uniform runtime-only": ["--fixed-ratios", "--method", "runtime-only"],
               "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
-              "Torch-Pruning L1": ["--fixed-ratios", "--method", "static-only", "--torch-pruning-l1"]}
+              "Torch-Pruning L1": ["--fixed-ratios", "--method", "static-only", "--torch-pruning-l1"],
+              "learned ladder": ["--method", "ladder"]}
 FOLDERS = {"learned": "learned", "learned runtime-only": "learned-runtime", "learned static-only": "learned-static",
            "uniform runtime-only": "uniform", "uniform static-only": "static-uniform",
-           "Torch-Pruning L1": "tp-l1"}     # learned- and uniform- runs are those of the any-budget study
+           "Torch-Pruning L1": "tp-l1", "learned ladder": "ladder"}     # learned- and uniform- runs are those of the any-budget study
 RANGE, RANGE_ARGS, RANGE_FOLDER = "0.05:0.5", ["--explore-std", "0.05"], "range-0.05-0.5-sandwich-std0.05"
 ROBUST_FOLDER = "width-robust-0.05-0.5"
 ONE_MODEL, ITS_NETWORK = "learned, one model over 0.05:0.5", "the one model's network, uniform (agents shaped it)"
 ROBUST_UNIFORM, ORACLE = "width-robust network (no agents), uniform", "oracle bound on it (reads the labels)"
-LEARNED = ["learned", "learned runtime-only", "learned static-only", ONE_MODEL]
+LEARNED = ["learned", "learned ladder", "learned runtime-only", "learned static-only", ONE_MODEL]
 NON_LEARNED = ["uniform runtime-only", "uniform static-only", "Torch-Pruning L1", ROBUST_UNIFORM]
 ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, ORACLE]
 ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What was tried to close the gap, and what "

@@ -22,149 +22,34 @@ import argparse
 import sys
 import time
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-from gymnasium.vector.utils import batch_space
 
+from rtsearch.rl.rerun import action_logits, calibration_shift, charge, choices, features, greedy, train_agent
 from rtsearch.studies.agents import command_line, dense_confidence, mean_sd, spearman
-from rtsearch.studies.cascade import FOLDER, best_cascade, level_outputs, robust_figures
+from rtsearch.rl.ladder import best_cascade
+from rtsearch.studies.cascade import FOLDER, level_outputs, robust_figures
 from rtsearch.studies.robust import width_robust
 
-ENVS = 512                 # inputs per env step (one step is one decision per input)
-BATCHES_PER_ITERATION = 8  # PPO samples 8 x 512 decisions per update
-SHIFT_BOUND = 100.0        # the calibration shift's range, in logits per unit of MACs ratio
 CHARGED = {"ce": "the answer's cross-entropy", "error": "1 for a wrong answer"}
 REWARDED_ON = {"train": "the training split, which the network was fine-tuned on",
                "agents": "the agents' share of the training split, which the network was not fine-tuned on"}
-
-
-def features(log_probs: np.ndarray) -> np.ndarray:
-    """The agent's observation of one cheap pass: sorted class probabilities, normalised entropy, the
-    predicted class one-hot."""
-    probs = np.exp(log_probs)
-    k = probs.shape[1]
-    entropy = -(probs * log_probs).sum(1, keepdims=True) / np.log(k)
-    return np.concatenate([-np.sort(-probs, 1), entropy, np.eye(k)[probs.argmax(1)]], 1).astype(np.float32)
-
-
-def choices(levels: list[dict], cheap: int, split: str, combine: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per input and action (0 keep, a re-run at level cheap + a): CE of the answer and whether it is right.
-    With `combine`, a re-run answers with the sum of both passes' log-probabilities."""
-    y = levels[cheap][split]["labels"]
-    base = levels[cheap][split]["log_probs"]
-    ce, right = [], []
-    for level in [None] + levels[cheap + 1:]:
-        lp = base if level is None else (level[split]["log_probs"] + base if combine else level[split]["log_probs"])
-        lp = lp - np.logaddexp.reduce(lp, 1, keepdims=True)
-        ce.append(-lp[np.arange(len(y)), y])
-        right.append(lp.argmax(1) == y)
-    return np.stack(ce, 1).astype(np.float32), np.stack(right, 1)
-
-
-def charge(ce: np.ndarray, right: np.ndarray, reward: str) -> np.ndarray:
-    """What each (input, action) is charged besides its MACs: the answer's cross-entropy ("ce"), or 1 if the
-    answer is wrong and 0 if it is right ("error", what accuracy counts)."""
-    return ce if reward == "ce" else (~right).astype(np.float32)
-
-
-class RerunVectorEnv(gym.vector.VectorEnv):
-    """B inputs decide at once; each episode is one step (keep, or re-run at a wider level). NEXT_STEP
-    autoreset, as the runtime env: the step after a terminal one loads new inputs with reward 0."""
-
-    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
-
-    def __init__(self, config: dict | None = None, num_envs: int | None = None, **kwargs):
-        config = {**dict(config or {}), **kwargs}
-        self.num_envs = int(num_envs or config.get("num_envs", ENVS))
-        self.obs, self.ce, self.extra = config["obs"], config["ce"], np.asarray(config["extra"], np.float32)
-        self.beta = float(config["beta"])
-        self._rng = np.random.default_rng(int(config.get("seed", 0)))
-        self.single_observation_space = spaces.Box(-1.0, 1.0, (self.obs.shape[1],), np.float32)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.single_action_space = spaces.Discrete(self.ce.shape[1])
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._needs_reset = True
-
-    def set_world(self, payload: dict) -> None:
-        """rtsearch.rl.agents.push_world: a new beta, from the next step on."""
-        self.beta = float(payload["beta"])
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self._rng = np.random.default_rng(seed if np.isscalar(seed) else list(seed)[0])
-        return self._draw(), {}
-
-    def _draw(self) -> np.ndarray:
-        self._idx = self._rng.integers(0, len(self.obs), self.num_envs)
-        self._needs_reset = False
-        return self.obs[self._idx]
-
-    def step(self, actions):
-        B = self.num_envs
-        if self._needs_reset:
-            return self._draw(), np.zeros(B), np.zeros(B, bool), np.zeros(B, bool), {}
-        a = np.asarray(actions, dtype=np.int64).reshape(B)
-        reward = -self.ce[self._idx, a] - self.beta * self.extra[a]
-        self._needs_reset = True
-        return self.obs[self._idx], reward.astype(np.float64), np.ones(B, bool), np.zeros(B, bool), {}
-
-
-def action_logits(module, obs: np.ndarray) -> np.ndarray:
-    import torch
-    from ray.rllib.core.columns import Columns
-    with torch.no_grad():
-        return module.forward_inference({Columns.OBS: torch.as_tensor(obs)})[Columns.ACTION_DIST_INPUTS].numpy()
-
-
-def greedy(logits: np.ndarray, extra: np.ndarray, shift: float) -> np.ndarray:
-    return (logits - shift * extra).argmax(1)
-
-
-def calibration_shift(logits: np.ndarray, extra: np.ndarray, spare: float) -> float:
-    """The smallest shift in [-SHIFT_BOUND, SHIFT_BOUND] whose greedy actions spend at most `spare` re-run
-    MACs on average: the bisection that calibrates a run's runtime shift (net.baseline.budget_shift)."""
-    from rtsearch.net.baseline import budget_shift
-    return budget_shift(lambda shift: extra[greedy(logits, extra, shift)].mean(), spare, SHIFT_BOUND, steps=50)
 
 
 def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iterations: int, combine: bool,
                   lr: float, entropy: float, reward_split: str = "train", reward: str = "ce") -> dict:
     """Train the agent with RLlib PPO on `reward_split`, calibrate on validation, measure on test. `reward`: "ce"
     charges the answer's cross-entropy, "error" 1 for a wrong answer and 0 for a right one (what accuracy counts)."""
-    from ray.rllib.algorithms.ppo import PPOConfig
-
-    from rtsearch.rl.agents import agent_model_config, push_world
-
     extra = np.array([0.0] + [lv["macs_ratio"] for lv in levels[cheap + 1:]], np.float32)
     spare = budget - levels[cheap]["macs_ratio"]
     obs = {s: features(levels[cheap][s]["log_probs"]) for s in (reward_split, "val", "test")}
     ce, right = zip(*(choices(levels, cheap, s, combine) for s in (reward_split, "val", "test")))
-    charged = charge(ce[0], right[0], reward)
-    beta = 1.0 / max(spare, 1e-3)      # a first scale: one CE unit per budget's worth of spare MACs
-    config = (PPOConfig()
-              .environment(RerunVectorEnv, env_config={"obs": obs[reward_split], "ce": charged, "extra": extra, "beta": beta,
-                                                       "seed": seed})
-              .env_runners(num_env_runners=0, num_envs_per_env_runner=ENVS, gym_env_vectorize_mode="vector_entry_point",
-                           rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
-              .training(lr=lr, gamma=1.0, lambda_=1.0, train_batch_size_per_learner=ENVS * BATCHES_PER_ITERATION,
-                        minibatch_size=ENVS * 2, num_epochs=4, entropy_coeff=entropy)
-              .rl_module(model_config=agent_model_config(False, 1))
-              .debugging(seed=seed))
-    algo = config.build_algo()
     started = time.time()
-    try:
-        for _ in range(iterations):
-            algo.train()
-            rerun = extra[greedy(action_logits(algo.get_module(), obs["val"]), extra, 0.0)].mean()
-            beta = beta * float(np.exp(np.clip((rerun - spare) / max(spare, 1e-3), -1, 1)))
-            push_world(algo, {"beta": beta})
-        val_logits = action_logits(algo.get_module(), obs["val"])
-        shift = calibration_shift(val_logits, extra, spare)
-        a_val = greedy(val_logits, extra, shift)
-        a_test = greedy(action_logits(algo.get_module(), obs["test"]), extra, shift)
-    finally:
-        algo.stop()
+    actor, beta = train_agent(obs[reward_split], charge(ce[0], right[0], reward), extra, spare, obs["val"], seed,
+                              iterations, lr, entropy)
+    val_logits = action_logits(actor, obs["val"])
+    shift = calibration_shift(val_logits, extra, spare)
+    a_val = greedy(val_logits, extra, shift)
+    a_test = greedy(action_logits(actor, obs["test"]), extra, shift)
     macs = levels[cheap]["macs_ratio"] + extra[a_test]
     rows = np.arange(len(a_test))
     return {"cheap_macs": levels[cheap]["macs_ratio"], "beta": beta, "shift": shift,

@@ -1,0 +1,257 @@
+"""The ladder method (`rtsearch.train --method ladder`): static pruning makes a ladder of networks, and a learned
+runtime policy picks, per input, how far up the ladder to go.
+
+- **Rungs.** Torch-Pruning's L1 pruner at RUNG_FACTORS times the MACs budget (those under the dense model's
+  MACs), each a fixed-ratio static-only run fine-tuned as any other (`--finetune-epochs`, `--distill`; the
+  iterations of a learned run plus its warm-up epochs), in <out>/rungs/<budget>.
+- **Cheap rung.** The one the threshold cascade picks on validation (`best_cascade`).
+- **Re-run agent** (rtsearch.rl.rerun, RLlib PPO). Every input runs on the cheap rung. The agent reads that pass's
+  class probabilities and keeps its answer or re-runs the input on one dearer rung, paying both. Rewarded on the
+  training split, charged 1 for a wrong answer (REWARD). On validation that beat the answer's cross-entropy at
+  budget 0.08 for each of three PPO seeds (results/ladder.md).
+- **Iterations.** Each of its PPO iterations (`--agent-iterations`) is calibrated onto the budget and scored on
+  validation. The best one is deployed.
+
+Cost accounting: an input's MACs are the cheap rung's, plus the policy's linear layers (POLICY_MACS_NOTE), plus
+the dearer rung's when it is re-run. The parameters are those of the cheap rung, of every rung the policy re-runs
+on validation, and of the policy. deployed.pt is a `LadderModel`, one picklable module. metrics.json also holds
+the threshold cascade's figures on the same rungs (not learned): the rule the agent has to beat.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import numpy as np
+import torch
+
+from rtsearch import data
+from rtsearch.config import RunConfig
+from rtsearch.net import dense
+from rtsearch.net.cost import CostModel
+from rtsearch.net.metrics import score
+from rtsearch.rl import rerun
+from rtsearch.rl.record import RunRecord
+
+RUNG_FACTORS = (0.25, 0.375, 0.5, 0.625, 1.0, 1.25, 1.5, 1.875, 2.5, 3.125)   # at 0.08: 0.02 ... 0.25
+REWARD = "error"
+SPLITS = ("train", "val", "test")
+POLICY_MACS_NOTE = "multiply-adds of the policy's linear layers; its softmax, sort and entropy are not counted"
+
+
+def rung_budgets(budget: float) -> list[float]:
+    """The rungs' MACs budgets: RUNG_FACTORS times `budget`, below the dense model's MACs."""
+    return sorted({round(budget * f, 6) for f in RUNG_FACTORS if budget * f < 1.0})
+
+
+def rung_config(cfg: RunConfig, budget: float) -> RunConfig:
+    """One rung: the Torch-Pruning L1 fixed-ratio run at `budget`, fine-tuned as the ladder run asks, for as many
+    iterations as a learned run fine-tunes (its warm-up included), as the fixed-ratio peers are."""
+    return RunConfig.from_dict({**cfg.to_dict(), "budget": budget, "param_budget": 1.0, "method": "static-only",
+                                "iterations": cfg.iterations + cfg.warmup_epochs,
+                                "fixed_ratios": True, "torch_pruning_l1": True, "budget_range": None,
+                                "mlflow_run_id": None, "out": os.path.join(cfg.out, "rungs", f"{budget:g}")})
+
+
+def train_rungs(cfg: RunConfig, run, log, resume: bool) -> list[dict]:
+    """Run every rung (`run`: rtsearch.rl.run.run); with `resume`, a finished rung is read back and a started
+    one resumed. Returns each rung's folder and metrics, cheapest first."""
+    rungs = []
+    budgets = rung_budgets(cfg.budget)
+    for i, b in enumerate(budgets, 1):
+        rc = rung_config(cfg, b)
+        path = os.path.join(rc.out, "metrics.json")
+        if resume and os.path.isfile(path):
+            log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): done before, read back from {rc.out}")
+            with open(path) as f:
+                metrics = json.load(f)
+        else:
+            log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): Torch-Pruning L1, fine-tuned in {rc.out}")
+            metrics = run(rc, log=lambda line, b=b: log(f"  rung {b:g}: {line}"),
+                          resume=resume and os.path.isfile(os.path.join(rc.out, "checkpoint.pt")))
+        rungs.append({"budget": b, "out": rc.out, "metrics": metrics})
+    return sorted(rungs, key=lambda r: r["metrics"]["macs_ratio"])
+
+
+def split_outputs(forward, x, y) -> dict:
+    """Per input of one split: the log-probabilities of `forward`'s logits (batches of 500), whether the answer
+    is right, how confident it is (max softmax), and the labels."""
+    with torch.no_grad():
+        log_probs = torch.cat([torch.log_softmax(forward(x[i:i + 500]), 1) for i in range(0, len(x), 500)]).numpy()
+    return {"log_probs": log_probs, "correct": log_probs.argmax(1) == y.numpy(), "confidence": np.exp(log_probs.max(1)),
+            "labels": y.numpy()}
+
+
+def rung_outputs(out: str, macs_ratio: float, splits, names=SPLITS) -> dict:
+    """One rung's deployed model (deployed.pt: channels removed), its MACs ratio and its outputs per split."""
+    model = torch.load(os.path.join(out, "deployed.pt"), weights_only=False, map_location="cpu").eval()
+    return {"model": model, "macs_ratio": macs_ratio,
+            **{name: split_outputs(model, *getattr(splits, name)) for name in names}}
+
+
+def cascade(cheap: dict, wide: dict, split: str, threshold: float) -> tuple[float, float]:
+    """(accuracy, mean MACs ratio) on `split` when inputs less confident than `threshold` at the cheap
+    level are re-run at the wide one (both paid)."""
+    correct, macs = per_input(cheap, wide, split, threshold)
+    return float(correct.mean()), float(macs.mean())
+
+
+def per_input(cheap: dict, wide: dict, split: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per input of `split`: right or not, and its MACs ratio, under the cascade."""
+    rerun_it = cheap[split]["confidence"] < threshold
+    correct = np.where(rerun_it, wide[split]["correct"], cheap[split]["correct"])
+    return correct, cheap["macs_ratio"] + rerun_it * wide["macs_ratio"]
+
+
+def best_cascade(levels: list[dict], budget: float) -> dict | None:
+    """The label-free threshold cascade: of every pair of levels (cheap, wide) and the confidence threshold that
+    re-runs the largest share of validation inputs `budget` allows, the one with the best validation accuracy;
+    its test figures (the threshold carried over as it is). None if no level fits the budget."""
+    best = None
+    for i, cheap in enumerate(levels):
+        for wide in levels[i + 1:]:
+            share = (budget - cheap["macs_ratio"]) / wide["macs_ratio"]
+            if share <= 0:
+                continue
+            ordered = np.sort(cheap["val"]["confidence"])
+            k = int(np.floor(share * len(ordered) + 1e-9))     # re-run at most k inputs (fewer on ties)
+            threshold = float(ordered[k]) if k < len(ordered) else np.inf
+            val, val_macs = cascade(cheap, wide, "val", threshold)
+            if best is None or val > best["val_accuracy"]:
+                test, test_macs = per_input(cheap, wide, "test", threshold)
+                best = {"cheap_macs": cheap["macs_ratio"], "wide_macs": wide["macs_ratio"], "threshold": threshold,
+                        "val_accuracy": val, "val_macs_ratio": val_macs, "accuracy": float(test.mean()),
+                        "macs_ratio": float(test_macs.mean()), "macs_ratio_cv": float(test_macs.std() / test_macs.mean()),
+                        "test_macs": test_macs}
+    return best
+
+
+def mlp_macs(sizes: list[int]) -> int:
+    """Multiply-adds of a stack of linear layers with these widths (input, hidden..., output)."""
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+class LadderModel(torch.nn.Module):
+    """A ladder run's deployed model: forward(x) -> log-probabilities (B, classes). Every input runs on the cheap
+    rung; the policy (plain torch layers, no RLlib needed) keeps that answer or re-runs it on one dearer rung."""
+
+    def __init__(self, rungs: list, actor: torch.nn.Module, actions: list[int], extra: list[float], shift: float,
+                 macs: list[float]):
+        super().__init__()
+        self.rungs = torch.nn.ModuleList(rungs)     # the cheap rung, then the dearer rungs the policy uses
+        self.actor = actor
+        self.actions = actions                      # the agent's action of each rung (0: keep the cheap answer)
+        self.shift = shift
+        self.register_buffer("extra", torch.tensor(extra, dtype=torch.float32))   # each rung's added MACs ratio
+        self.register_buffer("macs", torch.tensor(macs, dtype=torch.float32))     # an input's MACs ratio per rung
+
+    def decide(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probabilities, the index of the rung that answered) per input."""
+        with torch.no_grad():
+            cheap = torch.log_softmax(self.rungs[0](x), 1)
+            logits = self.actor(rerun.features(cheap))[:, self.actions] - self.shift * self.extra
+            choice = logits.argmax(1)
+            out = cheap.clone()
+            for i in choice.unique().tolist():
+                if i:
+                    rows = choice == i
+                    out[rows] = torch.log_softmax(self.rungs[i](x[rows]), 1)
+        return out, choice
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decide(x)[0]
+
+
+def evaluate(model: LadderModel, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy and per-input MACs ratios (mean, p95, std) of the deployed model on a split, and per input
+    whether it is right, its MACs ratio, its confidence and the rung that answered."""
+    log_probs, choice = zip(*(model.decide(x[i:i + 500]) for i in range(0, len(x), 500)))
+    log_probs, choice = torch.cat(log_probs), torch.cat(choice)
+    macs = model.macs[choice].numpy()
+    correct = (log_probs.argmax(1) == y).numpy()
+    return {"accuracy": float(correct.mean()), "macs_ratio": float(macs.mean()),
+            "macs_ratio_p95": float(np.percentile(macs, 95)), "macs_ratio_std": float(macs.std()),
+            "per_input": {"correct": correct, "macs_ratio": macs, "confidence": log_probs.exp().max(1).values.numpy(),
+                          "rung": choice.numpy()}}
+
+
+def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool = False) -> dict:
+    """One ladder run end to end (`run`: rtsearch.rl.run.run, which makes each rung); returns the metrics
+    written to <out>/metrics.json."""
+    from rtsearch.rl.agents import HIDDEN
+    from rtsearch.rl.loop import ensure_ray
+
+    os.makedirs(cfg.out, exist_ok=True)
+    with open(os.path.join(cfg.out, "ladder.json"), "w") as f:    # what --resume checks the flags against
+        json.dump({"config": cfg.to_dict()}, f, indent=1)
+    splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
+    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
+    cost = CostModel(net)
+    record = RunRecord(cfg, dense_accuracy, on_iteration, log)     # its clock runs from here, rungs included
+    rungs = train_rungs(cfg, run, log, resume)
+    log("the rungs' outputs on the training, validation and test splits ...")
+    outputs = [rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits) for r in rungs]
+    classes = outputs[0]["test"]["log_probs"].shape[1]
+    policy_macs = lambda actions: mlp_macs([2 * classes + 1, *HIDDEN, actions]) / cost.dense_macs   # noqa: E731
+    cascade_found = best_cascade(outputs, cfg.budget - policy_macs(len(outputs)))
+    if cascade_found is None:
+        raise ValueError(f"no rung fits the budget {cfg.budget:g}")
+    cascade_found.pop("test_macs")
+    cheap = [o["macs_ratio"] for o in outputs].index(cascade_found["cheap_macs"])
+    extra = np.array([0.0] + [o["macs_ratio"] for o in outputs[cheap + 1:]], np.float32)
+    base_macs = outputs[cheap]["macs_ratio"] + policy_macs(len(extra))
+    spare = cfg.budget - base_macs
+    obs = {s: rerun.features(outputs[cheap][s]["log_probs"]) for s in ("train", "val")}
+    ce, right = rerun.choices(outputs, cheap, "train")
+    _, val_right = rerun.choices(outputs, cheap, "val")
+    params = np.array([r["metrics"]["params_ratio"] for r in rungs[cheap:]])
+    stored = np.array([r["metrics"]["stored_bytes"] for r in rungs[cheap:]])
+    best = {}
+
+    def after_iteration(iteration: int, actor, beta: float) -> None:
+        logits = rerun.action_logits(actor, obs["val"])
+        shift = rerun.calibration_shift(logits, extra, spare)
+        action = rerun.greedy(logits, extra, shift)
+        macs = base_macs + extra[action]
+        used = sorted({0, *action.tolist()})
+        policy_params = sum(p.numel() for p in actor.parameters())
+        val = {"accuracy": float(val_right[np.arange(len(action)), action].mean()), "macs_ratio": float(macs.mean()),
+               "macs_ratio_p95": float(np.percentile(macs, 95))}
+        row = record.scored(val, float(params[used].sum() + policy_params / cost.dense_params),
+                            {"beta": beta, "shift": shift, "rerun_share": float((action > 0).mean())})
+        record.history.append(row)
+        if record.best_row is row:
+            best.update(actor=copy.deepcopy(actor).eval(), shift=shift, used=used, policy_params=policy_params)
+        record.announce(row, cfg.agent_iterations)
+
+    started = ensure_ray(0)
+    try:
+        log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
+            f"{cfg.agent_iterations} PPO iterations ...")
+        rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
+                          cfg.agent_iterations, after_iteration=after_iteration)
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
+    used = best["used"]
+    model = LadderModel([outputs[cheap + a]["model"] for a in used], best["actor"], used, extra[used].tolist(),
+                        best["shift"], (base_macs + extra[used]).tolist())
+    torch.save(model, os.path.join(cfg.out, "deployed.pt"))
+    test = evaluate(model, *splits.test)
+    np.savez(os.path.join(cfg.out, "test_per_input.npz"), **test.pop("per_input"))
+    params_ratio = float(params[used].sum() + best["policy_params"] / cost.dense_params)
+    details = {"macs_ratio_cv": test["macs_ratio_std"] / test["macs_ratio"], "reward": REWARD,
+               "policy_macs_ratio": policy_macs(len(extra)), "policy_macs": POLICY_MACS_NOTE,
+               "rungs": [{"budget": r["budget"], "macs_ratio": r["metrics"]["macs_ratio"],
+                          "params_ratio": r["metrics"]["params_ratio"], "accuracy": r["metrics"]["accuracy"]} for r in rungs],
+               "cheap_rung_macs_ratio": outputs[cheap]["macs_ratio"],
+               "deployed_rungs_macs_ratio": [outputs[cheap + a]["macs_ratio"] for a in used], "cascade": cascade_found}
+    if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
+        held = evaluate(model, *splits.holdout)
+        held.pop("per_input")
+        details["holdout"] = {"size": len(splits.holdout[1]), "accuracy": held["accuracy"], "macs_ratio": held["macs_ratio"],
+                              "score": score(held["accuracy"], held["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget)}
+    stored_bytes = int(stored[used].sum()) + 4 * best["policy_params"]     # the rungs' exported models, float32 policy
+    return record.finish(test, params_ratio, stored_bytes, details)

@@ -1,0 +1,100 @@
+"""`rtsearch.train --method ladder`: Torch-Pruning L1 rungs and a learned per-input re-run choice among them."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_usage_error, run_cli, run_main
+from rtsearch.config import RunConfig
+from rtsearch.rl import ladder
+
+
+def test_the_rungs_span_the_budget_below_the_dense_model():
+    assert ladder.rung_budgets(0.08) == [0.02, 0.03, 0.04, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25]
+    high = ladder.rung_budgets(0.5)
+    assert min(high) < 0.5 < max(high) < 1.0
+
+
+def test_a_rung_is_the_torch_pruning_l1_peer_fine_tuned_as_the_ladder_run_asks():
+    cfg = RunConfig(dataset="digits", budget=0.08, method="ladder", iterations=7, distill=True, out="runs/x")
+    rung = ladder.rung_config(cfg, 0.03)
+    assert (rung.method, rung.fixed_ratios, rung.torch_pruning_l1, rung.budget) == ("static-only", True, True, 0.03)
+    assert (rung.iterations, rung.distill, rung.dataset, rung.seed) == (7 + cfg.warmup_epochs, True, "digits", 0)
+    assert rung.out == "runs/x/rungs/0.03"
+
+
+def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
+    cheap = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        cheap.weight.copy_(torch.tensor([[5.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))   # confident on x[0] > 0 only
+        cheap.bias.zero_()
+    dear = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        dear.weight.zero_()
+        dear.bias.copy_(torch.tensor([0.0, 0.0, 9.0]))                           # always answers class 2
+    actor = torch.nn.Linear(7, 2)       # observation: 3 sorted probabilities, entropy, 3-class one-hot
+    with torch.no_grad():
+        actor.weight.zero_()
+        actor.weight[1, 3] = 10.0       # re-run when the cheap pass is unsure (high entropy)
+        actor.bias.copy_(torch.tensor([0.0, -5.0]))
+    model = ladder.LadderModel([cheap, dear], actor, [0, 1], [0.0, 0.1], 0.0, [0.02, 0.12])
+    x = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
+    log_probs, choice = model.decide(x)
+    assert choice.tolist() == [0, 1]
+    assert log_probs.argmax(1).tolist() == [0, 2]
+    scored = ladder.evaluate(model, x, torch.tensor([0, 1]))
+    assert scored["accuracy"] == 0.5 and scored["macs_ratio"] == pytest.approx(0.07)
+    model.shift = 1e3                   # a re-run priced out: every input keeps the cheap answer
+    assert model.decide(x)[1].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--method", "ladder", "--fixed-ratios"], ["--method ladder", "--fixed-ratios"]),
+    (["--method", "ladder", "--lstm"], ["--method ladder", "--lstm"]),
+    (["--method", "ladder", "--budget-range", "0.05:0.2"], ["--method ladder", "--budget-range"]),
+    (["--method", "ladder", "--num-env-runners", "2"], ["--method ladder", "--num-env-runners"]),
+    (["--method", "ladder", "--agent-iterations", "0"], ["--agent-iterations"]),
+])
+def test_bad_ladder_input_exits_2_with_one_line(args, words):
+    assert_usage_error(run_main("rtsearch.train", *args), *words)
+
+
+@pytest.mark.slow
+def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resumes_from_its_rungs(tmp_path):
+    from rtsearch import data
+    from rtsearch.net import dense
+    from rtsearch.net.cost import CostModel
+    out = tmp_path / "ladder"
+    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.08", "--iterations", "1", "--out", str(out)]
+    first = run_cli("rtsearch.train", *args, "--agent-iterations", "3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "ladder" and len(metrics["history"]) == 3
+    assert [r["budget"] for r in metrics["rungs"]] == ladder.rung_budgets(0.08)
+    assert metrics["cascade"]["val_macs_ratio"] <= 0.08 + 1e-9
+
+    model = torch.load(out / "deployed.pt", weights_only=False)
+    splits = data.load("digits", 0)
+    test = ladder.evaluate(model, *splits.test)
+    assert test["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
+    assert test["macs_ratio"] == pytest.approx(metrics["macs_ratio"], abs=1e-6)
+    assert test["macs_ratio_std"] == pytest.approx(metrics["macs_ratio_std"], abs=1e-6)
+    assert set(np.unique(test["per_input"]["macs_ratio"])) <= set(model.macs.numpy().tolist())
+    best = metrics["history"][metrics["best_iteration"] - 1]
+    val = ladder.evaluate(model, *splits.val)           # what the run scored its deployed iteration on
+    assert val["accuracy"] == pytest.approx(best["accuracy"], abs=1e-9)
+    assert val["macs_ratio"] <= 0.08 + 1e-6           # calibrated onto the budget on validation
+    rung_params = {r["macs_ratio"]: r["params_ratio"] for r in metrics["rungs"]}
+    deployed = sum(rung_params[m] for m in metrics["deployed_rungs_macs_ratio"])
+    dense_params = CostModel(dense.pretrained("digits", "small", 0, splits)[0]).dense_params
+    policy = sum(p.numel() for p in model.actor.parameters()) / dense_params
+    assert metrics["params_ratio"] == pytest.approx(deployed + policy)    # the rungs it may use, and its policy
+
+    again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 1
+    other = run_main("rtsearch.train", "--dataset", "digits", "--method", "ladder", "--budget", "0.05",
+                     "--out", str(out), "--resume")
+    assert_usage_error(other, "--resume", "budget")
