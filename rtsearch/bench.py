@@ -11,6 +11,12 @@ set-up, per number of env runners, and optionally the training loop's and a back
 with the MACs ratio beside each latency ratio (rtsearch.studies.latency; results/latency.md):
 
     python -m rtsearch.bench --latency [--checkpoint CKPT] [--batch-sizes 1,64] [--device cpu|cuda]
+
+`--deployed RUN [RUN ...]` times finished runs' deployed.pt on their own test images, on the CPU, against the
+first run given (rtsearch.studies.deployed_latency), e.g. a ladder run against the Torch-Pruning L1 run at its
+budget:
+
+    python -m rtsearch.bench --deployed RUN RUN ... [--batch-sizes 1,64] [--threads 1] [--out FILE.md]
 """
 from __future__ import annotations
 
@@ -38,6 +44,9 @@ def parse_args(argv=None):
                         "0 with --scaling)")
     p.add_argument("--no-sample-only", action="store_true", help="skip the sampling-only figure")
     p.add_argument("--latency", action="store_true", help="latency of the deployed model against its MACs")
+    p.add_argument("--deployed", nargs="+", default=None, metavar="RUN",
+                   help="time these run folders' deployed.pt on their own test images (uses --batch-sizes, "
+                        "--threads, --runs, --out)")
     p.add_argument("--checkpoint", default=None, help="with --latency: time this run's checkpoint.pt or best.pt")
     p.add_argument("--profile", action="store_true", help="with --latency: instead of timing, list where a "
                                                           "batch's time goes (dense and static-only, per operator)")
@@ -55,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="write the measurements as JSON to this file (--latency: "
                                                "FILE.md and FILE.json)")
     args = p.parse_args(argv)
-    if args.latency:
+    if args.latency or args.deployed:
         return check_latency(args)
     if not (args.sampling or args.scaling):
         raise UsageError("nothing to measure: pass --sampling, --scaling or --latency")
@@ -114,6 +123,9 @@ def check_latency(args):
     if args.checkpoint:
         from rtsearch.rl import deployed
         deployed.load(args.checkpoint)      # UsageError (exit 2) for a missing, corrupt or foreign file
+    if args.deployed:
+        from rtsearch.studies import deployed_latency
+        deployed_latency.check(args.deployed)
     return args
 
 
@@ -121,6 +133,17 @@ def check_latency(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.deployed:
+        from rtsearch.studies import deployed_latency
+        rows = deployed_latency.measure(args.deployed, args.batch_sizes, args.runs, args.threads or [1])
+        text = deployed_latency.markdown(rows, command)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+            print(f"wrote {args.out}")
+        else:
+            print(text)
+        return 0
     if args.latency:
         from rtsearch.studies import latency
         if args.profile:

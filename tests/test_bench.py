@@ -44,3 +44,4 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     # --data-dir is an option of bench too: an empty folder is named for what it lacks
     assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--dataset", "cifar10", "--data-dir", str(tmp_path),
                                timeout=60), "cifar-10-batches-py")
+    assert_usage_error(run_cli("rtsearch.bench", "--deployed", str(tmp_path), timeout=60), "--deployed", "deployed.pt")

@@ -91,6 +91,14 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     policy = sum(p.numel() for p in model.actor.parameters()) / dense_params
     assert metrics["params_ratio"] == pytest.approx(deployed + policy)    # the rungs it may use, and its policy
 
+    timed = run_cli("rtsearch.bench", "--deployed", str(out / "rungs" / "0.08"), str(out), "--batch-sizes", "1,16",
+                    "--runs", "30", "--out", str(tmp_path / "latency.md"))
+    assert timed.returncode == 0, timed.stderr[-3000:]
+    rows = [line.split(" | ") for line in (tmp_path / "latency.md").read_text().splitlines()
+            if line.startswith(f"| {out}")]
+    assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"), ("ladder", "16")]
+    assert rows[0][8] == "1.00 |" and all(float(r[6]) > 0 for r in rows)   # against the first run; median ms
+
     again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
