@@ -102,7 +102,10 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
-    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 1
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert len(resumed["history"]) == 1
+    rung_seconds = sum(json.loads(p.read_text())["seconds"] for p in (out / "rungs").glob("*/metrics.json"))
+    assert resumed["seconds"] > rung_seconds       # the whole run's time, its rungs read back included
     other = run_main("rtsearch.train", "--dataset", "digits", "--method", "ladder", "--budget", "0.05",
                      "--out", str(out), "--resume")
     assert_usage_error(other, "--resume", "budget")

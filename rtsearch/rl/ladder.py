@@ -56,13 +56,14 @@ def rung_config(cfg: RunConfig, budget: float) -> RunConfig:
 
 def train_rungs(cfg: RunConfig, run, log, resume: bool) -> list[dict]:
     """Run every rung (`run`: rtsearch.rl.run.run); with `resume`, a finished rung is read back and a started
-    one resumed. Returns each rung's folder and metrics, cheapest first."""
+    one resumed. Returns each rung's folder and metrics and whether it was read back, cheapest first."""
     rungs = []
     budgets = rung_budgets(cfg.budget)
     for i, b in enumerate(budgets, 1):
         rc = rung_config(cfg, b)
         path = os.path.join(rc.out, "metrics.json")
-        if resume and os.path.isfile(path):
+        read_back = resume and os.path.isfile(path)
+        if read_back:
             log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): done before, read back from {rc.out}")
             with open(path) as f:
                 metrics = json.load(f)
@@ -70,7 +71,7 @@ def train_rungs(cfg: RunConfig, run, log, resume: bool) -> list[dict]:
             log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): Torch-Pruning L1, fine-tuned in {rc.out}")
             metrics = run(rc, log=lambda line, b=b: log(f"  rung {b:g}: {line}"),
                           resume=resume and os.path.isfile(os.path.join(rc.out, "checkpoint.pt")))
-        rungs.append({"budget": b, "out": rc.out, "metrics": metrics})
+        rungs.append({"budget": b, "out": rc.out, "metrics": metrics, "read_back": read_back})
     return sorted(rungs, key=lambda r: r["metrics"]["macs_ratio"])
 
 
@@ -190,15 +191,17 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     cost = CostModel(net)
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)     # its clock runs from here, rungs included
     rungs = train_rungs(cfg, run, log, resume)
+    record.started -= sum(r["metrics"]["seconds"] for r in rungs if r["read_back"])   # seconds: the whole run's
     log("the rungs' outputs on the training, validation and test splits ...")
     outputs = [rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits) for r in rungs]
     classes = outputs[0]["test"]["log_probs"].shape[1]
     policy_macs = lambda actions: mlp_macs([2 * classes + 1, *HIDDEN, actions]) / cost.dense_macs   # noqa: E731
-    cascade_found = best_cascade(outputs, cfg.budget - policy_macs(len(outputs)))
-    if cascade_found is None:
+    choice = best_cascade(outputs, cfg.budget - policy_macs(len(outputs)))   # the agent pays for its policy
+    if choice is None:
         raise ValueError(f"no rung fits the budget {cfg.budget:g}")
+    cheap = [o["macs_ratio"] for o in outputs].index(choice["cheap_macs"])
+    cascade_found = best_cascade(outputs, cfg.budget)       # the rule the agent must beat, at the whole budget
     cascade_found.pop("test_macs")
-    cheap = [o["macs_ratio"] for o in outputs].index(cascade_found["cheap_macs"])
     extra = np.array([0.0] + [o["macs_ratio"] for o in outputs[cheap + 1:]], np.float32)
     base_macs = outputs[cheap]["macs_ratio"] + policy_macs(len(extra))
     spare = cfg.budget - base_macs

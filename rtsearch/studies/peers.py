@@ -27,23 +27,24 @@ from rtsearch.studies import robust
 from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, dense_confidence, execute_parallel, load, mean_sd,
                                      runs_table, spearman, study_arguments)
 
+LADDER, CASCADE = "learned ladder", "threshold cascade over the ladder's rungs (not learned)"
 PER_BUDGET = {"learned": [],
               "learned runtime-only": ["--method", "runtime-only"],
               "learned static-only": ["--method", "static-only"],
               "uniform runtime-only": ["--fixed-ratios", "--method", "runtime-only"],
               "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
               "Torch-Pruning L1": ["--fixed-ratios", "--method", "static-only", "--torch-pruning-l1"],
-              "learned ladder": ["--method", "ladder"]}
+              LADDER: ["--method", "ladder"]}
 FOLDERS = {"learned": "learned", "learned runtime-only": "learned-runtime", "learned static-only": "learned-static",
            "uniform runtime-only": "uniform", "uniform static-only": "static-uniform",
-           "Torch-Pruning L1": "tp-l1", "learned ladder": "ladder"}     # learned- and uniform- runs are those of the any-budget study
+           "Torch-Pruning L1": "tp-l1", LADDER: "ladder"}     # learned- and uniform- runs are those of the any-budget study
 RANGE, RANGE_ARGS, RANGE_FOLDER = "0.05:0.5", ["--explore-std", "0.05"], "range-0.05-0.5-sandwich-std0.05"
 ROBUST_FOLDER = "width-robust-0.05-0.5"
 ONE_MODEL, ITS_NETWORK = "learned, one model over 0.05:0.5", "the one model's network, uniform (agents shaped it)"
 ROBUST_UNIFORM, ORACLE = "width-robust network (no agents), uniform", "oracle bound on it (reads the labels)"
-LEARNED = ["learned", "learned ladder", "learned runtime-only", "learned static-only", ONE_MODEL]
+LEARNED = ["learned", LADDER, "learned runtime-only", "learned static-only", ONE_MODEL]
 NON_LEARNED = ["uniform runtime-only", "uniform static-only", "Torch-Pruning L1", ROBUST_UNIFORM]
-ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, ORACLE]
+ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, CASCADE, ORACLE]
 ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What was tried to close the gap, and what "
             "each attempt measured, is in results/agents-attempts.md, with the studies it cites (results/widths.md, "
             "results/allocation.md, results/band.md, results/cascade.md, results/rerun*.md, results/distill.md, "
@@ -78,6 +79,7 @@ def rows_at(runs: list[dict], budget: float, robust_networks: dict[int, dict]) -
             macs = m["per_input"]["macs_ratio"]
             if macs.std() > 1e-9 and "spearman_confidence" not in m:     # fixed ratios: float noise only
                 m["spearman_confidence"] = spearman(dense_confidence(m["config"]["seed"]), macs)
+    at[CASCADE] = [cascade_figures(m) for m in at[LADDER]]
     at.update({ONE_MODEL: [], ITS_NETWORK: [], ROBUST_UNIFORM: [], ORACLE: []})
     for run in sorted((r for r in runs if r["kind"] == "range"), key=lambda r: r["seed"]):
         measured = robust.measured(run["out"], budget, run["seed"])
@@ -88,6 +90,24 @@ def rows_at(runs: list[dict], budget: float, robust_networks: dict[int, dict]) -
         at[ROBUST_UNIFORM].append({**network["uniform"], "macs_ratio_std": 0.0, "params_ratio": 1.0})
         at[ORACLE].append({**network["oracle"], "params_ratio": 1.0})
     return at
+
+
+def cascade_figures(ladder_run: dict) -> dict:
+    """The threshold cascade a ladder run measured on its own rungs at its budget (metrics.json "cascade"); it
+    stores the cheap and the wide rung."""
+    c = ladder_run["cascade"]
+    params = {r["macs_ratio"]: r["params_ratio"] for r in ladder_run["rungs"]}
+    return {"accuracy": c["accuracy"], "macs_ratio": c["macs_ratio"], "macs_ratio_std": c["macs_ratio_cv"] * c["macs_ratio"],
+            "params_ratio": params[c["cheap_macs"]] + params[c["wide_macs"]]}
+
+
+def ladder_against_cascade(at: dict[str, list[dict]], budget: float) -> str:
+    """The learned ladder against the fixed rule on the same rungs: what the learning itself adds."""
+    ours, rule = accuracies(at[LADDER]), accuracies(at[CASCADE])
+    gain, spread, clear = against(ours, rule)
+    return (f"- budget {budget:g}, {LADDER} against the {CASCADE}: per seed "
+            f"{', '.join(f'{d:+.3f}' for d in ours - rule)} (mean {gain:+.4f}) against the larger seed-to-seed spread "
+            f"{spread:.4f}: " + ("a clear gain" if clear else "not a clear gain") + ".")
 
 
 def accuracies(group: list[dict]) -> np.ndarray:
@@ -121,6 +141,12 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
              "seed; the fixed-ratio peers get as many fine-tuning epochs as the learned run (warm-up plus one per "
              "iteration). Torch-Pruning L1 keeps the uniform static-only widths and lets Torch-Pruning's "
              "MagnitudePruner (p=1) choose and remove the channels.", "",
+             "Learned ladder (`--method ladder`, docs/method.md §5): Torch-Pruning L1 networks at 0.25 to 3.125 times "
+             "the budget, fine-tuned as the Torch-Pruning L1 peer (so its rung at the budget is that peer's run). Every "
+             "input runs on a cheap one, and an RLlib agent reading that pass's class probabilities keeps its answer or "
+             "re-runs the input on a dearer one, paying both (its MACs include the policy's). Its params ratio counts "
+             "the rungs it uses and the policy. The threshold cascade over its rungs is the same choice made by a "
+             "confidence threshold fitted on validation, without learning (measured by each ladder run).", "",
              f"One model over {RANGE}: per seed, the run over that budget range (sandwich fine-tuning across the "
              "widths its agents choose), its agents calibrated onto each budget as `rtsearch.export --budget` does; "
              "the row after it runs the same network at the smallest uniform ratio meeting the budget. The width-"
@@ -150,7 +176,7 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
             rho = [x["spearman_confidence"] for x in m if "spearman_confidence" in x]
             lines.append(f"| {b:g} | {kind} | {mean_sd(accuracies(m))} | {macs:.4f} | {std:.4f} | {std / macs:.3f} | "
                          f"{f'{np.mean(rho):+.3f}' if rho else ''} | {np.mean([x['params_ratio'] for x in m]):.3f} |")
-        verdicts += [verdict(at, method, b) for method in LEARNED]
+        verdicts += [verdict(at, method, b) for method in LEARNED] + [ladder_against_cascade(at, b)]
     lines += ["", "Verdict per budget and learned method (computed; the target is a mean gain over every non-learned "
               "peer larger than the larger seed-to-seed spread; the share is the mean gain over the mean room "
               "between the best non-learned peer and the oracle bound):", *verdicts, "", ATTEMPTS, "", "## Runs", "",
