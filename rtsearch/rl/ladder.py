@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 
 import numpy as np
 import torch
@@ -190,7 +191,13 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
     cost = CostModel(net)
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)     # its clock runs from here, rungs included
+    phases, lap = {}, time.time()
+
+    def phase(name: str) -> None:      # seconds of each phase of this process, for metrics.json
+        nonlocal lap
+        phases[name], lap = time.time() - lap, time.time()
     rungs = train_rungs(cfg, run, log, resume)
+    phase("rungs")
     record.started -= sum(r["metrics"]["seconds"] for r in rungs if r["read_back"])   # seconds: the whole run's
     log("the rungs' outputs on the training, validation and test splits ...")
     outputs = [rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits) for r in rungs]
@@ -229,6 +236,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         record.announce(row, cfg.agent_iterations)
 
     started = ensure_ray(0)
+    phase("outputs")
     try:
         log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
             f"{cfg.agent_iterations} PPO iterations ...")
@@ -238,18 +246,20 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         if started:
             import ray
             ray.shutdown()
+    phase("agent")
     used = best["used"]
     model = LadderModel([outputs[cheap + a]["model"] for a in used], best["actor"], used, extra[used].tolist(),
                         best["shift"], (base_macs + extra[used]).tolist())
     torch.save(model, os.path.join(cfg.out, "deployed.pt"))
     test = evaluate(model, *splits.test)
     np.savez(os.path.join(cfg.out, "test_per_input.npz"), **test.pop("per_input"))
+    phase("deploy and test")
     params_ratio = float(params[used].sum() + best["policy_params"] / cost.dense_params)
     details = {"macs_ratio_cv": test["macs_ratio_std"] / test["macs_ratio"], "reward": REWARD,
                "policy_macs_ratio": policy_macs(len(extra)), "policy_macs": POLICY_MACS_NOTE,
                "rungs": [{"budget": r["budget"], "macs_ratio": r["metrics"]["macs_ratio"],
                           "params_ratio": r["metrics"]["params_ratio"], "accuracy": r["metrics"]["accuracy"]} for r in rungs],
-               "cheap_rung_macs_ratio": outputs[cheap]["macs_ratio"],
+               "cheap_rung_macs_ratio": outputs[cheap]["macs_ratio"], "phase_seconds": phases,
                "deployed_rungs_macs_ratio": [outputs[cheap + a]["macs_ratio"] for a in used], "cascade": cascade_found}
     if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
         held = evaluate(model, *splits.holdout)
