@@ -42,6 +42,10 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=fraction("--budget"), default=None,
                         help="write the deployed model at this MACs budget (a --budget-range run: any in its range)")
     args = parser.parse_args(argv)
+    folder = os.path.dirname(os.path.abspath(args.checkpoint))
+    if os.path.isfile(os.path.join(folder, "ladder.json")):
+        raise UsageError(f"{folder} holds a --method ladder run, which has no checkpoint to export: its model is "
+                         f"{os.path.join(folder, 'deployed.pt')}, ready to load with torch.load")
     state = checkpoint.load(args.checkpoint)
     net = checkpoint.network_of(state, args.checkpoint)
     ratios = state.get("static_ratios") or [0.0] * net.num_layers

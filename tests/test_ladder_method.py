@@ -99,6 +99,9 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"), ("ladder", "16")]
     assert rows[0][8] == "1.00 |" and all(float(r[6]) > 0 for r in rows)   # against the first run; median ms
 
+    assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "deployed.pt"), "--out",
+                                str(tmp_path / "x.pt")), "--method ladder", "deployed.pt")
+
     again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
