@@ -31,7 +31,6 @@ from rtsearch import data
 from rtsearch.config import RunConfig
 from rtsearch.net import dense
 from rtsearch.net.cost import CostModel
-from rtsearch.net.metrics import score
 from rtsearch.rl import rerun
 from rtsearch.rl.record import RunRecord
 
@@ -134,6 +133,10 @@ def mlp_macs(sizes: list[int]) -> int:
     return sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 class LadderModel(torch.nn.Module):
     """A ladder run's deployed model: forward(x) -> log-probabilities (B, classes). Every input runs on the cheap
     rung; the policy (plain torch layers, no RLlib needed) keeps that answer or re-runs it on one dearer rung."""
@@ -225,14 +228,14 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         action = rerun.greedy(logits, extra, shift)
         macs = base_macs + extra[action]
         used = sorted({0, *action.tolist()})
-        policy_params = sum(p.numel() for p in actor.parameters())
+        policy_params = parameter_count(actor)
         val = {"accuracy": float(val_right[np.arange(len(action)), action].mean()), "macs_ratio": float(macs.mean()),
                "macs_ratio_p95": float(np.percentile(macs, 95))}
         row = record.scored(val, float(params[used].sum() + policy_params / cost.dense_params),
                             {"beta": beta, "shift": shift, "rerun_share": float((action > 0).mean())})
         record.history.append(row)
         if record.best_row is row:
-            best.update(actor=copy.deepcopy(actor).eval(), shift=shift, used=used, policy_params=policy_params)
+            best.update(actor=copy.deepcopy(actor).eval(), shift=shift, used=used)
         record.announce(row, cfg.agent_iterations)
 
     started = ensure_ray(0)
@@ -254,7 +257,8 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     test = evaluate(model, *splits.test)
     np.savez(os.path.join(cfg.out, "test_per_input.npz"), **test.pop("per_input"))
     phase("deploy and test")
-    params_ratio = float(params[used].sum() + best["policy_params"] / cost.dense_params)
+    policy_params = parameter_count(best["actor"])
+    params_ratio = float(params[used].sum() + policy_params / cost.dense_params)
     details = {"macs_ratio_cv": test["macs_ratio_std"] / test["macs_ratio"], "reward": REWARD,
                "policy_macs_ratio": policy_macs(len(extra)), "policy_macs": POLICY_MACS_NOTE,
                "rungs": [{"budget": r["budget"], "macs_ratio": r["metrics"]["macs_ratio"],
@@ -262,9 +266,6 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
                "cheap_rung_macs_ratio": outputs[cheap]["macs_ratio"], "phase_seconds": phases,
                "deployed_rungs_macs_ratio": [outputs[cheap + a]["macs_ratio"] for a in used], "cascade": cascade_found}
     if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
-        held = evaluate(model, *splits.holdout)
-        held.pop("per_input")
-        details["holdout"] = {"size": len(splits.holdout[1]), "accuracy": held["accuracy"], "macs_ratio": held["macs_ratio"],
-                              "score": score(held["accuracy"], held["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget)}
-    stored_bytes = int(stored[used].sum()) + 4 * best["policy_params"]     # the rungs' exported models, float32 policy
+        details["holdout"] = record.holdout(evaluate(model, *splits.holdout), len(splits.holdout[1]), params_ratio)
+    stored_bytes = int(stored[used].sum()) + 4 * policy_params     # the rungs' exported models, float32 policy
     return record.finish(test, params_ratio, stored_bytes, details)

@@ -85,6 +85,13 @@ class RunRecord:
         if self.on_iteration:
             self.on_iteration(row)
 
+    def holdout(self, held: dict, size: int, params_ratio: float) -> dict:
+        """metrics.json "holdout": the search's second look at its top trials (data.hold_out), from the held-out
+        split's accuracy and MACs ratio."""
+        cfg = self.cfg
+        return {"size": size, "accuracy": held["accuracy"], "macs_ratio": held["macs_ratio"],
+                "score": score(held["accuracy"], held["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget)}
+
     def finish(self, test: dict, params_ratio: float, stored_bytes: int, extra: dict | None = None) -> dict:
         """Write metrics.json: test-set figures of the best iteration (README "Command line")."""
         cfg = self.cfg
@@ -114,10 +121,7 @@ def finish(record: RunRecord, net, splits, cost: CostModel, static_ratios, polic
     params_ratio = exported["params"] / cost.dense_params
     if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
         held = evaluate(net, cost, *splits.holdout, static_ratios, policy)
-        cfg = record.cfg
-        extra = {**(extra or {}), "holdout": {
-            "size": len(splits.holdout[1]), "accuracy": held["accuracy"], "macs_ratio": held["macs_ratio"],
-            "score": score(held["accuracy"], held["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget)}}
+        extra = {**(extra or {}), "holdout": record.holdout(held, len(splits.holdout[1]), params_ratio)}
     return record.finish(test, params_ratio, exported["bytes"], extra)
 
 

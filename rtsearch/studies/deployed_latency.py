@@ -46,10 +46,10 @@ def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_count
                 if b == 1:
                     pool = x[:POOL]
                     fn = lambda: [model(pool[i:i + 1]) for i in range(len(pool))]   # noqa: E731
-                    macs, stats = per_input[:POOL].mean(), timed(no_grad(fn), runs, threads, per=len(pool))
+                    macs, stats = per_input[:POOL].mean(), timed(torch.no_grad()(fn), runs, threads, per=len(pool))
                 else:
                     xb = x[:b]
-                    macs, stats = per_input[:b].mean(), timed(no_grad(lambda: model(xb)), runs, threads)
+                    macs, stats = per_input[:b].mean(), timed(torch.no_grad()(lambda: model(xb)), runs, threads)
                 print(f"{d} ({metrics['method']}), batch {b}, {threads} thread(s): {stats['median_ms']:.3f} ms", flush=True)
                 rows.append({"run": d, "method": metrics["method"], "batch": b, "threads": threads,
                              "macs_ratio": float(macs), "test_accuracy": metrics["accuracy"], **stats})
@@ -58,13 +58,6 @@ def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_count
                      and r["threads"] == row["threads"])
         row["latency_ratio"] = row["median_ms"] / first["median_ms"]
     return rows
-
-
-def no_grad(fn):
-    def call():
-        with torch.no_grad():
-            return fn()
-    return call
 
 
 def markdown(rows: list[dict], command: str) -> str:
