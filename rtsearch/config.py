@@ -52,6 +52,8 @@ class RunConfig:
     holdout_share: float = 0.0     # share of the training split no phase touches (the search re-ranks its top trials there)
     mlflow_run_id: str | None = None
     agent_iterations: int = 40     # method "ladder": PPO iterations of its re-run agent (rl/ladder.py)
+    lr_rerun: float = 1e-3         # method "ladder": its re-run agent's PPO learning rate (search_spaces/ladder.yaml)
+    entropy_rerun: float = 0.01    # method "ladder": its re-run agent's PPO entropy coefficient
 
     @property
     def predictors_kept(self) -> bool:

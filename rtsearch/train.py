@@ -72,6 +72,10 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                    help="validation images the shift onto the budget is found on (0: the whole split)")
     for name in ("lr-runtime", "lr-static", "lr-finetune", "beta-f", "eta-f", "beta-p", "lam", "p-max"):
         p.add_argument(f"--{name}", type=float, default=getattr(RunConfig, name.replace("-", "_")))
+    p.add_argument("--lr-rerun", type=float, default=RunConfig.lr_rerun,
+                   help="--method ladder: its re-run agent's PPO learning rate")
+    p.add_argument("--entropy-rerun", type=float, default=RunConfig.entropy_rerun,
+                   help="--method ladder: its re-run agent's PPO entropy coefficient")
     args = p.parse_args(argv)
     budget_range = None
     if args.budget_range is not None:
@@ -86,6 +90,11 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         args.budget = 0.5
     if args.method == "ladder":
         check_ladder(args)
+    else:
+        for name in ("lr_rerun", "entropy_rerun"):
+            if getattr(args, name) != getattr(RunConfig, name):
+                raise UsageError(f"--{name.replace('_', '-')} sets the ladder's re-run agent: pass --method ladder, "
+                                 f"or drop it")
     if args.torch_pruning_l1 and not (args.fixed_ratios and args.method == "static-only"):
         raise UsageError("--torch-pruning-l1 is a static-only baseline: pass it with --fixed-ratios --method static-only")
     for flag, value in (("--iterations", args.iterations), ("--agent-iterations", args.agent_iterations)):
@@ -95,10 +104,10 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
         raise UsageError(f"--num-env-runners must be 0 or more, got {args.num_env_runners}")
     if not 0 <= args.seed < 2 ** 32:
         raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
-    for name in ("lr_runtime", "lr_static", "lr_finetune"):
+    for name in ("lr_runtime", "lr_static", "lr_finetune", "lr_rerun"):
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name):g}")
-    for name in ("beta_f", "eta_f", "beta_p"):
+    for name in ("beta_f", "eta_f", "beta_p", "entropy_rerun"):
         if not getattr(args, name) >= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name):g}")
     device.check(args.device)
@@ -128,7 +137,8 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     finetune_epochs=args.finetune_epochs, finetune=args.finetune, explore_std=args.explore_std,
                     agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
                     calibration_images=args.calibration_images, budget_range=budget_range,
-                    holdout_share=args.holdout_share, distill=args.distill, agent_iterations=args.agent_iterations)
+                    holdout_share=args.holdout_share, distill=args.distill, agent_iterations=args.agent_iterations,
+                    lr_rerun=args.lr_rerun, entropy_rerun=args.entropy_rerun)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}

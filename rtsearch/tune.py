@@ -13,12 +13,15 @@ import re
 import sys
 
 from rtsearch.cli import ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded
+from rtsearch.config import RunConfig
 from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.rl.budgets import parse_range
 from rtsearch.search.names import SEARCHES, budget_key
 from rtsearch.search.selection import HOLDOUT_SHARE, TOP_FEW
+
+SWEPT_METHODS = ("both", "ladder")
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -44,7 +47,12 @@ def parse_args(argv=None):
                    help="fix the parameter budget (otherwise searched, if the space has param_budget)")
     p.add_argument("--space", default=None, help="search space YAML (default search_spaces/default.yaml)")
     p.add_argument("--num-samples", type=int, default=8, help="trials per budget")
-    p.add_argument("--max-iterations", type=int, default=10, help="iterations of a trial that ASHA lets finish")
+    p.add_argument("--method", choices=SWEPT_METHODS, default=None,
+                   help="what every trial runs: both agents (default), or the ladder (rtsearch.train --method ladder, "
+                        "searching search_spaces/ladder.yaml)")
+    p.add_argument("--max-iterations", type=int, default=None,
+                   help=f"iterations of a trial that ASHA lets finish (default 10; with --method ladder, PPO "
+                        f"iterations of its re-run agent, default {RunConfig.agent_iterations})")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
     p.add_argument("--data-dir", default=None)
@@ -75,6 +83,11 @@ def parse_args(argv=None):
     p.add_argument("--fail-on-iteration", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--nan-on-iteration", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not args.resume:         # a resumed sweep keeps its stored method and iterations
+        args.method = args.method or "both"
+        if args.method == "ladder":
+            check_ladder(args)
+        args.max_iterations = args.max_iterations or (RunConfig.agent_iterations if args.method == "ladder" else 10)
 
     if args.budget_range is not None:
         if args.budget is not None:
@@ -91,7 +104,7 @@ def parse_args(argv=None):
     check_holdout_share(args.holdout_share)
     if not 0 <= args.seed < 2 ** 32:
         raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
-    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", args.max_iterations, 1),
+    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", args.max_iterations or 1, 1),
                              ("--num-env-runners", args.num_env_runners, 0), ("--max-failures", args.max_failures, 0),
                              ("--gpus-per-trial", args.gpus_per_trial, 0)):
         if value < low:
@@ -114,6 +127,16 @@ def parse_args(argv=None):
     range_part = f"r{args.budget_range[0]:g}_{args.budget_range[1]:g}" if args.budget_range else None
     name = args.name or f"{args.dataset}-{args.model}-{range_part or 'b' + '_'.join(budget_key(b) for b in budgets)}"
     return args, budgets, name
+
+
+def check_ladder(args) -> None:
+    """A ladder trial makes Torch-Pruning L1 rungs and trains one re-run agent in its own process: no parameter
+    budget, fixed ratios, budget range or rollout workers to give it."""
+    for flag, given in (("--param-budget", args.param_budget is not None), ("--fixed-ratios", args.fixed_ratios),
+                        ("--budget-range", args.budget_range is not None), ("--num-env-runners", args.num_env_runners > 0)):
+        if given:
+            raise UsageError(f"--method ladder does not take {flag} (its rungs are Torch-Pruning L1 runs at set budgets "
+                             f"and its agent trains in the trial): drop {flag}")
 
 
 @guarded

@@ -55,6 +55,9 @@ def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
     (["--method", "ladder", "--budget-range", "0.05:0.2"], ["--method ladder", "--budget-range"]),
     (["--method", "ladder", "--num-env-runners", "2"], ["--method ladder", "--num-env-runners"]),
     (["--method", "ladder", "--agent-iterations", "0"], ["--agent-iterations"]),
+    (["--method", "ladder", "--lr-rerun", "0"], ["--lr-rerun", "positive"]),
+    (["--method", "ladder", "--entropy-rerun", "-0.1"], ["--entropy-rerun", "0 or more"]),
+    (["--lr-rerun", "0.01"], ["--lr-rerun", "--method ladder"]),
 ])
 def test_bad_ladder_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)

@@ -2,8 +2,9 @@
 import pytest
 
 from conftest import assert_usage_error, run_cli
-from rtsearch.search import space
+from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
+from rtsearch.search import space
 
 GOOD = """
 lr_runtime: {distribution: loguniform, low: 1e-5, high: 1.0e-3}
@@ -48,7 +49,6 @@ def test_good_space_loads_and_converts(tmp_path):
 def test_defaults_point_is_the_run_defaults_moved_into_the_space(tmp_path):
     """The first trial of a sweep: RunConfig's values of the searched keys, clipped, rounded or snapped
     to the nearest allowed value; fixed keys are not part of it."""
-    from rtsearch.config import RunConfig
     path = tmp_path / "space.yaml"
     path.write_text(GOOD.replace("high: 1.0e-3", "high: 1.0e-4"))       # the default lr_runtime (3e-4) lies above
     point = space.load(str(path)).defaults()
@@ -59,9 +59,30 @@ def test_defaults_point_is_the_run_defaults_moved_into_the_space(tmp_path):
 
 def test_default_space_covers_every_searched_field():
     s = space.load()
-    assert set(s) == set(space.KEYS)
+    assert set(s) == set(space.KEYS) - {"lr_rerun", "entropy_rerun"}      # the two agents' keys; the ladder's below
     assert "param_budget" not in space.for_sweep(s, 0.8)
     assert "param_budget" in space.for_sweep(s, None)
+    assert space.check_method(s, "both") is s
+
+
+def test_the_ladder_space_searches_the_ladders_keys_from_its_defaults():
+    ladder = space.check_method(space.load(space.default_path("ladder")), "ladder")
+    assert set(ladder.searched) == set(space.LADDER_KEYS)
+    assert ladder.defaults() == {k: getattr(RunConfig, k) for k in space.LADDER_KEYS}   # inside the shipped space
+
+
+@pytest.mark.parametrize("method, key, words", [
+    ("ladder", "lam", ["lam does nothing for --method ladder", "search_spaces/ladder.yaml"]),
+    ("ladder", "param_budget", ["param_budget does nothing for --method ladder"]),
+    ("both", "lr_rerun", ["lr_rerun sets the ladder's re-run agent", "--method ladder"]),
+])
+def test_a_key_the_method_ignores_is_refused(method, key, words, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"lr_finetune: {{distribution: loguniform, low: 1.0e-4, high: 1.0e-3}}\n{key}: 0.5\n")
+    with pytest.raises(UsageError) as err:
+        space.check_method(space.load(str(path)), method)
+    for word in words:
+        assert word in str(err.value)
 
 
 def test_nothing_left_to_search(tmp_path):

@@ -17,11 +17,13 @@ import urllib.request
 import pytest
 
 from conftest import assert_usage_error
+from rtsearch.search import space
 
 TINY = ["--dataset", "digits", "--model", "small", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
         "--num-cpus", "2"]
 # the same with both agents (no --fixed-ratios): a sweep of the method itself
 TINY_AGENTS = [a for a in TINY if a != "--fixed-ratios"]
+DEFAULT_SPACE = space.default_path()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,10 @@ def check_children(uri, parents, children, results):
     (["--budget-range", "0.5:0.1"], ["--budget-range", "inverted"]),
     (["--budget-range", "0.1:0.5", "--budget", "0.3"], ["--budget-range", "not both"]),
     (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
+    (["--budget", "0.08", "--method", "ladder", "--param-budget", "0.5"], ["--method ladder", "--param-budget"]),
+    (["--budget", "0.08", "--method", "ladder", "--num-env-runners", "1"], ["--method ladder", "--num-env-runners"]),
+    (["--budget-range", "0.05:0.2", "--method", "ladder"], ["--method ladder", "--budget-range"]),
+    (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
     assert_usage_error(tune(tmp_path, cache, *args, timeout=120), *words)
@@ -180,7 +186,6 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     assert any(t["attempts"] == 3 and t["status"] == "completed" for t in trials), trials
     assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
     assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
-    from rtsearch.search import space        # the first trial runs the defaults (--param-budget fixes param_budget)
     assert min(trials, key=lambda t: t["started"])["config"] == space.load(None).without("param_budget").defaults()
     # fixed-ratio trials are baselines themselves: no static-only baseline is run beside them
     assert sweep["baseline"] is None and not os.path.exists(os.path.join(results, "baselines"))
@@ -265,6 +270,60 @@ def test_a_range_sweep_scores_trials_over_the_range_and_writes_the_curve(tmp_pat
     assert rows[-1]["score"] == pytest.approx(sum(p["score"] for p in rows[-1]["curve"]) / 4)   # the curve's mean
     md = (tmp_path / "results" / "range" / "summary.md").read_text()
     assert "one model for every budget in 0.2:0.6" in md and "| 0.288 |" in md
+
+
+@pytest.mark.slow
+def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers_its_model(tmp_path, cache):
+    """--method ladder: each trial makes its rungs, then reports its re-run agent's PPO iterations to ASHA; a trial
+    that fails mid-agent continues from its checkpoint with its rungs read back, and scores what an unbroken one
+    would; the best deployed ladder is registered in fixed-shape form and answers as its deployed.pt does."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from rtsearch import data
+    base = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--method", "ladder",
+            "--budget", "0.15", "--max-iterations", "3"]
+    out = ok(tune(tmp_path, cache, *base, "--num-samples", "2", "--fail-on-iteration", "2", "--name", "ladder"))
+    results = tmp_path / "results" / "ladder"
+    summary = json.load(open(results / "summary.json"))
+    assert summary["settings"]["method"] == "ladder" and summary["settings"]["max_iterations"] == 3
+    sweep = summary["sweeps"]["0.15"]
+    trials = sweep["trials"]
+    assert [t["status"] for t in trials] == ["completed"] * 2 and all(t["attempts"] == 2 for t in trials), trials
+    assert all(set(t["config"]) == set(space.LADDER_KEYS) for t in trials)
+    ladder_space = space.load(space.default_path("ladder"))
+    assert min(trials, key=lambda t: t["started"])["config"] == ladder_space.defaults()
+    for t in trials:
+        metrics = json.load(open(results / "trials" / t["trial_id"] / "metrics.json"))
+        assert metrics["iterations"] == 3 and len(metrics["rungs"]) == 10 and metrics["cascade"]["accuracy"] > 0
+        assert iterations(str(results), t["trial_id"]) == 3
+    assert "--iterations 12" in sweep["baseline"]["command"]      # fine-tuned as long as the rungs
+    assert "of the ladder's re-run agent" in (results / "summary.md").read_text()
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    client = MlflowClient(uri)
+    parents, children = mlflow_runs(uri, "ladder")
+    assert parents.iloc[0]["params.method"] == "ladder" and set(children["params.method"]) == {"ladder"}
+    assert set(children["params.agent_iterations"]) == {"3"}
+    best = sweep["best"]
+    folder = client.download_artifacts(best["mlflow_run_id"], "", str(tmp_path / "best"))
+    assert "done before, read back" in open(os.path.join(folder, "train.log")).read()    # the retry kept its rungs
+    # A sweep that never failed scores the same trials alike.
+    again = ok(tune(tmp_path, cache, *base, "--num-samples", "1", "--name", "unbroken", "--no-baseline"))
+    unbroken = json.load(open(tmp_path / "results" / "unbroken" / "summary.json"))["sweeps"]["0.15"]["trials"][0]
+    first = min(trials, key=lambda t: t["started"])
+    assert (unbroken["config"], unbroken["accuracy"], unbroken["score"]) == (first["config"], first["accuracy"],
+                                                                             first["score"]), again
+    assert "models:/ladder@best-0_15" in out
+    mlflow.set_tracking_uri(uri)
+    registered = mlflow.pytorch.load_model("models:/ladder@best-0_15")
+    x, y = data.load("digits", 0).test
+    deployed = torch.load(os.path.join(folder, "deployed.pt"), weights_only=False).eval()
+    with torch.no_grad():
+        got, want = registered(x), deployed(x)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    assert float((got.argmax(1) == y).float().mean()) == pytest.approx(best["accuracy"])
 
 
 def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, mlflow_server):

@@ -244,7 +244,8 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
             f"{cfg.agent_iterations} PPO iterations ...")
         rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
-                          cfg.agent_iterations, after_iteration=after_iteration)
+                          cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun,
+                          after_iteration=after_iteration)
     finally:
         if started:
             import ray

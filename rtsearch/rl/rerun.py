@@ -19,11 +19,13 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
+from rtsearch.config import RunConfig
+
 ENVS = 512                 # inputs per env step (one step is one decision per input)
 BATCHES_PER_ITERATION = 8  # PPO samples 8 x 512 decisions per update
 SHIFT_BOUND = 100.0        # the calibration shift's range, in logits per unit of MACs ratio
-LR = 1e-3
-ENTROPY = 0.01
+LR = RunConfig.lr_rerun
+ENTROPY = RunConfig.entropy_rerun
 
 
 def features(log_probs):

@@ -37,8 +37,14 @@ def config(settings: dict, budget: float, out: str) -> RunConfig:
     return RunConfig(dataset=settings["dataset"], model=settings["model"], budget=budget, seed=settings["seed"],
                      data_dir=settings["data_dir"], holdout_share=settings.get("holdout_share", 0.0),
                      dense_epochs=settings.get("dense_epochs"), method="static-only", fixed_ratios=True,
-                     iterations=settings["max_iterations"] + RunConfig.warmup_epochs, out=out,
+                     iterations=trial_finetuning(settings) + RunConfig.warmup_epochs, out=out,
                      device="cpu" if settings.get("device") == "cpu" else "auto")    # the driver's GPU, if any
+
+
+def trial_finetuning(settings: dict) -> int:
+    """A full trial's fine-tuning iterations, warm-up aside: the sweep's iterations, or for the ladder (whose
+    iterations are its agent's) its rungs' RunConfig default."""
+    return RunConfig.iterations if settings.get("method") == "ladder" else settings["max_iterations"]
 
 
 def command(cfg: RunConfig) -> str:

@@ -86,6 +86,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
             uri, state["name"], f"{state['name']} budget {key}",
             params={"budget": budget, "param_budget": s["param_budget"], "num_samples": s["num_samples"],
                     "max_iterations": s["max_iterations"], "search": s["search"], "seed": s["seed"],
+                    "method": s.get("method", "both"),
                     "dataset": s["dataset"], "model": s["model"], "space": s["space_path"],
                     **{f"space.{k}": v for k, v in s["space"].items()}},
             tags={"rtsearch.sweep": state["name"], "rtsearch.budget": key, "rtsearch.role": "sweep"})
@@ -98,8 +99,8 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
     settings = {
         "searched": space.searched, "cache_dir": s["cache_dir"], "experiment": name,
         "fail_on_iteration": s.get("fail_on_iteration"), "nan_on_iteration": s.get("nan_on_iteration"),
-        "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget,
-                "iterations": s["max_iterations"], "seed": s["seed"], "data_dir": s["data_dir"],
+        "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget, "method": s.get("method", "both"),
+                **iterations(s), "seed": s["seed"], "data_dir": s["data_dir"],
                 "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
                 "device": s.get("device", "auto"), "holdout_share": s.get("holdout_share", 0.0),
                 "budget_range": s.get("budget_range"),
@@ -160,6 +161,14 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
             tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
 
 
+def iterations(s: dict) -> dict:
+    """What a trial's iterations are: fine-tuning iterations of the two agents' run, or PPO iterations of the ladder's
+    re-run agent (its rungs fine-tune as long as `rtsearch.train --method ladder` does by default)."""
+    if s.get("method") == "ladder":
+        return {"agent_iterations": s["max_iterations"]}
+    return {"iterations": s["max_iterations"]}
+
+
 def warn(key: str, what: str, error: Exception) -> None:
     """A step after a budget's trials failed: one line on stderr, never the end of a sweep whose results are written."""
     detail = str(error).splitlines()[0][:200] if str(error) else ""
@@ -213,7 +222,8 @@ def save_state(results_dir: str, state: dict) -> None:
 def new_state(args, budgets: list[float], name: str) -> dict:
     from rtsearch.net import dense
     from rtsearch.search import tracking
-    space = spaces.for_sweep(spaces.load(args.space), args.param_budget)
+    space = spaces.for_sweep(spaces.check_method(spaces.load(args.space or spaces.default_path(args.method)),
+                                                 args.method), args.param_budget)
     cpus = args.num_cpus or os.cpu_count() or 1
     if args.address is None and 1 + args.num_env_runners > cpus:
         raise UsageError(f"--num-env-runners {args.num_env_runners} needs {1 + args.num_env_runners} CPUs per trial, "
@@ -231,7 +241,7 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "max_failures": args.max_failures, "mlflow_uri": tracking.resolve_uri(args.mlflow_uri),
         "mlflow_uri_shown": args.mlflow_uri or tracking.DEFAULT_URI,      # as the user gave it, for summaries
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
-        "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": "both",
+        "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": args.method,
         "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range,
         "baseline": not args.no_baseline, "defaults_first": not args.no_defaults_first}}
 
@@ -323,6 +333,9 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
         with open(state_path) as f:
             state = json.load(f)
         s = state["settings"]
+        if args.method and args.method != s.get("method", "both"):
+            raise UsageError(f"--resume continues sweep {name!r} with its stored method {s.get('method', 'both')}, "
+                             f"not {args.method}: drop --method, or start a new sweep with another --name")
         if budgets is not None and sorted(budgets) != sorted(s["budgets"]):
             raise UsageError(f"--resume continues sweep {name!r} at its stored budgets "
                              f"{','.join(map(budget_key, s['budgets']))}, not {','.join(map(budget_key, budgets))}: "

@@ -22,7 +22,7 @@ import tempfile
 
 import torch
 
-from rtsearch.rl.traced import TraceableModel
+from rtsearch.rl.traced import traceable
 from rtsearch.search import tracking
 
 ALIAS_PREFIX = "best-"
@@ -47,7 +47,7 @@ def register_best(uri: str, experiment_id: str, parent_run_id: str, name: str, b
             contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         def fetch(path: str) -> str:
             return download_artifacts(run_id=trial_run_id, artifact_path=path, dst_path=folder, tracking_uri=uri)
-        model = TraceableModel(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
+        model = traceable(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
         example = torch.zeros(2, *model.input_shape)
         with torch.no_grad():
             output = model(example).numpy()

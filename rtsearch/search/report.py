@@ -39,6 +39,8 @@ FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
             "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence", "curve")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
+LADDER_TEXT = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 rungs, "
+               "then reports every PPO iteration of its agent)")
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
 
 
@@ -218,6 +220,7 @@ def markdown(summary: dict) -> str:
     lines = [f"# Sweep `{summary['name']}`", "",
              f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), ASHA on the validation "
              f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
+             f"{LADDER_TEXT if s.get('method') == 'ladder' else ''}"
              f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; parameter budget "
              f"{_g(s['param_budget'], 'g') if s['param_budget'] is not None else 'searched'}; "
              f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + "."

@@ -38,16 +38,22 @@ KEYS = {
     "lam": (0.0, 1.0, True, True),
     "p_max": (0.0, 1.0, False, False),
     "param_budget": (0.0, 1.0, False, True),
+    "lr_rerun": (0.0, math.inf, False, False),
+    "entropy_rerun": (0.0, math.inf, True, False),
 }
+# The keys a ladder run (rtsearch.rl.ladder) uses: its rungs' fine-tuning and its re-run agent. The others set the
+# two agents of the other methods, which the ladder has not.
+LADDER_KEYS = ("lr_finetune", "lr_rerun", "entropy_rerun")
 
 FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform": {"low", "high", "q"},
           "choice": {"values"}}
 
 
-def default_path() -> str:
-    """search_spaces/default.yaml of this checkout (independent of the working folder)."""
+def default_path(method: str = "both") -> str:
+    """search_spaces/default.yaml of this checkout (independent of the working folder); ladder.yaml for the
+    ladder."""
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(checkout, "search_spaces", "default.yaml")
+    return os.path.join(checkout, "search_spaces", "ladder.yaml" if method == "ladder" else "default.yaml")
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,18 @@ def load(path: str | None = None) -> SearchSpace:
             raise UsageError(f"search space {path}: unknown key {key!r}: use one of {', '.join(KEYS)}")
         dims[key] = parse_dimension(key, spec, path)
     return SearchSpace(dims, path)
+
+
+def check_method(space: SearchSpace, method: str) -> SearchSpace:
+    """Every key of the space must set something the sweep's method uses; a key it would ignore is refused."""
+    for key in space:
+        if method == "ladder" and key not in LADDER_KEYS:
+            raise UsageError(f"search space {space.path}: {key} does nothing for --method ladder (it searches "
+                             f"{', '.join(LADDER_KEYS)}): drop {key}, or pass --space search_spaces/ladder.yaml")
+        if method != "ladder" and key in LADDER_KEYS and key != "lr_finetune":
+            raise UsageError(f"search space {space.path}: {key} sets the ladder's re-run agent, which --method "
+                             f"{method} has not: drop {key}, or pass --method ladder")
+    return space
 
 
 def for_sweep(space: SearchSpace, param_budget: float | None) -> SearchSpace:

@@ -98,7 +98,8 @@ def trainable(config: dict) -> None:
                                     params={**searched, "budget": cfg.budget, "param_budget": cfg.param_budget,
                                             "iterations": cfg.iterations, "dataset": cfg.dataset,
                                             "model": cfg.model, "seed": cfg.seed, "trial_id": trial_id,
-                                            "fixed_ratios": cfg.fixed_ratios,
+                                            "fixed_ratios": cfg.fixed_ratios, "method": cfg.method,
+                                            **({"agent_iterations": cfg.agent_iterations} if cfg.method == "ladder" else {}),
                                             **({"budget_range": ":".join(f"{b:g}" for b in cfg.budget_range)}
                                                if cfg.budget_range else {})},
                                     tags={"rtsearch.budget": cfg.budget}, run_id=state["mlflow_run_id"])
@@ -137,7 +138,8 @@ def trainable(config: dict) -> None:
                     checkpoint=tune.Checkpoint.from_directory(out))
 
     try:
-        metrics = run(cfg, on_iteration=on_iteration, log=log, resume=os.path.isfile(os.path.join(out, "checkpoint.pt")))
+        started = any(os.path.isfile(os.path.join(out, f)) for f in ("checkpoint.pt", "ladder.json"))
+        metrics = run(cfg, on_iteration=on_iteration, log=log, resume=started)
     except BaseException as e:
         _stop(monitor)
         if tracker:
