@@ -301,6 +301,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
         assert iterations(str(results), t["trial_id"]) == 3
     assert "--iterations 12" in sweep["baseline"]["command"]      # fine-tuned as long as the rungs
     assert "of the ladder's re-run agent" in (results / "summary.md").read_text()
+    assert set(sweep["phase_seconds"]) == {"rungs", "agent"} and sweep["phase_seconds"]["rungs"] > 0
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     client = MlflowClient(uri)
     parents, children = mlflow_runs(uri, "ladder")
@@ -308,13 +309,10 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     assert set(children["params.agent_iterations"]) == {"3"}
     best = sweep["best"]
     folder = client.download_artifacts(best["mlflow_run_id"], "", str(tmp_path / "best"))
-    assert "done before, read back" in open(os.path.join(folder, "train.log")).read()    # the retry kept its rungs
-    # A sweep that never failed scores the same trials alike.
-    again = ok(tune(tmp_path, cache, *base, "--num-samples", "1", "--name", "unbroken", "--no-baseline"))
-    unbroken = json.load(open(tmp_path / "results" / "unbroken" / "summary.json"))["sweeps"]["0.15"]["trials"][0]
-    first = min(trials, key=lambda t: t["started"])
-    assert (unbroken["config"], unbroken["accuracy"], unbroken["score"]) == (first["config"], first["accuracy"],
-                                                                             first["score"]), again
+    log = open(os.path.join(folder, "train.log")).read()
+    assert log.count("done before, read back") == 10            # the retry kept its rungs ...
+    first_iteration = [line.rsplit("  ", 1)[0] for line in log.splitlines() if line.startswith("iter   1/3")]
+    assert len(first_iteration) == 2 and first_iteration[0] == first_iteration[1], first_iteration   # ... and agrees
     assert "models:/ladder@best-0_15" in out
     mlflow.set_tracking_uri(uri)
     registered = mlflow.pytorch.load_model("models:/ladder@best-0_15")

@@ -231,8 +231,12 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         policy_params = parameter_count(actor)
         val = {"accuracy": float(val_right[np.arange(len(action)), action].mean()), "macs_ratio": float(macs.mean()),
                "macs_ratio_p95": float(np.percentile(macs, 95))}
+        timing = {"seconds_agent": time.time() - iteration_lap[0]}     # this iteration's PPO update and validation
+        if iteration == 1:                                   # the rungs, on the first row only (a sweep sums rows)
+            timing["seconds_rungs"] = phases["rungs"] + phases["outputs"]
+        iteration_lap[0] = time.time()
         row = record.scored(val, float(params[used].sum() + policy_params / cost.dense_params),
-                            {"beta": beta, "shift": shift, "rerun_share": float((action > 0).mean())})
+                            {"beta": beta, "shift": shift, "rerun_share": float((action > 0).mean()), **timing})
         record.history.append(row)
         if record.best_row is row:
             best.update(actor=copy.deepcopy(actor).eval(), shift=shift, used=used)
@@ -240,6 +244,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
 
     started = ensure_ray(0)
     phase("outputs")
+    iteration_lap = [time.time()]
     try:
         log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
             f"{cfg.agent_iterations} PPO iterations ...")

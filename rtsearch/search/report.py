@@ -38,7 +38,8 @@ TRIALS = "trials"
 FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
             "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence", "curve")
-PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation"}
+PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation",
+          "rungs": "ladder: its rungs, made and run on every split", "agent": "ladder: its re-run agent, trained and scored"}
 LADDER_TEXT = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 rungs, "
                "then reports every PPO iteration of its agent)")
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
@@ -215,14 +216,19 @@ def summarize(results_dir: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------- output
 
+def parameter_budget_text(s: dict) -> str:
+    if s.get("method") == "ladder":
+        return "no parameter budget (a ladder keeps the rungs its policy uses)"
+    return f"parameter budget {_g(s['param_budget'], 'g') if s['param_budget'] is not None else 'searched'}"
+
+
 def markdown(summary: dict) -> str:
     s = summary["settings"]
     lines = [f"# Sweep `{summary['name']}`", "",
              f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), ASHA on the validation "
              f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
              f"{LADDER_TEXT if s.get('method') == 'ladder' else ''}"
-             f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; parameter budget "
-             f"{_g(s['param_budget'], 'g') if s['param_budget'] is not None else 'searched'}; "
+             f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; {parameter_budget_text(s)}; "
              f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + "."
              + (" The first trial of each budget runs `rtsearch.train`'s defaults of the searched keys (moved into "
                 "the space where they lie outside it)." if s.get("defaults_first") else ""),
