@@ -217,6 +217,6 @@ def test_baselines_study_reads_the_comparison_back_from_the_sweeps(tmp_path):
     report.write(str(folder))
     out = tmp_path / "make-run.md"
     assert study.main([str(folder), "--report", str(out)]) == 0
-    assert "| `demo` | 0.5 | 0 | `a` | 0.9500 | 0.4900 | 0.9000 | 0.4800 | +0.0500 | 0.0117 | better | 123 s |" in \
+    assert "| `demo` | both agents | 0.5 | 0 | `a` | 0.9500 | 0.4900 | 0.9000 | 0.4800 | +0.0500 | 0.0117 | better | 123 s |" in \
         out.read_text()
     assert study.main([str(tmp_path), "--report", str(out)]) == 2       # not a sweep folder

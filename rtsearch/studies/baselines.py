@@ -29,33 +29,38 @@ def rows(folders: list[str]) -> list[dict]:
                 continue
             gain, se, call = baselines.compare(best["accuracy"], base)
             found.append({"sweep": summary["name"], "command": summary.get("command"), "budget": key,
-                          "seed": summary["settings"]["seed"], "best": best, "baseline": base, "gain": gain, "se": se,
+                          "seed": summary["settings"]["seed"], "method": summary["settings"].get("method", "both"),
+                          "best": best, "baseline": base, "gain": gain, "se": se,
                           "call": call, "wall": sweep.get("wall_seconds")})
     return found
 
 
+METHOD_TEXT = {"both": "both agents", "ladder": "ladder"}
+
+
 def markdown(found: list[dict], command: str) -> str:
-    lines = ["# The default search against the fixed-ratio static-only baseline", "",
+    lines = ["# Searches against the fixed-ratio static-only baseline", "",
              f"Produced by `{command}`: every figure is read back from the sweeps' summary.json. Each sweep ran "
              "its baseline itself after its trials (`rtsearch/search/baseline.py`): the same uniform static ratio "
-             "on every layer, no agents, as many fine-tuning epochs as a full trial, the sweep's seed, data and "
+             "on every layer, no agents, as many fine-tuning epochs as a full trial (in a ladder sweep, as one of its "
+             "rungs), the sweep's seed, data and "
              f"held-out share. Test split: {' or '.join(sorted({str(r['baseline']['test_images']) for r in found}))} "
              "images. The call is 'better' or 'worse' only where the difference exceeds two binomial standard "
              "errors.", "",
-             "| sweep | budget | seed | best trial | best: test accuracy | MACs ratio | baseline: test accuracy | "
-             "MACs ratio | best - baseline | standard error | call | trials' wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| sweep | method | budget | seed | best trial | best: test accuracy | MACs ratio | baseline: test "
+             "accuracy | MACs ratio | best - baseline | standard error | call | trials' wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in found:
         b, base = r["best"], r["baseline"]
         wall = f"{r['wall']:.0f} s" if r["wall"] is not None else "-"
-        lines.append(f"| `{r['sweep']}` | {r['budget']} | {r['seed']} | `{b['trial_id']}` | {b['accuracy']:.4f} | "
-                     f"{b['macs_ratio']:.4f} | {base['accuracy']:.4f} | {base['macs_ratio']:.4f} | {r['gain']:+.4f} | "
+        lines.append(f"| `{r['sweep']}` | {METHOD_TEXT[r['method']]} | {r['budget']} | {r['seed']} | `{b['trial_id']}` | "
+                     f"{b['accuracy']:.4f} | {b['macs_ratio']:.4f} | {base['accuracy']:.4f} | {base['macs_ratio']:.4f} | {r['gain']:+.4f} | "
                      f"{r['se']:.4f} | {r['call']} | {wall} |")
-    for budget in sorted({r["budget"] for r in found}, key=float):
-        gains = [r["gain"] for r in found if r["budget"] == budget]
+    for method, budget in sorted({(r["method"], r["budget"]) for r in found}, key=lambda m: (m[0], float(m[1]))):
+        gains = [r["gain"] for r in found if r["budget"] == budget and r["method"] == method]
         if len(gains) > 1:
-            lines += ["", f"Budget {budget}, {len(gains)} sweeps: mean best - baseline {statistics.mean(gains):+.4f} "
-                          f"(sample standard deviation {statistics.stdev(gains):.4f}); per sweep "
+            lines += ["", f"{METHOD_TEXT[method].capitalize()}, budget {budget}, {len(gains)} sweeps: mean best - "
+                          f"baseline {statistics.mean(gains):+.4f} (sample standard deviation {statistics.stdev(gains):.4f}); per sweep "
                           + ", ".join(f"{g:+.4f}" for g in gains) + "."]
     lines += ["", "Sweep commands:", ""] + [f"- `{r['command']}`" for r in found if r["command"]]
     return "\n".join(lines) + "\n"
