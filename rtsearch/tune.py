@@ -87,7 +87,8 @@ def parse_args(argv=None):
         args.method = args.method or "both"
         if args.method == "ladder":
             check_ladder(args)
-        args.max_iterations = args.max_iterations or (RunConfig.agent_iterations if args.method == "ladder" else 10)
+        if args.max_iterations is None:
+            args.max_iterations = RunConfig.agent_iterations if args.method == "ladder" else 10
 
     if args.budget_range is not None:
         if args.budget is not None:
@@ -104,7 +105,7 @@ def parse_args(argv=None):
     check_holdout_share(args.holdout_share)
     if not 0 <= args.seed < 2 ** 32:
         raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}: pass e.g. --seed 0")
-    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", args.max_iterations or 1, 1),
+    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--max-iterations", 1 if args.max_iterations is None else args.max_iterations, 1),
                              ("--num-env-runners", args.num_env_runners, 0), ("--max-failures", args.max_failures, 0),
                              ("--gpus-per-trial", args.gpus_per_trial, 0)):
         if value < low:

@@ -69,9 +69,14 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     from rtsearch.net import dense
     from rtsearch.net.cost import CostModel
     out = tmp_path / "ladder"
-    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.08", "--iterations", "1", "--out", str(out)]
+    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.08", "--iterations", "1", "--agent-share", "0.25",
+            "--out", str(out)]
     first = run_cli("rtsearch.train", *args, "--agent-iterations", "3")
     assert first.returncode == 0, first.stderr[-3000:]
+    train_size = len(data.load("digits", 0).train[1])      # a quarter rewards the agent, the rest fine-tunes the rungs
+    share = round(0.25 * train_size)
+    assert first.stdout.count(f"fine-tuned on {train_size - share} training images") == 10, first.stdout[-3000:]
+    assert f"PPO iterations on {share} training inputs" in first.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "ladder" and len(metrics["history"]) == 3
     assert [r["budget"] for r in metrics["rungs"]] == ladder.rung_budgets(0.08)

@@ -111,6 +111,8 @@ def check_children(uri, parents, children, results):
 @pytest.mark.parametrize("args, words", [
     (["--budget", "0.5,0"], ["--budget", "(0, 1]"]),
     (["--budget", "0.5", "--num-samples", "0"], ["--num-samples"]),
+    (["--budget", "0.5", "--max-iterations", "0"], ["--max-iterations"]),
+    (["--budget", "0.5", "--method", "ladder", "--max-iterations", "0"], ["--max-iterations"]),
     (["--budget", "0.5", "--search", "grid"], ["--search"]),
     (["--budget", "0.5", "--resume", "--name", "never-ran"], ["--resume", "never-ran"]),
     (["--resume", "--name", "never-ran"], ["--resume", "never-ran"]),

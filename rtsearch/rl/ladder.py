@@ -7,7 +7,8 @@ runtime policy picks, per input, how far up the ladder to go.
 - **Cheap rung.** The one the threshold cascade picks on validation (`best_cascade`).
 - **Re-run agent** (rtsearch.rl.rerun, RLlib PPO). Every input runs on the cheap rung. The agent reads that pass's
   class probabilities and keeps its answer or re-runs the input on one dearer rung, paying both. Rewarded on the
-  training split, charged 1 for a wrong answer (REWARD). On validation that beat the answer's cross-entropy at
+  training split (with `--agent-share`, on that share of it, which the rungs are not fine-tuned on), charged 1 for a
+  wrong answer (REWARD). On validation that beat the answer's cross-entropy at
   budget 0.08 for each of three PPO seeds (results/ladder.md).
 - **Iterations.** Each of its PPO iterations (`--agent-iterations`) is calibrated onto the budget and scored on
   validation. The best one is deployed.
@@ -23,6 +24,7 @@ import copy
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -202,7 +204,9 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     rungs = train_rungs(cfg, run, log, resume)
     phase("rungs")
     record.started -= sum(r["metrics"]["seconds"] for r in rungs if r["read_back"])   # seconds: the whole run's
-    log("the rungs' outputs on the training, validation and test splits ...")
+    if cfg.agent_share > 0:     # the agent is rewarded on the share its rungs were never fine-tuned on
+        splits = replace(splits, train=data.split_off(splits.train, cfg.agent_share, cfg.seed)[1])
+    log("the rungs' outputs on the agent's training inputs and the validation and test splits ...")
     outputs = [rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits) for r in rungs]
     classes = outputs[0]["test"]["log_probs"].shape[1]
     policy_macs = lambda actions: mlp_macs([2 * classes + 1, *HIDDEN, actions]) / cost.dense_macs   # noqa: E731
@@ -247,7 +251,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     iteration_lap = [time.time()]
     try:
         log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
-            f"{cfg.agent_iterations} PPO iterations ...")
+            f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
         rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
                           cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun,
                           after_iteration=after_iteration)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -50,12 +51,15 @@ def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=
 def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False,
               teacher=None) -> dict:
     """Fine-tune under uniform ratios that meet the MACs budget; an iteration is cfg.finetune_epochs epochs
-    (distilled from `teacher`, the dense model, when given)."""
+    (distilled from `teacher`, the dense model, when given). With cfg.agent_share that share of the training split
+    is left out, as a learned run leaves it to its agents (a ladder's rungs leave it to the re-run agent)."""
+    if cfg.agent_share > 0:
+        splits = replace(splits, train=data.split_off(splits.train, cfg.agent_share, cfg.seed)[0])
     net.lam = cfg.lam if cfg.predictors_kept else 0.0
     cost = CostModel(net, predictors=cfg.predictors_kept)
     static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
     log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
-        f"on every layer")
+        f"on every layer; fine-tuned on {len(splits.train[1])} training images")
     if cfg.torch_pruning_l1:    # the same widths, its channels chosen by Torch-Pruning's L1 pruner, removed now
         net = magnitude.l1_pruned(net, static_kept_for(cost.widths, static_ratios))
         cost = magnitude.cost_against(net, cost)
