@@ -45,7 +45,8 @@ def parse_args(argv=None):
                         "are scored by the mean over its evaluation budgets")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=None,
                    help="fix the parameter budget (otherwise searched, if the space has param_budget)")
-    p.add_argument("--space", default=None, help="search space YAML (default search_spaces/default.yaml)")
+    p.add_argument("--space", default=None,
+                   help="search space YAML (default search_spaces/default.yaml; ladder.yaml with --method ladder)")
     p.add_argument("--num-samples", type=int, default=8, help="trials per budget")
     p.add_argument("--method", choices=SWEPT_METHODS, default=None,
                    help="what every trial runs: both agents (default), or the ladder (rtsearch.train --method ladder, "
