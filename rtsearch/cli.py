@@ -41,6 +41,13 @@ def check_holdout_share(share: float) -> None:
         raise UsageError(f"--holdout-share must be in [0, 0.5], got {share:g}: pass e.g. --holdout-share 0.15")
 
 
+def refuse_for_ladder(flags, why: str) -> None:
+    """--method ladder takes none of `flags` ((flag, given) pairs): the first given is a UsageError naming it."""
+    for flag, given in flags:
+        if given:
+            raise UsageError(f"--method ladder does not take {flag} ({why}): drop {flag}")
+
+
 def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> None:
     if model not in MODELS:
         raise UsageError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")

@@ -12,7 +12,8 @@ import sys
 import time
 
 from rtsearch import data, device
-from rtsearch.cli import ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded
+from rtsearch.cli import (ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded,
+                          refuse_for_ladder)
 from rtsearch.config import METHODS, RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import log_to_stdout
@@ -146,12 +147,10 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
 
 def check_ladder(args) -> None:
     """--method ladder makes its own fixed-ratio rungs and trains one feed-forward re-run agent in the driver."""
-    for flag, given in (("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None),
-                        ("--torch-pruning-l1", args.torch_pruning_l1), ("--lstm", args.lstm),
-                        ("--no-calibrate", args.no_calibrate), ("--num-env-runners", args.num_env_runners > 0)):
-        if given:
-            raise UsageError(f"--method ladder does not take {flag} (its rungs are Torch-Pruning L1 runs and its "
-                             f"agent trains in the driver): drop {flag}")
+    refuse_for_ladder((("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None),
+                       ("--torch-pruning-l1", args.torch_pruning_l1), ("--lstm", args.lstm),
+                       ("--no-calibrate", args.no_calibrate), ("--num-env-runners", args.num_env_runners > 0)),
+                      "its rungs are Torch-Pruning L1 runs and its agent trains in the driver")
 
 
 def default_out(args) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import sys
 
-from rtsearch.cli import ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded
+from rtsearch.cli import (ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded,
+                          refuse_for_ladder)
 from rtsearch.config import RunConfig
 from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
@@ -134,11 +135,9 @@ def parse_args(argv=None):
 def check_ladder(args) -> None:
     """A ladder trial makes Torch-Pruning L1 rungs and trains one re-run agent in its own process: no parameter
     budget, fixed ratios, budget range or rollout workers to give it."""
-    for flag, given in (("--param-budget", args.param_budget is not None), ("--fixed-ratios", args.fixed_ratios),
-                        ("--budget-range", args.budget_range is not None), ("--num-env-runners", args.num_env_runners > 0)):
-        if given:
-            raise UsageError(f"--method ladder does not take {flag} (its rungs are Torch-Pruning L1 runs at set budgets "
-                             f"and its agent trains in the trial): drop {flag}")
+    refuse_for_ladder((("--param-budget", args.param_budget is not None), ("--fixed-ratios", args.fixed_ratios),
+                       ("--budget-range", args.budget_range is not None), ("--num-env-runners", args.num_env_runners > 0)),
+                      "its rungs are Torch-Pruning L1 runs at set budgets and its agent trains in the trial")
 
 
 @guarded

@@ -226,20 +226,23 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     stored = np.array([r["metrics"]["stored_bytes"] for r in rungs[cheap:]])
     best = {}
 
+    def params_ratio_of(used: list[int], actor) -> float:     # the rungs a policy uses, and the policy itself
+        return float(params[used].sum() + parameter_count(actor) / cost.dense_params)
+
     def after_iteration(iteration: int, actor, beta: float) -> None:
+        nonlocal iteration_lap
         logits = rerun.action_logits(actor, obs["val"])
         shift = rerun.calibration_shift(logits, extra, spare)
         action = rerun.greedy(logits, extra, shift)
         macs = base_macs + extra[action]
         used = sorted({0, *action.tolist()})
-        policy_params = parameter_count(actor)
         val = {"accuracy": float(val_right[np.arange(len(action)), action].mean()), "macs_ratio": float(macs.mean()),
                "macs_ratio_p95": float(np.percentile(macs, 95))}
-        timing = {"seconds_agent": time.time() - iteration_lap[0]}     # this iteration's PPO update and validation
+        timing = {"seconds_agent": time.time() - iteration_lap}     # this iteration's PPO update and validation
         if iteration == 1:                                   # the rungs, on the first row only (a sweep sums rows)
             timing["seconds_rungs"] = phases["rungs"] + phases["outputs"]
-        iteration_lap[0] = time.time()
-        row = record.scored(val, float(params[used].sum() + policy_params / cost.dense_params),
+        iteration_lap = time.time()
+        row = record.scored(val, params_ratio_of(used, actor),
                             {"beta": beta, "shift": shift, "rerun_share": float((action > 0).mean()), **timing})
         record.history.append(row)
         if record.best_row is row:
@@ -248,7 +251,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
 
     started = ensure_ray(0)
     phase("outputs")
-    iteration_lap = [time.time()]
+    iteration_lap = time.time()
     try:
         log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
             f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
@@ -267,8 +270,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     test = evaluate(model, *splits.test)
     np.savez(os.path.join(cfg.out, "test_per_input.npz"), **test.pop("per_input"))
     phase("deploy and test")
-    policy_params = parameter_count(best["actor"])
-    params_ratio = float(params[used].sum() + policy_params / cost.dense_params)
+    params_ratio = params_ratio_of(used, best["actor"])
     details = {"macs_ratio_cv": test["macs_ratio_std"] / test["macs_ratio"], "reward": REWARD,
                "policy_macs_ratio": policy_macs(len(extra)), "policy_macs": POLICY_MACS_NOTE,
                "rungs": [{"budget": r["budget"], "macs_ratio": r["metrics"]["macs_ratio"],
@@ -277,5 +279,5 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
                "deployed_rungs_macs_ratio": [outputs[cheap + a]["macs_ratio"] for a in used], "cascade": cascade_found}
     if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
         details["holdout"] = record.holdout(evaluate(model, *splits.holdout), len(splits.holdout[1]), params_ratio)
-    stored_bytes = int(stored[used].sum()) + 4 * policy_params     # the rungs' exported models, float32 policy
+    stored_bytes = int(stored[used].sum()) + 4 * parameter_count(best["actor"])   # the rungs' exported models, float32 policy
     return record.finish(test, params_ratio, stored_bytes, details)

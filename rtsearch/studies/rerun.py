@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
+from rtsearch.rl.ladder import best_cascade
 from rtsearch.rl.rerun import action_logits, calibration_shift, charge, choices, features, greedy, train_agent
 from rtsearch.studies.agents import command_line, dense_confidence, mean_sd, spearman
-from rtsearch.rl.ladder import best_cascade
 from rtsearch.studies.cascade import FOLDER, level_outputs, robust_figures
 from rtsearch.studies.robust import width_robust
 
