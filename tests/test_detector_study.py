@@ -1,7 +1,6 @@
 """The detector study: a score in place of the confidence reaches the cascade's search, and the label oracle
 re-runs the cheap rung's errors first."""
 import numpy as np
-import pytest
 
 from rtsearch.rl.ladder import best_cascade
 from rtsearch.studies.detector import error_auc, main, oracle_scores, with_scores

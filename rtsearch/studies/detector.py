@@ -96,7 +96,7 @@ def one_run(out: str) -> dict:
 
 
 def report(found: list[dict], budgets: list[float], seeds: list[int], command: str, runs: str) -> str:
-    lines = [f"# Could a better re-run rule beat the threshold cascade on the ladder's rungs?", "",
+    lines = ["# Could a better re-run rule beat the threshold cascade on the ladder's rungs?", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only), from the ladder runs "
              f"`{runs}` (their rungs' deployed models, re-evaluated; nothing but the detectors is trained). "
              f"Test split 1,000 images; mean ± sample standard deviation over seeds {', '.join(map(str, seeds))}. "
