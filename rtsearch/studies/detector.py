@@ -6,7 +6,8 @@ threshold cascade from their maximum alone. Over five seeds the agent was not cl
 To bound what learning that decision can buy on these networks, this study fits supervised error detectors on
 the agent's own observation with the training split's labels (more than a reward can teach the agent):
 scikit-learn's logistic regression and gradient-boosted trees, each predicting whether the cheap rung answers
-wrong. A detector's score replaces the confidence in the cascade's own search (`best_cascade`: every pair of
+wrong. A third detector (trees) also sees the cheap rung's pooled last-layer features, what the network
+computed before its classifier. A detector's score replaces the confidence in the cascade's own search (`best_cascade`: every pair of
 rungs, the share of re-runs the budget allows, chosen on validation). A label oracle (the cheap rung's wrong
 answers re-run first, on validation and test alike) bounds every rule that re-runs on one dearer rung. Reads
 finished ladder runs (their rungs and metrics.json); trains only the detectors. Writes results/ladder-detector.md.
@@ -26,6 +27,7 @@ RUNS = "runs/any-budget/ladder-{budget}-s{seed}"
 RULES = {"confidence": "threshold cascade (max probability)",
          "logistic": "cascade on a logistic-regression error detector",
          "trees": "cascade on a gradient-boosted-trees error detector",
+         "pooled": "the same trees, also seeing the cheap rung's pooled last-layer features",
          "oracle": "label oracle (the cheap rung's errors re-run first)"}
 
 
@@ -42,16 +44,36 @@ def oracle_scores(level: dict) -> dict[str, np.ndarray]:
             for s in ("val", "test")}
 
 
-def detector_scores(level: dict, kind: str, seed: int) -> dict[str, np.ndarray]:
+def pooled_features(model, x) -> np.ndarray:
+    """A rung's deployed model's last layer, averaged over space (B, channels): the input to its classifier."""
+    import torch
+    pooled = []
+    hook = model.skip.layers[-1].register_forward_hook(lambda mod, inp, out: pooled.append(out[0].mean(dim=(2, 3))))
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), 500):
+                model(x[i:i + 500])
+    finally:
+        hook.remove()
+    return torch.cat(pooled).numpy()
+
+
+def detector_scores(level: dict, kind: str, seed: int, splits) -> dict[str, np.ndarray]:
     """1 - P(the cheap answer is wrong), from a detector fit on the training split's outputs and labels."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
     from rtsearch.rl.rerun import features
+
+    def seen(split: str) -> np.ndarray:
+        obs = features(level[split]["log_probs"])
+        if kind != "pooled":
+            return obs
+        return np.concatenate([obs, pooled_features(level["model"], getattr(splits, split)[0])], 1)
     model = (LogisticRegression(max_iter=3000) if kind == "logistic"
              else HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed))
-    model.fit(features(level["train"]["log_probs"]), ~level["train"]["correct"])
-    return {s: 1.0 - model.predict_proba(features(level[s]["log_probs"]))[:, 1] for s in ("val", "test")}
+    model.fit(seen("train"), ~level["train"]["correct"])
+    return {s: 1.0 - model.predict_proba(seen(s))[:, 1] for s in ("val", "test")}
 
 
 def error_auc(level: dict, score: np.ndarray) -> float:
@@ -78,9 +100,9 @@ def one_run(out: str) -> dict:
                      for r in metrics["rungs"]), key=lambda lv: lv["macs_ratio"])
     scores = {"confidence": {i: {s: lv[s]["confidence"] for s in ("val", "test")} for i, lv in enumerate(levels)},
               "oracle": {i: oracle_scores(lv) for i, lv in enumerate(levels)},
-              **{kind: {i: detector_scores(lv, kind, cfg.seed) if lv["macs_ratio"] < cfg.budget   # a possible cheap rung
+              **{kind: {i: detector_scores(lv, kind, cfg.seed, splits) if lv["macs_ratio"] < cfg.budget   # a possible cheap rung
                         else {s: lv[s]["confidence"] for s in ("val", "test")} for i, lv in enumerate(levels)}
-                 for kind in ("logistic", "trees")}}
+                 for kind in ("logistic", "trees", "pooled")}}
     figures = {"budget": cfg.budget, "seed": cfg.seed, "agent": {"accuracy": metrics["accuracy"],
                                                                  "macs_ratio": metrics["macs_ratio"]},
                "stored_cascade_accuracy": metrics["cascade"]["accuracy"]}
@@ -103,7 +125,8 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
              "Every rule re-runs an input on one dearer rung and pays both passes; the pair of rungs and the threshold "
              "are chosen on validation (500 images) by the cascade's own search, within the whole budget. The detectors "
              "see the agent's observation (the cheap pass's sorted probabilities, their entropy, the predicted class) "
-             "and are fit on the training split's labels. AUC: how well the rule's score ranks its cheap rung's wrong "
+             "and are fit on the training split's labels; the last one also sees the cheap rung's pooled last-layer "
+             "features (its classifier's input), which the cascade does not pay for here: a free look. AUC: how well the rule's score ranks its cheap rung's wrong "
              "test answers first.", ""]
     for budget in budgets:
         at = [f for f in found if f["budget"] == budget]
@@ -119,7 +142,7 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
                          + ("" if rule == "confidence" else ", ".join(f"{d:+.3f}" for d in acc[rule] - acc["confidence"]))
                          + " |")
         lines.append("")
-        for rule in ("agent", "logistic", "trees", "oracle"):
+        for rule in ("agent", "logistic", "trees", "pooled", "oracle"):
             gain, spread, clear = against(acc[rule], acc["confidence"])
             name = "learned re-run agent" if rule == "agent" else RULES[rule]
             lines.append(f"- {name} against the threshold cascade: mean {gain:+.4f}, larger seed-to-seed spread "
