@@ -31,7 +31,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p.add_argument("--budget-range", default=None, metavar="LO:HI",
                    help="train one runtime agent for every budget in LO:HI (choose the budget at export time)")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=1.0,
-                   help="parameter budget, fraction of dense parameters")
+                   help="parameter budget, fraction of dense parameters (with --method ladder: what its rungs and policy may store)")
     p.add_argument("--iterations", type=int, default=10,
                    help="training iterations (with --method ladder: each rung's fine-tuning iterations)")
     p.add_argument("--agent-iterations", type=int, default=RunConfig.agent_iterations,
@@ -165,13 +165,16 @@ def default_out(args) -> str:
 
 
 def check_resumable(cfg: RunConfig) -> None:
-    """--resume continues the run in cfg.out, whatever its kind, only if it is the same kind of run."""
+    """--resume continues the run in cfg.out, whatever its kind, only if it is the same kind of run. A ladder run
+    reads its rungs back and trains its agent again, so it may do so under another parameter budget."""
     path = os.path.join(cfg.out, "ladder.json" if cfg.method == "ladder" else "checkpoint.pt")
     if not os.path.isfile(path):
         raise UsageError(f"--resume: {path} does not exist; run without --resume first")
     stored = stored_config(path)        # a corrupt one fails here, before any compute
     for key in ("fixed_ratios", "torch_pruning_l1", "method", "dataset", "model", "budget", "budget_range", "param_budget", "seed",
                 "finetune", "distill", "agent_share", "holdout_share"):
+        if key == "param_budget" and cfg.method == "ladder":
+            continue
         if key in stored and stored[key] != getattr(cfg, key):
             raise UsageError(f"--resume: {cfg.out} holds a run with {key} {stored[key]!r}, not {getattr(cfg, key)!r}: "
                              f"pass the same flags as that run, or another --out")

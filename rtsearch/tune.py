@@ -133,9 +133,9 @@ def parse_args(argv=None):
 
 
 def check_ladder(args) -> None:
-    """A ladder trial makes Torch-Pruning L1 rungs and trains one re-run agent in its own process: no parameter
-    budget, fixed ratios, budget range or rollout workers to give it."""
-    refuse_for_ladder((("--param-budget", args.param_budget is not None), ("--fixed-ratios", args.fixed_ratios),
+    """A ladder trial makes Torch-Pruning L1 rungs and trains one re-run agent in its own process: no fixed ratios,
+    budget range or rollout workers to give it."""
+    refuse_for_ladder((("--fixed-ratios", args.fixed_ratios),
                        ("--budget-range", args.budget_range is not None), ("--num-env-runners", args.num_env_runners > 0)),
                       "its rungs are Torch-Pruning L1 runs at set budgets and its agent trains in the trial")
 

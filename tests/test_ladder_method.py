@@ -24,6 +24,27 @@ def test_a_rung_is_the_torch_pruning_l1_peer_fine_tuned_as_the_ladder_run_asks()
     assert rung.out == "runs/x/rungs/0.03"
 
 
+def test_a_parameter_budget_keeps_the_cascades_wide_rung_then_the_fewest_parameters_that_fit():
+    levels = [{"params_ratio": p} for p in (0.02, 0.03, 0.05, 0.1, 0.2, 0.4)]
+    assert ladder.dearer_rungs(levels, 1, 4, room=0.9) == [2, 3, 4, 5]        # all fit: all kept
+    assert ladder.dearer_rungs(levels, 1, 4, room=0.4) == [2, 3, 4]           # 0.03 + 0.2, then 0.05, 0.1; not 0.4
+    assert ladder.dearer_rungs(levels, 1, 5, room=0.5) == [2, 5]              # the wide rung first, whatever it costs
+    assert ladder.dearer_rungs(levels, 0, 4, room=None) == [1, 2, 3, 4, 5]
+
+
+def test_the_cascade_searches_only_pairs_within_the_parameter_budget():
+    rng = np.random.default_rng(0)
+    confidence = rng.random(200)
+    cheap = {"correct": confidence > 0.3, "confidence": confidence}
+    right = {"correct": np.ones(200, bool), "confidence": np.ones(200)}
+    levels = [{"macs_ratio": 0.02, "params_ratio": 0.02, "val": cheap, "test": cheap},
+              {"macs_ratio": 0.1, "params_ratio": 0.1, "val": right, "test": right},
+              {"macs_ratio": 0.2, "params_ratio": 0.3, "val": right, "test": right}]
+    assert ladder.best_cascade(levels, 0.08)["wide_macs"] == 0.1           # re-runs more inputs for the same MACs
+    assert ladder.best_cascade(levels, 0.08, param_budget=0.25)["wide_macs"] == 0.1
+    assert ladder.best_cascade(levels[::2], 0.08, param_budget=0.25) is None   # 0.02 + 0.3 does not fit
+
+
 def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
     cheap = torch.nn.Linear(2, 3)
     with torch.no_grad():
@@ -120,3 +141,17 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     other = run_main("rtsearch.train", "--dataset", "digits", "--method", "ladder", "--budget", "0.05",
                      "--out", str(out), "--resume")
     assert_usage_error(other, "--resume", "budget")
+
+    # a parameter budget restricts the rungs the agent may use, so the deployed model fits it
+    capped = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume", "--param-budget", "0.3")
+    assert capped.returncode == 0, capped.stderr[-3000:]
+    within = json.loads((out / "metrics.json").read_text())
+    assert within["param_budget"] == 0.3 and within["feasible"]
+    assert within["params_ratio"] <= 0.3
+    assert len(within["agent_rungs_macs_ratio"]) < len(metrics["agent_rungs_macs_ratio"])    # some rungs left out
+    assert rung_params[within["cheap_rung_macs_ratio"]] + sum(rung_params[m] for m in within["agent_rungs_macs_ratio"]) \
+        + policy <= 0.3
+    capped_model = torch.load(out / "deployed.pt", weights_only=False)
+    assert ladder.evaluate(capped_model, *splits.test)["accuracy"] == pytest.approx(within["accuracy"], abs=1e-9)
+    assert_usage_error(run_main("rtsearch.train", *args, "--resume", "--param-budget", "0.05"),
+                       "no pair of rungs fits --param-budget 0.05", "raise --param-budget")

@@ -71,9 +71,17 @@ def test_the_ladder_space_searches_the_ladders_keys_from_its_defaults():
     assert ladder.defaults() == {k: getattr(RunConfig, k) for k in space.LADDER_KEYS}   # inside the shipped space
 
 
+def test_a_ladder_space_may_search_the_parameter_budget(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("lr_rerun: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
+                    "param_budget: {distribution: uniform, low: 0.2, high: 0.6}\n")
+    ladder = space.check_method(space.load(str(path)), "ladder")
+    assert set(ladder.searched) == {"lr_rerun", "param_budget"}
+
+
 @pytest.mark.parametrize("method, key, words", [
     ("ladder", "lam", ["lam does nothing for --method ladder", "search_spaces/ladder.yaml"]),
-    ("ladder", "param_budget", ["param_budget does nothing for --method ladder"]),
+    ("ladder", "beta_f", ["beta_f does nothing for --method ladder", "param_budget"]),
     ("both", "lr_rerun", ["lr_rerun sets the ladder's re-run agent", "--method ladder"]),
 ])
 def test_a_key_the_method_ignores_is_refused(method, key, words, tmp_path):

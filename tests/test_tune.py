@@ -123,7 +123,6 @@ def check_children(uri, parents, children, results):
     (["--budget-range", "0.5:0.1"], ["--budget-range", "inverted"]),
     (["--budget-range", "0.1:0.5", "--budget", "0.3"], ["--budget-range", "not both"]),
     (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
-    (["--budget", "0.08", "--method", "ladder", "--param-budget", "0.5"], ["--method ladder", "--param-budget"]),
     (["--budget", "0.08", "--method", "ladder", "--num-env-runners", "1"], ["--method ladder", "--num-env-runners"]),
     (["--budget-range", "0.05:0.2", "--method", "ladder"], ["--method ladder", "--budget-range"]),
     (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml"]),

@@ -15,7 +15,9 @@ runtime policy picks, per input, how far up the ladder to go.
 
 Cost accounting: an input's MACs are the cheap rung's, plus the policy's linear layers (POLICY_MACS_NOTE), plus
 the dearer rung's when it is re-run. The parameters are those of the cheap rung, of every rung the policy re-runs
-on validation, and of the policy. deployed.pt is a `LadderModel`, one picklable module. metrics.json also holds
+on validation, and of the policy. The parameter budget (`--param-budget`, by default 1: the dense model's count)
+restricts both the cascade's pairs and the rungs the agent may re-run on (`dearer_rungs`), so the deployed model
+fits it whatever the policy learns. deployed.pt is a `LadderModel`, one picklable module. metrics.json also holds
 the threshold cascade's figures on the same rungs (not learned): the rule the agent has to beat.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 from rtsearch import data
 from rtsearch.config import RunConfig
+from rtsearch.errors import UsageError
 from rtsearch.net import dense
 from rtsearch.net.cost import CostModel
 from rtsearch.rl import rerun
@@ -107,15 +110,16 @@ def per_input(cheap: dict, wide: dict, split: str, threshold: float) -> tuple[np
     return correct, cheap["macs_ratio"] + rerun_it * wide["macs_ratio"]
 
 
-def best_cascade(levels: list[dict], budget: float) -> dict | None:
+def best_cascade(levels: list[dict], budget: float, param_budget: float | None = None) -> dict | None:
     """The label-free threshold cascade: of every pair of levels (cheap, wide) and the confidence threshold that
     re-runs the largest share of validation inputs `budget` allows, the one with the best validation accuracy;
-    its test figures (the threshold carried over as it is). None if no level fits the budget."""
+    its test figures (the threshold carried over as it is). With `param_budget`, only pairs whose "params_ratio"
+    sum to at most it. None if no pair fits."""
     best = None
     for i, cheap in enumerate(levels):
         for wide in levels[i + 1:]:
             share = (budget - cheap["macs_ratio"]) / wide["macs_ratio"]
-            if share <= 0:
+            if share <= 0 or (param_budget is not None and cheap["params_ratio"] + wide["params_ratio"] > param_budget):
                 continue
             ordered = np.sort(cheap["val"]["confidence"])
             k = int(np.floor(share * len(ordered) + 1e-9))     # re-run at most k inputs (fewer on ties)
@@ -133,6 +137,26 @@ def best_cascade(levels: list[dict], budget: float) -> dict | None:
 def mlp_macs(sizes: list[int]) -> int:
     """Multiply-adds of a stack of linear layers with these widths (input, hidden..., output)."""
     return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def mlp_params(sizes: list[int]) -> int:
+    """Weights and biases of the same stack."""
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+
+def dearer_rungs(levels: list[dict], cheap: int, wide: int, room: float | None) -> list[int]:
+    """The rungs the re-run agent may send an input to, cheapest first: every rung above the cheap one if all fit
+    the parameter budget (`room`: what it leaves beside the policy); else the cascade's wide rung, then the others
+    by fewest parameters while they fit, so that whatever the policy picks, the stored rungs fit."""
+    above = list(range(cheap + 1, len(levels)))
+    if room is None or sum(levels[i]["params_ratio"] for i in [cheap, *above]) <= room:
+        return above
+    kept, used = [wide], levels[cheap]["params_ratio"] + levels[wide]["params_ratio"]
+    for i in sorted((i for i in above if i != wide), key=lambda i: levels[i]["params_ratio"]):
+        if used + levels[i]["params_ratio"] <= room:
+            kept.append(i)
+            used += levels[i]["params_ratio"]
+    return sorted(kept)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -207,23 +231,33 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     if cfg.agent_share > 0:     # the agent is rewarded on the share its rungs were never fine-tuned on
         splits = replace(splits, train=data.split_off(splits.train, cfg.agent_share, cfg.seed)[1])
     log("the rungs' outputs on the agent's training inputs and the validation and test splits ...")
-    outputs = [rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits) for r in rungs]
+    outputs = [{**rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits), "params_ratio": r["metrics"]["params_ratio"]}
+               for r in rungs]
     classes = outputs[0]["test"]["log_probs"].shape[1]
     policy_macs = lambda actions: mlp_macs([2 * classes + 1, *HIDDEN, actions]) / cost.dense_macs   # noqa: E731
-    choice = best_cascade(outputs, cfg.budget - policy_macs(len(outputs)))   # the agent pays for its policy
-    if choice is None:
+    limit = cfg.param_budget       # the rungs kept and the policy fit it (by default 1: no more than the dense model)
+    room = limit - mlp_params([2 * classes + 1, *HIDDEN, len(outputs)]) / cost.dense_params
+    choice = best_cascade(outputs, cfg.budget - policy_macs(len(outputs)), room)   # the agent pays for its policy
+    if choice is None and best_cascade(outputs, cfg.budget - policy_macs(len(outputs))) is None:
         raise ValueError(f"no rung fits the budget {cfg.budget:g}")
-    cheap = [o["macs_ratio"] for o in outputs].index(choice["cheap_macs"])
-    cascade_found = best_cascade(outputs, cfg.budget)       # the rule the agent must beat, at the whole budget
+    if choice is None:
+        raise UsageError(f"no pair of rungs fits --param-budget {limit:g} beside the re-run policy ({limit - room:.3f} "
+                         f"of the dense parameters; the cheapest two rungs take {sum(sorted(o['params_ratio'] for o in outputs)[:2]):.3f}): "
+                         f"raise --param-budget")
+    macs_of = [o["macs_ratio"] for o in outputs]
+    cheap = macs_of.index(choice["cheap_macs"])
+    cascade_found = best_cascade(outputs, cfg.budget, limit)   # the rule the agent must beat, at the whole budgets
     cascade_found.pop("test_macs")
-    extra = np.array([0.0] + [o["macs_ratio"] for o in outputs[cheap + 1:]], np.float32)
-    base_macs = outputs[cheap]["macs_ratio"] + policy_macs(len(extra))
+    ladder = [cheap, *dearer_rungs(outputs, cheap, macs_of.index(choice["wide_macs"]), room)]   # action a: ladder[a]
+    levels = [outputs[i] for i in ladder]
+    extra = np.array([0.0] + [lv["macs_ratio"] for lv in levels[1:]], np.float32)
+    base_macs = levels[0]["macs_ratio"] + policy_macs(len(extra))
     spare = cfg.budget - base_macs
-    obs = {s: rerun.features(outputs[cheap][s]["log_probs"]) for s in ("train", "val")}
-    ce, right = rerun.choices(outputs, cheap, "train")
-    _, val_right = rerun.choices(outputs, cheap, "val")
-    params = np.array([r["metrics"]["params_ratio"] for r in rungs[cheap:]])
-    stored = np.array([r["metrics"]["stored_bytes"] for r in rungs[cheap:]])
+    obs = {s: rerun.features(levels[0][s]["log_probs"]) for s in ("train", "val")}
+    ce, right = rerun.choices(levels, 0, "train")
+    _, val_right = rerun.choices(levels, 0, "val")
+    params = np.array([rungs[i]["metrics"]["params_ratio"] for i in ladder])
+    stored = np.array([rungs[i]["metrics"]["stored_bytes"] for i in ladder])
     best = {}
 
     def params_ratio_of(used: list[int], actor) -> float:     # the rungs a policy uses, and the policy itself
@@ -253,7 +287,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     phase("outputs")
     iteration_lap = time.time()
     try:
-        log(f"the re-run agent: cheap rung MACs {outputs[cheap]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
+        log(f"the re-run agent: cheap rung MACs {levels[0]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
             f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
         rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
                           cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun,
@@ -264,7 +298,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
             ray.shutdown()
     phase("agent")
     used = best["used"]
-    model = LadderModel([outputs[cheap + a]["model"] for a in used], best["actor"], used, extra[used].tolist(),
+    model = LadderModel([levels[a]["model"] for a in used], best["actor"], used, extra[used].tolist(),
                         best["shift"], (base_macs + extra[used]).tolist())
     torch.save(model, os.path.join(cfg.out, "deployed.pt"))
     test = evaluate(model, *splits.test)
@@ -275,8 +309,9 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
                "policy_macs_ratio": policy_macs(len(extra)), "policy_macs": POLICY_MACS_NOTE,
                "rungs": [{"budget": r["budget"], "macs_ratio": r["metrics"]["macs_ratio"],
                           "params_ratio": r["metrics"]["params_ratio"], "accuracy": r["metrics"]["accuracy"]} for r in rungs],
-               "cheap_rung_macs_ratio": outputs[cheap]["macs_ratio"], "phase_seconds": phases,
-               "deployed_rungs_macs_ratio": [outputs[cheap + a]["macs_ratio"] for a in used], "cascade": cascade_found}
+               "cheap_rung_macs_ratio": levels[0]["macs_ratio"], "phase_seconds": phases,
+               "agent_rungs_macs_ratio": [lv["macs_ratio"] for lv in levels[1:]],
+               "deployed_rungs_macs_ratio": [levels[a]["macs_ratio"] for a in used], "cascade": cascade_found}
     if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
         details["holdout"] = record.holdout(evaluate(model, *splits.holdout), len(splits.holdout[1]), params_ratio)
     stored_bytes = int(stored[used].sum()) + 4 * parameter_count(best["actor"])   # the rungs' exported models, float32 policy

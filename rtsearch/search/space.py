@@ -41,9 +41,11 @@ KEYS = {
     "lr_rerun": (0.0, math.inf, False, False),
     "entropy_rerun": (0.0, math.inf, True, False),
 }
-# The keys a ladder run (rtsearch.rl.ladder) uses: its rungs' fine-tuning and its re-run agent. The others set the
-# two agents of the other methods, which the ladder has not.
+# The keys a ladder run (rtsearch.rl.ladder) uses: its rungs' fine-tuning and its re-run agent (search_spaces/
+# ladder.yaml searches these), and the parameter budget, which restricts the rungs it keeps. The others set the two
+# agents of the other methods, which the ladder has not.
 LADDER_KEYS = ("lr_finetune", "lr_rerun", "entropy_rerun")
+LADDER_ALSO = ("param_budget",)
 
 FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform": {"low", "high", "q"},
           "choice": {"values"}}
@@ -247,9 +249,10 @@ def load(path: str | None = None) -> SearchSpace:
 def check_method(space: SearchSpace, method: str) -> SearchSpace:
     """Every key of the space must set something the sweep's method uses; a key it would ignore is refused."""
     for key in space:
-        if method == "ladder" and key not in LADDER_KEYS:
+        if method == "ladder" and key not in LADDER_KEYS + LADDER_ALSO:
             raise UsageError(f"search space {space.path}: {key} does nothing for --method ladder (it searches "
-                             f"{', '.join(LADDER_KEYS)}): drop {key}, or pass --space search_spaces/ladder.yaml")
+                             f"{', '.join(LADDER_KEYS + LADDER_ALSO)}): drop {key}, or pass --space "
+                             f"search_spaces/ladder.yaml")
         if method != "ladder" and key in LADDER_KEYS and key != "lr_finetune":
             raise UsageError(f"search space {space.path}: {key} sets the ladder's re-run agent, which --method "
                              f"{method} has not: drop {key}, or pass --method ladder")
