@@ -285,7 +285,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
 
     from rtsearch import data
     base = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--method", "ladder",
-            "--budget", "0.15", "--max-iterations", "3"]
+            "--budget", "0.15", "--max-iterations", "3", "--param-budget", "0.6"]
     out = ok(tune(tmp_path, cache, *base, "--num-samples", "2", "--fail-on-iteration", "2", "--name", "ladder"))
     results = tmp_path / "results" / "ladder"
     summary = json.load(open(results / "summary.json"))
@@ -299,6 +299,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     for t in trials:
         metrics = json.load(open(results / "trials" / t["trial_id"] / "metrics.json"))
         assert metrics["iterations"] == 3 and len(metrics["rungs"]) == 10 and metrics["cascade"]["accuracy"] > 0
+        assert metrics["param_budget"] == 0.6 and metrics["params_ratio"] <= 0.6    # what it stores fits the cap
         assert iterations(str(results), t["trial_id"]) == 3
     assert "--iterations 12" in sweep["baseline"]["command"]      # fine-tuned as long as the rungs
     assert "of the ladder's re-run agent" in (results / "summary.md").read_text()
@@ -307,7 +308,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     client = MlflowClient(uri)
     parents, children = mlflow_runs(uri, "ladder")
     assert parents.iloc[0]["params.method"] == "ladder" and set(children["params.method"]) == {"ladder"}
-    assert set(children["params.agent_iterations"]) == {"3"}
+    assert set(children["params.agent_iterations"]) == {"3"} and set(children["params.param_budget"]) == {"0.6"}
     best = sweep["best"]
     folder = client.download_artifacts(best["mlflow_run_id"], "", str(tmp_path / "best"))
     log = open(os.path.join(folder, "train.log")).read()
