@@ -54,6 +54,7 @@ class RunConfig:
     agent_iterations: int = 40     # method "ladder": PPO iterations of its re-run agent (rl/ladder.py)
     lr_rerun: float = 1e-3         # method "ladder": its re-run agent's PPO learning rate (search_spaces/ladder.yaml)
     entropy_rerun: float = 0.01    # method "ladder": its re-run agent's PPO entropy coefficient
+    rerun_width: int = 64          # method "ladder": its re-run policy's two hidden layers' width
 
     @property
     def predictors_kept(self) -> bool:

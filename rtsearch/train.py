@@ -77,6 +77,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                    help="--method ladder: its re-run agent's PPO learning rate")
     p.add_argument("--entropy-rerun", type=float, default=RunConfig.entropy_rerun,
                    help="--method ladder: its re-run agent's PPO entropy coefficient")
+    p.add_argument("--rerun-width", type=int, default=RunConfig.rerun_width,
+                   help="--method ladder: the width of its re-run policy's two hidden layers (its parameters are "
+                        "stored and counted)")
     args = p.parse_args(argv)
     budget_range = None
     if args.budget_range is not None:
@@ -92,13 +95,14 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     if args.method == "ladder":
         check_ladder(args)
     else:
-        for name in ("lr_rerun", "entropy_rerun"):
+        for name in ("lr_rerun", "entropy_rerun", "rerun_width"):
             if getattr(args, name) != getattr(RunConfig, name):
                 raise UsageError(f"--{name.replace('_', '-')} sets the ladder's re-run agent: pass --method ladder, "
                                  f"or drop it")
     if args.torch_pruning_l1 and not (args.fixed_ratios and args.method == "static-only"):
         raise UsageError("--torch-pruning-l1 is a static-only baseline: pass it with --fixed-ratios --method static-only")
-    for flag, value in (("--iterations", args.iterations), ("--agent-iterations", args.agent_iterations)):
+    for flag, value in (("--iterations", args.iterations), ("--agent-iterations", args.agent_iterations),
+                        ("--rerun-width", args.rerun_width)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if args.num_env_runners < 0:
@@ -139,7 +143,7 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                     agent_share=args.agent_share, dense_epochs=args.dense_epochs, device=args.device,
                     calibration_images=args.calibration_images, budget_range=budget_range,
                     holdout_share=args.holdout_share, distill=args.distill, agent_iterations=args.agent_iterations,
-                    lr_rerun=args.lr_rerun, entropy_rerun=args.entropy_rerun)
+                    lr_rerun=args.lr_rerun, entropy_rerun=args.entropy_rerun, rerun_width=args.rerun_width)
     if args.resume:
         check_resumable(cfg)
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}

@@ -79,6 +79,8 @@ def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
     (["--method", "ladder", "--lr-rerun", "0"], ["--lr-rerun", "positive"]),
     (["--method", "ladder", "--entropy-rerun", "-0.1"], ["--entropy-rerun", "0 or more"]),
     (["--lr-rerun", "0.01"], ["--lr-rerun", "--method ladder"]),
+    (["--method", "ladder", "--rerun-width", "0"], ["--rerun-width", "at least 1"]),
+    (["--rerun-width", "16"], ["--rerun-width", "--method ladder"]),
 ])
 def test_bad_ladder_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)
@@ -142,16 +144,22 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
                      "--out", str(out), "--resume")
     assert_usage_error(other, "--resume", "budget")
 
-    # a parameter budget restricts the rungs the agent may use, so the deployed model fits it
-    capped = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume", "--param-budget", "0.3")
+    # a parameter budget restricts the rungs the agent may use, so the deployed model fits it; a narrower policy
+    # stores less
+    capped = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume", "--param-budget", "0.3",
+                     "--rerun-width", "16")
     assert capped.returncode == 0, capped.stderr[-3000:]
     within = json.loads((out / "metrics.json").read_text())
-    assert within["param_budget"] == 0.3 and within["feasible"]
-    assert within["params_ratio"] <= 0.3
+    assert within["param_budget"] == 0.3 and within["feasible"] and within["params_ratio"] <= 0.3
     assert len(within["agent_rungs_macs_ratio"]) < len(metrics["agent_rungs_macs_ratio"])    # some rungs left out
-    assert rung_params[within["cheap_rung_macs_ratio"]] + sum(rung_params[m] for m in within["agent_rungs_macs_ratio"]) \
-        + policy <= 0.3
     capped_model = torch.load(out / "deployed.pt", weights_only=False)
+    assert capped_model.actor[0][0].out_features == 16
+    narrow = sum(p.numel() for p in capped_model.actor.parameters()) / dense_params
+    assert narrow < policy / 3
+    assert rung_params[within["cheap_rung_macs_ratio"]] + sum(rung_params[m] for m in within["agent_rungs_macs_ratio"]) \
+        + narrow <= 0.3
+    assert within["params_ratio"] == pytest.approx(sum(rung_params[m] for m in within["deployed_rungs_macs_ratio"])
+                                                   + narrow)
     assert ladder.evaluate(capped_model, *splits.test)["accuracy"] == pytest.approx(within["accuracy"], abs=1e-9)
     assert_usage_error(run_main("rtsearch.train", *args, "--resume", "--param-budget", "0.05"),
                        "no pair of rungs fits --param-budget 0.05", "raise --param-budget")

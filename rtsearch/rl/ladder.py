@@ -210,7 +210,6 @@ def evaluate(model: LadderModel, x: torch.Tensor, y: torch.Tensor) -> dict:
 def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool = False) -> dict:
     """One ladder run end to end (`run`: rtsearch.rl.run.run, which makes each rung); returns the metrics
     written to <out>/metrics.json."""
-    from rtsearch.rl.agents import HIDDEN
     from rtsearch.rl.loop import ensure_ray
 
     os.makedirs(cfg.out, exist_ok=True)
@@ -234,9 +233,10 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     outputs = [{**rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits), "params_ratio": r["metrics"]["params_ratio"]}
                for r in rungs]
     classes = outputs[0]["test"]["log_probs"].shape[1]
-    policy_macs = lambda actions: mlp_macs([2 * classes + 1, *HIDDEN, actions]) / cost.dense_macs   # noqa: E731
+    hidden = [cfg.rerun_width] * 2
+    policy_macs = lambda actions: mlp_macs([2 * classes + 1, *hidden, actions]) / cost.dense_macs   # noqa: E731
     limit = cfg.param_budget       # the rungs kept and the policy fit it (by default 1: no more than the dense model)
-    room = limit - mlp_params([2 * classes + 1, *HIDDEN, len(outputs)]) / cost.dense_params
+    room = limit - mlp_params([2 * classes + 1, *hidden, len(outputs)]) / cost.dense_params
     choice = best_cascade(outputs, cfg.budget - policy_macs(len(outputs)), room)   # the agent pays for its policy
     if choice is None and best_cascade(outputs, cfg.budget - policy_macs(len(outputs))) is None:
         raise ValueError(f"no rung fits the budget {cfg.budget:g}")
@@ -290,7 +290,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         log(f"the re-run agent: cheap rung MACs {levels[0]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
             f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
         rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
-                          cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun,
+                          cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun, width=cfg.rerun_width,
                           after_iteration=after_iteration)
     finally:
         if started:

@@ -123,14 +123,17 @@ def calibration_shift(logits: np.ndarray, extra: np.ndarray, spare: float) -> fl
 
 def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: float, val_obs: np.ndarray,
                 seed: int, iterations: int = 40, lr: float = LR, entropy: float = ENTROPY,
-                after_iteration=None) -> tuple[torch.nn.Module, float]:
+                after_iteration=None, width: int = RunConfig.rerun_width) -> tuple[torch.nn.Module, float]:
     """Train the agent with RLlib PPO on inputs `obs` charged `charged` (inputs x actions) plus beta times
     `extra` (each action's added MACs ratio). After every iteration beta follows the greedy re-run MACs on
-    `val_obs` towards `spare`, and `after_iteration(iteration, actor, beta)` sees the live actor. Returns a
-    copy of the final actor as plain torch layers, and the final beta."""
+    `val_obs` towards `spare`, and `after_iteration(iteration, actor, beta)` sees the live actor. The policy and
+    value networks have two hidden layers of `width`. Returns a copy of the final actor as plain torch layers,
+    and the final beta."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    from rtsearch.rl.agents import agent_model_config, push_world
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from rtsearch.rl.agents import push_world
     from rtsearch.rl.deployed import actor_network
 
     beta = 1.0 / max(spare, 1e-3)      # a first scale: one unit of charge per budget's worth of spare MACs
@@ -141,7 +144,7 @@ def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: 
                            rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
               .training(lr=lr, gamma=1.0, lambda_=1.0, train_batch_size_per_learner=ENVS * BATCHES_PER_ITERATION,
                         minibatch_size=ENVS * 2, num_epochs=4, entropy_coeff=entropy)
-              .rl_module(model_config=agent_model_config(False, 1))
+              .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[width, width]))
               .debugging(seed=seed))
     algo = config.build_algo()
     try:
