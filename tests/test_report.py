@@ -220,3 +220,14 @@ def test_baselines_study_reads_the_comparison_back_from_the_sweeps(tmp_path):
     assert "| `demo` | both agents | 0.5 | 0 | `a` | 0.9500 | 0.4900 | 0.9000 | 0.4800 | +0.0500 | 0.0117 | better | 123 s |" in \
         out.read_text()
     assert study.main([str(tmp_path), "--report", str(out)]) == 2       # not a sweep folder
+
+
+def test_the_parameter_budget_is_named_as_the_sweep_set_it():
+    from rtsearch.search.report import parameter_budget_text
+    assert parameter_budget_text({"param_budget": 0.6, "method": "ladder", "space": {}}) == "parameter budget 0.6"
+    assert parameter_budget_text({"param_budget": None, "method": "ladder", "space": {"lr_rerun": "..."}}) \
+        .startswith("parameter budget 1 (")
+    assert parameter_budget_text({"param_budget": None, "method": "ladder", "space": {"param_budget": "..."}}) \
+        == "parameter budget searched"
+    assert parameter_budget_text({"param_budget": None, "method": "both", "space": {"param_budget": "..."}}) \
+        == "parameter budget searched"

@@ -217,9 +217,11 @@ def summarize(results_dir: str) -> dict:
 # ---------------------------------------------------------------------------------------------- output
 
 def parameter_budget_text(s: dict) -> str:
-    if s.get("method") == "ladder":
-        return "no parameter budget (a ladder keeps the rungs its policy uses)"
-    return f"parameter budget {_g(s['param_budget'], 'g') if s['param_budget'] is not None else 'searched'}"
+    if s["param_budget"] is not None:
+        return f"parameter budget {_g(s['param_budget'], 'g')}"
+    if s.get("method") == "ladder" and "param_budget" not in s["space"]:
+        return "parameter budget 1 (the rungs a ladder keeps and its policy store no more than the dense model)"
+    return "parameter budget searched"
 
 
 def markdown(summary: dict) -> str:
