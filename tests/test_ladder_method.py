@@ -29,7 +29,7 @@ def test_a_parameter_budget_keeps_the_cascades_wide_rung_then_the_fewest_paramet
     assert ladder.dearer_rungs(levels, 1, 4, room=0.9) == [2, 3, 4, 5]        # all fit: all kept
     assert ladder.dearer_rungs(levels, 1, 4, room=0.4) == [2, 3, 4]           # 0.03 + 0.2, then 0.05, 0.1; not 0.4
     assert ladder.dearer_rungs(levels, 1, 5, room=0.5) == [2, 5]              # the wide rung first, whatever it costs
-    assert ladder.dearer_rungs(levels, 0, 4, room=None) == [1, 2, 3, 4, 5]
+    assert ladder.dearer_rungs(levels, 0, 4, room=0.81) == [1, 2, 3, 4, 5]    # all of them fit
 
 
 def test_the_cascade_searches_only_pairs_within_the_parameter_budget():

@@ -144,12 +144,12 @@ def mlp_params(sizes: list[int]) -> int:
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def dearer_rungs(levels: list[dict], cheap: int, wide: int, room: float | None) -> list[int]:
+def dearer_rungs(levels: list[dict], cheap: int, wide: int, room: float) -> list[int]:
     """The rungs the re-run agent may send an input to, cheapest first: every rung above the cheap one if all fit
     the parameter budget (`room`: what it leaves beside the policy); else the cascade's wide rung, then the others
     by fewest parameters while they fit, so that whatever the policy picks, the stored rungs fit."""
     above = list(range(cheap + 1, len(levels)))
-    if room is None or sum(levels[i]["params_ratio"] for i in [cheap, *above]) <= room:
+    if sum(levels[i]["params_ratio"] for i in [cheap, *above]) <= room:
         return above
     kept, used = [wide], levels[cheap]["params_ratio"] + levels[wide]["params_ratio"]
     for i in sorted((i for i in above if i != wide), key=lambda i: levels[i]["params_ratio"]):
@@ -241,12 +241,12 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     if choice is None and best_cascade(outputs, cfg.budget - policy_macs(len(outputs))) is None:
         raise ValueError(f"no rung fits the budget {cfg.budget:g}")
     if choice is None:
+        cheapest_pair = sum(sorted(o["params_ratio"] for o in outputs)[:2])
         raise UsageError(f"no pair of rungs fits --param-budget {limit:g} beside the re-run policy ({limit - room:.3f} "
-                         f"of the dense parameters; the cheapest two rungs take {sum(sorted(o['params_ratio'] for o in outputs)[:2]):.3f}): "
-                         f"raise --param-budget")
+                         f"of the dense parameters; the cheapest two rungs take {cheapest_pair:.3f}): raise --param-budget")
     macs_of = [o["macs_ratio"] for o in outputs]
     cheap = macs_of.index(choice["cheap_macs"])
-    cascade_found = best_cascade(outputs, cfg.budget, limit)   # the rule the agent must beat, at the whole budgets
+    cascade_found = best_cascade(outputs, cfg.budget, limit)   # the rule the agent must beat, no policy to pay for
     cascade_found.pop("test_macs")
     ladder = [cheap, *dearer_rungs(outputs, cheap, macs_of.index(choice["wide_macs"]), room)]   # action a: ladder[a]
     levels = [outputs[i] for i in ladder]
