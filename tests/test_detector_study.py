@@ -40,3 +40,25 @@ def test_no_finished_ladder_run_is_refused_in_one_line(tmp_path, capsys):
 def test_malformed_seeds_are_refused(capsys):
     assert main(["--seeds", "zero"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_a_second_opinion_pays_for_both_cheap_passes_and_catches_what_they_disagree_on():
+    from rtsearch.studies.detector import two_opinions
+    rng = np.random.default_rng(1)
+    n, k = 600, 3
+
+    def level(macs: float, right: np.ndarray, answer_if_wrong: int) -> dict:
+        y = np.zeros(n, int)
+        pred = np.where(right, 0, answer_if_wrong)
+        log_probs = np.log(np.full((n, k), 0.1))
+        log_probs[np.arange(n), pred] = np.log(0.8)           # every pass equally sure: the confidence says nothing
+        split = {"log_probs": log_probs, "correct": right, "confidence": np.full(n, 0.8), "labels": y}
+        return {"macs_ratio": macs, "train": split, "val": split, "test": split}
+    wrong = rng.random(n) < 0.2
+    levels = [level(0.01, ~wrong | (rng.random(n) < 0.5), 2),    # a: right where b is, and on half of b's errors
+              level(0.02, ~wrong, 1),                             # b errs on a fifth of the inputs
+              level(0.2, np.ones(n, bool), 0)]
+    found, pair = two_opinions(levels, 0.03 + 0.2 * 0.25, seed=0)
+    assert pair["macs_ratio"] == 0.03 and found["cheap_macs"] == 0.03   # both cheap passes paid
+    assert found["accuracy"] > 0.9                                         # the disagreements were re-run
+    assert best_cascade(levels[1:], 0.03 + 0.2 * 0.25)["accuracy"] < 0.85   # b's confidence alone tells nothing

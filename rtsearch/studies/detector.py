@@ -7,7 +7,9 @@ To bound what learning that decision can buy on these networks, this study fits 
 the agent's own observation with the training split's labels (more than a reward can teach the agent):
 scikit-learn's logistic regression and gradient-boosted trees, each predicting whether the cheap rung answers
 wrong. A third detector (trees) also sees the cheap rung's pooled last-layer features, what the network
-computed before its classifier. A detector's score replaces the confidence in the cascade's own search (`best_cascade`: every pair of
+computed before its classifier. A fourth rule pays for a second cheap opinion: two cheap rungs run on every input,
+the dearer of them answers, and trees on both passes and on whether they agree decide the re-run. A detector's
+score replaces the confidence in the cascade's own search (`best_cascade`: every pair of
 rungs, the share of re-runs the budget allows, chosen on validation). A label oracle (the cheap rung's wrong
 answers re-run first, on validation and test alike) bounds every rule that re-runs on one dearer rung. Reads
 finished ladder runs (their rungs and metrics.json); trains only the detectors. Writes results/ladder-detector.md.
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from itertools import combinations
 
 import numpy as np
 
@@ -28,6 +31,7 @@ RULES = {"confidence": "threshold cascade (max probability)",
          "logistic": "cascade on a logistic-regression error detector",
          "trees": "cascade on a gradient-boosted-trees error detector",
          "pooled": "the same trees, also seeing the cheap rung's pooled last-layer features",
+         "two": "a second cheap opinion: two cheap rungs run and paid, trees on both passes and their agreement",
          "oracle": "label oracle (the cheap rung's errors re-run first)"}
 
 
@@ -76,6 +80,36 @@ def detector_scores(level: dict, kind: str, seed: int, splits) -> dict[str, np.n
     return {s: 1.0 - model.predict_proba(seen(s))[:, 1] for s in ("val", "test")}
 
 
+def two_opinions(levels: list[dict], budget: float, seed: int) -> tuple[dict | None, dict | None]:
+    """The second-opinion rule: for every two cheap rungs a < b that fit the budget together, trees fit on the
+    training split predict from both passes (their observations and whether they agree) that b answers wrong;
+    the pair then acts as one cheap level (MACs a + b, b's answers) in the cascade's search with each dearer rung.
+    The found cascade with the best validation accuracy, and its paired level."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from rtsearch.rl.ladder import best_cascade
+    from rtsearch.rl.rerun import features
+    best, best_pair = None, None
+    for a, b in combinations(range(len(levels)), 2):
+        if levels[a]["macs_ratio"] + levels[b]["macs_ratio"] >= budget:
+            continue
+
+        def seen(split: str, a=a, b=b) -> np.ndarray:
+            both = [levels[a][split]["log_probs"], levels[b][split]["log_probs"]]
+            agree = both[0].argmax(1) == both[1].argmax(1)
+            return np.concatenate([features(both[0]), features(both[1]), agree[:, None]], 1)
+        model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
+        model.fit(seen("train"), ~levels[b]["train"]["correct"])
+        pair = {"macs_ratio": levels[a]["macs_ratio"] + levels[b]["macs_ratio"],
+                **{s: {"correct": levels[b][s]["correct"], "confidence": 1.0 - model.predict_proba(seen(s))[:, 1]}
+                   for s in ("val", "test")}}
+        for wide in levels[b + 1:]:
+            found = best_cascade([pair, wide], budget)
+            if found is not None and (best is None or found["val_accuracy"] > best["val_accuracy"]):
+                best, best_pair = found, pair
+    return best, best_pair
+
+
 def error_auc(level: dict, score: np.ndarray) -> float:
     """How well a score (higher: keep) ranks the cheap rung's wrong test answers first: ROC AUC."""
     from sklearn.metrics import roc_auc_score
@@ -114,6 +148,11 @@ def one_run(out: str) -> dict:
                          "val_accuracy": found["val_accuracy"], "cheap_macs": found["cheap_macs"],
                          "wide_macs": found["wide_macs"], "auc": error_auc(levels[cheap], by_level[cheap]["test"]),
                          "cheap_test_accuracy": float(levels[cheap]["test"]["correct"].mean())}
+    found, pair = two_opinions(levels, cfg.budget, cfg.seed)
+    figures["two"] = {"accuracy": found["accuracy"], "macs_ratio": found["macs_ratio"],
+                      "val_accuracy": found["val_accuracy"], "cheap_macs": found["cheap_macs"],
+                      "wide_macs": found["wide_macs"], "auc": error_auc(pair, pair["test"]["confidence"]),
+                      "cheap_test_accuracy": float(pair["test"]["correct"].mean())}
     return figures
 
 
@@ -125,8 +164,10 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
              "Every rule re-runs an input on one dearer rung and pays both passes; the pair of rungs and the threshold "
              "are chosen on validation (500 images) by the cascade's own search, within the whole budget. The detectors "
              "see the agent's observation (the cheap pass's sorted probabilities, their entropy, the predicted class) "
-             "and are fit on the training split's labels; the last one also sees the cheap rung's pooled last-layer "
-             "features (its classifier's input), which the cascade does not pay for here: a free look. AUC: how well the rule's score ranks its cheap rung's wrong "
+             "and are fit on the training split's labels; the third detector also sees the cheap rung's pooled last-layer "
+             "features (its classifier's input), which the cascade does not pay for here: a free look. The "
+             "second-opinion rule pays for two cheap rungs on every input (its cheap rung MACs below are their sum, "
+             "its cheap rung accuracy the dearer one's). AUC: how well the rule's score ranks its cheap rung's wrong "
              "test answers first.", ""]
     for budget in budgets:
         at = [f for f in found if f["budget"] == budget]
@@ -142,7 +183,7 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
                          + ("" if rule == "confidence" else ", ".join(f"{d:+.3f}" for d in acc[rule] - acc["confidence"]))
                          + " |")
         lines.append("")
-        for rule in ("agent", "logistic", "trees", "pooled", "oracle"):
+        for rule in ("agent", "logistic", "trees", "pooled", "two", "oracle"):
             gain, spread, clear = against(acc[rule], acc["confidence"])
             name = "learned re-run agent" if rule == "agent" else RULES[rule]
             lines.append(f"- {name} against the threshold cascade: mean {gain:+.4f}, larger seed-to-seed spread "
