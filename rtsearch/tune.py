@@ -45,7 +45,7 @@ def parse_args(argv=None):
                    help="search one model for every budget in LO:HI (rtsearch.train --budget-range); trials "
                         "are scored by the mean over its evaluation budgets")
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=None,
-                   help="fix the parameter budget (otherwise searched, if the space has param_budget)")
+                   help="fix the parameter budget (otherwise searched if the space has param_budget, else 1)")
     p.add_argument("--space", default=None,
                    help="search space YAML (default search_spaces/default.yaml; ladder.yaml with --method ladder)")
     p.add_argument("--num-samples", type=int, default=8, help="trials per budget")
