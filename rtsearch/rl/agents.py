@@ -46,11 +46,11 @@ def _log_env_metrics(env_runner, metrics_logger, **kwargs) -> None:
             metrics_logger.log_value(("rtsearch", key), float(stats[key]), reduce="mean", window=20)
 
 
-def agent_model_config(use_lstm: bool, max_seq_len: int) -> DefaultModelConfig:
+def agent_model_config(use_lstm: bool, max_seq_len: int, hidden: list[int] = HIDDEN) -> DefaultModelConfig:
     if use_lstm:
-        return DefaultModelConfig(fcnet_hiddens=HIDDEN, use_lstm=True, lstm_cell_size=HIDDEN[-1],
+        return DefaultModelConfig(fcnet_hiddens=hidden, use_lstm=True, lstm_cell_size=hidden[-1],
                                   max_seq_len=max_seq_len)
-    return DefaultModelConfig(fcnet_hiddens=HIDDEN)
+    return DefaultModelConfig(fcnet_hiddens=hidden)
 
 
 # The two agents never sample at the same time (runtime update, then static update), so runner i of

@@ -256,7 +256,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     obs = {s: rerun.features(levels[0][s]["log_probs"]) for s in ("train", "val")}
     ce, right = rerun.choices(levels, 0, "train")
     _, val_right = rerun.choices(levels, 0, "val")
-    params = np.array([rungs[i]["metrics"]["params_ratio"] for i in ladder])
+    params = np.array([lv["params_ratio"] for lv in levels])
     stored = np.array([rungs[i]["metrics"]["stored_bytes"] for i in ladder])
     best = {}
 

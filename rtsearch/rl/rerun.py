@@ -131,9 +131,7 @@ def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: 
     and the final beta."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
-
-    from rtsearch.rl.agents import push_world
+    from rtsearch.rl.agents import agent_model_config, push_world
     from rtsearch.rl.deployed import actor_network
 
     beta = 1.0 / max(spare, 1e-3)      # a first scale: one unit of charge per budget's worth of spare MACs
@@ -144,7 +142,7 @@ def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: 
                            rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
               .training(lr=lr, gamma=1.0, lambda_=1.0, train_batch_size_per_learner=ENVS * BATCHES_PER_ITERATION,
                         minibatch_size=ENVS * 2, num_epochs=4, entropy_coeff=entropy)
-              .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[width, width]))
+              .rl_module(model_config=agent_model_config(False, 1, [width, width]))
               .debugging(seed=seed))
     algo = config.build_algo()
     try:

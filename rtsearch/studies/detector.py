@@ -42,6 +42,11 @@ def with_scores(levels: list[dict], scores: dict[int, dict[str, np.ndarray]]) ->
             for i, lv in enumerate(levels)]
 
 
+def confidence_scores(level: dict) -> dict[str, np.ndarray]:
+    """The cascade's own score: the cheap pass's confidence."""
+    return {s: level[s]["confidence"] for s in ("val", "test")}
+
+
 def oracle_scores(level: dict) -> dict[str, np.ndarray]:
     """Wrong answers first (in [0, 0.5)), then right ones, each group by confidence."""
     return {s: np.where(level[s]["correct"], 1.0 + level[s]["confidence"], level[s]["confidence"]) / 2.0001
@@ -62,9 +67,14 @@ def pooled_features(model, x) -> np.ndarray:
     return torch.cat(pooled).numpy()
 
 
+def trees(seed: int):
+    """The gradient-boosted-trees error detector (scikit-learn), as every rule that uses trees sets it."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
+
+
 def detector_scores(level: dict, kind: str, seed: int, splits) -> dict[str, np.ndarray]:
     """1 - P(the cheap answer is wrong), from a detector fit on the training split's outputs and labels."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
     from rtsearch.rl.rerun import features
@@ -74,8 +84,7 @@ def detector_scores(level: dict, kind: str, seed: int, splits) -> dict[str, np.n
         if kind != "pooled":
             return obs
         return np.concatenate([obs, pooled_features(level["model"], getattr(splits, split)[0])], 1)
-    model = (LogisticRegression(max_iter=3000) if kind == "logistic"
-             else HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed))
+    model = LogisticRegression(max_iter=3000) if kind == "logistic" else trees(seed)
     model.fit(seen("train"), ~level["train"]["correct"])
     return {s: 1.0 - model.predict_proba(seen(s))[:, 1] for s in ("val", "test")}
 
@@ -85,8 +94,6 @@ def two_opinions(levels: list[dict], budget: float, seed: int) -> tuple[dict | N
     training split predict from both passes (their observations and whether they agree) that b answers wrong;
     the pair then acts as one cheap level (MACs a + b, b's answers) in the cascade's search with each dearer rung.
     The found cascade with the best validation accuracy, and its paired level."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     from rtsearch.rl.ladder import best_cascade
     from rtsearch.rl.rerun import features
     best, best_pair = None, None
@@ -98,8 +105,7 @@ def two_opinions(levels: list[dict], budget: float, seed: int) -> tuple[dict | N
             both = [levels[a][split]["log_probs"], levels[b][split]["log_probs"]]
             agree = both[0].argmax(1) == both[1].argmax(1)
             return np.concatenate([features(both[0]), features(both[1]), agree[:, None]], 1)
-        model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
-        model.fit(seen("train"), ~levels[b]["train"]["correct"])
+        model = trees(seed).fit(seen("train"), ~levels[b]["train"]["correct"])
         pair = {"macs_ratio": levels[a]["macs_ratio"] + levels[b]["macs_ratio"],
                 **{s: {"correct": levels[b][s]["correct"], "confidence": 1.0 - model.predict_proba(seen(s))[:, 1]}
                    for s in ("val", "test")}}
@@ -114,6 +120,14 @@ def error_auc(level: dict, score: np.ndarray) -> float:
     """How well a score (higher: keep) ranks the cheap rung's wrong test answers first: ROC AUC."""
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(~level["test"]["correct"], -score))
+
+
+def rule_figures(found: dict, cheap: dict, test_score: np.ndarray) -> dict:
+    """A rule's figures: its cascade's (`best_cascade`), and of its cheap level the AUC of `test_score` and the
+    test accuracy."""
+    return {"accuracy": found["accuracy"], "macs_ratio": found["macs_ratio"], "val_accuracy": found["val_accuracy"],
+            "cheap_macs": found["cheap_macs"], "wide_macs": found["wide_macs"], "auc": error_auc(cheap, test_score),
+            "cheap_test_accuracy": float(cheap["test"]["correct"].mean())}
 
 
 def one_run(out: str) -> dict:
@@ -132,10 +146,10 @@ def one_run(out: str) -> dict:
     splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
     levels = sorted((rung_outputs(os.path.join(out, "rungs", f"{r['budget']:g}"), r["macs_ratio"], splits)
                      for r in metrics["rungs"]), key=lambda lv: lv["macs_ratio"])
-    scores = {"confidence": {i: {s: lv[s]["confidence"] for s in ("val", "test")} for i, lv in enumerate(levels)},
+    scores = {"confidence": {i: confidence_scores(lv) for i, lv in enumerate(levels)},
               "oracle": {i: oracle_scores(lv) for i, lv in enumerate(levels)},
               **{kind: {i: detector_scores(lv, kind, cfg.seed, splits) if lv["macs_ratio"] < cfg.budget   # a possible cheap rung
-                        else {s: lv[s]["confidence"] for s in ("val", "test")} for i, lv in enumerate(levels)}
+                        else confidence_scores(lv) for i, lv in enumerate(levels)}
                  for kind in ("logistic", "trees", "pooled")}}
     figures = {"budget": cfg.budget, "seed": cfg.seed, "agent": {"accuracy": metrics["accuracy"],
                                                                  "macs_ratio": metrics["macs_ratio"]},
@@ -144,15 +158,9 @@ def one_run(out: str) -> dict:
     for rule, by_level in scores.items():
         found = best_cascade(with_scores(levels, by_level), cfg.budget)
         cheap = macs.index(found["cheap_macs"])
-        figures[rule] = {"accuracy": found["accuracy"], "macs_ratio": found["macs_ratio"],
-                         "val_accuracy": found["val_accuracy"], "cheap_macs": found["cheap_macs"],
-                         "wide_macs": found["wide_macs"], "auc": error_auc(levels[cheap], by_level[cheap]["test"]),
-                         "cheap_test_accuracy": float(levels[cheap]["test"]["correct"].mean())}
+        figures[rule] = rule_figures(found, levels[cheap], by_level[cheap]["test"])
     found, pair = two_opinions(levels, cfg.budget, cfg.seed)
-    figures["two"] = {"accuracy": found["accuracy"], "macs_ratio": found["macs_ratio"],
-                      "val_accuracy": found["val_accuracy"], "cheap_macs": found["cheap_macs"],
-                      "wide_macs": found["wide_macs"], "auc": error_auc(pair, pair["test"]["confidence"]),
-                      "cheap_test_accuracy": float(pair["test"]["correct"].mean())}
+    figures["two"] = rule_figures(found, pair, pair["test"]["confidence"])
     return figures
 
 
