@@ -41,11 +41,15 @@ def check_holdout_share(share: float) -> None:
         raise UsageError(f"--holdout-share must be in [0, 0.5], got {share:g}: pass e.g. --holdout-share 0.15")
 
 
-def refuse_for_ladder(flags, why: str) -> None:
-    """--method ladder takes none of `flags` ((flag, given) pairs): the first given is a UsageError naming it."""
+def refuse_for_ladder(flags, why: str, chosen: bool = True) -> None:
+    """--method ladder takes none of `flags` ((flag, given) pairs): the first given is a UsageError naming it.
+    Where the ladder was not `chosen` but is the default method, the fix is to name an agents' method."""
     for flag, given in flags:
-        if given:
+        if given and chosen:
             raise UsageError(f"--method ladder does not take {flag} ({why}): drop {flag}")
+        if given:
+            raise UsageError(f"{flag} belongs to the agents' methods, and the default method, ladder, does not take "
+                             f"it ({why}): pass --method both (or runtime-only, static-only), or drop {flag}")
 
 
 def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 METHODS = ("both", "runtime-only", "static-only", "ladder")
+DEFAULT_METHOD = "ladder"   # what `rtsearch.train` and `rtsearch.tune` run without --method: it beats every fixed
+                            # rule at tight budgets (results/agents.md); RunConfig's own default stays "both"
 EXPLORE_STD = 0.15          # sandwich fine-tuning noise of a per-budget run
 RANGE_EXPLORE_STD = 0.05    # ... and of a budget-range run (RunConfig.explore_std)
 

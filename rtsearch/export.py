@@ -5,7 +5,8 @@ surgery is rtsearch.net.export). With `--budget B` it writes the deployed model 
 (static channels removed, the runtime agent choosing per input; a run trained with --budget-range
 serves any B in its range without retraining): the calibration shift that puts the validation MACs
 ratio on B is found on the validation split, and the test accuracy and MACs ratio at B are measured
-and printed (rtsearch.rl.at_budget).
+and printed (rtsearch.rl.at_budget). A ladder run (`--method ladder`, the default) already deployed its model
+(deployed.pt: its rungs and re-run policy): given any file of its folder, export writes that model to FILE.
 """
 from __future__ import annotations
 
@@ -16,6 +17,34 @@ from rtsearch.errors import UsageError
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
 from rtsearch.net.export import export
+
+
+def export_ladder(folder: str, budget: float | None, out: str) -> None:
+    """A ladder run's deployed model, as its run measured it, written to `out`."""
+    import json
+
+    import torch
+    trained = json.load(open(os.path.join(folder, "ladder.json")))["config"]["budget"]
+    if budget is not None and budget != trained:
+        raise UsageError(f"{folder} holds a ladder run made for budget {trained:g}, which serves that budget only: "
+                         f"drop --budget, or train a ladder at --budget {budget:g}")
+    deployed = os.path.join(folder, "deployed.pt")
+    metrics_path = os.path.join(folder, "metrics.json")
+    if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
+        raise UsageError(f"{folder} holds a ladder run that has not finished (no deployed.pt or metrics.json): "
+                         f"finish it with rtsearch.train --resume --out {folder}")
+    model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
+    metrics = json.load(open(metrics_path))
+    tmp = f"{out}.tmp"
+    try:
+        torch.save(model, tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
+    print(f"exported {out}: the ladder of {folder} at budget {trained:g}: {len(model.rungs)} rungs and its re-run "
+          f"policy, params ratio {metrics['params_ratio']:.4f}, bytes {os.path.getsize(out)}; test accuracy "
+          f"{metrics['accuracy']:.4f} at MACs ratio {metrics['macs_ratio']:.4f} (load with torch.load(FILE, "
+          f"weights_only=False))")
 
 
 def export_at_budget(path: str, budget: float, out: str) -> dict:
@@ -37,15 +66,15 @@ def export_at_budget(path: str, budget: float, out: str) -> dict:
 @guarded
 def main(argv=None) -> None:
     parser = ArgumentParser(description="Write the deployable model of a checkpoint.")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt or best.pt written by a run")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt or best.pt written by a run (a ladder run: any file of its folder)")
     parser.add_argument("--out", required=True, help="file to write the exported model to")
     parser.add_argument("--budget", type=fraction("--budget"), default=None,
                         help="write the deployed model at this MACs budget (a --budget-range run: any in its range)")
     args = parser.parse_args(argv)
     folder = os.path.dirname(os.path.abspath(args.checkpoint))
     if os.path.isfile(os.path.join(folder, "ladder.json")):
-        raise UsageError(f"{folder} holds a --method ladder run, which has no checkpoint to export: its model is "
-                         f"{os.path.join(folder, 'deployed.pt')}, ready to load with torch.load")
+        export_ladder(folder, args.budget, args.out)
+        return
     state = checkpoint.load(args.checkpoint)
     net = checkpoint.network_of(state, args.checkpoint)
     ratios = state.get("static_ratios") or [0.0] * net.num_layers

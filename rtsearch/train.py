@@ -1,8 +1,9 @@
 """One run: `python -m rtsearch.train --dataset mnist5k --model small --budget 0.5`.
 
 Parses the command line into a RunConfig and calls rtsearch.rl.run.run: it starts from the cached
-dense model, then either fine-tunes under uniform ratios (`--fixed-ratios`, the baseline) or runs
-the training iteration with both agents (docs/method.md).
+dense model, then by default runs the ladder (Torch-Pruning L1 networks at several budgets and a learned
+per-input choice of re-running an input on a dearer one, docs/method.md §5); `--method both` runs the
+training iteration with both agents, `--fixed-ratios` fine-tunes under uniform ratios (the baselines).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from rtsearch import data, device
 from rtsearch.cli import (ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded,
                           refuse_for_ladder)
-from rtsearch.config import METHODS, RunConfig
+from rtsearch.config import DEFAULT_METHOD, METHODS, RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import log_to_stdout
 from rtsearch.net import checkpoint, dense
@@ -38,11 +39,13 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                    help="--method ladder: PPO iterations of the re-run agent, each scored on validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--num-env-runners", type=int, default=0)
+    p.add_argument("--num-env-runners", type=int, default=0,
+                   help="RLlib rollout workers, 1 CPU each (the agents'; with --method ladder, its re-run agent's)")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<budget>-s<seed>)")
-    p.add_argument("--method", choices=METHODS, default="both",
-                   help="what is learned: both agents, one of them, or ladder (Torch-Pruning L1 networks at several "
-                        "MACs budgets and a learned per-input choice of re-running an input on a dearer one)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="what is learned: ladder (the default: Torch-Pruning L1 networks at several MACs budgets and "
+                        "a learned per-input choice of re-running an input on a dearer one), both agents, or one of "
+                        "them")
     p.add_argument("--fixed-ratios", action="store_true", help="uniform ratios instead of agents (baseline)")
     p.add_argument("--torch-pruning-l1", action="store_true",
                    help="with --fixed-ratios --method static-only: choose the pruned channels by Torch-Pruning's "
@@ -81,6 +84,10 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
                    help="--method ladder: the width of its re-run policy's two hidden layers (its parameters are "
                         "stored and counted)")
     args = p.parse_args(argv)
+    chosen = args.method is not None
+    args.method = args.method or DEFAULT_METHOD
+    if args.torch_pruning_l1 and not (args.fixed_ratios and args.method == "static-only"):
+        raise UsageError("--torch-pruning-l1 is a static-only baseline: pass it with --fixed-ratios --method static-only")
     budget_range = None
     if args.budget_range is not None:
         if args.budget is not None:
@@ -93,14 +100,12 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     elif args.budget is None:
         args.budget = 0.5
     if args.method == "ladder":
-        check_ladder(args)
+        check_ladder(args, chosen)
     else:
         for name in ("lr_rerun", "entropy_rerun", "rerun_width"):
             if getattr(args, name) != getattr(RunConfig, name):
                 raise UsageError(f"--{name.replace('_', '-')} sets the ladder's re-run agent: pass --method ladder, "
                                  f"or drop it")
-    if args.torch_pruning_l1 and not (args.fixed_ratios and args.method == "static-only"):
-        raise UsageError("--torch-pruning-l1 is a static-only baseline: pass it with --fixed-ratios --method static-only")
     for flag, value in (("--iterations", args.iterations), ("--agent-iterations", args.agent_iterations),
                         ("--rerun-width", args.rerun_width)):
         if value < 1:
@@ -149,12 +154,11 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
 
 
-def check_ladder(args) -> None:
-    """--method ladder makes its own fixed-ratio rungs and trains one feed-forward re-run agent in the driver."""
+def check_ladder(args, chosen: bool) -> None:
+    """--method ladder makes its own fixed-ratio rungs and trains one feed-forward re-run agent."""
     refuse_for_ladder((("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None),
-                       ("--torch-pruning-l1", args.torch_pruning_l1), ("--lstm", args.lstm),
-                       ("--no-calibrate", args.no_calibrate), ("--num-env-runners", args.num_env_runners > 0)),
-                      "its rungs are Torch-Pruning L1 runs and its agent trains in the driver")
+                       ("--lstm", args.lstm), ("--no-calibrate", args.no_calibrate)),
+                      "its rungs are Torch-Pruning L1 runs and its agent is one feed-forward policy", chosen)
 
 
 def default_out(args) -> str:

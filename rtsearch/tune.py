@@ -14,7 +14,7 @@ import sys
 
 from rtsearch.cli import (ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded,
                           refuse_for_ladder)
-from rtsearch.config import RunConfig
+from rtsearch.config import DEFAULT_METHOD, RunConfig
 from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
@@ -47,14 +47,14 @@ def parse_args(argv=None):
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=None,
                    help="fix the parameter budget (otherwise searched if the space has param_budget, else 1)")
     p.add_argument("--space", default=None,
-                   help="search space YAML (default search_spaces/default.yaml; ladder.yaml with --method ladder)")
+                   help="search space YAML (default search_spaces/ladder.yaml; default.yaml with --method both)")
     p.add_argument("--num-samples", type=int, default=8, help="trials per budget")
     p.add_argument("--method", choices=SWEPT_METHODS, default=None,
-                   help="what every trial runs: both agents (default), or the ladder (rtsearch.train --method ladder, "
-                        "searching search_spaces/ladder.yaml)")
+                   help="what every trial runs: the ladder (default, rtsearch.train --method ladder, searching "
+                        "search_spaces/ladder.yaml), or both agents (searching search_spaces/default.yaml)")
     p.add_argument("--max-iterations", type=int, default=None,
-                   help=f"iterations of a trial that ASHA lets finish (default 10; with --method ladder, PPO "
-                        f"iterations of its re-run agent, default {RunConfig.agent_iterations})")
+                   help=f"iterations of a trial that ASHA lets finish (the ladder: PPO iterations of its re-run "
+                        f"agent, default {RunConfig.agent_iterations}; --method both: default 10)")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
     p.add_argument("--data-dir", default=None)
@@ -86,9 +86,10 @@ def parse_args(argv=None):
     p.add_argument("--nan-on-iteration", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args.resume:         # a resumed sweep keeps its stored method and iterations
-        args.method = args.method or "both"
+        chosen = args.method is not None
+        args.method = args.method or DEFAULT_METHOD
         if args.method == "ladder":
-            check_ladder(args)
+            check_ladder(args, chosen)
         if args.max_iterations is None:
             args.max_iterations = RunConfig.agent_iterations if args.method == "ladder" else 10
 
@@ -132,12 +133,10 @@ def parse_args(argv=None):
     return args, budgets, name
 
 
-def check_ladder(args) -> None:
-    """A ladder trial makes Torch-Pruning L1 rungs and trains one re-run agent in its own process: no fixed ratios,
-    budget range or rollout workers to give it."""
-    refuse_for_ladder((("--fixed-ratios", args.fixed_ratios),
-                       ("--budget-range", args.budget_range is not None), ("--num-env-runners", args.num_env_runners > 0)),
-                      "its rungs are Torch-Pruning L1 runs at set budgets and its agent trains in the trial")
+def check_ladder(args, chosen: bool) -> None:
+    """A ladder trial makes Torch-Pruning L1 rungs at set budgets: no fixed ratios or budget range to give it."""
+    refuse_for_ladder((("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None)),
+                      "its rungs are Torch-Pruning L1 runs at set budgets", chosen)
 
 
 @guarded

@@ -18,6 +18,7 @@ from rtsearch.studies import allocation, robust
     (["--budget-range", "0.2"], ["--budget-range", "LO:HI"]),
     (["--budget-range", "0.1:0.5", "--budget", "0.3"], ["--budget-range", "not both"]),
     (["--budget-range", "0.1:0.5", "--fixed-ratios"], ["--budget-range", "--fixed-ratios"]),
+    (["--budget-range", "0.1:0.5"], ["--budget-range", "default method, ladder", "--method both"]),
 ])
 def test_bad_ranges_exit_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", "--dataset", "digits", *args), *words)
@@ -39,7 +40,8 @@ def test_a_range_run_explores_less_around_its_drawn_budgets_unless_told():
 
 def test_one_model_serves_every_budget_in_its_range(tmp_path):
     out = tmp_path / "run"
-    assert run_main("rtsearch.train", "--dataset", "digits", "--budget-range", "0.2:0.6", "--iterations", "2",
+    assert run_main("rtsearch.train", "--dataset", "digits", "--budget-range", "0.2:0.6", "--method", "both",
+                    "--iterations", "2",
                     "--out", str(out)).returncode == 0
     metrics = json.loads((out / "metrics.json").read_text())
     curve = metrics["curve"]

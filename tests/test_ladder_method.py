@@ -74,13 +74,12 @@ def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
     (["--method", "ladder", "--fixed-ratios"], ["--method ladder", "--fixed-ratios"]),
     (["--method", "ladder", "--lstm"], ["--method ladder", "--lstm"]),
     (["--method", "ladder", "--budget-range", "0.05:0.2"], ["--method ladder", "--budget-range"]),
-    (["--method", "ladder", "--num-env-runners", "2"], ["--method ladder", "--num-env-runners"]),
     (["--method", "ladder", "--agent-iterations", "0"], ["--agent-iterations"]),
     (["--method", "ladder", "--lr-rerun", "0"], ["--lr-rerun", "positive"]),
     (["--method", "ladder", "--entropy-rerun", "-0.1"], ["--entropy-rerun", "0 or more"]),
-    (["--lr-rerun", "0.01"], ["--lr-rerun", "--method ladder"]),
+    (["--method", "both", "--lr-rerun", "0.01"], ["--lr-rerun", "--method ladder"]),
     (["--method", "ladder", "--rerun-width", "0"], ["--rerun-width", "at least 1"]),
-    (["--rerun-width", "16"], ["--rerun-width", "--method ladder"]),
+    (["--method", "both", "--rerun-width", "16"], ["--rerun-width", "--method ladder"]),
 ])
 def test_bad_ladder_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)
@@ -130,14 +129,19 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"), ("ladder", "16")]
     assert rows[0][8] == "1.00 |" and all(float(r[6]) > 0 for r in rows)   # against the first run; median ms
 
-    assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "deployed.pt"), "--out",
-                                str(tmp_path / "x.pt")), "--method ladder", "deployed.pt")
+    exported = run_main("rtsearch.export", "--checkpoint", str(out / "ladder.json"), "--out", str(tmp_path / "x.pt"))
+    assert exported.returncode == 0 and f"params ratio {metrics['params_ratio']:.4f}" in exported.stdout
+    written = torch.load(tmp_path / "x.pt", weights_only=False)
+    assert ladder.evaluate(written, *splits.test)["accuracy"] == metrics["accuracy"]
+    assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "deployed.pt"), "--budget", "0.05",
+                                "--out", str(tmp_path / "y.pt")), "budget 0.08", "drop --budget")
 
-    again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume")
+    # the resumed agent samples on one rollout worker of its own
+    again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--num-env-runners", "1", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
     resumed = json.loads((out / "metrics.json").read_text())
-    assert len(resumed["history"]) == 1
+    assert len(resumed["history"]) == 1 and resumed["config"]["num_env_runners"] == 1
     rung_seconds = sum(json.loads(p.read_text())["seconds"] for p in (out / "rungs").glob("*/metrics.json"))
     assert resumed["seconds"] > rung_seconds       # the whole run's time, its rungs read back included
     other = run_main("rtsearch.train", "--dataset", "digits", "--method", "ladder", "--budget", "0.05",

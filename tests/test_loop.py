@@ -145,8 +145,8 @@ def check_deployed_model_is_the_run(cfg, splits, last):
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_iteration_count(tmp_path):
     out = str(tmp_path / "run")
-    args = [sys.executable, "-m", "rtsearch.train", "--dataset", "digits", "--budget", "0.4", "--iterations", "3",
-            "--out", out]
+    args = [sys.executable, "-m", "rtsearch.train", "--dataset", "digits", "--budget", "0.4", "--method", "both",
+            "--iterations", "3", "--out", out]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

@@ -126,7 +126,7 @@ def test_tune_cli_rejects_bad_space(case, tmp_path):
     if case != "missing file":
         path.write_text(BAD[case][0])
     words = BAD[case][1] if case != "missing file" else ["does not exist", "--space"]
-    result = run_cli("rtsearch.tune", "--budget", "0.5", "--dataset", "digits", "--space", str(path),
+    result = run_cli("rtsearch.tune", "--budget", "0.5", "--dataset", "digits", "--method", "both", "--space", str(path),
                      timeout=120, cwd=tmp_path)
     assert_usage_error(result, *words)
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns.db").exists()

@@ -31,6 +31,10 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--finetune", "wide"], ["--finetune"]),
     (["--torch-pruning-l1"], ["--torch-pruning-l1", "--fixed-ratios --method static-only"]),
     (["--torch-pruning-l1", "--fixed-ratios"], ["--torch-pruning-l1", "--method static-only"]),
+    # the default method is the ladder: a flag of the agents' methods names the method that takes it
+    (["--fixed-ratios"], ["--fixed-ratios", "default method, ladder", "--method both"]),
+    (["--lstm"], ["--lstm", "default method, ladder", "--method both"]),
+    (["--method", "ladder", "--no-calibrate"], ["--method ladder does not take --no-calibrate"]),
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)
@@ -118,13 +122,21 @@ def test_dense_cache_is_keyed_by_the_data(tmp_path):
 def test_default_out_folders_of_different_runs_do_not_collide():
     from rtsearch.train import parse_args
     outs = {parse_args(["--dataset", "digits", *extra])[0].out
-            for extra in ([], ["--fixed-ratios"], ["--method", "static-only"], ["--param-budget", "0.7"], ["--distill"])}
-    assert len(outs) == 5, outs
+            for extra in ([], ["--method", "both"], ["--method", "both", "--fixed-ratios"], ["--method", "static-only"],
+                          ["--param-budget", "0.7"], ["--method", "both", "--distill"])}
+    assert len(outs) == 6, outs
+
+
+def test_the_default_method_is_the_ladder():
+    from rtsearch.train import parse_args
+    assert parse_args([])[0].method == "ladder"
+    assert parse_args(["--num-env-runners", "2"])[0].num_env_runners == 2      # its re-run agent's rollout workers
 
 
 def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
     out = tmp_path / "fixed"
-    base = ["--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--lam", "0.2", "--out", str(out)]
+    base = ["--dataset", "digits", "--budget", "0.3", "--method", "both", "--fixed-ratios", "--lam", "0.2", "--out",
+            str(out)]
     assert run_cli("rtsearch.train", *base, "--iterations", "2").returncode == 0
     before = json.loads((out / "metrics.json").read_text())["history"]
     assert torch.load(out / "model.pt", weights_only=True)["model"]["lam"] == 0.2       # --lam is honoured
@@ -135,15 +147,15 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
     assert len(after) == 3 and after[:2] == before                   # continued, not started over
     check_deployed_model_scores_as_the_run(out)
     # a resume must be the same kind of run
-    assert_usage_error(run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--out", str(out),
-                               "--resume", timeout=60), "--resume", "fixed_ratios")
+    assert_usage_error(run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--method", "both",
+                               "--out", str(out), "--resume", timeout=60), "--resume", "fixed_ratios")
     assert_usage_error(run_cli("rtsearch.train", *base, "--distill", "--resume", timeout=60), "--resume", "distill")
     # --finetune-epochs changes how much one iteration trains
     states = []
     for epochs in ("1", "2"):
         folder = tmp_path / f"e{epochs}"
-        assert run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--iterations",
-                       "1", "--finetune-epochs", epochs, "--out", str(folder)).returncode == 0
+        assert run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--method", "both", "--fixed-ratios",
+                       "--iterations", "1", "--finetune-epochs", epochs, "--out", str(folder)).returncode == 0
         states.append(torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"])
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
 

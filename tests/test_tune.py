@@ -19,7 +19,7 @@ import pytest
 from conftest import assert_usage_error
 from rtsearch.search import space
 
-TINY = ["--dataset", "digits", "--model", "small", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
+TINY = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
         "--num-cpus", "2"]
 # the same with both agents (no --fixed-ratios): a sweep of the method itself
 TINY_AGENTS = [a for a in TINY if a != "--fixed-ratios"]
@@ -120,12 +120,13 @@ def check_children(uri, parents, children, results):
     (["--dataset", "digits"], ["--budget"]),
     (["--budget", "0.5", "--seed", "-1"], ["--seed"]),
     (["--budget", "0.5", "--holdout-share", "0.9"], ["--holdout-share", "[0, 0.5]"]),
-    (["--budget-range", "0.5:0.1"], ["--budget-range", "inverted"]),
-    (["--budget-range", "0.1:0.5", "--budget", "0.3"], ["--budget-range", "not both"]),
+    (["--budget-range", "0.5:0.1", "--method", "both"], ["--budget-range", "inverted"]),
+    (["--budget-range", "0.1:0.5", "--budget", "0.3", "--method", "both"], ["--budget-range", "not both"]),
+    (["--budget-range", "0.1:0.5"], ["--budget-range", "default method, ladder", "--method both"]),
+    (["--budget", "0.5", "--fixed-ratios"], ["--fixed-ratios", "default method, ladder", "--method both"]),
     (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
-    (["--budget", "0.08", "--method", "ladder", "--num-env-runners", "1"], ["--method ladder", "--num-env-runners"]),
     (["--budget-range", "0.05:0.2", "--method", "ladder"], ["--method ladder", "--budget-range"]),
-    (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml"]),
+    (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml", "--method both"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
     assert_usage_error(tune(tmp_path, cache, *args, timeout=120), *words)

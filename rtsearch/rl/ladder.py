@@ -283,7 +283,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
             best.update(actor=copy.deepcopy(actor).eval(), shift=shift, used=used)
         record.announce(row, cfg.agent_iterations)
 
-    started = ensure_ray(0)
+    started = ensure_ray(cfg.num_env_runners)
     phase("outputs")
     iteration_lap = time.time()
     try:
@@ -291,7 +291,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
             f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
         rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
                           cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun, width=cfg.rerun_width,
-                          after_iteration=after_iteration)
+                          num_env_runners=cfg.num_env_runners, after_iteration=after_iteration)
     finally:
         if started:
             import ray

@@ -123,11 +123,13 @@ def calibration_shift(logits: np.ndarray, extra: np.ndarray, spare: float) -> fl
 
 def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: float, val_obs: np.ndarray,
                 seed: int, iterations: int = 40, lr: float = LR, entropy: float = ENTROPY,
-                after_iteration=None, width: int = RunConfig.rerun_width) -> tuple[torch.nn.Module, float]:
+                after_iteration=None, width: int = RunConfig.rerun_width,
+                num_env_runners: int = 0) -> tuple[torch.nn.Module, float]:
     """Train the agent with RLlib PPO on inputs `obs` charged `charged` (inputs x actions) plus beta times
     `extra` (each action's added MACs ratio). After every iteration beta follows the greedy re-run MACs on
     `val_obs` towards `spare`, and `after_iteration(iteration, actor, beta)` sees the live actor. The policy and
-    value networks have two hidden layers of `width`. Returns a copy of the final actor as plain torch layers,
+    value networks have two hidden layers of `width`; `num_env_runners` rollout workers (0: the driver samples).
+    Returns a copy of the final actor as plain torch layers,
     and the final beta."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -138,7 +140,7 @@ def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: 
     config = (PPOConfig()
               .environment(RerunVectorEnv, env_config={"obs": obs, "ce": charged, "extra": extra, "beta": beta,
                                                        "seed": seed})
-              .env_runners(num_env_runners=0, num_envs_per_env_runner=ENVS, gym_env_vectorize_mode="vector_entry_point",
+              .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=ENVS, gym_env_vectorize_mode="vector_entry_point",
                            rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
               .training(lr=lr, gamma=1.0, lambda_=1.0, train_batch_size_per_learner=ENVS * BATCHES_PER_ITERATION,
                         minibatch_size=ENVS * 2, num_epochs=4, entropy_coeff=entropy)

@@ -251,8 +251,8 @@ def check_method(space: SearchSpace, method: str) -> SearchSpace:
     for key in space:
         if method == "ladder" and key not in LADDER_KEYS + LADDER_ALSO:
             raise UsageError(f"search space {space.path}: {key} does nothing for --method ladder (it searches "
-                             f"{', '.join(LADDER_KEYS + LADDER_ALSO)}): drop {key}, or pass --space "
-                             f"search_spaces/ladder.yaml")
+                             f"{', '.join(LADDER_KEYS + LADDER_ALSO)}): drop {key}, pass --space "
+                             f"search_spaces/ladder.yaml, or pass --method both to search the agents")
         if method != "ladder" and key in LADDER_KEYS and key != "lr_finetune":
             raise UsageError(f"search space {space.path}: {key} sets the ladder's re-run agent, which --method "
                              f"{method} has not: drop {key}, or pass --method ladder")

@@ -33,14 +33,15 @@ def plan(root: str, budgets, seeds, iterations: int, param_budget: float, param_
     for budget in budgets:
         for seed in seeds:
             runs.append({"kind": "learned", "budget": budget, "seed": seed,
-                         "args": train_args(budget, seed, f"{root}/learned-{budget:g}-s{seed}", iterations, [])})
+                         "args": train_args(budget, seed, f"{root}/learned-{budget:g}-s{seed}", iterations,
+                                            ["--method", "both"])})
             runs.append({"kind": "fixed", "budget": budget, "seed": seed,
                          "args": train_args(budget, seed, f"{root}/fixed-{budget:g}-s{seed}",
                                             iterations + WARMUP_EPOCHS, ["--fixed-ratios", "--method", "runtime-only"])})
     for seed in seeds:
         runs.append({"kind": "params", "budget": param_macs_budget, "seed": seed,
                      "args": train_args(param_macs_budget, seed, f"{root}/params-{param_budget:g}-s{seed}", iterations,
-                                        ["--param-budget", f"{param_budget:g}"])})
+                                        ["--method", "both", "--param-budget", f"{param_budget:g}"])})
         runs.append({"kind": "runtime-only", "budget": param_macs_budget, "seed": seed,
                      "args": train_args(param_macs_budget, seed, f"{root}/runtime-only-{param_macs_budget:g}-s{seed}",
                                         iterations, ["--method", "runtime-only"])})

@@ -33,10 +33,11 @@ def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], i
     for seed in seeds:
         runs.append({"kind": "range", "seed": seed, "budget": None,
                      "out": f"{root}/range-{budget_range.replace(':', '-')}{label}-s{seed}",
-                     "args": [*base, "--budget-range", budget_range, "--seed", str(seed), *range_args]})
+                     "args": [*base, "--budget-range", budget_range, "--method", "both", "--seed", str(seed),
+                              *range_args]})
         for b in budgets:
             runs.append({"kind": "learned", "seed": seed, "budget": b, "out": f"{root}/learned-{b:g}-s{seed}",
-                         "args": [*base, "--budget", f"{b:g}", "--seed", str(seed)]})
+                         "args": [*base, "--budget", f"{b:g}", "--method", "both", "--seed", str(seed)]})
             fixed = [*base, "--budget", f"{b:g}", "--seed", str(seed), "--fixed-ratios", "--method", "runtime-only"]
             fixed[fixed.index("--iterations") + 1] = str(iterations + WARMUP_EPOCHS)   # the same fine-tuning epochs
             runs.append({"kind": "uniform", "seed": seed, "budget": b, "out": f"{root}/uniform-{b:g}-s{seed}",

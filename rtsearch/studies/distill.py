@@ -19,7 +19,7 @@ import numpy as np
 from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, execute_parallel, load, mean_sd, runs_table,
                                      study_arguments)
 
-METHODS = {"learned": [], "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
+METHODS = {"learned": ["--method", "both"], "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
            "Torch-Pruning L1": ["--fixed-ratios", "--method", "static-only", "--torch-pruning-l1"]}
 FOLDERS = {"learned": "learned", "uniform static-only": "static-uniform", "Torch-Pruning L1": "tp-l1"}
 FINE_TUNING = {"plain": [], "distilled": ["--distill"]}

@@ -1,13 +1,13 @@
 """The learned methods against the non-learned peers at tight budgets (`python -m rtsearch.studies.peers`).
 
 On mnist5k / small, per budget and seed, through the real command line (finished runs are reused):
-- learned, the default: `rtsearch.train --budget B` (both agents); learned runtime-only and learned
+- learned: `rtsearch.train --budget B --method both` (both agents); learned runtime-only and learned
   static-only: the same with `--method runtime-only` / `--method static-only`;
 - uniform runtime-only and uniform static-only: `--fixed-ratios`, one ratio on every layer that
   meets the budget;
 - Torch-Pruning L1: the static-only widths, its channels chosen and removed by Torch-Pruning's
   magnitude pruner (`--torch-pruning-l1`);
-- learned ladder: `--method ladder` (Torch-Pruning L1 networks at 0.25 to 3.125 times B, and a learned
+- learned ladder: `--method ladder`, the default method (Torch-Pruning L1 networks at 0.25 to 3.125 times B, and a learned
   per-input choice of re-running an input on a dearer one: rtsearch.rl.ladder);
 - per seed, one run over the budget range RANGE (`--budget-range`): its agents calibrated onto B
   (learned, one model), and its network at the uniform ratio meeting B;
@@ -28,7 +28,7 @@ from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, dense
                                      runs_table, spearman, study_arguments)
 
 LADDER, CASCADE = "learned ladder", "threshold cascade over the ladder's rungs (not learned)"
-PER_BUDGET = {"learned": [],
+PER_BUDGET = {"learned": ["--method", "both"],
               "learned runtime-only": ["--method", "runtime-only"],
               "learned static-only": ["--method", "static-only"],
               "uniform runtime-only": ["--fixed-ratios", "--method", "runtime-only"],
@@ -54,7 +54,7 @@ ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
     base = ["--dataset", "mnist5k", "--model", "small"]
     runs = [{"kind": "range", "budget": None, "seed": seed, "out": f"{root}/{RANGE_FOLDER}-s{seed}",
-             "args": [*base, "--iterations", str(iterations), "--budget-range", RANGE, "--seed", str(seed),
+             "args": [*base, "--iterations", str(iterations), "--budget-range", RANGE, "--method", "both", "--seed", str(seed),
                       *RANGE_ARGS, "--out", f"{root}/{RANGE_FOLDER}-s{seed}"]} for seed in seeds]
     for b in budgets:
         for seed in seeds:

@@ -28,7 +28,7 @@ def sweep_name(prefix: str, search: str, seed: int) -> str:
 
 
 def tune_args(args, search: str, seed: int) -> list[str]:
-    return ["--dataset", args.dataset, "--model", args.model, "--budget", f"{args.budget:g}",
+    return ["--dataset", args.dataset, "--model", args.model, "--method", "both", "--budget", f"{args.budget:g}",
             "--param-budget", f"{args.param_budget:g}", "--num-samples", str(args.num_samples),
             "--max-iterations", str(args.max_iterations), "--search", search, "--seed", str(seed),
             "--name", sweep_name(args.prefix, search, seed)]
