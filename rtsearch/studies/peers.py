@@ -140,8 +140,10 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
              f"deviation over seeds {', '.join(map(str, seeds))}. Same backbone, data split and dense model per "
              "seed; the fixed-ratio peers get as many fine-tuning epochs as the learned run (warm-up plus one per "
              "iteration). Torch-Pruning L1 keeps the uniform static-only widths and lets Torch-Pruning's "
-             "MagnitudePruner (p=1) choose and remove the channels.", "",
-             "Learned ladder (`--method ladder`, docs/method.md §5): Torch-Pruning L1 networks at 0.25 to 3.125 times "
+             "MagnitudePruner (p=1) choose and remove the channels. \"learned\" is the two agents (`--method both`; "
+             "the default method until the ladder replaced it).", "",
+             "Learned ladder (`--method ladder`, the default method of `rtsearch.train` and `rtsearch.tune`, docs/"
+             "method.md §5): Torch-Pruning L1 networks at 0.25 to 3.125 times "
              "the budget, fine-tuned as the Torch-Pruning L1 peer (so its rung at the budget is that peer's run). Every "
              "input runs on a cheap one, and an RLlib agent reading that pass's class probabilities keeps its answer or "
              "re-runs the input on a dearer one, paying both (its MACs include the policy's). Its params ratio counts "
