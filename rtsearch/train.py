@@ -156,9 +156,12 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
 
 def check_ladder(args, chosen: bool) -> None:
     """--method ladder makes its own fixed-ratio rungs and trains one feed-forward re-run agent."""
+    agents_settings = [(f"--{name.replace('_', '-')}", getattr(args, name) != getattr(RunConfig, name))
+                       for name in ("lr_runtime", "lr_static", "beta_f", "eta_f", "beta_p", "p_max", "calibration_images")]
     refuse_for_ladder((("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None),
-                       ("--lstm", args.lstm), ("--no-calibrate", args.no_calibrate)),
-                      "its rungs are Torch-Pruning L1 runs and its agent is one feed-forward policy", chosen)
+                       ("--lstm", args.lstm), ("--no-calibrate", args.no_calibrate), *agents_settings),
+                      "it has neither the runtime nor the static agent: its rungs are Torch-Pruning L1 runs and its "
+                      "re-run agent one feed-forward policy", chosen)
 
 
 def default_out(args) -> str:

@@ -1,7 +1,7 @@
 """Search-space files: the format, its validation, and the conversion to a Ray Tune param space."""
 import pytest
 
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, run_main
 from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.search import space
@@ -121,12 +121,12 @@ def test_missing_space_file(tmp_path):
 # The command line: each case ends with exit 2 and one stderr line, before any compute.
 @pytest.mark.parametrize("case", ["unknown key", "inverted range", "unknown distribution", "log of zero",
                                   "malformed yaml", "missing file"])
-def test_tune_cli_rejects_bad_space(case, tmp_path):
+def test_tune_cli_rejects_bad_space(case, tmp_path, monkeypatch):
     path = tmp_path / "space.yaml"
     if case != "missing file":
         path.write_text(BAD[case][0])
     words = BAD[case][1] if case != "missing file" else ["does not exist", "--space"]
-    result = run_cli("rtsearch.tune", "--budget", "0.5", "--dataset", "digits", "--method", "both", "--space", str(path),
-                     timeout=120, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)         # in this process: each case ends before any compute
+    result = run_main("rtsearch.tune", "--budget", "0.5", "--dataset", "digits", "--method", "both", "--space", str(path))
     assert_usage_error(result, *words)
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns.db").exists()

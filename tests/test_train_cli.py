@@ -22,11 +22,11 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--iterations", "0"], ["--iterations"]),
     (["--seed", "-1"], ["--seed"]),
     (["--lr-finetune", "-1"], ["--lr-finetune"]),
-    (["--lr-runtime", "0"], ["--lr-runtime"]),
-    (["--beta-p", "-1"], ["--beta-p"]),
+    (["--method", "both", "--lr-runtime", "0"], ["--lr-runtime"]),
+    (["--method", "both", "--beta-p", "-1"], ["--beta-p"]),
     (["--finetune-epochs", "0"], ["--finetune-epochs"]),
     (["--agent-share", "1"], ["--agent-share"]),
-    (["--calibration-images", "-1"], ["--calibration-images"]),
+    (["--method", "both", "--calibration-images", "-1"], ["--calibration-images"]),
     (["--holdout-share", "0.6"], ["--holdout-share", "[0, 0.5]"]),
     (["--finetune", "wide"], ["--finetune"]),
     (["--torch-pruning-l1"], ["--torch-pruning-l1", "--fixed-ratios --method static-only"]),
@@ -35,6 +35,7 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--fixed-ratios"], ["--fixed-ratios", "default method, ladder", "--method both"]),
     (["--lstm"], ["--lstm", "default method, ladder", "--method both"]),
     (["--method", "ladder", "--no-calibrate"], ["--method ladder does not take --no-calibrate"]),
+    (["--beta-f", "2"], ["--beta-f", "default method, ladder", "--method both"]),      # would do nothing there
 ])
 def test_bad_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)

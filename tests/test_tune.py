@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import assert_usage_error
+from conftest import assert_usage_error, run_main
 from rtsearch.search import space
 
 TINY = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
@@ -128,8 +128,17 @@ def check_children(uri, parents, children, results):
     (["--budget-range", "0.05:0.2", "--method", "ladder"], ["--method ladder", "--budget-range"]),
     (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml", "--method both"]),
 ])
-def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache):
-    assert_usage_error(tune(tmp_path, cache, *args, timeout=120), *words)
+def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache, monkeypatch):
+    # in this process (each case ends before any compute, so no Ray, no trial): seconds instead of a fresh
+    # interpreter's start-up per case; what the driver would leave in the environment is put back
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RTSEARCH_CACHE", cache)
+    before = dict(os.environ)
+    result = run_main("rtsearch.tune", *args)
+    os.environ.clear()
+    os.environ.update(before)
+    assert_usage_error(result, *words)
+    assert not (tmp_path / "results").exists()
 
 
 def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache):
