@@ -108,6 +108,19 @@ def check_children(uri, parents, children, results):
             assert child["status"] in ("KILLED", "FAILED"), child["status"]
 
 
+def refused_here(monkeypatch, cwd, cache, *args) -> subprocess.CompletedProcess:
+    """rtsearch.tune in this process, for a sweep refused before any compute (so no Ray, no trial): seconds
+    instead of a fresh interpreter's start-up; what the driver would leave in the environment is put back."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("RTSEARCH_CACHE", cache)
+    before = dict(os.environ)
+    try:
+        return run_main("rtsearch.tune", *args)
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.mark.parametrize("args, words", [
     (["--budget", "0.5,0"], ["--budget", "(0, 1]"]),
     (["--budget", "0.5", "--num-samples", "0"], ["--num-samples"]),
@@ -129,31 +142,24 @@ def check_children(uri, parents, children, results):
     (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml", "--method both"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache, monkeypatch):
-    # in this process (each case ends before any compute, so no Ray, no trial): seconds instead of a fresh
-    # interpreter's start-up per case; what the driver would leave in the environment is put back
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RTSEARCH_CACHE", cache)
-    before = dict(os.environ)
-    result = run_main("rtsearch.tune", *args)
-    os.environ.clear()
-    os.environ.update(before)
-    assert_usage_error(result, *words)
+    assert_usage_error(refused_here(monkeypatch, tmp_path, cache, *args), *words)
     assert not (tmp_path / "results").exists()
 
 
-def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache):
+def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache, monkeypatch):
     began = time.time()
-    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "u", "--mlflow-uri", "http://127.0.0.1:9",
-                  timeout=120)
+    result = refused_here(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "u", "--mlflow-uri",
+                          "http://127.0.0.1:9")
     assert_usage_error(result, "http://127.0.0.1:9", "unreachable")
     assert "trial" not in result.stdout and "dense" not in result.stdout
     assert not (tmp_path / "results").exists()
     assert time.time() - began < 60
 
 
-def test_unreachable_address_exits_2_fast_before_any_training(tmp_path, cache):
+def test_unreachable_address_exits_2_fast_before_any_training(tmp_path, cache, monkeypatch):
     began = time.time()
-    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "a", "--address", "127.0.0.1:1", timeout=120)
+    result = refused_here(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "a", "--address",
+                          "127.0.0.1:1")
     assert_usage_error(result, "--address 127.0.0.1:1", "ray start --head")
     assert "dense" not in result.stdout
     assert not (tmp_path / "results").exists()
@@ -172,8 +178,9 @@ def test_remote_storage_is_checked_and_passed_through_untouched(tmp_path, cache)
     assert time.time() - began < 60
 
 
-def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache):
-    result = tune(tmp_path, cache, *TINY, "--budget", "0.5", "--name", "p", "--storage-path", "/proc/nope", timeout=120)
+def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache, monkeypatch):
+    result = refused_here(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "p", "--storage-path",
+                          "/proc/nope")
     assert_usage_error(result, "--storage-path /proc/nope", "cannot be written")
     assert "dense" not in result.stdout
     assert not (tmp_path / "results").exists()          # a rerun is not told the sweep already exists
