@@ -24,7 +24,11 @@ def export_ladder(folder: str, budget: float | None, out: str) -> None:
     import json
 
     import torch
-    trained = json.load(open(os.path.join(folder, "ladder.json")))["config"]["budget"]
+    try:
+        trained = float(json.load(open(os.path.join(folder, "ladder.json")))["config"]["budget"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{folder}/ladder.json is not a ladder run's record ({e}): pass a file of a folder a "
+                         f"ladder run wrote") from None
     if budget is not None and budget != trained:
         raise UsageError(f"{folder} holds a ladder run made for budget {trained:g}, which serves that budget only: "
                          f"drop --budget, or train a ladder at --budget {budget:g}")
@@ -33,8 +37,12 @@ def export_ladder(folder: str, budget: float | None, out: str) -> None:
     if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
         raise UsageError(f"{folder} holds a ladder run that has not finished (no deployed.pt or metrics.json): "
                          f"finish it with rtsearch.train --resume --out {folder}")
-    model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
-    metrics = json.load(open(metrics_path))
+    try:
+        model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
+        metrics = json.load(open(metrics_path))
+    except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
+        raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run again "
+                         f"with rtsearch.train --resume --out {folder}") from None
     tmp = f"{out}.tmp"
     try:
         torch.save(model, tmp)
@@ -66,7 +74,8 @@ def export_at_budget(path: str, budget: float, out: str) -> dict:
 @guarded
 def main(argv=None) -> None:
     parser = ArgumentParser(description="Write the deployable model of a checkpoint.")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt or best.pt written by a run (a ladder run: any file of its folder)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint.pt or best.pt written by a run (a ladder run: any file of its folder)")
     parser.add_argument("--out", required=True, help="file to write the exported model to")
     parser.add_argument("--budget", type=fraction("--budget"), default=None,
                         help="write the deployed model at this MACs budget (a --budget-range run: any in its range)")

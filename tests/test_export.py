@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from conftest import assert_usage_error, run_main
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
 from rtsearch.net.export import export, prune_static
@@ -130,3 +131,16 @@ def test_prune_static_works_under_no_grad():
     with torch.no_grad():
         pruned = prune_static(net, [0.5] * net.num_layers)
     assert pruned.widths == [8, 16, 16, 32, 32]
+
+
+@pytest.mark.parametrize("kind", ["corrupt record", "unfinished", "corrupt model"])
+def test_a_broken_ladder_folder_exits_2_with_one_line(tmp_path, kind):
+    (tmp_path / "ladder.json").write_text("{" if kind == "corrupt record" else '{"config": {"budget": 0.08}}')
+    if kind == "corrupt model":
+        (tmp_path / "deployed.pt").write_bytes(b"not a model")
+        (tmp_path / "metrics.json").write_text("{}")
+    words = {"corrupt record": ["ladder.json", "not a ladder run's record"], "unfinished": ["not finished", "--resume"],
+             "corrupt model": ["deployed.pt", "cannot be read", "--resume"]}[kind]
+    result = run_main("rtsearch.export", "--checkpoint", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "x.pt"))
+    assert_usage_error(result, *words)
+    assert not (tmp_path / "x.pt").exists()
