@@ -17,6 +17,7 @@ from rtsearch.errors import UsageError
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
 from rtsearch.net.export import export
+from rtsearch.storage import replacing
 
 
 def export_ladder(folder: str, budget: float | None, out: str) -> None:
@@ -43,10 +44,9 @@ def export_ladder(folder: str, budget: float | None, out: str) -> None:
     except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
         raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run again "
                          f"with rtsearch.train --resume --out {folder}") from None
-    tmp = f"{out}.tmp"
     try:
-        torch.save(model, tmp)
-        os.replace(tmp, out)
+        with replacing(out) as tmp:
+            torch.save(model, tmp)
     except OSError as e:
         raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
     print(f"exported {out}: the ladder of {folder} at budget {trained:g}: {len(model.rungs)} rungs and its re-run "
@@ -62,10 +62,9 @@ def export_at_budget(path: str, budget: float, out: str) -> dict:
 
     from rtsearch.rl.at_budget import calibrated
     run, result = calibrated(path, budget)
-    tmp = f"{out}.tmp"
     try:
-        torch.save(run.model(), tmp)
-        os.replace(tmp, out)
+        with replacing(out) as tmp:
+            torch.save(run.model(), tmp)
     except OSError as e:
         raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
     return result

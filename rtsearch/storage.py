@@ -4,6 +4,7 @@ filesystems as Tune itself does. A URI passes through untouched; only a plain pa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,13 +95,26 @@ def download(path: str, local: str) -> None:
         shutil.copyfileobj(src, dst)
 
 
+@contextlib.contextmanager
+def replacing(path: str):
+    """A temporary name beside `path`, unique to this writer, moved onto `path` when the block ends without an
+    error (and removed when it raises): a reader, a killed writer or a second process writing the same file
+    (two runs making one dense model) never leaves or sees a half-written file."""
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def upload(local: str, path: str) -> None:
     """Copy the local file `local` to `path` (a URI or a local path), whole or not at all."""
     if not is_uri(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            shutil.copyfile(local, tmp)
         return
     fs, root = _filesystem(path)
     fs.create_dir(root.rsplit("/", 1)[0], recursive=True)
@@ -112,7 +126,5 @@ def write_json(path: str, payload) -> None:
     """Atomic write, its folder made if need be: a reader (or a killed writer) never leaves a half-written file."""
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)

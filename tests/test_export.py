@@ -144,3 +144,19 @@ def test_a_broken_ladder_folder_exits_2_with_one_line(tmp_path, kind):
     result = run_main("rtsearch.export", "--checkpoint", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "x.pt"))
     assert_usage_error(result, *words)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_file_is_replaced_whole_and_two_writers_do_not_collide(tmp_path):
+    from rtsearch.storage import replacing
+    target = tmp_path / "dense.pt"
+    target.write_text("old")
+    with replacing(str(target)) as first, replacing(str(target)) as second:     # two writers at once
+        assert first != second
+        open(first, "w").write("first")
+        open(second, "w").write("second")
+    assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["dense.pt"]
+    with pytest.raises(RuntimeError):
+        with replacing(str(target)) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["dense.pt"]

@@ -9,6 +9,7 @@ import torch
 
 from rtsearch.errors import UsageError
 from rtsearch.net.models import GatedNet, build_model
+from rtsearch.storage import replacing
 
 FORMAT = "rtsearch-checkpoint-1"
 
@@ -18,9 +19,8 @@ def save(path: str, net: GatedNet, static_ratios=None, **extra) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {"format": FORMAT, "model": net.config(), "state_dict": net.state_dict(),
              "static_ratios": None if static_ratios is None else [float(r) for r in static_ratios], **extra}
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load(path: str) -> dict:

@@ -28,6 +28,7 @@ from rtsearch.net.models import GatedNet
 from rtsearch.rl import budgets
 from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, current_importance, layer_descriptors,
                                       observation_of)
+from rtsearch.storage import replacing
 
 
 class DeployedPolicy:
@@ -242,9 +243,8 @@ class DeployedRun:
 def write_model(checkpoint_path: str, out: str) -> None:
     """Write the deployed model of a run's checkpoint (`load`) to `out`, for torch.load(out, weights_only=False)."""
     model = load(checkpoint_path).model()
-    tmp = f"{out}.tmp"
-    torch.save(model, tmp)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        torch.save(model, tmp)
 
 
 def runtime_module(agents_dir: str):

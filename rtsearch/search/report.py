@@ -28,7 +28,7 @@ import time
 
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
-from rtsearch.storage import write_json
+from rtsearch.storage import replacing, write_json
 from rtsearch.search import baseline as baselines
 from rtsearch.search.selection import (SELECTION, _g, _rank_key, chosen_by, format_config,  # noqa: F401 (re-exported)
                                       pick)
@@ -339,20 +339,17 @@ def plot(summary: dict, path: str) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write(results_dir: str) -> dict:
     """Regenerate summary.json, summary.md and pareto.png; returns the summary."""
     summary = summarize(results_dir)
     write_json(os.path.join(results_dir, "summary.json"), summary)
-    tmp = os.path.join(results_dir, "summary.md.tmp")
-    with open(tmp, "w") as f:
+    with replacing(os.path.join(results_dir, "summary.md")) as tmp, open(tmp, "w") as f:
         f.write(markdown(summary))
-    os.replace(tmp, os.path.join(results_dir, "summary.md"))
     plot(summary, os.path.join(results_dir, "pareto.png"))
     return summary
 

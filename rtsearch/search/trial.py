@@ -13,16 +13,15 @@ import ray
 
 from rtsearch import device
 from rtsearch.config import RunConfig
+from rtsearch.storage import replacing
 
 STATE_FILE = "trial_state.json"      # inside a trial's run folder, so it travels with its checkpoints
 SCORE = "score"
 
 
 def _write_state(out: str, state: dict) -> None:
-    tmp = os.path.join(out, STATE_FILE + ".tmp")
-    with open(tmp, "w") as f:
+    with replacing(os.path.join(out, STATE_FILE)) as tmp, open(tmp, "w") as f:
         json.dump(state, f)
-    os.replace(tmp, os.path.join(out, STATE_FILE))
 
 
 def _read_state(out: str) -> dict | None:
