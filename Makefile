@@ -25,9 +25,9 @@ run: $(STAMP)
 	$(PY) -m rtsearch.tune --method ladder --budget 0.08 --name $(RUN_NAME)
 
 # Two workers: much of the suite waits on process start-up, Ray and servers, so two share this machine's
-# cores (measured: results/suite-time.md); the sweeps and the cluster run one after another in one of them.
+# cores (measured: results/suite-time.md).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf runs mlruns.db mlruns .pytest_cache

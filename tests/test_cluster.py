@@ -18,10 +18,6 @@ import yaml
 from conftest import assert_usage_error
 
 REPO = Path(__file__).resolve().parents[1]
-# make test runs two pytest workers (pytest-xdist, --dist loadgroup): the sweeps and the cluster run one after
-# another in one of them, so no two of them share this machine's cores
-pytestmark = pytest.mark.xdist_group("sweeps")
-
 RAY = str(Path(sys.executable).parent / "ray")
 
 

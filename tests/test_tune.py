@@ -19,10 +19,6 @@ import pytest
 from conftest import assert_usage_error, run_main
 from rtsearch.search import space
 
-# make test runs two pytest workers (pytest-xdist, --dist loadgroup): the sweeps and the cluster run one after
-# another in one of them, so no two of them share this machine's cores
-pytestmark = pytest.mark.xdist_group("sweeps")
-
 TINY = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
         "--num-cpus", "2"]
 # the same with both agents (no --fixed-ratios): a sweep of the method itself
