@@ -98,8 +98,9 @@ def download(path: str, local: str) -> None:
 @contextlib.contextmanager
 def replacing(path: str):
     """A temporary name beside `path`, unique to this writer, moved onto `path` when the block ends without an
-    error (and removed when it raises): a reader, a killed writer or a second process writing the same file
-    (two runs making one dense model) never leaves or sees a half-written file."""
+    error (and removed when it raises): `path` is never half-written, whether a reader looks mid-write, the
+    writer is killed (its temporary file stays behind), or a second process writes it at once (two runs making
+    one dense model)."""
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         yield tmp
