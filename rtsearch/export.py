@@ -20,6 +20,16 @@ from rtsearch.net.export import export
 from rtsearch.storage import replacing
 
 
+def save_model(model, out: str) -> None:
+    """torch.save `model` to `out` whole or not at all; an unwritable `out` is a UsageError naming the fix."""
+    import torch
+    try:
+        with replacing(out) as tmp:
+            torch.save(model, tmp)
+    except OSError as e:
+        raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
+
+
 def export_ladder(folder: str, budget: float | None, out: str) -> None:
     """A ladder run's deployed model, as its run measured it, written to `out`."""
     import json
@@ -44,11 +54,7 @@ def export_ladder(folder: str, budget: float | None, out: str) -> None:
     except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
         raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run again "
                          f"with rtsearch.train --resume --out {folder}") from None
-    try:
-        with replacing(out) as tmp:
-            torch.save(model, tmp)
-    except OSError as e:
-        raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
+    save_model(model, out)
     print(f"exported {out}: the ladder of {folder} at budget {trained:g}: {len(model.rungs)} rungs and its re-run "
           f"policy, params ratio {metrics['params_ratio']:.4f}, bytes {os.path.getsize(out)}; test accuracy "
           f"{metrics['accuracy']:.4f} at MACs ratio {metrics['macs_ratio']:.4f} (load with torch.load(FILE, "
@@ -58,15 +64,9 @@ def export_ladder(folder: str, budget: float | None, out: str) -> None:
 def export_at_budget(path: str, budget: float, out: str) -> dict:
     """Put a run's runtime policy on `budget` (rtsearch.rl.at_budget: calibrated on validation, measured on
     test) and write its deployed model to `out`; returns the test figures."""
-    import torch
-
     from rtsearch.rl.at_budget import calibrated
     run, result = calibrated(path, budget)
-    try:
-        with replacing(out) as tmp:
-            torch.save(run.model(), tmp)
-    except OSError as e:
-        raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
+    save_model(run.model(), out)
     return result
 
 

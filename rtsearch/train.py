@@ -102,10 +102,9 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     if args.method == "ladder":
         check_ladder(args, chosen)
     else:
-        for name in ("lr_rerun", "entropy_rerun", "rerun_width"):
-            if getattr(args, name) != getattr(RunConfig, name):
-                raise UsageError(f"--{name.replace('_', '-')} sets the ladder's re-run agent: pass --method ladder, "
-                                 f"or drop it")
+        for flag, given in flags_given(args, ("lr_rerun", "entropy_rerun", "rerun_width")):
+            if given:
+                raise UsageError(f"{flag} sets the ladder's re-run agent: pass --method ladder, or drop it")
     for flag, value in (("--iterations", args.iterations), ("--agent-iterations", args.agent_iterations),
                         ("--rerun-width", args.rerun_width)):
         if value < 1:
@@ -154,10 +153,15 @@ def parse_args(argv=None) -> tuple[RunConfig, dict]:
     return cfg, {"dense_only": args.dense_only, "resume": args.resume}
 
 
+def flags_given(args, names) -> list[tuple[str, bool]]:
+    """(flag, whether it was set away from its RunConfig default) for each RunConfig field in `names`."""
+    return [(f"--{name.replace('_', '-')}", getattr(args, name) != getattr(RunConfig, name)) for name in names]
+
+
 def check_ladder(args, chosen: bool) -> None:
     """--method ladder makes its own fixed-ratio rungs and trains one feed-forward re-run agent."""
-    agents_settings = [(f"--{name.replace('_', '-')}", getattr(args, name) != getattr(RunConfig, name))
-                       for name in ("lr_runtime", "lr_static", "beta_f", "eta_f", "beta_p", "p_max", "calibration_images")]
+    agents_settings = flags_given(args, ("lr_runtime", "lr_static", "beta_f", "eta_f", "beta_p", "p_max",
+                                         "calibration_images"))
     refuse_for_ladder((("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None),
                        ("--lstm", args.lstm), ("--no-calibrate", args.no_calibrate), *agents_settings),
                       "it has neither the runtime nor the static agent: its rungs are Torch-Pruning L1 runs and its "

@@ -35,6 +35,20 @@ def run_main(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
+def tune_refused(monkeypatch, cwd, cache, *args: str) -> subprocess.CompletedProcess:
+    """`rtsearch.tune` run by `run_main` in `cwd`, for a sweep refused before any compute (so no Ray, no trial);
+    the dense cache in `cache` (None: the default), and what the driver would leave in the environment put back."""
+    monkeypatch.chdir(cwd)
+    if cache is not None:
+        monkeypatch.setenv("RTSEARCH_CACHE", cache)
+    before = dict(os.environ)
+    try:
+        return run_main("rtsearch.tune", *args)
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 def assert_usage_error(result: subprocess.CompletedProcess, *words: str) -> None:
     """Exit 2, exactly one stderr line naming the problem, no traceback, nothing on stdout."""
     lines = result.stderr.strip().splitlines()

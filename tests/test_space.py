@@ -1,7 +1,7 @@
 """Search-space files: the format, its validation, and the conversion to a Ray Tune param space."""
 import pytest
 
-from conftest import assert_usage_error, run_main
+from conftest import assert_usage_error, tune_refused
 from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.search import space
@@ -126,7 +126,7 @@ def test_tune_cli_rejects_bad_space(case, tmp_path, monkeypatch):
     if case != "missing file":
         path.write_text(BAD[case][0])
     words = BAD[case][1] if case != "missing file" else ["does not exist", "--space"]
-    monkeypatch.chdir(tmp_path)         # in this process: each case ends before any compute
-    result = run_main("rtsearch.tune", "--budget", "0.5", "--dataset", "digits", "--method", "both", "--space", str(path))
+    result = tune_refused(monkeypatch, tmp_path, None, "--budget", "0.5", "--dataset", "digits", "--method", "both",
+                          "--space", str(path))
     assert_usage_error(result, *words)
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns.db").exists()

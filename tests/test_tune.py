@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import assert_usage_error, run_main
+from conftest import assert_usage_error, tune_refused
 from rtsearch.search import space
 
 TINY = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
@@ -108,19 +108,6 @@ def check_children(uri, parents, children, results):
             assert child["status"] in ("KILLED", "FAILED"), child["status"]
 
 
-def refused_here(monkeypatch, cwd, cache, *args) -> subprocess.CompletedProcess:
-    """rtsearch.tune in this process, for a sweep refused before any compute (so no Ray, no trial): seconds
-    instead of a fresh interpreter's start-up; what the driver would leave in the environment is put back."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("RTSEARCH_CACHE", cache)
-    before = dict(os.environ)
-    try:
-        return run_main("rtsearch.tune", *args)
-    finally:
-        os.environ.clear()
-        os.environ.update(before)
-
-
 @pytest.mark.parametrize("args, words", [
     (["--budget", "0.5,0"], ["--budget", "(0, 1]"]),
     (["--budget", "0.5", "--num-samples", "0"], ["--num-samples"]),
@@ -142,13 +129,13 @@ def refused_here(monkeypatch, cwd, cache, *args) -> subprocess.CompletedProcess:
     (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml", "--method both"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache, monkeypatch):
-    assert_usage_error(refused_here(monkeypatch, tmp_path, cache, *args), *words)
+    assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, *args), *words)
     assert not (tmp_path / "results").exists()
 
 
 def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache, monkeypatch):
     began = time.time()
-    result = refused_here(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "u", "--mlflow-uri",
+    result = tune_refused(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "u", "--mlflow-uri",
                           "http://127.0.0.1:9")
     assert_usage_error(result, "http://127.0.0.1:9", "unreachable")
     assert "trial" not in result.stdout and "dense" not in result.stdout
@@ -158,7 +145,7 @@ def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache, monkeypatc
 
 def test_unreachable_address_exits_2_fast_before_any_training(tmp_path, cache, monkeypatch):
     began = time.time()
-    result = refused_here(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "a", "--address",
+    result = tune_refused(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "a", "--address",
                           "127.0.0.1:1")
     assert_usage_error(result, "--address 127.0.0.1:1", "ray start --head")
     assert "dense" not in result.stdout
@@ -179,7 +166,7 @@ def test_remote_storage_is_checked_and_passed_through_untouched(tmp_path, cache)
 
 
 def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache, monkeypatch):
-    result = refused_here(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "p", "--storage-path",
+    result = tune_refused(monkeypatch, tmp_path, cache, *TINY, "--budget", "0.5", "--name", "p", "--storage-path",
                           "/proc/nope")
     assert_usage_error(result, "--storage-path /proc/nope", "cannot be written")
     assert "dense" not in result.stdout

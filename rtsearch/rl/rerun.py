@@ -129,8 +129,7 @@ def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: 
     `extra` (each action's added MACs ratio). After every iteration beta follows the greedy re-run MACs on
     `val_obs` towards `spare`, and `after_iteration(iteration, actor, beta)` sees the live actor. The policy and
     value networks have two hidden layers of `width`; `num_env_runners` rollout workers (0: the driver samples).
-    Returns a copy of the final actor as plain torch layers,
-    and the final beta."""
+    Returns a copy of the final actor as plain torch layers, and the final beta."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from rtsearch.rl.agents import agent_model_config, push_world
