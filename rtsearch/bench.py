@@ -2,18 +2,18 @@
 
 Rollout throughput of the runtime agent on the real env against a no-op env with the same RLlib
 set-up, per number of env runners, and optionally the training loop's and a backbone's costs
-(rtsearch.studies.sampling; results/sampling.md, results/scaling.md).
+(rtsearch.bench_sampling; results/sampling.md, results/scaling.md).
 
     python -m rtsearch.bench --sampling [--dataset mnist5k] [--model small] [--seconds 20]
     python -m rtsearch.bench --scaling          # the same for --num-env-runners 0 1 2
 
 `--latency` times the deployed model (skip path) against dense, static-only and the masked reference,
-with the MACs ratio beside each latency ratio (rtsearch.studies.latency; results/latency.md):
+with the MACs ratio beside each latency ratio (rtsearch.bench_latency; results/latency.md):
 
     python -m rtsearch.bench --latency [--checkpoint CKPT] [--batch-sizes 1,64] [--device cpu|cuda]
 
 `--deployed RUN [RUN ...]` times finished runs' deployed.pt on their own test images, on the CPU, against the
-first run given (rtsearch.studies.deployed_latency), e.g. a ladder run against the Torch-Pruning L1 run at its
+first run given (rtsearch.bench_deployed), e.g. a ladder run against the Torch-Pruning L1 run at its
 budget:
 
     python -m rtsearch.bench --deployed RUN RUN ... [--batch-sizes 1,64] [--threads 1] [--out FILE.md]
@@ -124,8 +124,8 @@ def check_latency(args):
         from rtsearch.rl import deployed
         deployed.load(args.checkpoint)      # UsageError (exit 2) for a missing, corrupt or foreign file
     if args.deployed:
-        from rtsearch.studies import deployed_latency
-        deployed_latency.check(args.deployed)
+        from rtsearch import bench_deployed
+        bench_deployed.check(args.deployed)
     return args
 
 
@@ -134,9 +134,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.deployed:
-        from rtsearch.studies import deployed_latency
-        rows = deployed_latency.measure(args.deployed, args.batch_sizes, args.runs, args.threads or [1])
-        text = deployed_latency.markdown(rows, command)
+        from rtsearch import bench_deployed
+        rows = bench_deployed.measure(args.deployed, args.batch_sizes, args.runs, args.threads or [1])
+        text = bench_deployed.markdown(rows, command)
         if args.out:
             with open(args.out, "w") as f:
                 f.write(text)
@@ -145,18 +145,18 @@ def main(argv=None) -> int:
             print(text)
         return 0
     if args.latency:
-        from rtsearch.studies import latency
+        from rtsearch import bench_latency
         if args.profile:
-            report = "".join(latency.profile(name, shape, args.budgets, max(args.batch_sizes))
+            report = "".join(bench_latency.profile(name, shape, args.budgets, max(args.batch_sizes))
                              for name, shape in args.networks)
             print(report)
             if args.out:
                 with open(args.out, "w") as f:
                     f.write(f"    {command}\n\n{report}")
             return 0
-        latency.measure(args, command)
+        bench_latency.measure(args, command)
         return 0
-    from rtsearch.studies.sampling import measure
+    from rtsearch.bench_sampling import measure
     measure(args, command)
     return 0
 

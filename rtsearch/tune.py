@@ -1,7 +1,7 @@
 """The search: `python -m rtsearch.tune --budget 0.5 [--num-samples N] [--max-iterations N] ...`.
 
 Ray Tune runs one trial per sampled configuration (Optuna TPE, or random with --search random),
-ASHA stops weak trials early on the validation score, every trial is a `rtsearch.rl.run.run` that
+ASHA stops weak trials early on the validation score, every trial is a `rtsearch.methods.run` that
 reports and checkpoints each iteration, and MLflow records the sweep as a parent run with one
 child run per trial. `--budget 0.3,0.5,0.7` runs one sweep per budget. Results land in
 results/<name>/ (summary.md, summary.json, pareto.png, trials/); `--resume` continues a sweep
@@ -12,17 +12,15 @@ from __future__ import annotations
 import re
 import sys
 
-from rtsearch.cli import (ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded,
-                          refuse_for_ladder)
-from rtsearch.config import DEFAULT_METHOD, RunConfig
+from rtsearch import methods
+from rtsearch.cli import ArgumentParser, check_dataset_and_model, check_holdout_share, fraction, guarded
+from rtsearch.config import RunConfig
 from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.rl.budgets import parse_range
 from rtsearch.search.names import SEARCHES, budget_key
 from rtsearch.search.selection import HOLDOUT_SHARE, TOP_FEW
-
-SWEPT_METHODS = ("both", "ladder")
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -47,14 +45,16 @@ def parse_args(argv=None):
     p.add_argument("--param-budget", type=fraction("--param-budget"), default=None,
                    help="fix the parameter budget (otherwise searched if the space has param_budget, else 1)")
     p.add_argument("--space", default=None,
-                   help="search space YAML (default search_spaces/ladder.yaml; default.yaml with --method both)")
+                   help="search space YAML (default: the method's, " + ", ".join(
+                       f"search_spaces/{methods.get(m).space_file} for {m}" for m in methods.swept()) + ")")
     p.add_argument("--num-samples", type=int, default=8, help="trials per budget")
-    p.add_argument("--method", choices=SWEPT_METHODS, default=None,
-                   help="what every trial runs: the ladder (default, rtsearch.train --method ladder, searching "
-                        "search_spaces/ladder.yaml), or both agents (searching search_spaces/default.yaml)")
+    p.add_argument("--method", choices=methods.swept(), default=None,
+                   help=f"what every trial runs (default {methods.DEFAULT}): " + "; ".join(
+                       f"{m}: {methods.get(m).summary}" for m in methods.swept()))
     p.add_argument("--max-iterations", type=int, default=None,
-                   help=f"iterations of a trial that ASHA lets finish (the ladder: PPO iterations of its re-run "
-                        f"agent, default {RunConfig.agent_iterations}; --method both: default 10)")
+                   help="iterations of a trial that ASHA lets finish (default: " + ", ".join(
+                       f"{methods.get(m).sweep_iterations} {methods.get(m).iteration_field.replace('_', ' ')} for {m}"
+                       for m in methods.swept()) + ")")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
     p.add_argument("--data-dir", default=None)
@@ -87,11 +87,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.resume:         # a resumed sweep keeps its stored method and iterations
         chosen = args.method is not None
-        args.method = args.method or DEFAULT_METHOD
-        if args.method == "ladder":
-            check_ladder(args, chosen)
+        args.method = args.method or methods.DEFAULT
+        check_method_flags(args, chosen)
         if args.max_iterations is None:
-            args.max_iterations = RunConfig.agent_iterations if args.method == "ladder" else 10
+            args.max_iterations = methods.get(args.method).sweep_iterations
 
     if args.budget_range is not None:
         if args.budget is not None:
@@ -133,10 +132,11 @@ def parse_args(argv=None):
     return args, budgets, name
 
 
-def check_ladder(args, chosen: bool) -> None:
-    """A ladder trial makes Torch-Pruning L1 rungs at set budgets: no fixed ratios or budget range to give it."""
-    refuse_for_ladder((("--fixed-ratios", args.fixed_ratios), ("--budget-range", args.budget_range is not None)),
-                      "its rungs are Torch-Pruning L1 runs at set budgets", chosen)
+def check_method_flags(args, chosen: bool) -> None:
+    """The trial settings given here (fixed ratios, a budget range) must be ones the sweep's method uses."""
+    given = {name for name, on in (("fixed_ratios", args.fixed_ratios), ("budget_range", args.budget_range is not None))
+             if on}
+    methods.checked(RunConfig(method=args.method, fixed_ratios=args.fixed_ratios), given, chosen)
 
 
 @guarded

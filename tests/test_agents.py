@@ -7,6 +7,7 @@ import ray
 import torch
 
 from rtsearch.rl import agents, policies
+from rtsearch import methods
 from rtsearch.config import RunConfig
 from rtsearch.net.cost import CostModel
 from rtsearch.data import load
@@ -52,7 +53,8 @@ def env_config(net):
 
 
 def cfg(**kw):
-    return RunConfig(**{"dataset": "digits", "model": "small", "num_env_runners": 0, "p_max": P_MAX, **kw})
+    return methods.configured(RunConfig(**{"dataset": "digits", "model": "small", "method": "both", "num_env_runners": 0,
+                                           "p_max": P_MAX, **kw}))
 
 
 @pytest.fixture(scope="module")

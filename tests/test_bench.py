@@ -4,7 +4,7 @@ import re
 import numpy as np
 
 from conftest import assert_usage_error, run_cli
-from rtsearch.studies.sampling import NoOpVectorEnv
+from rtsearch.bench_sampling import NoOpVectorEnv
 from rtsearch.rl.observations import RUNTIME_OBS_DIM
 
 

@@ -48,7 +48,7 @@ def test_imagefolder_reads_images_and_names_an_unreadable_one(tmp_path):
 
 def test_held_out_images_leave_the_training_split_and_a_run_scores_them(tmp_path):
     from rtsearch.config import RunConfig
-    from rtsearch.rl.run import run
+    from rtsearch.methods import run
     from rtsearch.rl.world import train_split
     splits = data.load("digits", 0)
     held = data.hold_out(splits, 0.15, 0)

@@ -1,9 +1,12 @@
 """The detector study: a score in place of the confidence reaches the cascade's search, and the label oracle
 re-runs the cheap rung's errors first."""
 import numpy as np
+import pytest
 
-from rtsearch.rl.ladder import best_cascade
-from rtsearch.studies.detector import error_auc, main, oracle_scores, with_scores
+from experiments.detector import error_auc, main, oracle_scores, with_scores
+from rtsearch.methods.ladder import best_cascade
+
+pytestmark = pytest.mark.study
 
 
 def levels_with_confident_errors(n: int = 400) -> list[dict]:
@@ -43,7 +46,7 @@ def test_malformed_seeds_are_refused(capsys):
 
 
 def test_a_second_opinion_pays_for_both_cheap_passes_and_catches_what_they_disagree_on():
-    from rtsearch.studies.detector import two_opinions
+    from experiments.detector import two_opinions
     rng = np.random.default_rng(1)
     n, k = 600, 3
 

@@ -60,7 +60,7 @@ def test_every_phase_of_a_run_computes_on_the_run_device(tmp_path, monkeypatch):
     from rtsearch.config import RunConfig
     from rtsearch.net.pruning import GatedConv
     from rtsearch.rl import loop
-    from rtsearch.rl.run import run
+    from rtsearch.methods import run
     decided, seen, phases = [], [], set()
     real_resolve = device.resolve
     monkeypatch.setattr(device, "resolve", lambda *a, **k: decided.append(real_resolve(*a, **k)) or decided[-1])
@@ -79,7 +79,7 @@ def test_every_phase_of_a_run_computes_on_the_run_device(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "Agents", Watched)
     handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:
-        cfg = RunConfig(dataset="digits", budget=0.4, iterations=1, warmup_epochs=1, out=str(tmp_path / "run"),
+        cfg = RunConfig(dataset="digits", method="both", budget=0.4, iterations=1, warmup_epochs=1, out=str(tmp_path / "run"),
                         device="cpu")
         run(cfg, log=lambda _: None)
     finally:

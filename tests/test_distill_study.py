@@ -1,5 +1,9 @@
-"""The distillation study's plan and verdict (rtsearch.studies.distill), on made-up figures."""
-from rtsearch.studies.distill import plan, verdict
+"""The distillation study's plan and verdict (experiments.distill), on made-up figures."""
+import pytest
+
+from experiments.distill import plan, verdict
+
+pytestmark = pytest.mark.study
 
 
 def test_every_method_runs_plain_and_distilled_with_equal_fine_tuning_epochs():

@@ -1,4 +1,5 @@
 """Export: physically removing statically pruned channels changes storage, never the outputs."""
+import json
 import subprocess
 import sys
 
@@ -6,6 +7,8 @@ import pytest
 import torch
 
 from conftest import assert_usage_error, run_main
+from rtsearch.config import RunConfig
+from rtsearch.methods.base import write_manifest
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
 from rtsearch.net.export import export, prune_static
@@ -106,6 +109,7 @@ def test_cli_exports_and_reloads(tmp_path):
     net = randomised("small", (1, 28, 28))
     ckpt, out = tmp_path / "checkpoint.pt", tmp_path / "model.pt"
     checkpoint.save(str(ckpt), net, static_ratios=[0.5] * net.num_layers)
+    write_manifest(RunConfig(method="static-only", out=str(tmp_path)))        # the run.json a run writes first
     proc = run_cli("--checkpoint", str(ckpt), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "params" in proc.stdout and "bytes" in proc.stdout
@@ -117,13 +121,22 @@ def test_cli_exports_and_reloads(tmp_path):
 @pytest.mark.parametrize("kind", ["corrupt", "missing"])
 def test_cli_bad_checkpoint(tmp_path, kind):
     ckpt = tmp_path / "checkpoint.pt"
+    write_manifest(RunConfig(method="both", out=str(tmp_path)))
     if kind == "corrupt":
         ckpt.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
     proc = run_cli("--checkpoint", str(ckpt), "--out", str(tmp_path / "model.pt"))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert ("corrupt" if kind == "corrupt" else "does not exist") in proc.stderr
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_run_folder_without_a_manifest_is_refused(tmp_path):
+    net = randomised("small", (1, 28, 28))
+    checkpoint.save(str(tmp_path / "checkpoint.pt"), net, static_ratios=[0.5] * net.num_layers)
+    assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out",
+                                str(tmp_path / "x.pt")), "run.json", "not a run folder")
 
 
 def test_prune_static_works_under_no_grad():
@@ -135,13 +148,14 @@ def test_prune_static_works_under_no_grad():
 
 @pytest.mark.parametrize("kind", ["corrupt record", "unfinished", "corrupt model"])
 def test_a_broken_ladder_folder_exits_2_with_one_line(tmp_path, kind):
-    (tmp_path / "ladder.json").write_text("{" if kind == "corrupt record" else '{"config": {"budget": 0.08}}')
+    record = {"format": "rtsearch-run-1", "method": "ladder", "config": {"budget": 0.08}}
+    (tmp_path / "run.json").write_text("{" if kind == "corrupt record" else json.dumps(record))
     if kind == "corrupt model":
         (tmp_path / "deployed.pt").write_bytes(b"not a model")
         (tmp_path / "metrics.json").write_text("{}")
-    words = {"corrupt record": ["ladder.json", "not a ladder run's record"], "unfinished": ["not finished", "--resume"],
+    words = {"corrupt record": ["run.json", "corrupt or not an rtsearch run manifest"], "unfinished": ["not finished", "--resume"],
              "corrupt model": ["deployed.pt", "cannot be read", "--resume"]}[kind]
-    result = run_main("rtsearch.export", "--checkpoint", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "x.pt"))
+    result = run_main("rtsearch.export", "--checkpoint", str(tmp_path / "run.json"), "--out", str(tmp_path / "x.pt"))
     assert_usage_error(result, *words)
     assert not (tmp_path / "x.pt").exists()
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import assert_usage_error, run_cli, run_main
 from rtsearch.config import RunConfig
-from rtsearch.rl import ladder
+from rtsearch.methods import ladder
 
 
 def test_the_rungs_span_the_budget_below_the_dense_model():
@@ -129,7 +129,7 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"), ("ladder", "16")]
     assert rows[0][8] == "1.00 |" and all(float(r[6]) > 0 for r in rows)   # against the first run; median ms
 
-    exported = run_main("rtsearch.export", "--checkpoint", str(out / "ladder.json"), "--out", str(tmp_path / "x.pt"))
+    exported = run_main("rtsearch.export", "--checkpoint", str(out / "run.json"), "--out", str(tmp_path / "x.pt"))
     assert exported.returncode == 0 and f"params ratio {metrics['params_ratio']:.4f}" in exported.stdout
     written = torch.load(tmp_path / "x.pt", weights_only=False)
     assert ladder.evaluate(written, *splits.test)["accuracy"] == metrics["accuracy"]

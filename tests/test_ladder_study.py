@@ -1,6 +1,10 @@
-"""The ladder study's plan and verdict (rtsearch.studies.ladder), on made-up figures."""
-from rtsearch.studies import peers
-from rtsearch.studies.ladder import AGENTS, CASCADE, LADDER, RUNG, plan, verdict
+"""The ladder study's plan and verdict (experiments.ladder_study), on made-up figures."""
+import pytest
+
+from experiments import peers_study as peers
+from experiments.ladder_study import AGENTS, CASCADE, LADDER, RUNG, plan, verdict
+
+pytestmark = pytest.mark.study
 
 
 def test_every_rung_is_a_torch_pruning_l1_peer_run_and_the_peers_run_at_the_budgets():

@@ -1,5 +1,7 @@
-"""The package's layers: imports flow one way (entry points -> studies -> search -> rl -> net -> bottom),
+"""The package's layers: imports flow one way (entry points -> search -> methods -> rl -> net -> bottom),
 no two modules import each other (directly or round a longer circle), and no module grows past 400 lines.
+Only rtsearch.methods compares a method's name: everything else asks its registry. The studies live outside the package, in experiments/: no rtsearch module imports them, and no module there
+shares a file name with one in rtsearch/.
 
 Every import counts, the ones inside functions too: a lazy import still ties the two modules together.
 """
@@ -9,9 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "rtsearch"
-ENTRY_POINTS = {"train", "tune", "export", "bench", "report", "study", "search_study", "cli"}
+EXPERIMENTS = ROOT.parent / "experiments"
+# bench_*: the measuring code of `python -m rtsearch.bench`, beside its entry point
+ENTRY_POINTS = {"train", "tune", "export", "bench", "bench_latency", "bench_sampling", "bench_deployed", "report", "cli"}
 BOTTOM = {"data", "config", "errors", "logs", "storage", "device"}
-RANKS = {"bottom": 0, "net": 1, "rl": 2, "search": 3, "studies": 4, "entry": 5}
+RANKS = {"bottom": 0, "net": 1, "rl": 2, "methods": 3, "search": 4, "entry": 5}
 MAX_LINES = 400
 
 
@@ -59,17 +63,46 @@ def imports_of(module: str) -> set[str]:
 GRAPH = {m: imports_of(m) for m in MODULES}
 
 
-def missing_modules(module: str) -> list[str]:
-    """rtsearch modules this module imports from that do not exist (a lazy import fails only when run)."""
-    tree = ast.parse(MODULES[module].read_text())
+def imported_names(path: Path) -> list[str]:
+    """Every module name an import in the file names (`from a.b import c`: a.b; lazy imports too)."""
+    tree = ast.parse(path.read_text())
     named = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     named += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
-    return [name for name in named if name.split(".")[0] == "rtsearch" and name not in MODULES]
+    return named
+
+
+def missing_modules(module: str) -> list[str]:
+    """rtsearch modules this module imports from that do not exist (a lazy import fails only when run)."""
+    return [name for name in imported_names(MODULES[module]) if name.split(".")[0] == "rtsearch" and name not in MODULES]
+
+
+STUDIES = {"experiments." + p.stem if p.stem != "__init__" else "experiments": p for p in EXPERIMENTS.glob("*.py")}
 
 
 def test_every_imported_module_exists():
     missing = [f"{m} imports {name}" for m in MODULES for name in missing_modules(m)]
+    missing += [f"{m} imports {name}" for m, path in STUDIES.items() for name in imported_names(path)
+                if (name.split(".")[0] == "rtsearch" and name not in MODULES)
+                or (name.split(".")[0] == "experiments" and name not in STUDIES)]
     assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
+
+
+def test_no_rtsearch_module_imports_the_experiments():
+    wrong = [f"{m} imports {name}" for m, path in MODULES.items() for name in imported_names(path)
+             if name.split(".")[0] == "experiments"]
+    assert not wrong, "the package must not depend on experiments/ (not installed):\n" + "\n".join(wrong)
+
+
+def test_no_module_in_experiments_shares_a_file_name_with_another_module():
+    shared_ok = {"__init__.py", "__main__.py"}
+    studies = [p for p in EXPERIMENTS.rglob("*.py") if p.name not in shared_ok]
+    package = {p.name: p for p in ROOT.rglob("*.py") if p.name not in shared_ok}
+    clashes = [f"{p.relative_to(ROOT.parent)} and {package[p.name].relative_to(ROOT.parent)}"
+               for p in studies if p.name in package]
+    clashes += [f"{p.relative_to(ROOT.parent)} and {q.relative_to(ROOT.parent)}"
+                for i, p in enumerate(studies) for q in studies[i + 1:] if p.name == q.name]
+    assert studies, f"no modules in {EXPERIMENTS}"
+    assert not clashes, "name the study module for what it studies (e.g. ladder_study.py):\n" + "\n".join(clashes)
 
 
 def test_every_module_has_a_known_layer():
@@ -120,7 +153,32 @@ def test_the_checks_catch_what_they_should():
     assert layer("rtsearch.net.cost") == "net" and layer("rtsearch.train") == "entry"
     assert layer("rtsearch.errors") == "bottom" and layer("rtsearch") == "bottom"
     assert "rtsearch.net.checkpoint" in GRAPH["rtsearch.net.dense"]          # `from rtsearch.net import checkpoint`
-    assert "rtsearch.rl.loop" in GRAPH["rtsearch.rl.run"]                    # a lazy import inside a function
+    assert "rtsearch.rl.loop" in GRAPH["rtsearch.methods.gated"]             # a lazy import inside a function
+    assert method_name_comparisons("x = cfg.method == 'ladder'\ny = m in ('both', 'x')\nz = {'ladder': 1}") == [1, 2]
+
+
+METHOD_NAMES = {"ladder", "both", "runtime-only", "static-only"}
+
+
+def method_name_comparisons(source: str) -> list[int]:
+    """The lines of `source` that compare something with a method's name (==, !=, in, not in)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            for operand in [node.left, *node.comparators]:
+                constants = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+                if any(isinstance(c, ast.Constant) and c.value in METHOD_NAMES for c in constants):
+                    lines.append(node.lineno)
+                    break
+    return lines
+
+
+def test_only_the_methods_package_compares_method_names():
+    from rtsearch import methods
+    assert set(methods.names()) == METHOD_NAMES
+    wrong = [f"{path.relative_to(ROOT.parent)}:{line}" for m, path in MODULES.items()
+             if not m.startswith("rtsearch.methods") for line in method_name_comparisons(path.read_text())]
+    assert not wrong, "ask the registry (rtsearch.methods) instead of comparing a method's name:\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -10,8 +10,9 @@ import pytest
 from conftest import check_deployed_model_scores_as_the_run
 
 from rtsearch.net.baseline import budget_shift
+from rtsearch import methods
 from rtsearch.config import RunConfig
-from rtsearch.rl.run import run
+from rtsearch.methods import run
 
 
 def quiet(_):
@@ -67,7 +68,7 @@ def test_tight_budget_makes_the_runtime_agent_prune_more(tmp_path):
 
 @pytest.mark.slow
 def test_both_agents_run_and_write_every_metric(tmp_path):
-    cfg = RunConfig(dataset="digits", budget=0.4, param_budget=0.6, iterations=2, out=str(tmp_path / "run"))
+    cfg = RunConfig(dataset="digits", method="both", budget=0.4, param_budget=0.6, iterations=2, out=str(tmp_path / "run"))
     metrics = run(cfg, log=quiet)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["iterations"] == 2 and 1 <= saved["iters_to_best"] <= 2
@@ -102,7 +103,7 @@ def check_resume_restores_everything(cfg):
     net.lam = cfg.lam
     cost = CostModel(net)
     started = ensure_ray(0)
-    crew = Agents(cfg, net, cost)
+    crew = Agents(methods.configured(cfg), net, cost)
     try:
         fresh = evaluate(net, cost, *splits.val, torch.as_tensor(crew.static_ratios), crew.runtime_policy())
         crew.resume(state, os.path.join(cfg.out, "agents"))

@@ -8,6 +8,7 @@ import torch
 from conftest import run_cli
 from rtsearch import data
 from rtsearch.net import checkpoint
+from rtsearch.config import Pruning
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.magnitude import cost_against, l1_pruned
@@ -21,7 +22,7 @@ def test_l1_pruning_keeps_the_largest_channels_at_the_baseline_widths():
     with torch.no_grad():
         net.gates[0].conv.weight[strong] *= 100.0
     reference = CostModel(net, predictors=False)
-    static, _ = uniform_ratios(reference, 0.15, "static-only")
+    static, _ = uniform_ratios(reference, 0.15, Pruning(static=True, runtime=False))
     keep = static_kept_for(reference.widths, static)
     assert keep[0] == len(strong)
     pruned = l1_pruned(net, keep)

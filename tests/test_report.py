@@ -204,9 +204,10 @@ def test_the_best_trial_is_set_against_the_static_only_baseline(tmp_path):
     assert "+0.0500 test accuracy, better (" in report.markdown(report.summarize(str(folder)))
 
 
+@pytest.mark.study
 def test_baselines_study_reads_the_comparison_back_from_the_sweeps(tmp_path):
+    from experiments import baselines_study as study
     from rtsearch.search import baseline
-    from rtsearch.studies import baselines as study
     folder = make_sweep(tmp_path)
     metrics = {"accuracy": 0.95, "macs_ratio": 0.49, "macs_ratio_p95": 0.6, "params_ratio": 0.9, "score": 0.95,
                "feasible": True, "iters_to_best": 1, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-a"}

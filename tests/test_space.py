@@ -2,9 +2,12 @@
 import pytest
 
 from conftest import assert_usage_error, tune_refused
+from rtsearch import methods
 from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.search import space
+
+AGENTS_SPACE = space.default_path(methods.get("both"))
 
 GOOD = """
 lr_runtime: {distribution: loguniform, low: 1e-5, high: 1.0e-3}
@@ -53,42 +56,43 @@ def test_defaults_point_is_the_run_defaults_moved_into_the_space(tmp_path):
     path.write_text(GOOD.replace("high: 1.0e-3", "high: 1.0e-4"))       # the default lr_runtime (3e-4) lies above
     point = space.load(str(path)).defaults()
     assert point == {"lr_runtime": 1e-4, "lam": RunConfig.lam, "beta_f": 1.0, "p_max": 0.9}
-    default = space.load(None)
+    default = space.load(AGENTS_SPACE)
     assert default.defaults() == {k: getattr(RunConfig, k) for k in default.searched}   # inside the shipped space
 
 
 def test_default_space_covers_every_searched_field():
-    s = space.load()
+    s = space.load(AGENTS_SPACE)
     assert set(s) == set(space.KEYS) - {"lr_rerun", "entropy_rerun"}      # the two agents' keys; the ladder's below
     assert "param_budget" not in space.for_sweep(s, 0.8)
     assert "param_budget" in space.for_sweep(s, None)
-    assert space.check_method(s, "both") is s
+    assert space.check_method(s, methods.get("both")) is s
 
 
 def test_the_ladder_space_searches_the_ladders_keys_from_its_defaults():
-    ladder = space.check_method(space.load(space.default_path("ladder")), "ladder")
-    assert set(ladder.searched) == set(space.LADDER_KEYS)
-    assert ladder.defaults() == {k: getattr(RunConfig, k) for k in space.LADDER_KEYS}   # inside the shipped space
+    method = methods.get("ladder")
+    ladder = space.check_method(space.load(space.default_path(method)), method)
+    assert set(ladder.searched) == set(space.method_keys(method)) - {"param_budget"}
+    assert ladder.defaults() == {k: getattr(RunConfig, k) for k in ladder.searched}   # inside the shipped space
 
 
 def test_a_ladder_space_may_search_the_parameter_budget(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("lr_rerun: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
                     "param_budget: {distribution: uniform, low: 0.2, high: 0.6}\n")
-    ladder = space.check_method(space.load(str(path)), "ladder")
+    ladder = space.check_method(space.load(str(path)), methods.get("ladder"))
     assert set(ladder.searched) == {"lr_rerun", "param_budget"}
 
 
 @pytest.mark.parametrize("method, key, words", [
     ("ladder", "lam", ["lam does nothing for --method ladder", "search_spaces/ladder.yaml"]),
     ("ladder", "beta_f", ["beta_f does nothing for --method ladder", "param_budget"]),
-    ("both", "lr_rerun", ["lr_rerun sets the ladder's re-run agent", "--method ladder"]),
+    ("both", "lr_rerun", ["lr_rerun does nothing for --method both", "--method ladder"]),
 ])
 def test_a_key_the_method_ignores_is_refused(method, key, words, tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(f"lr_finetune: {{distribution: loguniform, low: 1.0e-4, high: 1.0e-3}}\n{key}: 0.5\n")
     with pytest.raises(UsageError) as err:
-        space.check_method(space.load(str(path)), method)
+        space.check_method(space.load(str(path)), methods.get(method))
     for word in words:
         assert word in str(err.value)
 

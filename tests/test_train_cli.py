@@ -185,3 +185,59 @@ def test_a_learned_static_only_run_lands_on_its_macs_budget(tmp_path):
     # every input costs the same: the spread is zero up to float rounding (its mean is summed in float)
     assert metrics["macs_ratio_std"] < 1e-9 and metrics["params_ratio"] < 1.0
     assert all("static_shift" in row for row in metrics["history"])
+
+
+def flag_cases():
+    """Every (method variant, flag it does not use) pair, and every (variant, flag it uses) pair."""
+    from rtsearch import methods
+    from rtsearch.config import FIELDS, RunConfig, flag_of
+    samples = {"budget_range": "0.1:0.4", "finetune": "sandwich", "explore_std": "0.1", "dense_epochs": "1",
+               "data_dir": None, "out": None, "method": None, "dataset": None, "model": None, "budget": "0.3",
+               "device": "cpu"}
+    refused, taken = [], []
+    for name, method in methods.REGISTRY.items():
+        for fixed in (False, True):
+            base = ["--method", name] + (["--fixed-ratios"] if fixed else [])
+            if fixed and "fixed_ratios" not in method.uses(RunConfig(method=name, fixed_ratios=True)):
+                continue
+            used = method.uses(RunConfig(method=name, fixed_ratios=fixed))
+            for field_name, f in FIELDS.items():
+                flag, sample = flag_of(f), samples.get(field_name, "")
+                if flag is None or sample is None or field_name == "fixed_ratios":
+                    continue
+                value = [] if isinstance(f.default, bool) else [sample or str(f.default)]
+                (taken if field_name in used else refused).append((base + [flag, *value], flag))
+    return refused, taken
+
+
+@pytest.mark.parametrize("args, flag", flag_cases()[0], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_every_flag_a_method_does_not_use_is_refused_whatever_its_value(args, flag):
+    from rtsearch.errors import UsageError
+    from rtsearch.train import parse_args
+    with pytest.raises(UsageError) as refused:
+        parse_args(["--dataset", "digits", *args])
+    assert flag in str(refused.value) and "does not take" in str(refused.value)
+
+
+def test_every_flag_a_method_uses_is_taken():
+    from rtsearch.train import parse_args
+    refused, taken = flag_cases()
+    assert len(refused) > 50 and len(taken) > 50
+    for args, flag in taken:
+        if "--budget-range" in args and "--budget" in args:
+            continue
+        parse_args(["--dataset", "digits", *args])     # raises if refused
+
+
+def test_a_default_valued_flag_the_ladder_ignores_is_refused():
+    assert_usage_error(run_main("rtsearch.train", "--dataset", "digits", "--lam", "0.5"),
+                       "--lam", "default method, ladder", "--method both")
+
+
+def test_help_shows_defaults_and_choices():
+    result = run_main("rtsearch.train", "--help")
+    shown = " ".join(result.stdout.split())         # argparse wraps lines
+    assert result.returncode == 0
+    for words in ("default 0.001", "{ladder,both,runtime-only,static-only}", "{greedy,sandwich}",
+                  "the ladder (--method ladder)", "one of mnist5k", "in (0, 1]", "default ladder"):
+        assert words in shown, words

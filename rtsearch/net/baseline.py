@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from rtsearch.config import Pruning
 from rtsearch.net.cost import CostModel
 from rtsearch.net.pruning import keep_count
 
@@ -78,23 +79,23 @@ def params_ratio_of(cost: CostModel, static_p: float) -> float:
     return cost.params_ratio(keep_count(torch.tensor(static_p), cost.widths))
 
 
-def uniform_ratios(cost: CostModel, budget: float, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+def uniform_ratios(cost: CostModel, budget: float, pruning: Pruning) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed-ratio baseline: one uniform p meeting the MACs budget -> (static ratios, runtime ratios).
 
-    `both` applies the same p statically and at runtime."""
-    static_on, runtime_on = method in ("static-only", "both"), method in ("runtime-only", "both")
+    Where both kinds of `pruning` are on, the same p applies statically and at runtime."""
+    static_on, runtime_on = pruning.static, pruning.runtime
     p = smallest_ratio(lambda q: macs_ratio_of(cost, q if static_on else 0.0, q if runtime_on else 0.0) <= budget)
     layers = cost.num_layers
     return torch.full((layers,), p if static_on else 0.0), torch.full((layers,), p if runtime_on else 0.0)
 
 
-def agent_start(cost: CostModel, budget: float, param_budget: float, method: str) -> tuple[float, float]:
+def agent_start(cost: CostModel, budget: float, param_budget: float, pruning: Pruning) -> tuple[float, float]:
     """Where the agents start: (static p meeting the parameter budget, runtime p meeting the MACs budget).
 
-    A static-only model has to meet the MACs budget with its static ratio alone."""
+    A model without runtime pruning has to meet the MACs budget with its static ratio alone."""
     static_p = 0.0
-    if method in ("static-only", "both"):
+    if pruning.static:
         static_p = smallest_ratio(lambda q: params_ratio_of(cost, q) <= param_budget)
-    if method == "static-only":
+    if not pruning.runtime:
         return max(static_p, smallest_ratio(lambda q: macs_ratio_of(cost, q, 0.0) <= budget)), 0.0
     return static_p, smallest_ratio(lambda q: macs_ratio_of(cost, static_p, q) <= budget)

@@ -3,7 +3,7 @@
 The calibration shift that puts the validation MACs ratio on the budget is found on the validation
 split (for a range run, from the shift interpolated between its evaluation budgets, with BatchNorm
 statistics recomputed under the policy at that budget), then the test accuracy and MACs ratio are
-measured there. rtsearch.export --budget writes the result; the studies measure it.
+measured there. rtsearch.export --budget writes the result.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtsearch.config import Pruning
 from rtsearch.errors import UsageError
 from rtsearch.net import checkpoint
 from rtsearch.net.baseline import uniform_ratios
@@ -287,7 +288,11 @@ def load(path: str, budget: float | None = None) -> DeployedRun:
                          f"pass the checkpoint.pt a run wrote")
     config = state.get("config") or {}
     run_state = state.get("run_state") or {}
-    policy, method = None, config.get("method", "both")
+    policy, pruning = None, config.get("pruning")
+    if config and not pruning:
+        raise UsageError(f"checkpoint {path} was written by an older rtsearch (no record of what its method prunes): "
+                         f"run it again")
+    pruning = Pruning(**pruning) if pruning else None
     budget_range = config.get("budget_range")
     if budget is None or not config:
         budget = config.get("budget")
@@ -302,9 +307,9 @@ def load(path: str, budget: float | None = None) -> DeployedRun:
         if run_state.get("bn_stats"):   # those of the nearest evaluation budget (rtsearch.export recomputes them)
             budgets.load_bn_state(net, run_state["bn_stats"][budgets.nearest(budget, run_state["eval_budgets"])])
     if config.get("fixed_ratios"):    # a uniform baseline: its ratios follow from the budget
-        runtime = uniform_ratios(CostModel(net, predictors=method != "static-only"), config["budget"], method)[1]
+        runtime = uniform_ratios(CostModel(net, predictors=pruning.predictors_kept), config["budget"], pruning)[1]
         policy = FixedRatios(runtime) if float(runtime.max()) > 0 else None
-    elif config and method != "static-only":
+    elif config and pruning.runtime:
         agents = "agents_best" if os.path.basename(path) == "best.pt" else "agents"
         module = runtime_module(os.path.join(os.path.dirname(os.path.abspath(path)), agents))
         policy = DeployedPolicy(module, net, ratios, budget, config["p_max"], shift)

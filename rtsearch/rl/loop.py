@@ -42,22 +42,10 @@ from rtsearch.net.supervised import evaluate, fit, fixed_policy
 from rtsearch.rl import agents, budgets, policies
 from rtsearch.rl.observations import layer_descriptors
 from rtsearch.rl.record import RunRecord, finish
+from rtsearch.rl.ray_session import ensure_ray
 
 PHASES = ("runtime", "static", "finetune", "eval")
 RECALIBRATION_BATCHES = 4   # a range run's BatchNorm statistics per budget: from 4 x 256 training images
-
-
-def ensure_ray(num_env_runners: int) -> bool:
-    """Start a local Ray instance unless one is already up (a Tune trial, a cluster). True if started here."""
-    if ray.is_initialized():
-        return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, 1 + num_env_runners), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    return True
 
 
 class Agents:
@@ -74,7 +62,7 @@ class Agents:
         self.betas, self.shifts = [cfg.beta_f] * len(self.eval_budgets), [0.0] * len(self.eval_budgets)
         self.bn_stats = None    # a range run: BatchNorm statistics per evaluation budget (rl/budgets.py)
         start_budget = math.sqrt(cfg.budget_range[0] * cfg.budget_range[1]) if cfg.budget_range else cfg.budget
-        static_start, runtime_start = agent_start(cost, start_budget, cfg.param_budget, cfg.method)
+        static_start, runtime_start = agent_start(cost, start_budget, cfg.param_budget, cfg.pruning)
         if not cfg.warm_start:
             static_start, runtime_start = 0.0, 0.0
         self.start = (static_start, runtime_start)
@@ -86,7 +74,7 @@ class Agents:
                       "device": env_device, "agent_share": cfg.agent_share, "holdout_share": cfg.holdout_share,
                       "budget": cfg.budget, "p_max": cfg.p_max, "param_budget": cfg.param_budget,
                       "beta_p": cfg.beta_p, "beta_f": cfg.beta_f,
-                      "static_macs_budget": cfg.method == "static-only",
+                      "static_macs_budget": not cfg.pruning.runtime,
                       "cost_predictors": cfg.predictors_kept, "budget_range": cfg.budget_range}
         gpu = self.device.type == "cuda"
         self.runtime = agents.runtime_algo_config(cfg, env_config, gpu=gpu).build_algo() if self.uses_runtime else None
@@ -99,11 +87,11 @@ class Agents:
 
     @property
     def uses_runtime(self) -> bool:
-        return self.cfg.method in ("both", "runtime-only")
+        return self.cfg.pruning.runtime
 
     @property
     def uses_static(self) -> bool:
-        return self.cfg.method in ("both", "static-only")
+        return self.cfg.pruning.static
 
     def world(self, runtime_module=None) -> dict:
         # on the CPU: the payload travels to env runners on CPU-only nodes
@@ -197,7 +185,7 @@ class Agents:
         stats = agents.pop_env_stats(self.static)
         self.static_ratios = policies.static_ratios(self.static.get_module(), self.net, self.cost, self.descriptors,
                                                   self.cfg.param_budget, self.cfg.p_max)
-        if self.cfg.method == "static-only" and self.cfg.calibrate:
+        if not self.cfg.pruning.runtime and self.cfg.calibrate:
             self.static_ratios = self.onto_budget(self.static_ratios)
             return {"static_reward": float(stats.get("return", np.nan)), "static_shift": self.static_shift}
         return {"static_reward": float(stats.get("return", np.nan))}
@@ -308,7 +296,7 @@ def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, se
 
 def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume=False, teacher=None) -> dict:
     """Alternate both agents with fine-tuning for cfg.iterations; metrics of the best iteration on test."""
-    net.lam = 0.0 if cfg.method == "static-only" else cfg.lam
+    net.lam = cfg.lam if cfg.predictors_kept else 0.0
     if cfg.agent_share > 0:     # the agents' share of the training split is never fine-tuned on
         splits = replace(splits, train=split_off(splits.train, cfg.agent_share, cfg.seed)[0])
     # Many tiny tensor ops per RL step: one thread is several times faster than two on small CPUs.
@@ -330,7 +318,7 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
             log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
                 f"runtime {runtime_start:.3f} on every layer")
             def uniform_at(b):      # the uniform runtime ratio of budget b
-                return fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget, cfg.method)[1]))
+                return fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget, cfg.pruning)[1]))
             warm = fixed_policy(torch.full((net.num_layers,), runtime_start))
             if cfg.budget_range:    # the uniform ratio of a budget drawn from the range, one per batch
                 warm = mixed(uniform_at, cfg.budget_range, cfg.seed)

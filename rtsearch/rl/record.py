@@ -29,6 +29,11 @@ class RunRecord:
         self.checkpoint_path = os.path.join(cfg.out, "checkpoint.pt")
         self.best_path = os.path.join(cfg.out, "best.pt")
 
+    @staticmethod
+    def has_checkpoint(out: str) -> bool:
+        """Whether the run in `out` checkpointed an iteration (so --resume has something to continue)."""
+        return os.path.isfile(os.path.join(out, "checkpoint.pt"))
+
     @classmethod
     def resumed(cls, cfg: RunConfig, dense_accuracy: float, on_iteration=None, log=print) -> tuple["RunRecord", dict]:
         """The record of the run in cfg.out as its last checkpoint left it, and that checkpoint."""

@@ -1,5 +1,5 @@
 """The re-run agent: once a cheap network has answered an input, keep that answer or re-run the input on one
-dearer network, paying both (the runtime policy of the ladder method, rtsearch.rl.ladder).
+dearer network, paying both (the runtime policy of the ladder method, rtsearch.methods.ladder).
 
 One decision per input, so an episode is one step. Every action's answer on every input is computed before
 training, and an env step is a table lookup: RLlib PPO samples 4,096 decisions in milliseconds. The agent
@@ -41,15 +41,13 @@ def features(log_probs):
     return out.numpy() if as_numpy else out
 
 
-def choices(outputs: list[dict], cheap: int, split: str, combine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def choices(outputs: list[dict], cheap: int, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Per input and action (0 keep, a: re-run on outputs[cheap + a]): CE of the answer and whether it is right.
-    `outputs[i][split]` holds a network's "log_probs" and "labels" (rtsearch.rl.ladder.split_outputs). With
-    `combine`, a re-run answers with the sum of both passes' log-probabilities."""
+    `outputs[i][split]` holds a network's "log_probs" and "labels" (rtsearch.methods.ladder.split_outputs)."""
     y = outputs[cheap][split]["labels"]
-    base = outputs[cheap][split]["log_probs"]
     ce, right = [], []
-    for level in [None] + outputs[cheap + 1:]:
-        lp = base if level is None else (level[split]["log_probs"] + base if combine else level[split]["log_probs"])
+    for level in outputs[cheap:]:
+        lp = level[split]["log_probs"]
         lp = lp - np.logaddexp.reduce(lp, 1, keepdims=True)
         ce.append(-lp[np.arange(len(y)), y])
         right.append(lp.argmax(1) == y)

@@ -15,9 +15,9 @@ import os
 import shlex
 import time
 
-from rtsearch import data
+from rtsearch import data, methods
 from rtsearch.config import RunConfig
-from rtsearch.search.names import budget_key
+from rtsearch.search.names import budget_key, sweep_method
 from rtsearch.storage import write_json
 
 FOLDER = "baselines"
@@ -44,7 +44,7 @@ def config(settings: dict, budget: float, out: str) -> RunConfig:
 def trial_finetuning(settings: dict) -> int:
     """A full trial's fine-tuning iterations, warm-up aside: the sweep's iterations, or for the ladder (whose
     iterations are its agent's) its rungs' RunConfig default."""
-    return RunConfig.iterations if settings.get("method") == "ladder" else settings["max_iterations"]
+    return methods.get(sweep_method(settings)).trial_finetuning(settings["max_iterations"])
 
 
 def command(cfg: RunConfig) -> str:
@@ -83,7 +83,7 @@ def read(results_dir: str, budget: float) -> dict | None:
 
 def run_once(state: dict, budget: float, results_dir: str) -> dict | None:
     """Run the budget's baseline unless the sweep has it already (a resumed sweep runs it once)."""
-    from rtsearch.rl.run import run
+    from rtsearch.methods import run
 
     settings, done = state["settings"], read(results_dir, budget)
     if not wanted(settings) or done is not None:

@@ -14,12 +14,12 @@ import time
 
 from ray.tune.schedulers import ASHAScheduler
 
-from rtsearch import device, storage
+from rtsearch import device, methods, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
 from rtsearch.search import baseline as baselines
 from rtsearch.search import report, space as spaces
-from rtsearch.search.names import budget_key
+from rtsearch.search.names import budget_key, sweep_method
 from rtsearch.search.recorder import Recorder
 from rtsearch.search.trial import SCORE, trainable
 
@@ -86,7 +86,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
             uri, state["name"], f"{state['name']} budget {key}",
             params={"budget": budget, "param_budget": s["param_budget"], "num_samples": s["num_samples"],
                     "max_iterations": s["max_iterations"], "search": s["search"], "seed": s["seed"],
-                    "method": s.get("method", "both"),
+                    "method": sweep_method(s),
                     "dataset": s["dataset"], "model": s["model"], "space": s["space_path"],
                     **{f"space.{k}": v for k, v in s["space"].items()}},
             tags={"rtsearch.sweep": state["name"], "rtsearch.budget": key, "rtsearch.role": "sweep"})
@@ -99,7 +99,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
     settings = {
         "searched": space.searched, "cache_dir": s["cache_dir"], "experiment": name,
         "fail_on_iteration": s.get("fail_on_iteration"), "nan_on_iteration": s.get("nan_on_iteration"),
-        "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget, "method": s.get("method", "both"),
+        "run": {"dataset": s["dataset"], "model": s["model"], "budget": budget, "method": sweep_method(s),
                 **iterations(s), "seed": s["seed"], "data_dir": s["data_dir"],
                 "num_env_runners": s["num_env_runners"], "fixed_ratios": s["fixed_ratios"],
                 "device": s.get("device", "auto"), "holdout_share": s.get("holdout_share", 0.0),
@@ -164,9 +164,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
 def iterations(s: dict) -> dict:
     """What a trial's iterations are: fine-tuning iterations of the two agents' run, or PPO iterations of the ladder's
     re-run agent (its rungs fine-tune as long as `rtsearch.train --method ladder` does by default)."""
-    if s.get("method") == "ladder":
-        return {"agent_iterations": s["max_iterations"]}
-    return {"iterations": s["max_iterations"]}
+    return {methods.get(sweep_method(s)).iteration_field: s["max_iterations"]}
 
 
 def warn(key: str, what: str, error: Exception) -> None:
@@ -206,7 +204,7 @@ def register_best(state: dict, key: str, best: dict) -> None:
     s, sweep = state["settings"], state["sweeps"][key]
     try:
         version = registry.register_best(s["mlflow_uri"], state["mlflow_experiment_id"], sweep["parent_run_id"],
-                                         state["name"], key, best["mlflow_run_id"])
+                                         state["name"], key, best["mlflow_run_id"], methods.get(sweep_method(s)))
     except Exception as e:
         warn(key, "the best model was not registered in MLflow", e)
         return
@@ -222,8 +220,9 @@ def save_state(results_dir: str, state: dict) -> None:
 def new_state(args, budgets: list[float], name: str) -> dict:
     from rtsearch.net import dense
     from rtsearch.search import tracking
-    space = spaces.for_sweep(spaces.check_method(spaces.load(args.space or spaces.default_path(args.method)),
-                                                 args.method), args.param_budget)
+    method = methods.get(args.method)
+    space = spaces.for_sweep(spaces.check_method(spaces.load(args.space or spaces.default_path(method)), method),
+                             args.param_budget)
     cpus = args.num_cpus or os.cpu_count() or 1
     if args.address is None and 1 + args.num_env_runners > cpus:
         raise UsageError(f"--num-env-runners {args.num_env_runners} needs {1 + args.num_env_runners} CPUs per trial, "
@@ -333,8 +332,8 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
         with open(state_path) as f:
             state = json.load(f)
         s = state["settings"]
-        if args.method and args.method != s.get("method", "both"):
-            raise UsageError(f"--resume continues sweep {name!r} with its stored method {s.get('method', 'both')}, "
+        if args.method and args.method != sweep_method(s):
+            raise UsageError(f"--resume continues sweep {name!r} with its stored method {sweep_method(s)}, "
                              f"not {args.method}: drop --method, or start a new sweep with another --name")
         if budgets is not None and sorted(budgets) != sorted(s["budgets"]):
             raise UsageError(f"--resume continues sweep {name!r} at its stored budgets "

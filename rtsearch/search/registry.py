@@ -22,7 +22,7 @@ import tempfile
 
 import torch
 
-from rtsearch.rl.traced import traceable
+from rtsearch.methods.base import Method
 from rtsearch.search import tracking
 
 ALIAS_PREFIX = "best-"
@@ -35,8 +35,8 @@ def alias(budget_key: str) -> str:
 
 
 def register_best(uri: str, experiment_id: str, parent_run_id: str, name: str, budget_key: str,
-                  trial_run_id: str) -> str:
-    """Log the best trial's model to the parent run, register it as `name` and point the alias
+                  trial_run_id: str, method: Method) -> str:
+    """Log the best trial's model (a run of `method`) to the parent run, register it as `name` and point the alias
     best-<budget> at the new version; returns the version."""
     import mlflow.pytorch
     from mlflow.artifacts import download_artifacts
@@ -47,7 +47,7 @@ def register_best(uri: str, experiment_id: str, parent_run_id: str, name: str, b
             contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         def fetch(path: str) -> str:
             return download_artifacts(run_id=trial_run_id, artifact_path=path, dst_path=folder, tracking_uri=uri)
-        model = traceable(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
+        model = method.traceable(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
         example = torch.zeros(2, *model.input_shape)
         with torch.no_grad():
             output = model(example).numpy()

@@ -26,10 +26,12 @@ import json
 import os
 import time
 
+from rtsearch import methods
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
 from rtsearch.storage import replacing, write_json
 from rtsearch.search import baseline as baselines
+from rtsearch.search.names import sweep_method
 from rtsearch.search.selection import (SELECTION, _g, _rank_key, chosen_by, format_config,  # noqa: F401 (re-exported)
                                       pick)
 
@@ -40,8 +42,6 @@ ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_rat
             "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence", "curve")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation",
           "rungs": "ladder: its rungs, made and run on every split", "agent": "ladder: its re-run agent, trained and scored"}
-LADDER_TEXT = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 rungs, "
-               "then reports every PPO iteration of its agent)")
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
 
 
@@ -219,8 +219,8 @@ def summarize(results_dir: str) -> dict:
 def parameter_budget_text(s: dict) -> str:
     if s["param_budget"] is not None:
         return f"parameter budget {_g(s['param_budget'], 'g')}"
-    if s.get("method") == "ladder" and "param_budget" not in s["space"]:
-        return "parameter budget 1 (the rungs a ladder keeps and its policy store no more than the dense model)"
+    if "param_budget" not in s["space"]:
+        return methods.get(sweep_method(s)).unset_param_budget
     return "parameter budget searched"
 
 
@@ -229,7 +229,7 @@ def markdown(summary: dict) -> str:
     lines = [f"# Sweep `{summary['name']}`", "",
              f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), ASHA on the validation "
              f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
-             f"{LADDER_TEXT if s.get('method') == 'ladder' else ''}"
+             f"{methods.get(sweep_method(s)).sweep_note}"
              f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; {parameter_budget_text(s)}; "
              f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + "."
              + (" The first trial of each budget runs `rtsearch.train`'s defaults of the searched keys (moved into "

@@ -24,38 +24,30 @@ from dataclasses import dataclass
 
 import yaml
 
+from rtsearch import methods as registry
+from rtsearch.config import searchable
 from rtsearch.errors import UsageError
+from rtsearch.methods.base import Method
 
 DISTRIBUTIONS = ("loguniform", "uniform", "quniform", "choice")
 
-# Searchable RunConfig fields and the values each may take: (lowest, highest, low inclusive, high inclusive).
-KEYS = {
-    "lr_runtime": (0.0, math.inf, False, False),
-    "lr_static": (0.0, math.inf, False, False),
-    "lr_finetune": (0.0, math.inf, False, False),
-    "beta_f": (0.0, math.inf, True, False),
-    "beta_p": (0.0, math.inf, True, False),
-    "lam": (0.0, 1.0, True, True),
-    "p_max": (0.0, 1.0, False, False),
-    "param_budget": (0.0, 1.0, False, True),
-    "lr_rerun": (0.0, math.inf, False, False),
-    "entropy_rerun": (0.0, math.inf, True, False),
-}
-# The keys a ladder run (rtsearch.rl.ladder) uses: its rungs' fine-tuning and its re-run agent (search_spaces/
-# ladder.yaml searches these), and the parameter budget, which restricts the rungs it keeps. The others set the two
-# agents of the other methods, which the ladder has not.
-LADDER_KEYS = ("lr_finetune", "lr_rerun", "entropy_rerun")
-LADDER_ALSO = ("param_budget",)
+# Searchable RunConfig fields and the values each may take: (lowest, highest, low inclusive, high inclusive), from
+# the fields' own documentation (rtsearch.config). Which of them a sweep may search is its method's to say.
+KEYS = searchable()
 
 FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform": {"low", "high", "q"},
           "choice": {"values"}}
 
 
-def default_path(method: str = "both") -> str:
-    """search_spaces/default.yaml of this checkout (independent of the working folder); ladder.yaml for the
-    ladder."""
+def default_path(method: Method) -> str:
+    """The method's search space in search_spaces/ of this checkout (independent of the working folder)."""
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(checkout, "search_spaces", "ladder.yaml" if method == "ladder" else "default.yaml")
+    return os.path.join(checkout, "search_spaces", method.space_file)
+
+
+def method_keys(method: Method) -> tuple[str, ...]:
+    """The keys a sweep of `method` may search: the searchable settings it uses."""
+    return tuple(k for k in KEYS if k in method.fields)
 
 
 @dataclass(frozen=True)
@@ -215,9 +207,8 @@ def parse_dimension(key: str, spec, path: str) -> Dimension:
     return Dimension(key, dist, low=low, high=high, q=q)
 
 
-def load(path: str | None = None) -> SearchSpace:
+def load(path: str) -> SearchSpace:
     """Read and validate a search space file; every problem is a one-line UsageError."""
-    path = path or default_path()
     if not os.path.isfile(path):
         raise UsageError(f"search space {path} does not exist: pass --space with a YAML file "
                          f"like search_spaces/default.yaml")
@@ -246,16 +237,15 @@ def load(path: str | None = None) -> SearchSpace:
     return SearchSpace(dims, path)
 
 
-def check_method(space: SearchSpace, method: str) -> SearchSpace:
+def check_method(space: SearchSpace, method: Method) -> SearchSpace:
     """Every key of the space must set something the sweep's method uses; a key it would ignore is refused."""
     for key in space:
-        if method == "ladder" and key not in LADDER_KEYS + LADDER_ALSO:
-            raise UsageError(f"search space {space.path}: {key} does nothing for --method ladder (it searches "
-                             f"{', '.join(LADDER_KEYS + LADDER_ALSO)}): drop {key}, pass --space "
-                             f"search_spaces/ladder.yaml, or pass --method both to search the agents")
-        if method != "ladder" and key in LADDER_KEYS and key != "lr_finetune":
-            raise UsageError(f"search space {space.path}: {key} sets the ladder's re-run agent, which --method "
-                             f"{method} has not: drop {key}, or pass --method ladder")
+        if key not in method.fields:
+            takers = [m for m in registry.REGISTRY.values() if m.swept and key in m.fields]
+            other = f", or pass --method {takers[0].name} to search it" if takers else ""
+            raise UsageError(f"search space {space.path}: {key} does nothing for --method {method.name} (it searches "
+                             f"{', '.join(method_keys(method))}): drop {key}, pass --space "
+                             f"search_spaces/{method.space_file}{other}")
     return space
 
 

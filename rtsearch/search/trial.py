@@ -1,5 +1,5 @@
 """The Tune trial: what runs in a Ray worker, possibly on another node. One trial is one
-`rtsearch.rl.run.run` with the sampled values, reporting every iteration to Tune (with the run folder
+`rtsearch.methods.run` with the sampled values, reporting every iteration to Tune (with the run folder
 as checkpoint) and to its MLflow child run."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import ray
 
 from rtsearch import device
 from rtsearch.config import RunConfig
+from rtsearch.methods.base import MANIFEST, has_manifest
 from rtsearch.storage import replacing
 
 STATE_FILE = "trial_state.json"      # inside a trial's run folder, so it travels with its checkpoints
@@ -53,7 +54,7 @@ def trainable(config: dict) -> None:
     (with the run folder as checkpoint) and to its MLflow child run."""
     from ray import tune
 
-    from rtsearch.rl.run import run
+    from rtsearch import methods
     from rtsearch.search import tracking
 
     settings = config["settings"]
@@ -82,7 +83,8 @@ def trainable(config: dict) -> None:
         tune.report(state["final"])
         return
     searched = {k: config[k] for k in settings["searched"]}
-    cfg = RunConfig.from_dict({**settings["run"], **searched, "out": out})
+    cfg = RunConfig.from_dict({**settings["run"], **searched, "out": out}).check()
+    method = methods.get(cfg.method)
     cfg.device = str(device.resolve(cfg.device, ray.get_gpu_ids()))      # auto: the GPU Tune gave this trial, if any
 
     tracker = None
@@ -94,13 +96,7 @@ def trainable(config: dict) -> None:
     if ml:
         tracker = tracking.TrialRun(ml["uri"], ml["experiment_id"], ml["parent_run_id"], trial_id,
                                     run_name=f"{settings['experiment']}/{trial_id}",
-                                    params={**searched, "budget": cfg.budget, "param_budget": cfg.param_budget,
-                                            "iterations": cfg.iterations, "dataset": cfg.dataset,
-                                            "model": cfg.model, "seed": cfg.seed, "trial_id": trial_id,
-                                            "fixed_ratios": cfg.fixed_ratios, "method": cfg.method,
-                                            **({"agent_iterations": cfg.agent_iterations} if cfg.method == "ladder" else {}),
-                                            **({"budget_range": ":".join(f"{b:g}" for b in cfg.budget_range)}
-                                               if cfg.budget_range else {})},
+                                    params={**method.trial_params(cfg, searched), "trial_id": trial_id},
                                     tags={"rtsearch.budget": cfg.budget}, run_id=state["mlflow_run_id"])
         cfg.mlflow_run_id = state["mlflow_run_id"] = tracker.run_id
         _write_state(out, state)
@@ -137,8 +133,7 @@ def trainable(config: dict) -> None:
                     checkpoint=tune.Checkpoint.from_directory(out))
 
     try:
-        started = any(os.path.isfile(os.path.join(out, f)) for f in ("checkpoint.pt", "ladder.json"))
-        metrics = run(cfg, on_iteration=on_iteration, log=log, resume=started)
+        metrics = method.start(cfg, on_iteration=on_iteration, log=log, resume=has_manifest(out))
     except BaseException as e:
         _stop(monitor)
         if tracker:
@@ -150,8 +145,8 @@ def trainable(config: dict) -> None:
         raise
     _stop(monitor)
     if tracker:
-        tracker.finish(metrics, [os.path.join(out, f) for f in ("metrics.json", "best.pt", "model.pt", "deployed.pt",
-                                                                      "train.log")])
+        tracker.finish(metrics, [os.path.join(out, f) for f in ("metrics.json", MANIFEST, "best.pt", "model.pt",
+                                                                      "deployed.pt", "train.log")])
     history = metrics.get("history") or []
     best = max(history, key=lambda r: r["score"]) if history else {}
     state["final"] = {"iteration": metrics["iterations"], SCORE: best.get("score", metrics["score"]), "final": True,

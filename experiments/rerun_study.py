@@ -1,7 +1,7 @@
 """Can an RL agent learn, from a cheap pass's output, which width to re-run an input at?
-(`python -m rtsearch.studies.rerun`)
+(`python -m experiments.rerun_study`)
 
-The label-free cascade (rtsearch.studies.cascade) runs every input at a cheap uniform width and re-runs
+The label-free cascade (experiments.cascade) runs every input at a cheap uniform width and re-runs
 the least confident at one wider width, on the no-agent width-robust network. Here a PPO agent (RLlib)
 makes that choice per input: it observes the cheap pass's class probabilities (sorted, their entropy,
 and the predicted class) and either keeps the cheap answer or re-runs the input at one of the wider
@@ -12,7 +12,7 @@ so the validation MACs ratio meets the budget, as a run's runtime shift is. The 
 budget is the one the threshold cascade picked on validation. The agent is rewarded on the training
 split (the network was fine-tuned on it, so CE there is small at wide levels: the levels' accuracy on
 it is in the report), or with --agent-share on a share of it that the network's fine-tuning left out
-(networks fine-tuned so by rtsearch.studies.robust.width_robust). With --reward error a wrong answer is
+(networks fine-tuned so by experiments.robust.width_robust). With --reward error a wrong answer is
 charged 1 instead of its cross-entropy (and a right one 0). Measured once on the test split against the
 cascade and the uniform ratio. Writes results/rerun.md.
 """
@@ -24,15 +24,25 @@ import time
 
 import numpy as np
 
-from rtsearch.rl.ladder import best_cascade
-from rtsearch.rl.rerun import action_logits, calibration_shift, charge, choices, features, greedy, train_agent
-from rtsearch.studies.agents import command_line, dense_confidence, mean_sd, spearman
-from rtsearch.studies.cascade import FOLDER, level_outputs, robust_figures
-from rtsearch.studies.robust import width_robust
+from rtsearch.methods.ladder import best_cascade
+from rtsearch.rl import rerun
+from rtsearch.rl.rerun import action_logits, calibration_shift, charge, features, greedy, train_agent
+from experiments.agents_study import command_line, dense_confidence, mean_sd, spearman
+from experiments.cascade import FOLDER, level_outputs, robust_figures
+from experiments.robust import width_robust
 
 CHARGED = {"ce": "the answer's cross-entropy", "error": "1 for a wrong answer"}
 REWARDED_ON = {"train": "the training split, which the network was fine-tuned on",
                "agents": "the agents' share of the training split, which the network was not fine-tuned on"}
+
+
+def choices(outputs: list[dict], cheap: int, split: str, combine: bool) -> tuple[np.ndarray, np.ndarray]:
+    """rtsearch.rl.rerun.choices; with `combine` a re-run answers with the sum of both passes' log-probabilities."""
+    if combine:
+        base = outputs[cheap][split]["log_probs"]
+        outputs = outputs[:cheap + 1] + [{**level, split: {**level[split], "log_probs": level[split]["log_probs"] + base}}
+                                         for level in outputs[cheap + 1:]]
+    return rerun.choices(outputs, cheap, split)
 
 
 def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iterations: int, combine: bool,
@@ -61,7 +71,7 @@ def learned_rerun(levels: list[dict], cheap: int, budget: float, seed: int, iter
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.rerun", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.rerun_study", description=__doc__.splitlines()[0])
     p.add_argument("--budgets", default="0.15,0.08,0.05")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--iterations", type=int, default=40)
@@ -108,7 +118,7 @@ def main(argv=None) -> int:
                              "uniform": measured[f"{b:g}"]["uniform"]})
     finally:
         ray.shutdown()
-    command = command_line("python -m rtsearch.studies.rerun", argv)
+    command = command_line("python -m experiments.rerun_study", argv)
     write_report(rows, args.report, command, args.networks, reward_split, args.reward)
     return 0
 

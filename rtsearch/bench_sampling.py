@@ -232,7 +232,7 @@ def measure_runners(cfg, net, seconds: float, sample_only: bool, log) -> tuple[d
 
 def time_training(cfg, iterations: int, log) -> dict:
     """K iterations of the real loop (rtsearch.train.run); seconds per iteration from the rows."""
-    from rtsearch.rl.run import run
+    from rtsearch.methods import run
     rows: list[dict] = []
     folder = tempfile.mkdtemp(prefix="rtsearch-bench-run-")
     try:
@@ -305,6 +305,7 @@ def measure(args, command: str) -> dict:
     import ray
     import torch
 
+    from rtsearch import methods
     from rtsearch.config import RunConfig
     from rtsearch.rl.world import n_layers
 
@@ -320,7 +321,8 @@ def measure(args, command: str) -> dict:
                "load_average_start": os.getloadavg()[0]}
     temp_dir = start_ray(max(os.cpu_count() or 1, 1 + max(args.num_env_runners)))
     try:
-        base = RunConfig(dataset=args.dataset, model=args.model, data_dir=args.data_dir)
+        base = methods.configured(RunConfig(dataset=args.dataset, model=args.model, method="both",
+                                            data_dir=args.data_dir))
         env_config = None
         for n in args.num_env_runners:
             log(f"num_env_runners={n}:")

@@ -1,54 +1,49 @@
-"""One run end to end: `run(cfg)` starts from the cached dense model, then either fine-tunes under
-uniform ratios (`fixed_ratios`, the baseline) or runs the training iteration with both agents
-(rtsearch.rl.loop), and writes the deployed model of its best iteration (rtsearch.rl.deployed). The ladder method
-(rtsearch.rl.ladder) makes its rungs with `run` itself. The command line is rtsearch.train; the search calls `run`
-in every trial."""
+"""The fixed-ratio peers (`rtsearch.train --fixed-ratios`): uniform pruning ratios that meet the MACs budget, no
+agents, fine-tuned as a learned run is; with `--torch-pruning-l1` (static-only) the channels are chosen and removed
+by Torch-Pruning's L1 pruner instead (rtsearch.net.magnitude). The baselines every learned method must beat, and the
+ladder's rungs."""
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import replace
-from typing import Callable
 
 import torch
 
-from rtsearch import data, device
-from rtsearch.config import RunConfig
-from rtsearch.logs import log_to_stdout
-from rtsearch.net import checkpoint, dense, magnitude
+from rtsearch import data
+from rtsearch.config import Pruning, RunConfig
+from rtsearch.methods.base import prepared, write_manifest
+from rtsearch.net import checkpoint, magnitude
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
 from rtsearch.rl import deployed
 from rtsearch.rl.record import RunRecord, finish
 
+# the settings a fixed-ratio run uses beyond every method's (rtsearch.methods.base.COMMON)
+FIELDS = frozenset({"fixed_ratios", "lam", "torch_pruning_l1"})
 
-def run(cfg: RunConfig, on_iteration: Callable[[dict], None] | None = None, log=log_to_stdout,
-        resume: bool = False) -> dict:
-    """Run one configuration end to end; returns the metrics written to <out>/metrics.json."""
-    if cfg.method == "ladder":
-        from rtsearch.rl.ladder import run_ladder  # imports RLlib: only runs with agents pay for it
-        return run_ladder(cfg, run, on_iteration, log, resume)
-    torch.manual_seed(cfg.seed)
-    where = device.resolve(cfg.device)
-    splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
-    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log,
-                                           device=where)
-    teacher = copy.deepcopy(net) if cfg.distill else None     # the dense model, before any pruning
-    splits = splits.to(where)           # moved once: every batch of every phase is sliced on the device
-    if where.type != "cpu":
-        log(f"device: {where} ({torch.cuda.get_device_name(where)})")
-    if cfg.fixed_ratios:
-        metrics = run_fixed(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
-    else:
-        from rtsearch.rl.loop import run_agents  # imports RLlib: only runs with agents pay for it
-        metrics = run_agents(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
-    # the deployable model: static channels removed, runtime pruning on the skip path with its policy
+
+def uses(pruning: Pruning) -> frozenset:
+    """What a fixed-ratio run uses beyond every method's settings: no agents, no rollout workers; the trade-off
+    coefficient only where runtime importance is kept, Torch-Pruning's pruner only where nothing runs at runtime."""
+    return FIELDS - ({"torch_pruning_l1"} if pruning.runtime else {"lam"})
+
+
+def launch(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
+    """A fixed-ratio run of a config whose `pruning` is set (a ladder's rung): its manifest, then `run`."""
+    write_manifest(cfg)
+    return run(cfg, on_iteration, log, resume)
+
+
+def run(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
+    """The run end to end, and the deployed model of its best iteration (rtsearch.rl.deployed)."""
+    splits, net, dense_accuracy, teacher, _ = prepared(cfg, log)
+    metrics = fine_tune(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
     deployed.write_model(os.path.join(cfg.out, "best.pt"), os.path.join(cfg.out, "deployed.pt"))
     return metrics
 
 
-def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False,
+def fine_tune(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume: bool = False,
               teacher=None) -> dict:
     """Fine-tune under uniform ratios that meet the MACs budget; an iteration is cfg.finetune_epochs epochs
     (distilled from `teacher`, the dense model, when given). With cfg.agent_share that share of the training split
@@ -57,7 +52,7 @@ def run_fixed(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
         splits = replace(splits, train=data.split_off(splits.train, cfg.agent_share, cfg.seed)[0])
     net.lam = cfg.lam if cfg.predictors_kept else 0.0
     cost = CostModel(net, predictors=cfg.predictors_kept)
-    static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.method)
+    static_ratios, runtime_ratios = uniform_ratios(cost, cfg.budget, cfg.pruning)
     log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
         f"on every layer; fine-tuned on {len(splits.train[1])} training images")
     if cfg.torch_pruning_l1:    # the same widths, its channels chosen by Torch-Pruning's L1 pruner, removed now

@@ -1,8 +1,8 @@
 """Is there a better per-layer allocation than uniform on a range run's network?
-(`python -m rtsearch.studies.allocation`)
+(`python -m experiments.allocation`)
 
 The agents of a range run (`rtsearch.train --budget-range`) end at the accuracy of the uniform ratio on
-their own network (rtsearch.studies.robust). Either the agents miss a better allocation, or this network
+their own network (experiments.robust). Either the agents miss a better allocation, or this network
 has none to find. A random search answers without agents: per range run and budget, SAMPLES per-layer
 runtime ratios (the uniform ratio plus N(0, SPREAD) per layer, shifted onto the budget as the calibration
 shifts the agents' ratios), each with its BatchNorm statistics recomputed and scored on the validation
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from rtsearch.studies.agents import command_line
+from experiments.agents_study import command_line
 
 SAMPLES = 32
 SPREAD = 0.1
@@ -33,7 +33,7 @@ def search(path: str, budget: float, samples: int = SAMPLES, spread: float = SPR
     from rtsearch.net.supervised import evaluate, fixed_policy
     from rtsearch.rl import deployed
     from rtsearch.rl.at_budget import run_splits
-    from rtsearch.studies.robust import uniform_ratio
+    from experiments.robust import uniform_ratio
 
     run = deployed.load(path, budget)
     cfg, layers = run.config, run.net.num_layers
@@ -69,7 +69,7 @@ def search(path: str, budget: float, samples: int = SAMPLES, spread: float = SPR
 
 def searched(run_dir: str, budget: float) -> dict:
     """`search` on run_dir/best.pt at `budget`, reused from run_dir/allocation-B.json when there."""
-    from rtsearch.studies.agents import reused
+    from experiments.agents_study import reused
 
     def compute() -> dict:
         print(f"searching allocations of {run_dir} at budget {budget:g} ...", flush=True)
@@ -105,7 +105,7 @@ def report(results: list[dict], command: str, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.allocation", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.allocation", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/any-budget/range-0.05-0.5-sandwich-std0.05-s{seed}",
                    help="range runs' folders, {seed} replaced by each seed")
     p.add_argument("--budgets", default="0.08,0.05")
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     results = [searched(args.runs.format(seed=int(s)), float(b))
                for s in args.seeds.split(",") for b in args.budgets.split(",")]
-    command = command_line("python -m rtsearch.studies.allocation", argv)
+    command = command_line("python -m experiments.allocation", argv)
     report(results, command, args.report)
     print(f"wrote {args.report}")
     return 0

@@ -1,11 +1,11 @@
 """Does knowledge distillation from the dense model make the learned method pay?
-(`python -m rtsearch.studies.distill`)
+(`python -m experiments.distill`)
 
 On mnist5k / small, per budget and seed, through the real command line (finished runs are reused):
 the default learned run (both agents), the uniform static-only baseline and Torch-Pruning L1, each
 fine-tuned as usual and with `--distill` (KL to the dense model's predictions added to every
 fine-tuning loss). The fixed-ratio runs get as many fine-tuning epochs as the learned run (warm-up plus
-one per iteration), as in rtsearch.studies.peers. Distillation is given to the peers too: the question
+one per iteration), as in experiments.peers_study. Distillation is given to the peers too: the question
 is whether it helps the learned method more than the rules it must beat. Every figure is read back from
 the runs' metrics.json. Writes results/distill.md.
 """
@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, execute_parallel, load, mean_sd, runs_table,
+from experiments.agents_study import (WARMUP_EPOCHS, against, command_line, execute_parallel, load, mean_sd, runs_table,
                                      study_arguments)
 
 METHODS = {"learned": ["--method", "both"], "uniform static-only": ["--fixed-ratios", "--method", "static-only"],
@@ -87,7 +87,7 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
 
 
 def main(argv=None) -> int:
-    prog = "python -m rtsearch.studies.distill"
+    prog = "python -m experiments.distill"
     args = study_arguments(prog, __doc__.splitlines()[0], "runs/distill", "0.08,0.05", "results/distill.md").parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)

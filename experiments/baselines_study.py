@@ -1,4 +1,4 @@
-"""Sweeps against their static-only baselines, one table: `python -m rtsearch.studies.baselines
+"""Sweeps against their static-only baselines, one table: `python -m experiments.baselines_study
 results/<sweep> [results/<sweep> ...] --report results/make-run.md`.
 
 Reads each sweep's summary.json (rtsearch.tune writes it, with the fixed-ratio static-only baseline it
@@ -67,7 +67,7 @@ def markdown(found: list[dict], command: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.baselines", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.baselines_study", description=__doc__.splitlines()[0])
     p.add_argument("sweeps", nargs="+", help="results/<name> folders of finished sweeps")
     p.add_argument("--report", default=os.path.join("results", "make-run.md"))
     args = p.parse_args(argv)
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         print("none of these sweeps ran a static-only baseline (sweeps before it, --no-baseline, --fixed-ratios or "
               "--budget-range): pass sweeps that did", file=sys.stderr)
         return 2
-    command = "python -m rtsearch.studies.baselines " + " ".join(args.sweeps) + f" --report {args.report}"
+    command = "python -m experiments.baselines_study " + " ".join(args.sweeps) + f" --report {args.report}"
     with open(args.report, "w") as f:
         f.write(markdown(found, command))
     print(f"{len(found)} sweep budget(s) written to {args.report}")

@@ -1,11 +1,11 @@
-"""The ladder under a parameter budget, and with a narrower policy (`python -m rtsearch.studies.capped`).
+"""The ladder under a parameter budget, and with a narrower policy (`python -m experiments.capped`).
 
 Without a cap the ladder stores 0.25 to 0.6 of the dense parameters (its rungs and its policy), where one
 Torch-Pruning L1 network stores 0.04 to 0.07. `--param-budget` caps it: the agent may re-run only on rungs that
-fit with the cheap one and the policy (rtsearch.rl.ladder.dearer_rungs), and the threshold cascade it is set
+fit with the cheap one and the policy (rtsearch.methods.ladder.dearer_rungs), and the threshold cascade it is set
 against searches only pairs of rungs that fit. The policy (two hidden layers of `--rerun-width`, 64 by default)
 takes about 0.08 of this small network's parameters, which the cascade does not pay. Per budget and seed this
-study reuses the rungs of the ladder runs of rtsearch.studies.peers (copied, then `--resume`: only the agent is
+study reuses the rungs of the ladder runs of experiments.peers_study (copied, then `--resume`: only the agent is
 trained again) under each SETTING, and sets each against the same seed's threshold cascade and Torch-Pruning L1
 run. Writes results/ladder-capped.md.
 """
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from rtsearch.studies.agents import (against, command_line, execute_parallel, load, mean_sd, runs_table,
+from experiments.agents_study import (against, command_line, execute_parallel, load, mean_sd, runs_table,
                                      study_arguments)
 
 SETTINGS = {     # name: (folder tag, --param-budget, --rerun-width); the first is the peers study's own run
@@ -46,11 +46,11 @@ def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> 
 
 
 def with_rungs(run: dict) -> None:
-    """A capped run starts from its source ladder run's rungs and settings (ladder.json), unless it has begun."""
+    """A capped run starts from its source ladder run's rungs and settings (run.json), unless it has begun."""
     if run["out"] != run["source"] and not os.path.isdir(os.path.join(run["out"], "rungs")):
         os.makedirs(run["out"], exist_ok=True)
         shutil.copytree(os.path.join(run["source"], "rungs"), os.path.join(run["out"], "rungs"))
-        shutil.copy(os.path.join(run["source"], "ladder.json"), run["out"])
+        shutil.copy(os.path.join(run["source"], "run.json"), run["out"])
 
 
 def report(runs: list[dict], tp_l1: dict, budgets: list[float], seeds: list[int], command: str) -> str:
@@ -90,7 +90,7 @@ def report(runs: list[dict], tp_l1: dict, budgets: list[float], seeds: list[int]
 
 
 def main(argv=None) -> int:
-    p = study_arguments("python -m rtsearch.studies.capped", __doc__.splitlines()[0], "runs/any-budget", "0.08,0.05",
+    p = study_arguments("python -m experiments.capped", __doc__.splitlines()[0], "runs/any-budget", "0.08,0.05",
                         "results/ladder-capped.md")
     args = p.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     missing += [r["out"] for r in tp_runs.values() if not os.path.isfile(os.path.join(r["out"], "metrics.json"))]
     if missing:
         print(f"error: no finished run in {missing[0]}: make the ladder and Torch-Pruning L1 runs first with python -m "
-              f"rtsearch.studies.peers --budgets {args.budgets} --seeds {args.seeds} --runs {args.runs}", file=sys.stderr)
+              f"experiments.peers_study --budgets {args.budgets} --seeds {args.seeds} --runs {args.runs}", file=sys.stderr)
         return 2
     for run in runs:
         with_rungs(run)
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     tp_l1 = {key: load(run) for key, run in tp_runs.items()}
     os.makedirs(os.path.dirname(args.report) or ".", exist_ok=True)
     with open(args.report, "w") as f:
-        f.write(report(runs, tp_l1, budgets, seeds, command_line("python -m rtsearch.studies.capped", argv)))
+        f.write(report(runs, tp_l1, budgets, seeds, command_line("python -m experiments.capped", argv)))
     print(f"wrote {args.report}")
     return 0
 

@@ -33,6 +33,7 @@ import time
 import torch
 import torch.utils.benchmark as benchmark
 
+from rtsearch.config import Pruning
 from rtsearch.net.baseline import budget_shift, uniform_ratios
 from rtsearch.net.cost import CostModel
 from rtsearch.net.export import prune_static
@@ -43,6 +44,8 @@ from rtsearch.rl import deployed
 SYNTHETIC_STATIC = 0.25   # static ratio of every layer in the synthetic runtime + static rows
 P_MAX = 0.95
 POOL = 4                  # inputs per batch-1 timing (their keep counts differ)
+
+STATIC_ONLY = Pruning(static=True, runtime=False)      # the static-only networks timed beside the runs
 
 
 def timed(fn, runs: int, threads: int, per: int = 1) -> dict:
@@ -96,7 +99,7 @@ def synthetic(name: str, shape: tuple, budget: float, pool: torch.Tensor):
     net = build_model(name, shape, 10, lam=0.5).eval()
     for gate in net.gates:
         gate.static_importance.data = torch.rand(gate.out_channels)
-    static_only = uniform_ratios(CostModel(net, predictors=False), budget, "static-only")[0].tolist()
+    static_only = uniform_ratios(CostModel(net, predictors=False), budget, STATIC_ONLY)[0].tolist()
     static = [SYNTHETIC_STATIC] * net.num_layers
     skip, cost = SkipNet(net, static), CostModel(net)
     policy = deployed.DeployedPolicy(deployed.untrained_module(net.num_layers, P_MAX), net, static, budget, P_MAX)
@@ -240,7 +243,7 @@ def markdown(report: dict) -> str:
     lines = ["# Latency against MACs", "",
              f"Device: {report['device']}; torch {report['torch']}; threads {report['threads']}; "
              f"{report['seconds']:.0f} s in all. Produced by:", "", f"    {report['command']}", "",
-             "Rows (rtsearch/studies/latency.py): *dense* the plain network; *static-only* the exported network "
+             "Rows (rtsearch/bench_latency.py): *dense* the plain network; *static-only* the exported network "
              "with the statically pruned channels removed; *skip* runtime + static pruning on the skip path with "
              "the runtime agent deciding per input (lam = 0.5 gathers the kept filters, lam = 0 slices them); "
              "*replayed* the same keep counts without the agent (at lam = 0 also without the importance "
@@ -297,7 +300,7 @@ def profile(name: str, shape: tuple, budgets: list, batch: int, threads: int = 1
     lines = [f"Operators of `{name}` at batch {batch}, {threads} thread(s), 3 timed forwards after one warm-up "
              "(self CPU time):", ""]
     for label, ratios in [("dense", [0.0] * net.num_layers)] + [
-            (f"static-only, budget {b}", uniform_ratios(CostModel(net, predictors=False), b, "static-only")[0].tolist())
+            (f"static-only, budget {b}", uniform_ratios(CostModel(net, predictors=False), b, STATIC_ONLY)[0].tolist())
             for b in budgets]:
         skip = SkipNet(net, ratios)
         with torch.no_grad():

@@ -1,6 +1,6 @@
-"""The first agents study: `python -m rtsearch.study` runs the learned runs and the fixed-ratio baselines
-on mnist5k / small at budgets 0.5 to 0.08 and writes results/agents-first.md (rtsearch.studies.agents).
-The learned methods against every peer at tight budgets are `python -m rtsearch.studies.peers`
+"""The first agents study: `python -m experiments.agents_first` runs the learned runs and the fixed-ratio baselines
+on mnist5k / small at budgets 0.5 to 0.08 and writes results/agents-first.md (experiments.agents_study).
+The learned methods against every peer at tight budgets are `python -m experiments.peers_study`
 (results/agents.md)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rtsearch.cli import ArgumentParser, guarded
 
 @guarded
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m rtsearch.study", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m experiments.agents_first", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/study", help="folder for the runs (finished ones are reused)")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.15, 0.08])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--uncalibrated", default=None,
                    help="a --runs folder of learned runs made with --no-calibrate, reported beside")
     args = p.parse_args(argv)
-    from rtsearch.studies.agents import study
-    study(args, ("python -m rtsearch.study " + " ".join(argv if argv is not None else sys.argv[1:])).strip())
+    from experiments.agents_study import study
+    study(args, ("python -m experiments.agents_first " + " ".join(argv if argv is not None else sys.argv[1:])).strip())
     return 0
 
 

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from rtsearch import data
-from rtsearch.config import RunConfig
+from rtsearch.config import Pruning, RunConfig
 from rtsearch.errors import UsageError
-from rtsearch.net import dense
+from rtsearch.methods import fixed
+from rtsearch.methods.base import COMMON, Method, prepared, save_model
 from rtsearch.net.cost import CostModel
 from rtsearch.rl import rerun
 from rtsearch.rl.record import RunRecord
@@ -43,6 +44,8 @@ RUNG_FACTORS = (0.25, 0.375, 0.5, 0.625, 1.0, 1.25, 1.5, 1.875, 2.5, 3.125)   # 
 REWARD = "error"
 SPLITS = ("train", "val", "test")
 POLICY_MACS_NOTE = "multiply-adds of the policy's linear layers; its softmax, sort and entropy are not counted"
+RUNG_METHOD = "static-only"            # a rung is the fixed-ratio static-only peer pruned by Torch-Pruning L1
+RUNG_PRUNING = Pruning(static=True, runtime=False)
 
 
 def rung_budgets(budget: float) -> list[float]:
@@ -53,15 +56,15 @@ def rung_budgets(budget: float) -> list[float]:
 def rung_config(cfg: RunConfig, budget: float) -> RunConfig:
     """One rung: the Torch-Pruning L1 fixed-ratio run at `budget`, fine-tuned as the ladder run asks, for as many
     iterations as a learned run fine-tunes (its warm-up included), as the fixed-ratio peers are."""
-    return RunConfig.from_dict({**cfg.to_dict(), "budget": budget, "param_budget": 1.0, "method": "static-only",
-                                "iterations": cfg.iterations + cfg.warmup_epochs,
+    return RunConfig.from_dict({**cfg.to_dict(), "budget": budget, "param_budget": 1.0, "method": RUNG_METHOD,
+                                "pruning": RUNG_PRUNING, "iterations": cfg.iterations + cfg.warmup_epochs,
                                 "fixed_ratios": True, "torch_pruning_l1": True, "budget_range": None,
                                 "mlflow_run_id": None, "out": os.path.join(cfg.out, "rungs", f"{budget:g}")})
 
 
-def train_rungs(cfg: RunConfig, run, log, resume: bool) -> list[dict]:
-    """Run every rung (`run`: rtsearch.rl.run.run); with `resume`, a finished rung is read back and a started
-    one resumed. Returns each rung's folder and metrics and whether it was read back, cheapest first."""
+def train_rungs(cfg: RunConfig, log, resume: bool) -> list[dict]:
+    """Run every rung (a fixed-ratio run, rtsearch.methods.fixed); with `resume`, a finished rung is read back and a
+    started one resumed. Returns each rung's folder and metrics and whether it was read back, cheapest first."""
     rungs = []
     budgets = rung_budgets(cfg.budget)
     for i, b in enumerate(budgets, 1):
@@ -74,8 +77,8 @@ def train_rungs(cfg: RunConfig, run, log, resume: bool) -> list[dict]:
                 metrics = json.load(f)
         else:
             log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): Torch-Pruning L1, fine-tuned in {rc.out}")
-            metrics = run(rc, log=lambda line, b=b: log(f"  rung {b:g}: {line}"),
-                          resume=resume and os.path.isfile(os.path.join(rc.out, "checkpoint.pt")))
+            metrics = fixed.launch(rc, log=lambda line, b=b: log(f"  rung {b:g}: {line}"),
+                                   resume=resume and RunRecord.has_checkpoint(rc.out))
         rungs.append({"budget": b, "out": rc.out, "metrics": metrics, "read_back": read_back})
     return sorted(rungs, key=lambda r: r["metrics"]["macs_ratio"])
 
@@ -207,16 +210,11 @@ def evaluate(model: LadderModel, x: torch.Tensor, y: torch.Tensor) -> dict:
                           "rung": choice.numpy()}}
 
 
-def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool = False) -> dict:
-    """One ladder run end to end (`run`: rtsearch.rl.run.run, which makes each rung); returns the metrics
-    written to <out>/metrics.json."""
-    from rtsearch.rl.loop import ensure_ray
+def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
+    """One ladder run end to end; returns the metrics written to <out>/metrics.json."""
+    from rtsearch.rl.ray_session import ensure_ray
 
-    os.makedirs(cfg.out, exist_ok=True)
-    with open(os.path.join(cfg.out, "ladder.json"), "w") as f:    # what --resume checks the flags against
-        json.dump({"config": cfg.to_dict()}, f, indent=1)
-    splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
-    net, dense_accuracy = dense.pretrained(cfg.dataset, cfg.model, cfg.seed, splits, cfg.dense_epochs, log=log)
+    splits, net, dense_accuracy, _, _ = prepared(cfg, log, move=False)   # the rungs' outputs are computed on the CPU
     cost = CostModel(net)
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)     # its clock runs from here, rungs included
     phases, lap = {}, time.time()
@@ -224,7 +222,7 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
     def phase(name: str) -> None:      # seconds of each phase of this process, for metrics.json
         nonlocal lap
         phases[name], lap = time.time() - lap, time.time()
-    rungs = train_rungs(cfg, run, log, resume)
+    rungs = train_rungs(cfg, log, resume)
     phase("rungs")
     record.started -= sum(r["metrics"]["seconds"] for r in rungs if r["read_back"])   # seconds: the whole run's
     if cfg.agent_share > 0:     # the agent is rewarded on the share its rungs were never fine-tuned on
@@ -316,3 +314,78 @@ def run_ladder(cfg: RunConfig, run, on_iteration=None, log=print, resume: bool =
         details["holdout"] = record.holdout(evaluate(model, *splits.holdout), len(splits.holdout[1]), params_ratio)
     stored_bytes = int(stored[used].sum()) + 4 * parameter_count(best["actor"])   # the rungs' exported models, float32 policy
     return record.finish(test, params_ratio, stored_bytes, details)
+
+
+class TraceableLadder(torch.nn.Module):
+    """forward(x) -> log-probabilities (B, classes), as LadderModel answers, with fixed shapes: every input runs on
+    every rung the ladder keeps, and the policy's choice per input picks which answer counts."""
+
+    def __init__(self, model: LadderModel):
+        super().__init__()
+        from rtsearch.rl.traced import TraceableModel
+        self.rungs = torch.nn.ModuleList([TraceableModel(rung) for rung in model.rungs])
+        self.actor, self.shift, self.input_shape = model.actor, model.shift, model.rungs[0].input_shape
+        self.register_buffer("actions", torch.tensor(model.actions, dtype=torch.long))
+        self.register_buffer("extra", model.extra.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        answers = torch.stack([torch.log_softmax(rung(x), 1) for rung in self.rungs])      # (rungs, B, classes)
+        logits = self.actor(rerun.features(answers[0])).index_select(1, self.actions) - self.shift * self.extra
+        choice = logits.argmax(1).view(1, -1, 1).expand(1, *answers.shape[1:])
+        return answers.gather(0, choice)[0]
+
+
+def export_ladder(folder: str, budget: float | None, out: str) -> str:
+    """A ladder run's deployed model, as its run measured it, written to `out`; the line saying so."""
+    from rtsearch.methods.base import read_manifest
+    trained = float(read_manifest(folder)["config"]["budget"])
+    if budget is not None and budget != trained:
+        raise UsageError(f"{folder} holds a ladder run made for budget {trained:g}, which serves that budget only: "
+                         f"drop --budget, or train a ladder at --budget {budget:g}")
+    deployed = os.path.join(folder, "deployed.pt")
+    metrics_path = os.path.join(folder, "metrics.json")
+    if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
+        raise UsageError(f"{folder} holds a ladder run that has not finished (no deployed.pt or metrics.json): "
+                         f"finish it with rtsearch.train --resume --out {folder}")
+    try:
+        model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+    except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
+        raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run again "
+                         f"with rtsearch.train --resume --out {folder}") from None
+    save_model(model, out)
+    return (f"exported {out}: the ladder of {folder} at budget {trained:g}: {len(model.rungs)} rungs and its re-run "
+            f"policy, params ratio {metrics['params_ratio']:.4f}, bytes {os.path.getsize(out)}; test accuracy "
+            f"{metrics['accuracy']:.4f} at MACs ratio {metrics['macs_ratio']:.4f} (load with torch.load(FILE, "
+            f"weights_only=False))")
+
+
+class Ladder(Method):
+    name = "ladder"
+    summary = ("Torch-Pruning L1 networks at several MACs budgets, and a learned per-input choice of re-running an "
+               "input on a dearer one")
+    fields = COMMON | {"agent_iterations", "lr_rerun", "entropy_rerun", "rerun_width", "num_env_runners"}
+    iteration_field = "agent_iterations"
+    sweep_iterations = RunConfig.agent_iterations
+    space_file = "ladder.yaml"
+    swept = True
+    sweep_note = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 rungs, "
+                  "then reports every PPO iteration of its agent)")
+    unset_param_budget = "parameter budget 1 (the rungs a ladder keeps and its policy store no more than the dense model)"
+    resume_may_change = ("param_budget",)       # its agent is trained again under the new cap
+
+    def run(self, cfg: RunConfig, on_iteration, log, resume: bool) -> dict:
+        return run_ladder(cfg, on_iteration, log, resume)
+
+    def trial_finetuning(self, max_iterations: int) -> int:
+        return RunConfig.iterations           # its sweep's iterations are its agent's; its rungs fine-tune as default
+
+    def export(self, folder: str, path: str, budget: float | None, out: str) -> str:
+        return export_ladder(folder, budget, out)
+
+    def traceable(self, model):
+        return TraceableLadder(model)
+
+
+METHOD = Ladder()

@@ -1,4 +1,4 @@
-"""Is there room for a learned allocation at a tight budget? (`python -m rtsearch.studies.widths`)
+"""Is there room for a learned allocation at a tight budget? (`python -m experiments.widths`)
 
 Three supervised probes on mnist5k / small, no agents, so each answers one question cheaply:
 
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from rtsearch.data import load
+from rtsearch.config import Pruning
 from rtsearch.net.baseline import budget_shift, uniform_ratios
 from rtsearch.net.cost import CostModel
 from rtsearch.net.dense import pretrained
@@ -166,7 +167,7 @@ def study(seed: int, budget: float, epochs: int, count: int, log) -> dict:
     dense, _ = pretrained("mnist5k", "small", seed, splits, log=lambda _: None)
     dense.eval()
     cost = CostModel(dense)
-    uniform = uniform_ratios(cost, budget, "runtime-only")[1]
+    uniform = uniform_ratios(cost, budget, Pruning(static=False, runtime=True))[1]
     zeros, out = torch.zeros(dense.num_layers), {"seed": seed, "uniform_kept": keep_count(uniform, cost.widths).tolist()}
     nets = {}
     for kind in ("greedy", "kd", "band-kd"):
@@ -194,7 +195,7 @@ def study(seed: int, budget: float, epochs: int, count: int, log) -> dict:
 def markdown(results: list[dict], budget: float, epochs: int, command: str) -> str:
     lines = [f"# Room for a learned allocation at budget {budget:g} (mnist5k / small)", "",
              f"Produced by `{command}`. Test split 1,000 images; every network fine-tuned {epochs} epochs from the "
-             "seed's cached dense model. See the module docstring of rtsearch/studies/widths.py for the three probes.",
+             "seed's cached dense model. See the module docstring of experiments/widths.py for the three probes.",
              "", "## 1. Fine-tuning at the uniform ratio, and accuracy off it", "",
              "| seed | network | " + " | ".join(f"p={p:g}" for p in GRID) + " | at the uniform ratio (MACs) |",
              "|---|---|" + "---|" * (len(GRID) + 1)]
@@ -230,7 +231,7 @@ def markdown(results: list[dict], budget: float, epochs: int, command: str) -> s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.widths", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.widths", description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=0.08)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=6)
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
         print("--budget must be in (0, 1], --epochs at least 1, --allocations 0 or more", file=sys.stderr)
         return 2
     torch.set_num_threads(1)     # small tensors: one thread is as fast, and leaves a CPU to other work
-    command = "python -m rtsearch.studies.widths " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m experiments.widths " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         results.append(study(seed, args.budget, args.epochs, args.allocations, lambda m: print(m, flush=True)))

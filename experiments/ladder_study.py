@@ -1,6 +1,6 @@
-"""A learned re-run choice over a ladder of statically pruned networks (`python -m rtsearch.studies.ladder`).
+"""A learned re-run choice over a ladder of statically pruned networks (`python -m experiments.ladder_study`).
 
-The re-run agent of rtsearch.studies.rerun chose among widths of one weight-shared (width-robust)
+The re-run agent of experiments.rerun_study chose among widths of one weight-shared (width-robust)
 network, whose narrow widths pay for sharing. Here every width is its own network: per seed, Torch-
 Pruning's L1 pruner at each MACs budget of LADDER, fine-tuned as the Torch-Pruning L1 peer is (the same
 command, so the peer's own runs are rungs of the ladder). Every input runs on a cheap rung; then either
@@ -8,7 +8,7 @@ the RLlib PPO agent (it observes the cheap pass's class probabilities and keeps 
 input on one dearer rung, paying both; rewarded on the training split, calibrated onto the budget on
 validation) or the label-free threshold cascade (one pair of rungs and a confidence threshold, chosen on
 validation) decides per input. Both are measured once on the test split against every non-learned peer of
-rtsearch.studies.peers at the same budget, whose runs are made here when missing. Writes results/ladder.md.
+experiments.peers_study at the same budget, whose runs are made here when missing. Writes results/ladder.md.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 
-from rtsearch.studies import peers, robust
-from rtsearch.studies.peers import accuracies
-from rtsearch.studies.agents import (against, command_line, dense_confidence, execute_parallel, load, mean_sd,
+from experiments import peers_study as peers, robust
+from experiments.peers_study import accuracies
+from experiments.agents_study import (against, command_line, dense_confidence, execute_parallel, load, mean_sd,
                                      runs_table, spearman, study_arguments)
 
 LADDER = (0.02, 0.03, 0.04, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25)
@@ -30,7 +30,7 @@ CASCADE = "threshold cascade over the ladder (not learned)"
 
 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
-    """The ladder's rungs and the non-learned peers at `budgets`, as rtsearch.studies.peers plans them."""
+    """The ladder's rungs and the non-learned peers at `budgets`, as experiments.peers_study plans them."""
     kinds = [k for k in peers.NON_LEARNED if k in peers.PER_BUDGET]
     at_budgets = [r for r in peers.plan(root, budgets, seeds, iterations) if r["kind"] in kinds]
     rungs = [r for r in peers.plan(root, [b for b in LADDER if b not in budgets], seeds, iterations)
@@ -41,7 +41,7 @@ def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> 
 def rung_outputs(run: dict, splits) -> dict:
     """One rung's MACs and params ratios, and per split its log-probabilities, right answers and confidence,
     from the run's deployed model (deployed.pt: channels removed, what a user would ship)."""
-    from rtsearch.rl import ladder
+    from rtsearch.methods import ladder
     return {**ladder.rung_outputs(run["out"], run["metrics"]["macs_ratio"], splits),
             "params_ratio": run["metrics"]["params_ratio"], "out": run["out"]}
 
@@ -50,8 +50,8 @@ def decide(rungs: list[dict], budget: float, seed: int, iterations: int, lr: flo
            agent_seed: int = 0) -> dict:
     """The cascade and the agents (one per reward, PPO seeded with seed + agent_seed) on one seed's ladder at
     `budget`: their test figures."""
-    from rtsearch.rl.ladder import best_cascade
-    from rtsearch.studies.rerun import learned_rerun
+    from rtsearch.methods.ladder import best_cascade
+    from experiments.rerun_study import learned_rerun
     macs = [r["macs_ratio"] for r in rungs]
     cascade = best_cascade(rungs, budget)
     cheap = macs.index(cascade["cheap_macs"])
@@ -176,7 +176,7 @@ def report(runs: list[dict], figures: dict, budgets: list[float], seeds: list[in
 
 
 def main(argv=None) -> int:
-    prog = "python -m rtsearch.studies.ladder"   # its runs folder is the peers study's, whose runs it reuses
+    prog = "python -m experiments.ladder_study"   # its runs folder is the peers study's, whose runs it reuses
     parser = study_arguments(prog, __doc__.splitlines()[0], "runs/any-budget", "0.08,0.05", "results/ladder.md")
     parser.add_argument("--agent-iterations", type=int, default=40, help="PPO updates per agent")
     parser.add_argument("--lr", type=float, default=1e-3)

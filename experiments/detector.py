@@ -1,7 +1,7 @@
 """How much could any label-free re-run rule gain over the confidence threshold on a ladder's rungs?
-(`python -m rtsearch.studies.detector`)
+(`python -m experiments.detector`)
 
-The ladder method's re-run agent (rtsearch.rl.ladder) decides from the cheap pass's class probabilities; the
+The ladder method's re-run agent (rtsearch.methods.ladder) decides from the cheap pass's class probabilities; the
 threshold cascade from their maximum alone. Over five seeds the agent was not clearly better than the cascade.
 To bound what learning that decision can buy on these networks, this study fits supervised error detectors on
 the agent's own observation with the training split's labels (more than a reward can teach the agent):
@@ -24,7 +24,7 @@ from itertools import combinations
 
 import numpy as np
 
-from rtsearch.studies.agents import against, command_line, mean_sd
+from experiments.agents_study import against, command_line, mean_sd
 
 RUNS = "runs/any-budget/ladder-{budget}-s{seed}"
 RULES = {"confidence": "threshold cascade (max probability)",
@@ -94,7 +94,7 @@ def two_opinions(levels: list[dict], budget: float, seed: int) -> tuple[dict | N
     training split predict from both passes (their observations and whether they agree) that b answers wrong;
     the pair then acts as one cheap level (MACs a + b, b's answers) in the cascade's search with each dearer rung.
     The found cascade with the best validation accuracy, and its paired level."""
-    from rtsearch.rl.ladder import best_cascade
+    from rtsearch.methods.ladder import best_cascade
     from rtsearch.rl.rerun import features
     best, best_pair = None, None
     for a, b in combinations(range(len(levels)), 2):
@@ -137,11 +137,11 @@ def one_run(out: str) -> dict:
 
     from rtsearch import data
     from rtsearch.config import RunConfig
-    from rtsearch.rl.ladder import best_cascade, rung_outputs
+    from rtsearch.methods.ladder import best_cascade, rung_outputs
     torch.set_num_threads(1)
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
-    with open(os.path.join(out, "ladder.json")) as f:
+    with open(os.path.join(out, "run.json")) as f:
         cfg = RunConfig.from_dict(json.load(f)["config"])
     splits = data.hold_out(data.load(cfg.dataset, cfg.seed, cfg.data_dir), cfg.holdout_share, cfg.seed)
     levels = sorted((rung_outputs(os.path.join(out, "rungs", f"{r['budget']:g}"), r["macs_ratio"], splits)
@@ -211,7 +211,7 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.detector", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.detector", description=__doc__.splitlines()[0])
     p.add_argument("--budgets", default="0.08,0.05")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--runs", default=RUNS, help="the ladder runs' folders, {budget} and {seed} replaced")
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
                if not all(os.path.isfile(os.path.join(out, name)) for name in ("ladder.json", "metrics.json"))]
     if missing:
         print(f"error: no finished ladder run in {missing[0]}; make it with python -m rtsearch.train --method ladder "
-              f"(or python -m rtsearch.studies.peers), or point --runs at your ladder runs", file=sys.stderr)
+              f"(or python -m experiments.peers_study), or point --runs at your ladder runs", file=sys.stderr)
         return 2
     found = []
     for i, (b, s, out) in enumerate(folders, 1):
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         found.append(one_run(out))
     os.makedirs(os.path.dirname(args.report) or ".", exist_ok=True)
     with open(args.report, "w") as f:
-        f.write(report(found, budgets, seeds, command_line("python -m rtsearch.studies.detector", argv), args.runs))
+        f.write(report(found, budgets, seeds, command_line("python -m experiments.detector", argv), args.runs))
     print(f"wrote {args.report}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Is a range run's accuracy the agents' doing or the network's? (`python -m rtsearch.studies.robust`)
+"""Is a range run's accuracy the agents' doing or the network's? (`python -m experiments.robust`)
 
 A run over a budget range (`rtsearch.train --budget-range`) fine-tunes one network for every width
 its agents use (the sandwich rule, rtsearch.net.sandwich): a width-robust network. Deployed at a
@@ -19,7 +19,7 @@ non-learned width-robust network (`width_robust`) is fine-tuned from the same de
 range run fine-tunes, without agents: the same epochs (warm-up plus one per iteration) of the sandwich
 rule, whose widest, narrowest and drawn paths are the uniform ratios of the range's top, its bottom and a
 budget drawn per batch (the range run's warm-up, continued). At each budget it runs at the uniform ratio
-meeting the budget, and the oracle above is computed on it. rtsearch.studies.peers reads both.
+meeting the budget, and the oracle above is computed on it. experiments.peers_study reads both.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from rtsearch.config import RunConfig
+from rtsearch.config import Pruning, RunConfig
 
 LEVELS = 9                    # the oracle's uniform widths, evenly spaced in log MACs ratio over LEVEL_MACS
 LEVEL_MACS = (0.025, 0.5)
@@ -61,7 +61,7 @@ def oracle_accuracy(correct: np.ndarray, level_macs: np.ndarray, budget: float) 
 def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> dict:
     """Learned, uniform and oracle on the network of a range run's checkpoint at `budget` (see module doc)."""
     from rtsearch.rl.at_budget import calibrated, run_splits
-    from rtsearch.studies.agents import spearman
+    from experiments.agents_study import spearman
 
     run, learned = calibrated(path, budget)     # network weights untouched: only BatchNorm statistics move
     macs = learned.pop("per_input")["macs_ratio"].numpy()
@@ -83,7 +83,7 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
     `agent_share`: that share of the training split is left out of fine-tuning (data.split_off), as a
     run with --agent-share leaves it for the agents' rewards. `teacher`: "widest" distils the narrow paths from
     the network's own widest path (the sandwich rule), "dense" distils every path from the dense model."""
-    from rtsearch.studies.agents import reused
+    from experiments.agents_study import reused
     found = reused(os.path.join(out, "robust.json"),
                    lambda: fine_tuned_without_agents(seed, budget_range, budgets_, out, iterations, agent_share,
                                                      teacher))
@@ -116,7 +116,7 @@ def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budg
     from rtsearch.net.supervised import fixed_policy
     from rtsearch.rl.loop import mixed
 
-    cfg = RunConfig(dataset="mnist5k", model="small", seed=seed, budget_range=list(budget_range))
+    cfg = RunConfig(dataset="mnist5k", model="small", method="both", seed=seed, budget_range=list(budget_range))
     splits = data.load(cfg.dataset, seed)
     net, _ = dense.pretrained(cfg.dataset, cfg.model, seed, splits, log=lambda _: None)
     dense_teacher = copy.deepcopy(net) if teacher == "dense" else None
@@ -126,7 +126,7 @@ def fine_tuned_without_agents(seed: int, budget_range: tuple[float, float], budg
     started = time.time()
 
     def uniform_at(b):
-        return fixed_policy(uniform_ratios(cost, b, "runtime-only")[1])
+        return fixed_policy(uniform_ratios(cost, b, Pruning(static=False, runtime=True))[1])
 
     os.makedirs(out, exist_ok=True)
     for i, epochs in enumerate([cfg.warmup_epochs] + [cfg.finetune_epochs] * iterations):
@@ -190,7 +190,7 @@ def network_at(net, splits, p_max: float, seed: int, budgets_: list[float], stat
 
 def measured(run_dir: str, budget: float, seed: int) -> dict:
     """`measure` on run_dir/best.pt at `budget`, reused from run_dir/robust-B.json when there."""
-    from rtsearch.studies.agents import dense_confidence, reused
+    from experiments.agents_study import dense_confidence, reused
 
     def compute() -> dict:
         print(f"measuring {run_dir} at budget {budget:g} (learned, uniform, oracle) ...", flush=True)
@@ -200,7 +200,7 @@ def measured(run_dir: str, budget: float, seed: int) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.robust", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/any-budget/range-0.05-0.5-sandwich-std0.05-s{seed}",
                    help="range runs' folders, {seed} replaced by each seed")
     p.add_argument("--budgets", default="0.15,0.08,0.05")

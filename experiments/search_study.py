@@ -1,5 +1,5 @@
-"""TPE against random search: `python -m rtsearch.search_study` runs the sweeps and writes
-results/search.md (rtsearch.studies.search)."""
+"""TPE against random search: `python -m experiments.search_study` runs the sweeps and writes
+results/search.md (experiments.search_sweeps)."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +9,7 @@ from rtsearch.cli import ArgumentParser, guarded
 
 @guarded
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m rtsearch.search_study", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m experiments.search_study", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--model", default="small")
     p.add_argument("--budget", type=float, default=0.15)
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("--report", default="results/search.md")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished sweeps")
     args = p.parse_args(argv)
-    from rtsearch.studies.search import study
+    from experiments.search_sweeps import study
     study(args)
     return 0
 

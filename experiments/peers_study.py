@@ -1,4 +1,4 @@
-"""The learned methods against the non-learned peers at tight budgets (`python -m rtsearch.studies.peers`).
+"""The learned methods against the non-learned peers at tight budgets (`python -m experiments.peers_study`).
 
 On mnist5k / small, per budget and seed, through the real command line (finished runs are reused):
 - learned: `rtsearch.train --budget B --method both` (both agents); learned runtime-only and learned
@@ -8,10 +8,10 @@ On mnist5k / small, per budget and seed, through the real command line (finished
 - Torch-Pruning L1: the static-only widths, its channels chosen and removed by Torch-Pruning's
   magnitude pruner (`--torch-pruning-l1`);
 - learned ladder: `--method ladder`, the default method (Torch-Pruning L1 networks at 0.25 to 3.125 times B, and a learned
-  per-input choice of re-running an input on a dearer one: rtsearch.rl.ladder);
+  per-input choice of re-running an input on a dearer one: rtsearch.methods.ladder);
 - per seed, one run over the budget range RANGE (`--budget-range`): its agents calibrated onto B
   (learned, one model), and its network at the uniform ratio meeting B;
-- per seed, the width-robust network without agents (rtsearch.studies.robust.width_robust: the range
+- per seed, the width-robust network without agents (experiments.robust.width_robust: the range
   run's fine-tuning over uniform widths only) at the uniform ratio meeting B (a non-learned peer), and
   the per-input oracle bound on it.
 The fixed-ratio runs get as many fine-tuning epochs as the learned run (its warm-up plus one per
@@ -23,8 +23,8 @@ import sys
 
 import numpy as np
 
-from rtsearch.studies import robust
-from rtsearch.studies.agents import (WARMUP_EPOCHS, against, command_line, dense_confidence, execute_parallel, load, mean_sd,
+from experiments import robust
+from experiments.agents_study import (WARMUP_EPOCHS, against, command_line, dense_confidence, execute_parallel, load, mean_sd,
                                      runs_table, spearman, study_arguments)
 
 LADDER, CASCADE = "learned ladder", "threshold cascade over the ladder's rungs (not learned)"
@@ -158,7 +158,7 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
              f"test input the cheapest of {robust.LEVELS} uniform widths of it (MACs ratios "
              f"{robust.LEVEL_MACS[0]:g} to {robust.LEVEL_MACS[1]:g}) that classifies the input correctly, within "
              "the budget on average. The oracle reads the labels: a loose upper bound, not a method. BatchNorm "
-             "statistics are recomputed under each policy and width (rtsearch.studies.robust).", "",
+             "statistics are recomputed under each policy and width (experiments.robust).", "",
              "Per-input columns: the standard deviation of the per-input MACs ratio on the test split, its "
              "coefficient of variation (std / mean; the issue's target at 0.08 is 0.2 or more), and its Spearman "
              "correlation with the dense model's confidence on the same input (target -0.3 or lower; blank where "
@@ -188,7 +188,7 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
 
 
 def main(argv=None) -> int:
-    prog = "python -m rtsearch.studies.peers"     # its runs folder is the any-budget study's, whose runs it reuses
+    prog = "python -m experiments.peers_study"     # its runs folder is the any-budget study's, whose runs it reuses
     args = study_arguments(prog, __doc__.splitlines()[0], "runs/any-budget", "0.15,0.08,0.05",
                            "results/agents.md").parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]

@@ -1,4 +1,4 @@
-"""One model for every budget against one model per budget (`python -m rtsearch.studies.anybudget`).
+"""One model for every budget against one model per budget (`python -m experiments.anybudget`).
 
 On mnist5k / small, for each seed: one run over a budget range (`rtsearch.train --budget-range`),
 exported at each requested budget without retraining (`rtsearch.export --budget`, which calibrates
@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from rtsearch.studies.agents import WARMUP_EPOCHS, execute_parallel, mean_sd, one_thread_env, reused, runs_table
+from experiments.agents_study import WARMUP_EPOCHS, execute_parallel, mean_sd, one_thread_env, reused, runs_table
 
 
 def plan(root: str, budgets: list[float], budget_range: str, seeds: list[int], iterations: int,
@@ -126,7 +126,7 @@ def report(runs: list[dict], budgets: list[float], budget_range: str, command: s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.anybudget", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.anybudget", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/any-budget")
     p.add_argument("--budgets", default="0.5,0.15,0.08,0.05")
     p.add_argument("--budget-range", default="0.05:0.5")
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                 shlex.split(args.range_args), args.range_label)
     order = sorted(runs, key=lambda r: {"range": 0, "learned": 1, "uniform": 2}[r["kind"]])
     execute_parallel(order, args.jobs)
-    command = "python -m rtsearch.studies.anybudget " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m experiments.anybudget " + shlex.join(argv if argv is not None else sys.argv[1:])
     report(runs, budgets, args.budget_range, command.strip(), args.report, args.jobs)
     print(f"wrote {args.report}")
     return 0

@@ -1,4 +1,4 @@
-"""TPE against random search, behind results/search.md (`python -m rtsearch.search_study`).
+"""TPE against random search, behind results/search.md (`python -m experiments.search_study`).
 
 Runs, through the real command line, `python -m rtsearch.tune` with `--search tpe` and
 `--search random` on the same space, budget and trial count for several seeds (a finished sweep is
@@ -128,7 +128,7 @@ def write_report(args, path: str) -> None:
     lines = [
         "# Search efficiency: TPE against random search",
         "",
-        "Produced by `python -m rtsearch.search_study` (it runs the sweeps below, reusing finished ones, then "
+        "Produced by `python -m experiments.search_study` (it runs the sweeps below, reusing finished ones, then "
         "writes this report; `--report-only` rebuilds the report from results/). Same space (search_spaces/default.yaml, "
         f"param_budget fixed at {args.param_budget:g}), same trial budget ({args.num_samples} trials x up to "
         f"{args.max_iterations} iterations, ASHA on), {args.dataset}/{args.model}, MACs budget {args.budget:g}; "

@@ -1,6 +1,6 @@
-"""Can a label-free per-input rule use the room the oracle shows? (`python -m rtsearch.studies.cascade`)
+"""Can a label-free per-input rule use the room the oracle shows? (`python -m experiments.cascade`)
 
-The per-input oracle on the width-robust network (rtsearch.studies.robust) reaches 0.99 at a mean MACs
+The per-input oracle on the width-robust network (experiments.robust) reaches 0.99 at a mean MACs
 ratio of 0.04, but it reads the labels. A two-level confidence cascade reads only the network's own
 output: every input runs at a cheap uniform width; the least confident re-run at a wider one, paying
 both. Per seed and budget, over every pair of the oracle's LEVELS widths whose cheap one fits in the
@@ -18,14 +18,14 @@ import sys
 
 import numpy as np
 
-from rtsearch.rl.ladder import best_cascade, split_outputs
-from rtsearch.studies.agents import command_line, dense_confidence, spearman
+from rtsearch.methods.ladder import best_cascade, split_outputs
+from experiments.agents_study import command_line, dense_confidence, spearman
 
 FOLDER = "runs/any-budget/width-robust-0.05-0.5-s{seed}"
 
 
 def robust_figures(folder: str) -> dict:
-    """What rtsearch.studies.robust.width_robust measured on the network in `folder`: per budget its
+    """What experiments.robust.width_robust measured on the network in `folder`: per budget its
     uniform and oracle figures, and the oracle's "levels"."""
     with open(os.path.join(folder, "robust.json")) as f:
         return json.load(f)["budgets"]
@@ -54,7 +54,7 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
         from rtsearch.config import RunConfig
         from rtsearch.net.cost import CostModel
         from rtsearch.net.supervised import evaluate
-        from rtsearch.studies.robust import uniform_ratio
+        from experiments.robust import uniform_ratio
         cost, probe, p_max = CostModel(net), tuple(t[:8] for t in splits.val), RunConfig.p_max
         for m in finer:
             ratio = uniform_ratio(net, cost, probe, static, m, p_max)
@@ -79,7 +79,7 @@ def level_outputs(folder: str, seed: int, names: tuple[str, ...] = ("val", "test
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsearch.studies.cascade", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.cascade", description=__doc__.splitlines()[0])
     p.add_argument("--budgets", default="0.15,0.08,0.05")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--report", default="results/cascade.md")
@@ -96,10 +96,10 @@ def main(argv=None) -> int:
             found["spearman_confidence"] = spearman(dense_confidence(seed), found.pop("test_macs"))
             rows.append({"seed": seed, "budget": b, "cascade": found,
                          "uniform": measured[f"{b:g}"]["uniform"], "oracle": measured[f"{b:g}"]["oracle"]})
-    command = command_line("python -m rtsearch.studies.cascade", argv)
+    command = command_line("python -m experiments.cascade", argv)
     lines = ["# A label-free confidence cascade on the width-robust network (no agents)", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only). Networks: "
-             f"`{FOLDER}` (rtsearch.studies.robust.width_robust). Validation split 500 images (chooses the pair of "
+             f"`{FOLDER}` (experiments.robust.width_robust). Validation split 500 images (chooses the pair of "
              "widths and the threshold), test split 1,000 images.", "",
              "| seed | budget | uniform: accuracy (MACs) | cascade: cheap / wide MACs | cascade: val accuracy | "
              "cascade: test accuracy (MACs) | cascade: per-input MACs CV | Spearman(dense confidence, MACs) | "

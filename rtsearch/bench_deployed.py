@@ -2,7 +2,7 @@
 
 Each run's deployed.pt is what a user ships: a ladder run's `LadderModel` (cheap rung, policy, the dearer rung
 for the inputs it re-runs), any other run's `DeployedModel`. It is timed with torch.utils.benchmark (median and
-interquartile range after warm-up, rtsearch.studies.latency.timed) on the first test images of its own split:
+interquartile range after warm-up, rtsearch.bench_latency.timed) on the first test images of its own split:
 - batch 1: POOL images one at a time, per image. A ladder's re-run images count as often as they occur among
   them.
 - batch B: one batch of the first B images.
@@ -32,7 +32,7 @@ def check(run_dirs: list[str]) -> None:
 
 def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_counts: list[int]) -> list[dict]:
     from rtsearch import data
-    from rtsearch.studies.latency import timed     # torch.utils.benchmark: imported once there is timing to do
+    from rtsearch.bench_latency import timed     # torch.utils.benchmark: imported once there is timing to do
     rows = []
     for d in run_dirs:
         with open(os.path.join(d, "metrics.json")) as f:
@@ -61,14 +61,14 @@ def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_count
 
 
 def markdown(rows: list[dict], command: str) -> str:
-    from rtsearch.studies.latency import device_name
+    from rtsearch.bench_latency import device_name
     lines = ["# Latency of deployed models on their own test images", "",
              f"Device: {device_name(torch.device('cpu'))}; torch {torch.__version__}. Produced by:", "",
              f"    {command}", "",
              f"Batch 1: per image over the first {POOL} test images, one at a time. Batch B: one batch of the first "
              "B test images. MACs ratio: the mean over the images timed (test_per_input.npz). Latency ratio: against "
              "the first run at the same batch size and threads. Medians and interquartile ranges of the timed runs "
-             "(torch.utils.benchmark, rtsearch/studies/deployed_latency.py).", "",
+             "(torch.utils.benchmark, rtsearch/bench_deployed.py).", "",
              "| run | method | test accuracy | batch | threads | MACs ratio | median ms | IQR ms | latency ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -1,1 +1,0 @@
-"""The studies and benchmarks that write results/; may import every layer below the entry points."""
