@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test check install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,19 @@ RUN_NAME ?= mnist5k-small-b0.08-ladder-$(shell date +%Y%m%d-%H%M%S)
 run: $(STAMP)
 	$(PY) -m rtsearch.tune --method ladder --budget 0.08 --name $(RUN_NAME)
 
-# Two workers: much of the suite waits on process start-up, Ray and servers, so two share this machine's
-# cores (measured: results/suite-time.md).
+# Two tiers, both in two workers (much of the suite waits on process start-up, Ray and servers, so two
+# share this machine's cores; measured: results/suite-time.md).
+# `make test`: the whole suite, what CI runs (about 10-17 minutes on the 2-core machine).
 test: $(STAMP)
+	$(PY) -m ruff check rtsearch experiments tests
 	$(PY) -m pytest -q -n 2
+
+# `make check`: the fast tier, for every edit (under 2 minutes here): unit tests, refusals and a tiny
+# end-to-end run per method where one is that quick. It leaves out the tests marked `slow` (sweeps, clusters,
+# servers, anything over about 5 s) and `study` (the checks of experiments/); `make test` runs them all.
+check: $(STAMP)
+	$(PY) -m ruff check rtsearch experiments tests
+	$(PY) -m pytest -q -n 2 -m "not slow and not study"
 
 clean:
 	rm -rf runs mlruns.db mlruns .pytest_cache

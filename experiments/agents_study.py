@@ -37,7 +37,8 @@ def plan(root: str, budgets, seeds, iterations: int, param_budget: float, param_
                                             ["--method", "both"])})
             runs.append({"kind": "fixed", "budget": budget, "seed": seed,
                          "args": train_args(budget, seed, f"{root}/fixed-{budget:g}-s{seed}",
-                                            iterations + WARMUP_EPOCHS, ["--fixed-ratios", "--method", "runtime-only"])})
+                                            iterations + WARMUP_EPOCHS,
+                                            ["--fixed-ratios", "--method", "runtime-only"])})
     for seed in seeds:
         runs.append({"kind": "params", "budget": param_macs_budget, "seed": seed,
                      "args": train_args(param_macs_budget, seed, f"{root}/params-{param_budget:g}-s{seed}", iterations,
@@ -181,36 +182,44 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_command: str,
-           uncalibrated: list[dict]) -> None:
-    for run in runs:
-        run["metrics"] = load(run)
-    plot(runs, png)
-    lines = ["# The agents on mnist5k / small", "",
-             f"Produced by `{study_command}` on the 2-core development machine (CPU only); every figure "
-             "below is read back from the runs it lists. Test split: 1,000 images. Mean ± sample standard "
-             "deviation over seeds. The learned runs get "
-             f"{WARMUP_EPOCHS} warm-up epochs plus one fine-tuning epoch per iteration; the fixed-ratio "
-             "baseline gets the same number of fine-tuning epochs. The learned runs deploy the runtime agent's "
-             "ratios plus one shift that puts the validation MACs ratio on the budget (rtsearch/loop.py, "
-             "calibration); the agent decides the allocation over layers and inputs.", "",
-             "## Learned against fixed uniform ratios (runtime-only baseline)", "",
-             "| budget | learned accuracy | learned MACs ratio (p95) | feasible | fixed accuracy | fixed MACs ratio | "
-             "learned - fixed (per seed) |", "|---|---|---|---|---|---|---|"]
-    budgets = sorted({r["budget"] for r in runs if r["kind"] == "learned"}, reverse=True)
+def _intro_lines(study_command: str) -> list[str]:
+    """How the study was made, then the head of the learned-against-fixed table."""
+    return ["# The agents on mnist5k / small", "",
+            f"Produced by `{study_command}` on the 2-core development machine (CPU only); every figure "
+            "below is read back from the runs it lists. Test split: 1,000 images. Mean ± sample standard "
+            "deviation over seeds. The learned runs get "
+            f"{WARMUP_EPOCHS} warm-up epochs plus one fine-tuning epoch per iteration; the fixed-ratio "
+            "baseline gets the same number of fine-tuning epochs. The learned runs deploy the runtime agent's "
+            "ratios plus one shift that puts the validation MACs ratio on the budget (rtsearch/loop.py, "
+            "calibration); the agent decides the allocation over layers and inputs.", "",
+            "## Learned against fixed uniform ratios (runtime-only baseline)", "",
+            "| budget | learned accuracy | learned MACs ratio (p95) | feasible | fixed accuracy | fixed MACs ratio | "
+            "learned - fixed (per seed) |", "|---|---|---|---|---|---|---|"]
+
+
+def _learned_and_fixed(runs: list[dict], budget: float) -> tuple[list[dict], list[dict]]:
+    """The metrics of the learned runs and of the fixed-ratio runs at one budget, in seed order."""
+    learned = [r["metrics"] for r in runs if r["kind"] == "learned" and r["budget"] == budget]
+    fixed = [r["metrics"] for r in runs if r["kind"] == "fixed" and r["budget"] == budget]
+    return learned, fixed
+
+
+def _against_fixed_lines(runs: list[dict], budgets: list[float]) -> list[str]:
+    """The rows of the learned-against-fixed table, then a computed verdict per budget."""
+    lines = []
     for budget in budgets:
-        learned = [r["metrics"] for r in runs if r["kind"] == "learned" and r["budget"] == budget]
-        fixed = [r["metrics"] for r in runs if r["kind"] == "fixed" and r["budget"] == budget]
+        learned, fixed = _learned_and_fixed(runs, budget)
         diffs = [a["accuracy"] - b["accuracy"] for a, b in zip(learned, fixed)]
+        p95 = np.mean([m['macs_ratio_p95'] for m in learned])
         lines.append(f"| {budget:g} | {mean_sd([m['accuracy'] for m in learned])} | "
-                     f"{mean_sd([m['macs_ratio'] for m in learned])} ({np.mean([m['macs_ratio_p95'] for m in learned]):.4f}) | "
-                     f"{sum(m['feasible'] for m in learned)}/{len(learned)} | {mean_sd([m['accuracy'] for m in fixed])} | "
+                     f"{mean_sd([m['macs_ratio'] for m in learned])} ({p95:.4f}) | "
+                     f"{sum(m['feasible'] for m in learned)}/{len(learned)} | "
+                     f"{mean_sd([m['accuracy'] for m in fixed])} | "
                      f"{np.mean([m['macs_ratio'] for m in fixed]):.4f} | {', '.join(f'{d:+.3f}' for d in diffs)} |")
     lines += ["", "Verdict per budget (computed): feasible means test MACs ratio within 0.01 of the budget or "
               "under it; a clear margin means the mean per-seed gain exceeds the larger seed-to-seed spread."]
     for budget in budgets:
-        learned = [r["metrics"] for r in runs if r["kind"] == "learned" and r["budget"] == budget]
-        fixed = [r["metrics"] for r in runs if r["kind"] == "fixed" and r["budget"] == budget]
+        learned, fixed = _learned_and_fixed(runs, budget)
         gain = float(np.mean([a["accuracy"] - b["accuracy"] for a, b in zip(learned, fixed)]))
         spread = max(np.std([m["accuracy"] for m in group], ddof=1) for group in (learned, fixed))
         verdict = ("beats uniform by a clear margin" if gain > spread else
@@ -218,26 +227,37 @@ def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_c
                    "below uniform on average")
         lines.append(f"- budget {budget:g}: {sum(m['feasible'] for m in learned)}/{len(learned)} feasible; "
                      f"learned - fixed {gain:+.4f} against a spread of {spread:.4f}: {verdict}.")
-    if uncalibrated:
-        lines += ["", "Without the budget calibration (the agent's own ratios deployed as they are; "
-                  "`--no-calibrate`; the runs in the --uncalibrated folder were made before calibration existed, at "
-                  "commit 0b2fa04, with otherwise the same commands), the same budgets and seeds gave:", "",
-                  "| budget | learned accuracy | learned MACs ratio | feasible | learned - fixed (per seed) |",
-                  "|---|---|---|---|---|"]
-        for budget in budgets:
-            group = [m for m in uncalibrated if m["budget"] == budget]
-            fixed = [r["metrics"] for r in runs if r["kind"] == "fixed" and r["budget"] == budget]
-            diffs = ", ".join(f"{a['accuracy'] - b['accuracy']:+.3f}" for a, b in zip(group, fixed))
-            if group:
-                lines.append(f"| {budget:g} | {mean_sd([m['accuracy'] for m in group])} | "
-                             f"{mean_sd([m['macs_ratio'] for m in group])} | {sum(m['feasible'] for m in group)}/"
-                             f"{len(group)} | {diffs} |")
-    lines += ["", "## Do runtime decisions depend on the input?", "",
-              "Per-input MACs ratio of the learned runs on the test split, and its Spearman correlation with the "
-              "dense model's confidence (max softmax) on the same input: a negative value means inputs the dense "
-              "model is less sure of get more MACs.", "",
-              "| budget | seed | per-input MACs: mean | std | p5 | p95 | Spearman(confidence, MACs) |",
-              "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _uncalibrated_lines(runs: list[dict], budgets: list[float], uncalibrated: list[dict]) -> list[str]:
+    """The same budgets and seeds without the budget calibration (none when no such runs were given)."""
+    if not uncalibrated:
+        return []
+    lines = ["", "Without the budget calibration (the agent's own ratios deployed as they are; "
+             "`--no-calibrate`; the runs in the --uncalibrated folder were made before calibration existed, at "
+             "commit 0b2fa04, with otherwise the same commands), the same budgets and seeds gave:", "",
+             "| budget | learned accuracy | learned MACs ratio | feasible | learned - fixed (per seed) |",
+             "|---|---|---|---|---|"]
+    for budget in budgets:
+        group = [m for m in uncalibrated if m["budget"] == budget]
+        fixed = [r["metrics"] for r in runs if r["kind"] == "fixed" and r["budget"] == budget]
+        diffs = ", ".join(f"{a['accuracy'] - b['accuracy']:+.3f}" for a, b in zip(group, fixed))
+        if group:
+            lines.append(f"| {budget:g} | {mean_sd([m['accuracy'] for m in group])} | "
+                         f"{mean_sd([m['macs_ratio'] for m in group])} | {sum(m['feasible'] for m in group)}/"
+                         f"{len(group)} | {diffs} |")
+    return lines
+
+
+def _input_dependence_lines(runs: list[dict]) -> list[str]:
+    """Per-input MACs of each learned run and their correlation with the dense model's confidence."""
+    lines = ["", "## Do runtime decisions depend on the input?", "",
+             "Per-input MACs ratio of the learned runs on the test split, and its Spearman correlation with the "
+             "dense model's confidence (max softmax) on the same input: a negative value means inputs the dense "
+             "model is less sure of get more MACs.", "",
+             "| budget | seed | per-input MACs: mean | std | p5 | p95 | Spearman(confidence, MACs) |",
+             "|---|---|---|---|---|---|---|"]
     confidence = {}
     for run in runs:
         if run["kind"] != "learned":
@@ -247,40 +267,64 @@ def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_c
             confidence[seed] = dense_confidence(seed)
         macs = run["metrics"]["per_input"]["macs_ratio"]
         rho = spearman(confidence[seed], macs) if macs.std() > 0 else float("nan")
-        lines.append(f"| {run['budget']:g} | {seed} | {macs.mean():.4f} | {macs.std():.5f} | {np.percentile(macs, 5):.4f} | "
-                     f"{np.percentile(macs, 95):.4f} | {rho:+.3f} |")
+        lines.append(f"| {run['budget']:g} | {seed} | {macs.mean():.4f} | {macs.std():.5f} | "
+                     f"{np.percentile(macs, 5):.4f} | {np.percentile(macs, 95):.4f} | {rho:+.3f} |")
+    return lines
+
+
+def _param_budget_lines(runs: list[dict], param_budget: float) -> list[str]:
+    """Both agents under a parameter budget against runtime-only pruning at the same MACs budget."""
     params = [r for r in runs if r["kind"] == "params"]
     runtime_only = [r for r in runs if r["kind"] == "runtime-only"]
-    lines += ["", f"## Parameter budget {param_budget:g} (both agents) against runtime-only, MACs budget "
-              f"{params[0]['budget']:g}", "",
-              "| run | test accuracy | MACs ratio | params ratio | stored bytes |", "|---|---|---|---|---|"]
+    lines = ["", f"## Parameter budget {param_budget:g} (both agents) against runtime-only, MACs budget "
+             f"{params[0]['budget']:g}", "",
+             "| run | test accuracy | MACs ratio | params ratio | stored bytes |", "|---|---|---|---|---|"]
     for name, group in ((f"both, --param-budget {param_budget:g}", params), ("runtime-only", runtime_only)):
         ms = [r["metrics"] for r in group]
-        lines.append(f"| {name} | {mean_sd([m['accuracy'] for m in ms])} | {mean_sd([m['macs_ratio'] for m in ms])} | "
+        lines.append(f"| {name} | {mean_sd([m['accuracy'] for m in ms])} | "
+                     f"{mean_sd([m['macs_ratio'] for m in ms])} | "
                      f"{mean_sd([m['params_ratio'] for m in ms])} | {np.mean([m['stored_bytes'] for m in ms]):,.0f} |")
-    lines += ["", "## Where this falls short, and what was tried", "",
-              "- The learned allocation stays close to uniform, so at 0.08 learning does not beat uniform pruning "
-              "by a clear margin, the target of this study. The runtime agent's layer ratios move a few points "
-              "from the uniform start (less pruning early, more late) and the per-input MACs spread is small "
-              "(standard deviation about 0.001 to 0.005 of the dense MACs); the correlation with the dense "
-              "model's uncertainty is weak (|Spearman| <= 0.13) and its sign changes with the budget.",
-              "- Tried: untrained agents (their policy starts near p_max / 2 on every layer whatever the budget, "
-              "so the first iterations went to finding the budget), then agents warm-started at the uniform "
-              "ratios after warm-up epochs of the network there (shown here); dual "
-              "ascent on rollout MACs (held the deployed policy under its budget, convexity of MACs in the "
-              "kept fractions) and then on validation MACs; the deployed policy still drifted over the budget "
-              "between updates, hence the calibration shift, which made every run feasible and did not cost "
-              "accuracy (table above).",
-              "- Not tried for lack of time: more PPO updates per iteration, an entropy bonus or larger action "
-              "noise to explore per-input allocations, the LSTM policy (`--lstm`), and budgets below 0.08.",
-              "", "## Rewards and accuracy over iterations", "", f"![rewards and accuracy]({os.path.basename(png)})", "",
-              "## Runs and the commands that produced them", "",
-              "| run | test accuracy | MACs ratio | params ratio | iters to best | seconds | command |",
-              "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _closing_lines(runs: list[dict], png: str) -> list[str]:
+    """What falls short and what was tried, the figure, and every run with its command."""
+    lines = ["", "## Where this falls short, and what was tried", "",
+             "- The learned allocation stays close to uniform, so at 0.08 learning does not beat uniform pruning "
+             "by a clear margin, the target of this study. The runtime agent's layer ratios move a few points "
+             "from the uniform start (less pruning early, more late) and the per-input MACs spread is small "
+             "(standard deviation about 0.001 to 0.005 of the dense MACs); the correlation with the dense "
+             "model's uncertainty is weak (|Spearman| <= 0.13) and its sign changes with the budget.",
+             "- Tried: untrained agents (their policy starts near p_max / 2 on every layer whatever the budget, "
+             "so the first iterations went to finding the budget), then agents warm-started at the uniform "
+             "ratios after warm-up epochs of the network there (shown here); dual "
+             "ascent on rollout MACs (held the deployed policy under its budget, convexity of MACs in the "
+             "kept fractions) and then on validation MACs; the deployed policy still drifted over the budget "
+             "between updates, hence the calibration shift, which made every run feasible and did not cost "
+             "accuracy (table above).",
+             "- Not tried for lack of time: more PPO updates per iteration, an entropy bonus or larger action "
+             "noise to explore per-input allocations, the LSTM policy (`--lstm`), and budgets below 0.08.",
+             "", "## Rewards and accuracy over iterations", "",
+             f"![rewards and accuracy]({os.path.basename(png)})", "",
+             "## Runs and the commands that produced them", "",
+             "| run | test accuracy | MACs ratio | params ratio | iters to best | seconds | command |",
+             "|---|---|---|---|---|---|---|"]
     for run in runs:
         m = run["metrics"]
         lines.append(f"| {run['out']} | {m['accuracy']:.4f} | {m['macs_ratio']:.4f} | {m['params_ratio']:.4f} | "
                      f"{m['iters_to_best']} | {m['seconds']:.0f} | `{run['command']}` |")
+    return lines
+
+
+def report(runs: list[dict], out_md: str, png: str, param_budget: float, study_command: str,
+           uncalibrated: list[dict]) -> None:
+    for run in runs:
+        run["metrics"] = load(run)
+    plot(runs, png)
+    budgets = sorted({r["budget"] for r in runs if r["kind"] == "learned"}, reverse=True)
+    lines = (_intro_lines(study_command) + _against_fixed_lines(runs, budgets)
+             + _uncalibrated_lines(runs, budgets, uncalibrated) + _input_dependence_lines(runs)
+             + _param_budget_lines(runs, param_budget) + _closing_lines(runs, png))
     with open(out_md, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -31,8 +31,8 @@ def search(path: str, budget: float, samples: int = SAMPLES, spread: float = SPR
     from rtsearch.net.cost import CostModel
     from rtsearch.net.sandwich import recalibrate_bn
     from rtsearch.net.supervised import evaluate, fixed_policy
-    from rtsearch.rl import deployed
-    from rtsearch.rl.at_budget import run_splits
+    from rtsearch.deploy import deployed
+    from rtsearch.deploy.at_budget import run_splits
     from experiments.robust import uniform_ratio
 
     run = deployed.load(path, budget)

@@ -95,8 +95,10 @@ def report(runs: list[dict], budgets: list[float], budget_range: str, command: s
         spread = float(np.std([m["accuracy"] for m in learned], ddof=1)) if len(learned) > 1 else 0.0
         verdict = "yes" if abs(float(np.mean(diffs))) <= spread or np.mean(diffs) >= 0 else "no"
         lines.append(f"| {b:g} | {mean_sd([o['accuracy'] for o in ours])} | "
-                     f"{np.mean([o['macs_ratio'] for o in ours]):.4f} ({max(abs(o['macs_ratio'] - b) for o in ours):.4f}) | "
-                     f"{mean_sd([m['accuracy'] for m in learned])} | {np.mean([m['macs_ratio'] for m in learned]):.4f} | "
+                     f"{np.mean([o['macs_ratio'] for o in ours]):.4f} "
+                     f"({max(abs(o['macs_ratio'] - b) for o in ours):.4f}) | "
+                     f"{mean_sd([m['accuracy'] for m in learned])} | "
+                     f"{np.mean([m['macs_ratio'] for m in learned]):.4f} | "
                      f"{mean_sd([m['accuracy'] for m in uniform])} | {', '.join(f'{d:+.3f}' for d in diffs)} | "
                      f"{verdict} (mean {np.mean(diffs):+.4f}, spread {spread:.4f}) |")
     range_seconds = [ranges[s]["metrics"]["seconds"] for s in seeds]
@@ -134,7 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--report", default="results/any-budget.md")
-    p.add_argument("--range-args", default="", help="extra rtsearch.train flags for the range runs, e.g. '--finetune sandwich'")
+    p.add_argument("--range-args", default="",
+                   help="extra rtsearch.train flags for the range runs, e.g. '--finetune sandwich'")
     p.add_argument("--range-label", default="sandwich",
                    help="a name for the range runs in their folders (default: sandwich, their default fine-tuning)")
     args = p.parse_args(argv)

@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 
-from rtsearch.search import baseline as baselines
+from rtsearch.search import sweep_baseline as baselines
 
 
 def rows(folders: list[str]) -> list[dict]:
@@ -41,7 +41,8 @@ METHOD_TEXT = {"both": "both agents", "ladder": "ladder"}
 def markdown(found: list[dict], command: str) -> str:
     lines = ["# Searches against the fixed-ratio static-only baseline", "",
              f"Produced by `{command}`: every figure is read back from the sweeps' summary.json. Each sweep ran "
-             "its baseline itself after its trials (`rtsearch/search/baseline.py`): the same uniform static ratio "
+             "its baseline itself after its trials (`rtsearch/search/sweep_baseline.py`): the same uniform static "
+             "ratio "
              "on every layer, no agents, as many fine-tuning epochs as a full trial (in a ladder sweep, as one of its "
              "rungs), the sweep's seed, data and "
              f"held-out share. Test split: {' or '.join(sorted({str(r['baseline']['test_images']) for r in found}))} "
@@ -53,14 +54,17 @@ def markdown(found: list[dict], command: str) -> str:
     for r in found:
         b, base = r["best"], r["baseline"]
         wall = f"{r['wall']:.0f} s" if r["wall"] is not None else "-"
-        lines.append(f"| `{r['sweep']}` | {METHOD_TEXT[r['method']]} | {r['budget']} | {r['seed']} | `{b['trial_id']}` | "
-                     f"{b['accuracy']:.4f} | {b['macs_ratio']:.4f} | {base['accuracy']:.4f} | {base['macs_ratio']:.4f} | {r['gain']:+.4f} | "
+        lines.append(f"| `{r['sweep']}` | {METHOD_TEXT[r['method']]} | {r['budget']} | {r['seed']} | "
+                     f"`{b['trial_id']}` | "
+                     f"{b['accuracy']:.4f} | {b['macs_ratio']:.4f} | {base['accuracy']:.4f} | "
+                     f"{base['macs_ratio']:.4f} | {r['gain']:+.4f} | "
                      f"{r['se']:.4f} | {r['call']} | {wall} |")
     for method, budget in sorted({(r["method"], r["budget"]) for r in found}, key=lambda m: (m[0], float(m[1]))):
         gains = [r["gain"] for r in found if r["budget"] == budget and r["method"] == method]
         if len(gains) > 1:
             lines += ["", f"{METHOD_TEXT[method].capitalize()}, budget {budget}, {len(gains)} sweeps: mean best - "
-                          f"baseline {statistics.mean(gains):+.4f} (sample standard deviation {statistics.stdev(gains):.4f}); per sweep "
+                          f"baseline {statistics.mean(gains):+.4f} "
+                          f"(sample standard deviation {statistics.stdev(gains):.4f}); per sweep "
                           + ", ".join(f"{g:+.4f}" for g in gains) + "."]
     lines += ["", "Sweep commands:", ""] + [f"- `{r['command']}`" for r in found if r["command"]]
     return "\n".join(lines) + "\n"

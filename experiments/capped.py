@@ -35,8 +35,8 @@ def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> 
         for seed in seeds:
             for name, (tag, cap, width) in SETTINGS.items():
                 out = f"{root}/ladder-{tag}{b:g}-s{seed}"
-                args = ["--dataset", "mnist5k", "--model", "small", "--iterations", str(iterations), "--budget", f"{b:g}",
-                        "--seed", str(seed), "--method", "ladder", "--out", out]
+                args = ["--dataset", "mnist5k", "--model", "small", "--iterations", str(iterations),
+                        "--budget", f"{b:g}", "--seed", str(seed), "--method", "ladder", "--out", out]
                 if tag:
                     args += ["--param-budget", f"{cap:g}", "--rerun-width", str(width), "--resume"]
                 runs.append({"setting": name, "budget": b, "seed": seed, "out": out, "args": args,
@@ -55,8 +55,9 @@ def with_rungs(run: dict) -> None:
 
 def report(runs: list[dict], tp_l1: dict, budgets: list[float], seeds: list[int], command: str) -> str:
     lines = ["# The ladder under a parameter budget, and with a narrower policy", "",
-             f"Produced by `{command}` on the 2-core development machine (CPU only, one thread per run); every figure is "
-             "read back from the runs listed below. mnist5k / small, test split 1,000 images, mean ± sample standard "
+             f"Produced by `{command}` on the 2-core development machine (CPU only, one thread per run); every "
+             "figure is read back from the runs listed below. mnist5k / small, test split 1,000 images, mean ± "
+             "sample standard "
              f"deviation over seeds {', '.join(map(str, seeds))}. Each capped or narrower run reuses the rungs of the "
              "ladder run of the same budget and seed (copied, then `--resume`: the agent is trained again). Params "
              "ratio: the rungs the deployed model keeps and its policy. The threshold cascade is each run's own "
@@ -65,10 +66,13 @@ def report(runs: list[dict], tp_l1: dict, budgets: list[float], seeds: list[int]
     for b in budgets:
         tp = np.array([tp_l1[(b, s)]["accuracy"] for s in seeds])
         lines += [f"## Budget {b:g}", "",
-                  f"Torch-Pruning L1: {mean_sd(tp)}, MACs ratio {np.mean([tp_l1[(b, s)]['macs_ratio'] for s in seeds]):.4f}, "
+                  f"Torch-Pruning L1: {mean_sd(tp)}, "
+                  f"MACs ratio {np.mean([tp_l1[(b, s)]['macs_ratio'] for s in seeds]):.4f}, "
                   f"params ratio {np.mean([tp_l1[(b, s)]['params_ratio'] for s in seeds]):.3f}.", "",
-                  "| setting | test accuracy | MACs ratio (max) | MACs CV | params ratio (max) | threshold cascade, same cap "
-                  "| ladder - cascade, per seed | ladder - Torch-Pruning L1, per seed |", "|---|---|---|---|---|---|---|---|"]
+                  "| setting | test accuracy | MACs ratio (max) | MACs CV | params ratio (max) | "
+                  "threshold cascade, same cap "
+                  "| ladder - cascade, per seed | ladder - Torch-Pruning L1, per seed |",
+                  "|---|---|---|---|---|---|---|---|"]
         verdicts = []
         for name in SETTINGS:
             at = sorted((r for r in runs if r["setting"] == name and r["budget"] == b), key=lambda r: r["seed"])
@@ -79,7 +83,8 @@ def report(runs: list[dict], tp_l1: dict, budgets: list[float], seeds: list[int]
             lines.append(f"| {name} | {mean_sd(acc)} | {np.mean(macs):.4f} ({max(macs):.4f}) | "
                          f"{np.mean([x['macs_ratio_std'] / x['macs_ratio'] for x in m]):.3f} | "
                          f"{np.mean(params):.3f} ({max(params):.3f}) | {mean_sd(cascade)} | "
-                         f"{', '.join(f'{d:+.3f}' for d in acc - cascade)} | {', '.join(f'{d:+.3f}' for d in acc - tp)} |")
+                         f"{', '.join(f'{d:+.3f}' for d in acc - cascade)} | "
+                         f"{', '.join(f'{d:+.3f}' for d in acc - tp)} |")
             for other, peer in (("the threshold cascade under the same cap", cascade), ("Torch-Pruning L1", tp)):
                 gain, spread, clear = against(acc, peer)
                 verdicts.append(f"- {name} against {other}: mean {gain:+.4f}, larger seed-to-seed spread {spread:.4f}: "
@@ -101,7 +106,8 @@ def main(argv=None) -> int:
     missing += [r["out"] for r in tp_runs.values() if not os.path.isfile(os.path.join(r["out"], "metrics.json"))]
     if missing:
         print(f"error: no finished run in {missing[0]}: make the ladder and Torch-Pruning L1 runs first with python -m "
-              f"experiments.peers_study --budgets {args.budgets} --seeds {args.seeds} --runs {args.runs}", file=sys.stderr)
+              f"experiments.peers_study --budgets {args.budgets} --seeds {args.seeds} --runs {args.runs}",
+              file=sys.stderr)
         return 2
     for run in runs:
         with_rungs(run)

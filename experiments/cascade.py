@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     lines += ["", "The threshold is carried from validation to test as it is, so the test MACs ratio can land off the "
               f"budget: at most {over:+.4f} above it here.",
               "", "Mean over seeds, cascade - uniform on test: " + "; ".join(
-        f"{b:g}: {np.mean([r['cascade']['accuracy'] - r['uniform']['accuracy'] for r in rows if r['budget'] == b]):+.4f}"
+        f"{b:g}: "
+        f"{np.mean([r['cascade']['accuracy'] - r['uniform']['accuracy'] for r in rows if r['budget'] == b]):+.4f}"
         for b in budgets) + "."]
     with open(args.report, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -148,7 +148,8 @@ def one_run(out: str) -> dict:
                      for r in metrics["rungs"]), key=lambda lv: lv["macs_ratio"])
     scores = {"confidence": {i: confidence_scores(lv) for i, lv in enumerate(levels)},
               "oracle": {i: oracle_scores(lv) for i, lv in enumerate(levels)},
-              **{kind: {i: detector_scores(lv, kind, cfg.seed, splits) if lv["macs_ratio"] < cfg.budget   # a possible cheap rung
+              # a detector for each possible cheap rung (below the budget), the confidence for the others
+              **{kind: {i: detector_scores(lv, kind, cfg.seed, splits) if lv["macs_ratio"] < cfg.budget
                         else confidence_scores(lv) for i, lv in enumerate(levels)}
                  for kind in ("logistic", "trees", "pooled")}}
     figures = {"budget": cfg.budget, "seed": cfg.seed, "agent": {"accuracy": metrics["accuracy"],
@@ -169,18 +170,20 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
              f"Produced by `{command}` on the 2-core development machine (CPU only), from the ladder runs "
              f"`{runs}` (their rungs' deployed models, re-evaluated; nothing but the detectors is trained). "
              f"Test split 1,000 images; mean ± sample standard deviation over seeds {', '.join(map(str, seeds))}. "
-             "Every rule re-runs an input on one dearer rung and pays both passes; the pair of rungs and the threshold "
-             "are chosen on validation (500 images) by the cascade's own search, within the whole budget. The detectors "
-             "see the agent's observation (the cheap pass's sorted probabilities, their entropy, the predicted class) "
-             "and are fit on the training split's labels; the third detector also sees the cheap rung's pooled last-layer "
-             "features (its classifier's input), which the cascade does not pay for here: a free look. The "
+             "Every rule re-runs an input on one dearer rung and pays both passes; the pair of rungs and the "
+             "threshold are chosen on validation (500 images) by the cascade's own search, within the whole budget. "
+             "The detectors see the agent's observation (the cheap pass's sorted probabilities, their entropy, the "
+             "predicted class) and are fit on the training split's labels; the third detector also sees the cheap "
+             "rung's pooled last-layer features (its classifier's input), which the cascade does not pay for here: "
+             "a free look. The "
              "second-opinion rule pays for two cheap rungs on every input (its cheap rung MACs below are their sum, "
              "its cheap rung accuracy the dearer one's). AUC: how well the rule's score ranks its cheap rung's wrong "
              "test answers first.", ""]
     for budget in budgets:
         at = [f for f in found if f["budget"] == budget]
         acc = {rule: np.array([f[rule]["accuracy"] for f in at]) for rule in ("agent", *RULES)}
-        lines += [f"## Budget {budget:g}", "", "| rule | test accuracy | MACs ratio | error AUC | gain over the threshold cascade, per seed |",
+        lines += [f"## Budget {budget:g}", "",
+                  "| rule | test accuracy | MACs ratio | error AUC | gain over the threshold cascade, per seed |",
                   "|---|---|---|---|---|",
                   f"| learned re-run agent (RLlib PPO, the ladder run) | {mean_sd(acc['agent'])} | "
                   f"{np.mean([f['agent']['macs_ratio'] for f in at]):.4f} | | "
@@ -188,7 +191,8 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
         for rule, name in RULES.items():
             lines.append(f"| {name} | {mean_sd(acc[rule])} | {np.mean([f[rule]['macs_ratio'] for f in at]):.4f} | "
                          f"{mean_sd([f[rule]['auc'] for f in at])} | "
-                         + ("" if rule == "confidence" else ", ".join(f"{d:+.3f}" for d in acc[rule] - acc["confidence"]))
+                         + ("" if rule == "confidence"
+                            else ", ".join(f"{d:+.3f}" for d in acc[rule] - acc["confidence"]))
                          + " |")
         lines.append("")
         for rule in ("agent", "logistic", "trees", "pooled", "two", "oracle"):
@@ -199,8 +203,10 @@ def report(found: list[dict], budgets: list[float], seeds: list[int], command: s
         mismatched = [f["seed"] for f in at if abs(f["confidence"]["accuracy"] - f["stored_cascade_accuracy"]) > 1e-9]
         lines += ["", "The threshold cascade recomputed here matches the figure each run stored in metrics.json"
                   + (" on every seed." if not mismatched else f", except on seeds {mismatched}."), ""]
-    lines += ["## Per seed", "", "| budget | seed | rule | cheap rung MACs | dearer rung MACs | cheap rung test accuracy | "
-              "validation accuracy | test accuracy | MACs ratio | error AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Per seed", "",
+              "| budget | seed | rule | cheap rung MACs | dearer rung MACs | cheap rung test accuracy | "
+              "validation accuracy | test accuracy | MACs ratio | error AUC |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for f in found:
         for rule in RULES:
             r = f[rule]

@@ -88,7 +88,8 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str) -> N
 
 def main(argv=None) -> int:
     prog = "python -m experiments.distill"
-    args = study_arguments(prog, __doc__.splitlines()[0], "runs/distill", "0.08,0.05", "results/distill.md").parse_args(argv)
+    args = study_arguments(prog, __doc__.splitlines()[0], "runs/distill", "0.08,0.05",
+                           "results/distill.md").parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     runs = plan(args.runs, budgets, [int(s) for s in args.seeds.split(",")], args.iterations)
     execute_parallel(runs, args.jobs)

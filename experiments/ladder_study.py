@@ -139,7 +139,8 @@ def report(runs: list[dict], figures: dict, budgets: list[float], seeds: list[in
         (r for r in runs if r["kind"] == RUNG and r["seed"] == s), key=lambda r: r["metrics"]["macs_ratio"])]
         for s in seeds}
     lines = ["# A learned re-run choice over a ladder of statically pruned networks (mnist5k / small)", "",
-             f"Produced by `{command}` on the 2-core development machine (CPU only); every figure is read back from the "
+             f"Produced by `{command}` on the 2-core development machine (CPU only); every figure is read back from "
+             "the "
              "runs listed below and from the agents' and cascades' figures the study wrote beside them "
              "(ladder.json, or ladder-agent-seedN.json with --agent-seed N, in the runs folder). Test split: 1,000 "
              f"images; mean ± sample standard deviation over seeds {', '.join(map(str, seeds))}; validation split "
@@ -151,7 +152,8 @@ def report(runs: list[dict], figures: dict, budgets: list[float], seeds: list[in
              "charged the answer's cross-entropy (-CE) or 1 for a wrong answer (-error), minus beta times the re-run's "
              "MACs ratio either way. Params ratio: the rungs a method uses, summed (every rung is stored).", "",
              "| budget | method | test accuracy | per seed | MACs ratio | per-input MACs CV | "
-             "Spearman(dense confidence, MACs) | params ratio | validation accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+             "Spearman(dense confidence, MACs) | params ratio | validation accuracy |",
+             "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for b in budgets:
         at = rows_at(runs, figures, b, seeds, robust_networks)
@@ -161,16 +163,19 @@ def report(runs: list[dict], figures: dict, budgets: list[float], seeds: list[in
             lines.append(f"| {b:g} | {kind} | {mean_sd(accuracies(group))} | "
                          f"{' / '.join(f'{a:.3f}' for a in accuracies(group))} | "
                          f"{np.mean([m['macs_ratio'] for m in group]):.4f} | {f'{np.mean(cv):.2f}' if cv else ''} | "
-                         f"{f'{np.mean(rho):+.2f}' if rho else ''} | {np.mean([m['params_ratio'] for m in group]):.3f} | "
+                         f"{f'{np.mean(rho):+.2f}' if rho else ''} | "
+                         f"{np.mean([m['params_ratio'] for m in group]):.3f} | "
                          f"{validation(group)} |")
         better = max(AGENTS.values(), key=lambda k: np.mean([m["val_accuracy"] for m in at[k]]))
-        lines.append(f"| {b:g} | the reward with the better validation accuracy: {better.rsplit(', ', 1)[1]} | | | | | | | |")
+        lines.append(f"| {b:g} | the reward with the better validation accuracy: {better.rsplit(', ', 1)[1]} "
+                     "| | | | | | | |")
         non_learned = [k for k in at if k not in (*AGENTS.values(), CASCADE)]
         verdicts += [verdict(at, method, non_learned, b) for method in (*AGENTS.values(), CASCADE)]
         verdicts += [verdict(at, agent, [CASCADE], b) for agent in AGENTS.values()]
     lines += ["", "Verdicts (computed; a clear margin is a mean per-seed gain larger than the larger seed-to-seed "
               "spread; the first three lines of each budget compare with the best non-learned peer of "
-              "results/agents.md, the last two the agents with the cascade):", *verdicts, "", "## Runs", "", *runs_table(runs)]
+              "results/agents.md, the last two the agents with the cascade):", *verdicts, "", "## Runs", "",
+              *runs_table(runs)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

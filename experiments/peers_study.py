@@ -7,8 +7,8 @@ On mnist5k / small, per budget and seed, through the real command line (finished
   meets the budget;
 - Torch-Pruning L1: the static-only widths, its channels chosen and removed by Torch-Pruning's
   magnitude pruner (`--torch-pruning-l1`);
-- learned ladder: `--method ladder`, the default method (Torch-Pruning L1 networks at 0.25 to 3.125 times B, and a learned
-  per-input choice of re-running an input on a dearer one: rtsearch.methods.ladder);
+- learned ladder: `--method ladder`, the default method (Torch-Pruning L1 networks at 0.25 to 3.125 times B, and a
+  learned per-input choice of re-running an input on a dearer one: rtsearch.methods.ladder);
 - per seed, one run over the budget range RANGE (`--budget-range`): its agents calibrated onto B
   (learned, one model), and its network at the uniform ratio meeting B;
 - per seed, the width-robust network without agents (experiments.robust.width_robust: the range
@@ -24,8 +24,8 @@ import sys
 import numpy as np
 
 from experiments import robust
-from experiments.agents_study import (WARMUP_EPOCHS, against, command_line, dense_confidence, execute_parallel, load, mean_sd,
-                                     runs_table, spearman, study_arguments)
+from experiments.agents_study import (WARMUP_EPOCHS, against, command_line, dense_confidence, execute_parallel, load,
+                                     mean_sd, runs_table, spearman, study_arguments)
 
 LADDER, CASCADE = "learned ladder", "threshold cascade over the ladder's rungs (not learned)"
 PER_BUDGET = {"learned": ["--method", "both"],
@@ -37,7 +37,8 @@ PER_BUDGET = {"learned": ["--method", "both"],
               LADDER: ["--method", "ladder"]}
 FOLDERS = {"learned": "learned", "learned runtime-only": "learned-runtime", "learned static-only": "learned-static",
            "uniform runtime-only": "uniform", "uniform static-only": "static-uniform",
-           "Torch-Pruning L1": "tp-l1", LADDER: "ladder"}     # learned- and uniform- runs are those of the any-budget study
+           # learned- and uniform- runs are those of the any-budget study
+           "Torch-Pruning L1": "tp-l1", LADDER: "ladder"}
 RANGE, RANGE_ARGS, RANGE_FOLDER = "0.05:0.5", ["--explore-std", "0.05"], "range-0.05-0.5-sandwich-std0.05"
 ROBUST_FOLDER = "width-robust-0.05-0.5"
 ONE_MODEL, ITS_NETWORK = "learned, one model over 0.05:0.5", "the one model's network, uniform (agents shaped it)"
@@ -54,8 +55,8 @@ ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
     base = ["--dataset", "mnist5k", "--model", "small"]
     runs = [{"kind": "range", "budget": None, "seed": seed, "out": f"{root}/{RANGE_FOLDER}-s{seed}",
-             "args": [*base, "--iterations", str(iterations), "--budget-range", RANGE, "--method", "both", "--seed", str(seed),
-                      *RANGE_ARGS, "--out", f"{root}/{RANGE_FOLDER}-s{seed}"]} for seed in seeds]
+             "args": [*base, "--iterations", str(iterations), "--budget-range", RANGE, "--method", "both",
+                      "--seed", str(seed), *RANGE_ARGS, "--out", f"{root}/{RANGE_FOLDER}-s{seed}"]} for seed in seeds]
     for b in budgets:
         for seed in seeds:
             for kind in PER_BUDGET:
@@ -97,7 +98,8 @@ def cascade_figures(ladder_run: dict) -> dict:
     stores the cheap and the wide rung."""
     c = ladder_run["cascade"]
     params = {r["macs_ratio"]: r["params_ratio"] for r in ladder_run["rungs"]}
-    return {"accuracy": c["accuracy"], "macs_ratio": c["macs_ratio"], "macs_ratio_std": c["macs_ratio_cv"] * c["macs_ratio"],
+    return {"accuracy": c["accuracy"], "macs_ratio": c["macs_ratio"],
+            "macs_ratio_std": c["macs_ratio_cv"] * c["macs_ratio"],
             "params_ratio": params[c["cheap_macs"]] + params[c["wide_macs"]]}
 
 
@@ -144,9 +146,10 @@ def report(runs: list[dict], budgets: list[float], command: str, path: str, iter
              "the default method until the ladder replaced it).", "",
              "Learned ladder (`--method ladder`, the default method of `rtsearch.train` and `rtsearch.tune`, docs/"
              "method.md §5): Torch-Pruning L1 networks at 0.25 to 3.125 times "
-             "the budget, fine-tuned as the Torch-Pruning L1 peer (so its rung at the budget is that peer's run). Every "
-             "input runs on a cheap one, and an RLlib agent reading that pass's class probabilities keeps its answer or "
-             "re-runs the input on a dearer one, paying both (its MACs include the policy's). Its params ratio counts "
+             "the budget, fine-tuned as the Torch-Pruning L1 peer (so its rung at the budget is that peer's run). "
+             "Every input runs on a cheap one, and an RLlib agent reading that pass's class probabilities keeps its "
+             "answer or re-runs the input on a dearer one, paying both (its MACs include the policy's). Its params "
+             "ratio counts "
              "the rungs it uses and the policy. The threshold cascade over its rungs is the same choice made by a "
              "confidence threshold fitted on validation, without learning (measured by each ladder run).", "",
              f"One model over {RANGE}: per seed, the run over that budget range (sandwich fine-tuning across the "

@@ -40,7 +40,8 @@ def choices(outputs: list[dict], cheap: int, split: str, combine: bool) -> tuple
     """rtsearch.rl.rerun.choices; with `combine` a re-run answers with the sum of both passes' log-probabilities."""
     if combine:
         base = outputs[cheap][split]["log_probs"]
-        outputs = outputs[:cheap + 1] + [{**level, split: {**level[split], "log_probs": level[split]["log_probs"] + base}}
+        outputs = outputs[:cheap + 1] + [{**level, split: {**level[split],
+                                                           "log_probs": level[split]["log_probs"] + base}}
                                          for level in outputs[cheap + 1:]]
     return rerun.choices(outputs, cheap, split)
 
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--entropy", type=float, default=0.01)
     p.add_argument("--combine", action="store_true", help="a re-run answers with both passes' log-probabilities")
-    p.add_argument("--finer", default="", help="MACs ratios of further cheap widths, e.g. 0.04,0.045 (both rules get them)")
+    p.add_argument("--finer", default="",
+                   help="MACs ratios of further cheap widths, e.g. 0.04,0.045 (both rules get them)")
     p.add_argument("--networks", default=FOLDER, help="the width-robust networks' folders, {seed} replaced")
     p.add_argument("--agent-share", type=float, default=0.0,
                    help="reward the agent on this share of the training split, left out of the network's "
@@ -108,11 +110,13 @@ def main(argv=None) -> int:
                 cascade = best_cascade(levels, b)
                 cheap = macs.index(cascade["cheap_macs"])
                 cascade["spearman_confidence"] = spearman(dense_confidence(seed), cascade.pop("test_macs"))
-                print(f"seed {seed} budget {b:g}: training the re-run agent (cheap MACs {macs[cheap]:.4f}) ...", flush=True)
+                print(f"seed {seed} budget {b:g}: training the re-run agent (cheap MACs {macs[cheap]:.4f}) ...",
+                      flush=True)
                 agent = learned_rerun(levels, cheap, b, seed, args.iterations, args.combine, args.lr, args.entropy,
                                       reward_split, args.reward)
                 agent["spearman_confidence"] = spearman(dense_confidence(seed), agent.pop("test_macs"))
-                print(f"  agent {agent['accuracy']:.4f} at {agent['macs_ratio']:.4f} (cascade {cascade['accuracy']:.4f} "
+                print(f"  agent {agent['accuracy']:.4f} at {agent['macs_ratio']:.4f} "
+                      f"(cascade {cascade['accuracy']:.4f} "
                       f"at {cascade['macs_ratio']:.4f}) actions {agent['actions']}", flush=True)
                 rows.append({"seed": seed, "budget": b, "agent": agent, "cascade": cascade, "levels": macs,
                              "uniform": measured[f"{b:g}"]["uniform"]})
@@ -123,20 +127,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_report(rows: list[dict], path: str, command: str, networks: str, reward_split: str, reward: str = "ce") -> None:
+def write_report(rows: list[dict], path: str, command: str, networks: str, reward_split: str,
+                 reward: str = "ce") -> None:
     lines = ["# A learned re-run choice on the width-robust network (RLlib PPO, one decision per input)", "",
              f"Produced by `{command}` on the 2-core development machine (CPU only). Networks: `{networks}`. "
              f"The agent is rewarded on {REWARDED_ON[reward_split]}, charged {CHARGED[reward]} besides its MACs. "
              "Validation split 500 images (cheap width, calibration shift), test split 1,000 images. Levels (MACs "
              "ratios): " + "; ".join(f"seed {r['seed']}: " + ", ".join(f"{m:.4f}" for m in r["levels"])
                                      for r in rows if r["budget"] == rows[0]["budget"]) + ".", "",
-             "| seed | budget | uniform: test accuracy (MACs) | cascade: test accuracy (MACs) | agent: test accuracy (MACs) | agent - cascade | "
+             "| seed | budget | uniform: test accuracy (MACs) | cascade: test accuracy (MACs) | "
+             "agent: test accuracy (MACs) | agent - cascade | "
              "agent: MACs CV | agent: Spearman(dense confidence, MACs) | agent: test actions (keep, wider levels) | "
              "reward-split accuracy per action | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, c = r["agent"], r["cascade"]
         u = r["uniform"]
-        lines.append(f"| {r['seed']} | {r['budget']:g} | {u['accuracy']:.3f} ({u['macs_ratio']:.4f}) | {c['accuracy']:.3f} ({c['macs_ratio']:.4f}) | "
+        lines.append(f"| {r['seed']} | {r['budget']:g} | {u['accuracy']:.3f} ({u['macs_ratio']:.4f}) | "
+                     f"{c['accuracy']:.3f} ({c['macs_ratio']:.4f}) | "
                      f"{a['accuracy']:.3f} ({a['macs_ratio']:.4f}) | {a['accuracy'] - c['accuracy']:+.3f} | "
                      f"{a['macs_ratio_cv']:.2f} | {a['spearman_confidence']:+.2f} | {a['actions']} | "
                      f"{a['reward_split_accuracy_by_action']} | {a['seconds']:.0f} |")

@@ -4,7 +4,7 @@ A run over a budget range (`rtsearch.train --budget-range`) fine-tunes one netwo
 its agents use (the sandwich rule, rtsearch.net.sandwich): a width-robust network. Deployed at a
 budget B, three ways to use that same network, each measured on the test split:
 - learned: the run's agents calibrated onto B, exactly as `rtsearch.export --budget` does
-  (rtsearch.rl.at_budget), with the per-input MACs ratio's spread (std, coefficient of variation) and
+  (rtsearch.deploy.at_budget), with the per-input MACs ratio's spread (std, coefficient of variation) and
   its Spearman correlation with the dense model's confidence on the same input;
 - uniform: one runtime ratio on every layer, the smallest that meets B, with the BatchNorm statistics
   recomputed under it (as the export recomputes them under the learned policy);
@@ -60,7 +60,7 @@ def oracle_accuracy(correct: np.ndarray, level_macs: np.ndarray, budget: float) 
 
 def measure(path: str, budget: float, confidence: np.ndarray | None = None) -> dict:
     """Learned, uniform and oracle on the network of a range run's checkpoint at `budget` (see module doc)."""
-    from rtsearch.rl.at_budget import calibrated, run_splits
+    from rtsearch.deploy.at_budget import calibrated, run_splits
     from experiments.agents_study import spearman
 
     run, learned = calibrated(path, budget)     # network weights untouched: only BatchNorm statistics move
@@ -92,7 +92,8 @@ def width_robust(seed: int, budget_range: tuple[float, float], budgets_: list[fl
                          f"{iterations} iterations: pass another folder, or remove it to retrain")
     if found.get("agent_share", 0.0) != agent_share:
         raise SystemExit(f"{out}/robust.json holds a network fine-tuned without a share of "
-                         f"{found.get('agent_share', 0.0)} of the training split, not {agent_share}: pass another folder")
+                         f"{found.get('agent_share', 0.0)} of the training split, not {agent_share}: "
+                         f"pass another folder")
     if found.get("teacher", "widest") != teacher:
         raise SystemExit(f"{out}/robust.json holds a network taught by --teacher {found.get('teacher', 'widest')}, "
                          f"not {teacher}: pass another folder")

@@ -44,7 +44,8 @@ def execute(args) -> None:
             print(f"[{i}/{len(plan)}] reusing {folder}", flush=True)
             continue
         resume = os.path.isfile(os.path.join(folder, "sweep.json"))
-        command = [sys.executable, "-m", "rtsearch.tune", *tune_args(args, search, seed), *(["--resume"] if resume else [])]
+        command = [sys.executable, "-m", "rtsearch.tune", *tune_args(args, search, seed),
+                   *(["--resume"] if resume else [])]
         print(f"[{i}/{len(plan)}] python -m rtsearch.tune {' '.join(command[3:])}", flush=True)
         os.makedirs(folder, exist_ok=True)
         start = time.time()
@@ -129,29 +130,34 @@ def write_report(args, path: str) -> None:
         "# Search efficiency: TPE against random search",
         "",
         "Produced by `python -m experiments.search_study` (it runs the sweeps below, reusing finished ones, then "
-        "writes this report; `--report-only` rebuilds the report from results/). Same space (search_spaces/default.yaml, "
+        "writes this report; `--report-only` rebuilds the report from results/). Same space "
+        "(search_spaces/default.yaml, "
         f"param_budget fixed at {args.param_budget:g}), same trial budget ({args.num_samples} trials x up to "
         f"{args.max_iterations} iterations, ASHA on), {args.dataset}/{args.model}, MACs budget {args.budget:g}; "
         "TPE and random share each seed's data split and dense model. The target for a seed is the best "
         "validation score its random sweep found; *trials* and *iterations to reach it* count trials in start "
         "order, earlier trials' iterations in full (docs/method.md §2 sweep iterations-to-best).",
         "",
-        "| method | best val score | trials to reach random's best | iterations to reach it | iterations spent in all |",
+        "| method | best val score | trials to reach random's best | iterations to reach it "
+        "| iterations spent in all |",
         "|---|---|---|---|---|",
     ]
     for search, m in per_method.items():
-        lines.append(f"| {search} | {np.mean(m['best']):.4f} ± {np.std(m['best'], ddof=1) if len(m['best']) > 1 else 0:.4f} "
+        sd = np.std(m['best'], ddof=1) if len(m['best']) > 1 else 0
+        lines.append(f"| {search} | {np.mean(m['best']):.4f} ± {sd:.4f} "
                      f"| {fmt_mean(m['trials'])} | {fmt_mean(m['iters'])} | {fmt_mean(m['total_iters'])} |")
     startup = max(2, min(10, args.num_samples // 3))         # rtsearch.tune.make_searcher
     lines += ["", "Mean ± standard deviation over seeds " + ", ".join(map(str, args.seeds)) + "; wall minutes per "
-              "sweep: " + ", ".join(f"{s} {np.mean(m['wall']) / 60:.1f} ± {np.std(m['wall'], ddof=1) / 60 if len(m['wall']) > 1 else 0:.1f}"
+              "sweep: " + ", ".join(f"{s} {np.mean(m['wall']) / 60:.1f} ± "
+                                     f"{np.std(m['wall'], ddof=1) / 60 if len(m['wall']) > 1 else 0:.1f}"
                                      for s, m in per_method.items()) + ".", "",
               verdict(args.seeds, per_method["tpe"]["trials"], per_method["random"]["trials"], args.num_samples), "",
               f"With {args.num_samples} trials, TPE's first {startup} are random (its start-up trials, "
               f"drawn like random search's from the same seed), so it has {args.num_samples - startup} "
               "model-guided proposals. One validation image is 0.002 of accuracy (500 images).", "",
               "| seed | search | best val score | target (random's best) | trials to reach | iterations to reach | "
-              "iterations in all | sweep iters-to-best | best trial test acc | best trial test MACs | wall min | command |",
+              "iterations in all | sweep iters-to-best | best trial test acc | best trial test MACs | wall min "
+              "| command |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:

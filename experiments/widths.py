@@ -133,8 +133,8 @@ def difficulty(net, dense, splits, cost, base: float, budget: float, seed: int) 
                "spearman": spearman(conf_t.detach().numpy(), dense_conf)}
         if best:
             v, wide, share, step, threshold = best
-            t = evaluate(net, cost, xt, yt, zeros, two_level(conf_t.detach(), threshold, layer, base, wide, base + step),
-                         batch_size=len(xt))
+            t = evaluate(net, cost, xt, yt, zeros,
+                         two_level(conf_t.detach(), threshold, layer, base, wide, base + step), batch_size=len(xt))
             row.update(wide=wide, share=share, narrow=base + step, val_accuracy=v["accuracy"],
                        test_accuracy=t["accuracy"], test_macs=t["macs_ratio"])
         rows.append(row)
@@ -168,12 +168,14 @@ def study(seed: int, budget: float, epochs: int, count: int, log) -> dict:
     dense.eval()
     cost = CostModel(dense)
     uniform = uniform_ratios(cost, budget, Pruning(static=False, runtime=True))[1]
-    zeros, out = torch.zeros(dense.num_layers), {"seed": seed, "uniform_kept": keep_count(uniform, cost.widths).tolist()}
+    zeros = torch.zeros(dense.num_layers)
+    out = {"seed": seed, "uniform_kept": keep_count(uniform, cost.widths).tolist()}
     nets = {}
     for kind in ("greedy", "kd", "band-kd"):
         started = time.time()
         nets[kind] = net = finetuned(dense, splits, kind, uniform, epochs, seed)
-        out[kind] = [{"ratio": p, **{k: evaluate(net, cost, *splits.test, zeros, fixed_policy(torch.full_like(uniform, p)))[k]
+        out[kind] = [{"ratio": p, **{k: evaluate(net, cost, *splits.test, zeros,
+                                                 fixed_policy(torch.full_like(uniform, p)))[k]
                                      for k in ("accuracy", "macs_ratio")}}
                      for p in (*GRID, float(uniform[0]))]
         log(f"seed {seed} {kind}: test accuracy at the uniform ratio {out[kind][-1]['accuracy']:.4f} "
@@ -209,18 +211,21 @@ def markdown(results: list[dict], budget: float, epochs: int, command: str) -> s
         lines.append(f"\n{kind}: mean {np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f} "
                      f"at the uniform ratio over {len(values)} seed(s).")
     lines += ["", "## 2. Difficulty signal at layer t and the best two-level policy (band-kd network)", "",
-              "| seed | layer t | probe accuracy | Spearman(probe conf, dense conf) | policy (wide, share wide, narrow) | "
-              "val accuracy | test accuracy (MACs) | uniform, same network |", "|---|---|---|---|---|---|---|---|"]
+              "| seed | layer t | probe accuracy | Spearman(probe conf, dense conf) | "
+              "policy (wide, share wide, narrow) | val accuracy | test accuracy (MACs) | uniform, same network |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         uniform = r["band-kd"][-1]
         for d in r["difficulty"]:
             policy = (f"{d['wide']:g}, {d['share']:g}, {d['narrow']:.3f}" if "wide" in d else "none within budget")
             test = f"{d['test_accuracy']:.4f} ({d['test_macs']:.4f})" if "wide" in d else "-"
-            lines.append(f"| {r['seed']} | {d['layer']} | {d['probe_accuracy']:.3f} | {d['spearman']:+.3f} | {policy} | "
+            lines.append(f"| {r['seed']} | {d['layer']} | {d['probe_accuracy']:.3f} | {d['spearman']:+.3f} | "
+                         f"{policy} | "
                          f"{d.get('val_accuracy', float('nan')):.4f} | {test} | {uniform['accuracy']:.4f} "
                          f"({uniform['macs_ratio']:.4f}) |")
     lines += ["", "## 3. Random allocations over layers, fine-tuned like greedy", "",
-              "| seed | kept channels per layer | test accuracy | MACs ratio | greedy uniform |", "|---|---|---|---|---|"]
+              "| seed | kept channels per layer | test accuracy | MACs ratio | greedy uniform |",
+              "|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['seed']} | {r['uniform_kept']} (uniform) | {r['greedy'][-1]['accuracy']:.4f} | "
                      f"{r['greedy'][-1]['macs_ratio']:.4f} | |")

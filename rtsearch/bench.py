@@ -121,7 +121,7 @@ def check_latency(args):
     if args.runs < 30:
         raise UsageError(f"--runs {args.runs}: the median and spread need at least 30 timed runs; pass --runs 30")
     if args.checkpoint:
-        from rtsearch.rl import deployed
+        from rtsearch.deploy import deployed
         deployed.load(args.checkpoint)      # UsageError (exit 2) for a missing, corrupt or foreign file
     if args.deployed:
         from rtsearch import bench_deployed

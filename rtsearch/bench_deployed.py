@@ -50,7 +50,8 @@ def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_count
                 else:
                     xb = x[:b]
                     macs, stats = per_input[:b].mean(), timed(torch.no_grad()(lambda: model(xb)), runs, threads)
-                print(f"{d} ({metrics['method']}), batch {b}, {threads} thread(s): {stats['median_ms']:.3f} ms", flush=True)
+                print(f"{d} ({metrics['method']}), batch {b}, {threads} thread(s): {stats['median_ms']:.3f} ms",
+                      flush=True)
                 rows.append({"run": d, "method": metrics["method"], "batch": b, "threads": threads,
                              "macs_ratio": float(macs), "test_accuracy": metrics["accuracy"], **stats})
     for row in rows:

@@ -36,10 +36,10 @@ import torch.utils.benchmark as benchmark
 from rtsearch.config import Pruning
 from rtsearch.net.baseline import budget_shift, uniform_ratios
 from rtsearch.net.cost import CostModel
-from rtsearch.net.export import prune_static
+from rtsearch.net.surgery import prune_static
 from rtsearch.net.fast import SkipNet
 from rtsearch.net.models import GatedNet, build_model
-from rtsearch.rl import deployed
+from rtsearch.deploy import deployed
 
 SYNTHETIC_STATIC = 0.25   # static ratio of every layer in the synthetic runtime + static rows
 P_MAX = 0.95
@@ -248,7 +248,8 @@ def markdown(report: dict) -> str:
              "the runtime agent deciding per input (lam = 0.5 gathers the kept filters, lam = 0 slices them); "
              "*replayed* the same keep counts without the agent (at lam = 0 also without the importance "
              "predictors); *masked* the statically pruned masked network under the same policy, run batched (every "
-             "remaining channel computed; its MACs figure is nominal). Batch 1: latency per input over a pool of 4 inputs; batch B: latency of one "
+             "remaining channel computed; its MACs figure is nominal). Batch 1: latency per input over a pool of 4 "
+             "inputs; batch B: latency of one "
              "batch, the skip path running input by input. Latency ratio: against dense at the same batch and "
              "threads. Medians and interquartile ranges of at least 30 timed runs (torch.utils.benchmark).", ""]
     lines += targets(rows) + [""]

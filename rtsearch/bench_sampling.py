@@ -299,6 +299,53 @@ def start_ray(num_cpus: int) -> str:
     return temp_dir
 
 
+def _measure_runner_counts(args, base, net, results: dict, log) -> dict:
+    """Phase 1: the runtime env against the no-op env at each asked number of env runners, into
+    results["runners"]; returns the env config of the last one."""
+    from rtsearch.config import RunConfig
+    env_config = None
+    for n in args.num_env_runners:
+        log(f"num_env_runners={n}:")
+        cfg = RunConfig.from_dict({**base.to_dict(), "num_env_runners": n})
+        net.lam = cfg.lam
+        m, env_config = measure_runners(cfg, net, args.seconds, not args.no_sample_only, log)
+        m["ratio_train"] = m["real"]["train"]["steps_per_s"] / m["noop"]["train"]["steps_per_s"]
+        line = (f"  runtime env: {m['real']['train']['steps_per_s']:,.0f} agent steps/s, no-op env: "
+                f"{m['noop']['train']['steps_per_s']:,.0f} agent steps/s (learning included, batch "
+                f"{m['batch']}, {m['train_batch_size']:,} steps per update); ratio {m['ratio_train']:.2f}")
+        if "sample" in m["real"]:
+            m["ratio_sample"] = m["real"]["sample"]["steps_per_s"] / m["noop"]["sample"]["steps_per_s"]
+            line += f"; sampling only ratio {m['ratio_sample']:.2f}"
+        log(line + " (target >= 0.50)")
+        results["runners"][str(n)] = m
+    return env_config
+
+
+def _measure_env_and_training(args, base, env_config: dict, results: dict, log) -> None:
+    """Phase 2: the env alone (no RLlib), then, when asked, a few iterations of the real training loop."""
+    env = measure_env(env_config, results["runners"][str(args.num_env_runners[0])]["batch"],
+                      min(args.seconds, 5.0))
+    results["env_only"] = env
+    log(f"env only (RuntimeVectorEnv.step, no RLlib): {env['steps_per_s']:,.0f} agent steps/s "
+        f"({env['us_per_step']:.1f} us per agent step)")
+    if args.train_iterations > 0:
+        t = time_training(base, args.train_iterations, log)
+        results["training"] = t
+        log(f"training loop (rtsearch.train.run, {args.dataset}/{args.model}, defaults, 0 env runners): "
+            + ", ".join(f"{s:.1f}" for s in t["s_per_iteration"]) + " s per iteration; phases (mean s): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in t["phases_mean_s"].items()))
+
+
+def _measure_named_network(args, results: dict, log) -> None:
+    """Phase 3 (without Ray): the walk and a training step of the network --network names."""
+    name, shape = args.network
+    n = measure_network(name, shape, 10, 64, min(args.seconds, 10.0))
+    results["network"] = n
+    log(f"network {name} {','.join(map(str, shape))} ({n['dense_macs']:,} dense MACs): walk at runtime "
+        f"ratio 0.5 {1e3 * n['walk_s_per_image']:.3f} ms per image, training step "
+        f"{1e3 * n['train_s_per_image']:.3f} ms per image (batch 64, 1 thread)")
+
+
 def measure(args, command: str) -> dict:
     """Every measurement the parsed `python -m rtsearch.bench` arguments ask for; prints as it goes and
     writes the JSON to args.out when given."""
@@ -315,7 +362,8 @@ def measure(args, command: str) -> dict:
     torch.set_num_threads(1)
     net, weights = network(args.dataset, args.model, data_dir=args.data_dir)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}"
-    log(f"{command}\n{machine}, load average {os.getloadavg()[0]:.2f} at start; {args.dataset}/{args.model} ({weights})")
+    log(f"{command}\n{machine}, load average {os.getloadavg()[0]:.2f} at start; "
+        f"{args.dataset}/{args.model} ({weights})")
     results = {"command": command, "machine": machine, "dataset": args.dataset, "model": args.model,
                "weights": weights, "runners": {},
                "load_average_start": os.getloadavg()[0]}
@@ -323,42 +371,14 @@ def measure(args, command: str) -> dict:
     try:
         base = methods.configured(RunConfig(dataset=args.dataset, model=args.model, method="both",
                                             data_dir=args.data_dir))
-        env_config = None
-        for n in args.num_env_runners:
-            log(f"num_env_runners={n}:")
-            cfg = RunConfig.from_dict({**base.to_dict(), "num_env_runners": n})
-            net.lam = cfg.lam
-            m, env_config = measure_runners(cfg, net, args.seconds, not args.no_sample_only, log)
-            m["ratio_train"] = m["real"]["train"]["steps_per_s"] / m["noop"]["train"]["steps_per_s"]
-            line = (f"  runtime env: {m['real']['train']['steps_per_s']:,.0f} agent steps/s, no-op env: "
-                    f"{m['noop']['train']['steps_per_s']:,.0f} agent steps/s (learning included, batch "
-                    f"{m['batch']}, {m['train_batch_size']:,} steps per update); ratio {m['ratio_train']:.2f}")
-            if "sample" in m["real"]:
-                m["ratio_sample"] = m["real"]["sample"]["steps_per_s"] / m["noop"]["sample"]["steps_per_s"]
-                line += f"; sampling only ratio {m['ratio_sample']:.2f}"
-            log(line + " (target >= 0.50)")
-            results["runners"][str(n)] = m
+        env_config = _measure_runner_counts(args, base, net, results, log)
         results["layers"] = n_layers(env_config["world"])
-        env = measure_env(env_config, results["runners"][str(args.num_env_runners[0])]["batch"], min(args.seconds, 5.0))
-        results["env_only"] = env
-        log(f"env only (RuntimeVectorEnv.step, no RLlib): {env['steps_per_s']:,.0f} agent steps/s "
-            f"({env['us_per_step']:.1f} us per agent step)")
-        if args.train_iterations > 0:
-            t = time_training(base, args.train_iterations, log)
-            results["training"] = t
-            log(f"training loop (rtsearch.train.run, {args.dataset}/{args.model}, defaults, 0 env runners): "
-                + ", ".join(f"{s:.1f}" for s in t["s_per_iteration"]) + " s per iteration; phases (mean s): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in t["phases_mean_s"].items()))
+        _measure_env_and_training(args, base, env_config, results, log)
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
     if args.network:
-        name, shape = args.network
-        n = measure_network(name, shape, 10, 64, min(args.seconds, 10.0))
-        results["network"] = n
-        log(f"network {name} {','.join(map(str, shape))} ({n['dense_macs']:,} dense MACs): walk at runtime "
-            f"ratio 0.5 {1e3 * n['walk_s_per_image']:.3f} ms per image, training step "
-            f"{1e3 * n['train_s_per_image']:.3f} ms per image (batch 64, 1 thread)")
+        _measure_named_network(args, results, log)
     results["load_average_end"] = os.getloadavg()[0]
     log(f"load average {results['load_average_end']:.2f} at the end")
     if args.out:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from rtsearch.config import FIELDS, GROUPS, RunConfig, bounds_text, flag_of
+from rtsearch.config import GROUPS, RunConfig, bounds_text, flag_of
 from rtsearch.data import DATASETS, check_data_dir
 from rtsearch.errors import DataError, UsageError
 from rtsearch.net.models import MODELS
@@ -43,33 +43,40 @@ def check_holdout_share(share: float) -> None:
         raise UsageError(f"--holdout-share must be in [0, 0.5], got {share:g}: pass e.g. --holdout-share 0.15")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, method_help: str, method_names) -> None:
-    """One flag per documented RunConfig field (rtsearch.config), in the field's --help group, with its help, its
-    default and the values it may take. No flag has a default in the parsed namespace: what is there was given
-    (`given_fields`), so a flag the chosen method does not use can be refused whatever its value."""
-    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
-    choices = {"method": tuple(method_names), "finetune": ("greedy", "sandwich")}
+def add_config_flags(parser: argparse.ArgumentParser, config_class, texts: dict | None = None,
+                     choices: dict | None = None, types: dict | None = None) -> None:
+    """One flag per documented field of `config_class` (rtsearch.config: RunConfig, SweepConfig), in the field's
+    --help group, with its help (or `texts[name]`), its default and the values it may take (`choices[name]` as
+    argparse choices, `types[name]` as its argparse type; by default the field's own). No flag has a default in the
+    parsed namespace: what is there was given (`given_fields`), so a flag the chosen method does not use can be
+    refused whatever its value."""
+    texts, choices = texts or {}, {"finetune": ("greedy", "sandwich"), **(choices or {})}
     listed = {"dataset": DATASETS, "model": tuple(MODELS)}     # checked by check_dataset_and_model, named there
-    for f in fields(RunConfig):
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items() if title}
+    for f in fields(config_class):
         flag = flag_of(f)
         if flag is None:
             continue
-        text = method_help if f.name == "method" else f.metadata["help"]
-        if f.name in listed:
-            text += f" (one of {', '.join(listed[f.name])})"
-        bounds = bounds_text(f)
-        shown = f.default is None or isinstance(f.default, bool) or "(default" in text
-        default = "" if shown else f"; default {f.default}"
-        help_text = f"{text}{default}" + (f"; {bounds}" if bounds and not isinstance(f.default, bool) else "")
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+        if f.metadata["group"] in groups:
+            kwargs["help"] = help_of(f, texts.get(f.name, f.metadata["help"]), listed.get(f.name))
         if isinstance(f.default, bool):
             kwargs["action"] = "store_false" if f.default else "store_true"
         else:
-            kwargs["type"] = TYPES.get(f.name) or field_type(f)
+            kwargs["type"] = (types or {}).get(f.name) or field_type(f)
             kwargs["metavar"] = f.metadata.get("metavar") or f.name.upper().replace("_", "-")
             if f.name in choices:
                 kwargs["choices"], kwargs["metavar"] = choices[f.name], None
-        groups[f.metadata["group"]].add_argument(flag, **kwargs)
+        groups.get(f.metadata["group"], parser).add_argument(flag, **kwargs)
+
+
+def help_of(f, text: str, listed: tuple | None) -> str:
+    """A field's --help line: its text, the values listed, its default and its bounds."""
+    if listed:
+        text += f" (one of {', '.join(listed)})"
+    shown = f.default is None or isinstance(f.default, bool) or "(default" in text
+    bounds = None if isinstance(f.default, bool) else bounds_text(f)
+    return (f"{text}{'' if shown else f'; default {f.default}'}" + (f"; {bounds}" if bounds else "")).replace("%", "%%")
 
 
 def field_type(f):
@@ -78,12 +85,11 @@ def field_type(f):
     return int if annotation.startswith("int") else float if annotation.startswith("float") else str
 
 
-TYPES = {"budget": fraction("--budget"), "param_budget": fraction("--param-budget")}
 
-
-def given_fields(args: argparse.Namespace) -> dict:
-    """The RunConfig fields given on the command line, with their values."""
-    return {name: value for name, value in vars(args).items() if name in FIELDS}
+def given_fields(args: argparse.Namespace, config_class=RunConfig) -> dict:
+    """The fields of `config_class` given on the command line, with their values."""
+    names = {f.name for f in fields(config_class)}
+    return {name: value for name, value in vars(args).items() if name in names}
 
 
 def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> None:

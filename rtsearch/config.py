@@ -16,9 +16,10 @@ EXPLORE_STD = 0.15          # sandwich fine-tuning noise of a per-budget run
 RANGE_EXPLORE_STD = 0.05    # ... and of a budget-range run (RunConfig.explore_std)
 
 # groups of --help, in the order shown
-GROUPS = {"run": "what is pruned and where", "budgets": "budgets", "fine-tuning": "fine-tuning (every method)",
-          "resources": "resources", "agents": "the two agents (--method both, runtime-only, static-only)",
-          "ladder": "the ladder (--method ladder)"}
+GROUPS = {"run": "what is pruned and where", "budgets": "budgets", "search": "the search",
+          "fine-tuning": "fine-tuning (every method)", "tracking": "results and MLflow", "resources": "resources",
+          "agents": "the two agents (--method both, runtime-only, static-only)",
+          "ladder": "the ladder (--method ladder)", "hidden": None}
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,7 @@ class RunConfig:
 
     def check(self) -> "RunConfig":
         """Every field within the values it may take, else a UsageError naming the flag and the fix."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            problem = out_of_bounds(f, value)
-            if problem:
-                name = flag_of(f) or f.name
-                raise UsageError(f"{name} must be {problem}, got {number(value)}: pass e.g. {name} {f.default}")
+        check_bounds(self)
         if self.finetune not in ("greedy", "sandwich"):
             raise UsageError(f"--finetune must be greedy or sandwich, got {self.finetune!r}")
         return self
@@ -166,6 +162,70 @@ class RunConfig:
 
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+@dataclass
+class SweepConfig:
+    """One search's settings (`rtsearch.tune`); what a trial runs is a RunConfig built from them and the sampled
+    values. `rtsearch.tune`'s flags and --help are generated from these fields as train's are from RunConfig's."""
+    budget: str | None = setting(None, "MACs budget(s), fractions of the dense MACs: 0.5 or 0.3,0.5,0.7 (with "
+                                       "--resume: the stored ones)", "budgets", metavar="B[,B...]")
+    budget_range: str | None = setting(None, "search one model for every budget in LO:HI (rtsearch.train "
+                                             "--budget-range); trials are scored by the mean over its evaluation "
+                                             "budgets", "budgets", metavar="LO:HI")
+    param_budget: float | None = setting(None, "fix the parameter budget (otherwise searched if the space has "
+                                               "param_budget, else 1)", "budgets", above=0.0, at_most=1.0)
+    method: str | None = setting(None, "what every trial runs", "run")
+    space: str | None = setting(None, "search space YAML (default: the method's in search_spaces/)", "search",
+                                metavar="YAML")
+    num_samples: int = setting(8, "trials per budget", "search", at_least=1)
+    max_iterations: int | None = setting(None, "iterations of a trial that ASHA lets finish (default: the "
+                                               "method's)", "search", at_least=1)
+    search: str = setting("tpe", "the sampler: Optuna TPE, or random search", "search")
+    seed: int = setting(0, "seed of the data split, the dense model, every trial and the sampler", "run", at_least=0,
+                        below=2 ** 32)
+    holdout_share: float = setting(0.15, "share of the training split no trial sees; the top 3 trials by "
+                                         "validation are re-evaluated there to name the best (0: validation alone)",
+                                   "search", at_least=0.0, at_most=0.5)
+    defaults_first: bool = setting(True, "start from the run's defaults (rtsearch.train's values of the searched "
+                                         "keys)", "search", flag="--no-defaults-first")
+    baseline: bool = setting(True, "run the fixed-ratio static-only baseline each budget's best trial is set "
+                                   "against", "search", flag="--no-baseline")
+    dataset: str = setting("mnist5k", "data set", "run")
+    model: str = setting("small", "backbone", "run")
+    data_dir: str | None = setting(None, "folder of a local data set", "run", metavar="DIR")
+    mlflow_uri: str | None = setting(None, "MLflow tracking URI (default sqlite:///mlruns.db here)", "tracking",
+                                     metavar="URI")
+    name: str | None = setting(None, "sweep name: results/<name>/, MLflow experiment <name>", "tracking")
+    resume: bool = setting(False, "continue the interrupted sweep --name", "tracking")
+    address: str | None = setting(None, "Ray cluster address (default: a local Ray on this machine)", "resources",
+                                  metavar="ADDR")
+    num_env_runners: int = setting(0, "RLlib rollout workers per trial (1 CPU each)", "resources", at_least=0)
+    gpus_per_trial: float = setting(0.0, "GPUs each trial reserves (with --device auto|cuda)", "resources",
+                                    at_least=0.0)
+    device: str = setting("auto", "auto (the trial's GPU if it has one, else the CPU) | cpu | cuda", "resources")
+    storage_path: str | None = setting(None, "Tune experiment folder, shared by the nodes of a cluster (default "
+                                             "runs/tune)", "resources", metavar="PATH")
+    max_concurrent: int | None = setting(None, "trials at a time (default: as resources allow)", "resources",
+                                         at_least=1)
+    max_failures: int = setting(2, "retries of a failing trial", "resources", at_least=0)
+    num_cpus: int | None = setting(None, "CPUs of the local Ray (default: all of this machine)", "resources",
+                                   at_least=1)
+    # hidden: tests and baselines
+    fixed_ratios: bool = setting(False, "trials at uniform ratios (no agents)", "hidden")
+    dense_epochs: int | None = setting(None, "dense pre-training epochs", "hidden", at_least=1)
+    fail_on_iteration: int | None = setting(None, "fail each trial once at this iteration (tests)", "hidden")
+    nan_on_iteration: int | None = setting(None, "report NaN once at this iteration (tests)", "hidden")
+
+
+def check_bounds(settings) -> None:
+    """Every field of a config dataclass within the values it may take, else a UsageError naming the flag."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        problem = out_of_bounds(f, value)
+        if problem:
+            name = flag_of(f) or f.name
+            raise UsageError(f"{name} must be {problem}, got {number(value)}: pass e.g. {name} {f.default}")
 
 
 def bounds_text(f) -> str | None:

@@ -1,11 +1,11 @@
 """Write the deployable model of a checkpoint.
 
 `python -m rtsearch.export --checkpoint CKPT --out FILE` writes the storage-reduced model (the
-surgery is rtsearch.net.export). With `--budget B` it writes the deployed model at that MACs budget
+surgery is rtsearch.net.surgery). With `--budget B` it writes the deployed model at that MACs budget
 (static channels removed, the runtime agent choosing per input; a run trained with --budget-range
 serves any B in its range without retraining): the calibration shift that puts the validation MACs
 ratio on B is found on the validation split, and the test accuracy and MACs ratio at B are measured
-and printed (rtsearch.rl.at_budget). A ladder run (`--method ladder`, the default) already deployed its model
+and printed (rtsearch.deploy.at_budget). A ladder run (`--method ladder`, the default) already deployed its model
 (deployed.pt: its rungs and re-run policy): given any file of its folder, export writes that model to FILE. The
 run's manifest (run.json beside the checkpoint) names its method, which does the writing (rtsearch.methods).
 """

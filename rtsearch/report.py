@@ -1,5 +1,5 @@
 """Sweep results: `python -m rtsearch.report results/<name>` regenerates summary.md, summary.json
-and pareto.png from what the sweep stored under results/<name>/ (rtsearch.search.report)."""
+and pareto.png from what the sweep stored under results/<name>/ (rtsearch.search.summary)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import sys
 
 from rtsearch.cli import ArgumentParser, guarded
 from rtsearch.errors import UsageError
-from rtsearch.search.report import write
+from rtsearch.search.summary import write
 
 
 @guarded

@@ -13,7 +13,7 @@ import sys
 import time
 
 from rtsearch import data, device, methods
-from rtsearch.cli import ArgumentParser, add_config_flags, check_dataset_and_model, given_fields, guarded
+from rtsearch.cli import ArgumentParser, add_config_flags, check_dataset_and_model, fraction, given_fields, guarded
 from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import log_to_stdout
@@ -23,8 +23,9 @@ from rtsearch.rl import budgets
 
 def parse_args(argv=None) -> tuple[RunConfig, dict]:
     p = ArgumentParser(prog="python -m rtsearch.train", description=__doc__.splitlines()[0])
-    add_config_flags(p, "what is learned (default " + methods.DEFAULT + "): " + "; ".join(
-        f"{name}: {methods.get(name).summary}" for name in methods.names()), methods.names())
+    add_config_flags(p, RunConfig, {"method": "what is learned (default " + methods.DEFAULT + "): " + "; ".join(
+        f"{name}: {methods.get(name).summary}" for name in methods.names())}, {"method": methods.names()},
+        {"budget": fraction("--budget"), "param_budget": fraction("--param-budget")})
     p.add_argument("--dense-only", action="store_true", help="only train and cache the dense model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args = p.parse_args(argv)

@@ -53,8 +53,8 @@ def env_config(net):
 
 
 def cfg(**kw):
-    return methods.configured(RunConfig(**{"dataset": "digits", "model": "small", "method": "both", "num_env_runners": 0,
-                                           "p_max": P_MAX, **kw}))
+    return methods.configured(RunConfig(**{"dataset": "digits", "model": "small", "method": "both",
+                                           "num_env_runners": 0, "p_max": P_MAX, **kw}))
 
 
 @pytest.fixture(scope="module")

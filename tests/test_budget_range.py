@@ -99,5 +99,6 @@ def test_the_studies_measure_a_range_run_at_a_budget_in_its_range(range_run, tmp
     # random per-layer allocations on the same network (experiments.allocation): each within the budget
     searched = allocation.search(str(out / "best.pt"), 0.3, samples=2)
     assert searched["uniform"]["test"]["accuracy"] == pytest.approx(measured["uniform"]["accuracy"])
-    assert len(searched["val_accuracies"]) == 2 and searched["best"]["val"]["accuracy"] == max(searched["val_accuracies"])
+    assert len(searched["val_accuracies"]) == 2
+    assert searched["best"]["val"]["accuracy"] == max(searched["val_accuracies"])
     assert searched["best"]["test"]["macs_ratio"] <= 0.3 + 1e-9

@@ -299,11 +299,13 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     workdir, storage = tmp_path / "work", tmp_path / "storage"
     workdir.mkdir()
     runtime_env = {"env_vars": {"RTSEARCH_WORKDIR": str(workdir), "RTSEARCH_CACHE": str(tmp_path / "cache")}}
-    sweep = ["python", "cluster/search.py", "--budget", "0.5", "--method", "both", "--dataset", "digits", "--model", "small",
+    sweep = ["python", "cluster/search.py", "--budget", "0.5", "--method", "both", "--dataset", "digits",
+             "--model", "small",
              "--num-samples", "2", "--max-iterations", "2", "--num-env-runners", "3", "--dense-epochs", "1",
              "--max-failures", "2", "--storage-path", str(storage), "--name", "clu", "--param-budget", "0.8"]
     submit = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}",
-                             "--submission-id", "clu", "--no-wait", "--working-dir", str(checkout_copy(tmp_path / "src")),
+                             "--submission-id", "clu", "--no-wait",
+                             "--working-dir", str(checkout_copy(tmp_path / "src")),
                              "--runtime-env-json", json.dumps(runtime_env), "--", *sweep],
                             capture_output=True, text=True, timeout=120, env=cluster.env())
     assert submit.returncode == 0, submit.stdout + submit.stderr

@@ -43,8 +43,8 @@ def test_cpu_and_auto_give_the_same_numbers(tmp_path):
     metrics = []
     for name in ("cpu", "auto"):
         out = tmp_path / name
-        result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--method", "both", "--fixed-ratios",
-                         "--iterations", "2", "--device", name, "--out", str(out))
+        result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--method", "both",
+                         "--fixed-ratios", "--iterations", "2", "--device", name, "--out", str(out))
         assert result.returncode == 0, result.stderr
         m = json.loads((out / "metrics.json").read_text())
         metrics.append({k: m[k] for k in ("accuracy", "macs_ratio", "params_ratio", "score")} |
@@ -79,8 +79,8 @@ def test_every_phase_of_a_run_computes_on_the_run_device(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "Agents", Watched)
     handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:
-        cfg = RunConfig(dataset="digits", method="both", budget=0.4, iterations=1, warmup_epochs=1, out=str(tmp_path / "run"),
-                        device="cpu")
+        cfg = RunConfig(dataset="digits", method="both", budget=0.4, iterations=1, warmup_epochs=1,
+                        out=str(tmp_path / "run"), device="cpu")
         run(cfg, log=lambda _: None)
     finally:
         handle.remove()
@@ -144,8 +144,8 @@ def test_cifar_run_end_to_end_on_generated_files(tmp_path):
     root = write_cifar(tmp_path / "data")
     out = tmp_path / "run"
     result = run_cli("rtsearch.train", "--dataset", "cifar10", "--data-dir", str(root), "--model", "small",
-                     "--budget", "0.5", "--method", "both", "--fixed-ratios", "--iterations", "1", "--dense-epochs", "2",
-                     "--out", str(out))
+                     "--budget", "0.5", "--method", "both", "--fixed-ratios", "--iterations", "1",
+                     "--dense-epochs", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "dense epoch 2/2" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())

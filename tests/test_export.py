@@ -11,7 +11,7 @@ from rtsearch.config import RunConfig
 from rtsearch.methods.base import write_manifest
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
-from rtsearch.net.export import export, prune_static
+from rtsearch.net.surgery import export, prune_static
 from rtsearch.net.models import build_model
 
 CASES = [("small", (1, 28, 28)), ("resnet20", (3, 32, 32))]
@@ -153,7 +153,8 @@ def test_a_broken_ladder_folder_exits_2_with_one_line(tmp_path, kind):
     if kind == "corrupt model":
         (tmp_path / "deployed.pt").write_bytes(b"not a model")
         (tmp_path / "metrics.json").write_text("{}")
-    words = {"corrupt record": ["run.json", "corrupt or not an rtsearch run manifest"], "unfinished": ["not finished", "--resume"],
+    words = {"corrupt record": ["run.json", "corrupt or not an rtsearch run manifest"],
+             "unfinished": ["not finished", "--resume"],
              "corrupt model": ["deployed.pt", "cannot be read", "--resume"]}[kind]
     result = run_main("rtsearch.export", "--checkpoint", str(tmp_path / "run.json"), "--out", str(tmp_path / "x.pt"))
     assert_usage_error(result, *words)

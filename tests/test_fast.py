@@ -1,4 +1,4 @@
-"""The skip path (rtsearch.net.fast) and the deployed model (rtsearch.rl.deployed) against the masked reference."""
+"""The skip path (rtsearch.net.fast) and the deployed model (rtsearch.deploy.deployed) against the masked reference."""
 import subprocess
 import sys
 
@@ -69,7 +69,7 @@ def test_at_lam_0_the_kept_filters_are_a_slice():
 
 @pytest.mark.parametrize("name", ["small", "resnet20"])
 def test_deployed_policy_observes_and_acts_as_the_training_policy(name):
-    from rtsearch.rl import deployed
+    from rtsearch.deploy import deployed
     from rtsearch.rl.observations import layer_descriptors
     from rtsearch.rl.policies import runtime_policy
     net = trained_looking(name, 0.5)
@@ -112,7 +112,8 @@ def test_latency_bench_refuses_a_corrupt_or_foreign_checkpoint(tmp_path):
         assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flags, words", [(["--budgets", "0.5,2"], "--budgets"), (["--batch-sizes", "0"], "--batch-sizes"),
+@pytest.mark.parametrize("flags, words", [(["--budgets", "0.5,2"], "--budgets"),
+                                          (["--batch-sizes", "0"], "--batch-sizes"),
                                           (["--runs", "5"], "--runs"), (["--networks", "vgg:3,32,32"], "--networks")])
 def test_latency_bench_bad_flags_exit_2(flags, words):
     assert_usage_error(run_main("rtsearch.bench", "--latency", *flags), words)
@@ -150,9 +151,9 @@ def test_latency_profile_says_where_the_time_goes(tmp_path):
 def test_traceable_form_predicts_as_the_skip_path_and_exports():
     """The masked form MLflow stores (fixed shapes, the agent batched) gives the skip path's logits, and
     torch.export traces it with a free batch dimension."""
-    from rtsearch.net.export import prune_static
-    from rtsearch.rl import deployed
-    from rtsearch.rl.traced import TraceableModel
+    from rtsearch.net.surgery import prune_static
+    from rtsearch.deploy import deployed
+    from rtsearch.deploy.traced import TraceableModel
     net = trained_looking("resnet20", 0.5)
     static = [0.3] * net.num_layers
     policy = deployed.DeployedPolicy(deployed.untrained_module(net.num_layers, 0.95), net, static, 0.2, 0.95, 0.1)

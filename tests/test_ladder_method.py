@@ -85,15 +85,9 @@ def test_bad_ladder_input_exits_2_with_one_line(args, words):
     assert_usage_error(run_main("rtsearch.train", *args), *words)
 
 
-@pytest.mark.slow
-def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resumes_from_its_rungs(tmp_path):
+def check_first_run(first, out) -> dict:
+    """The first run made its ten rungs on the fine-tuning share and trained its agent on the rest; its metrics."""
     from rtsearch import data
-    from rtsearch.net import dense
-    from rtsearch.net.cost import CostModel
-    out = tmp_path / "ladder"
-    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.08", "--iterations", "1", "--agent-share", "0.25",
-            "--out", str(out)]
-    first = run_cli("rtsearch.train", *args, "--agent-iterations", "3")
     assert first.returncode == 0, first.stderr[-3000:]
     train_size = len(data.load("digits", 0).train[1])      # a quarter rewards the agent, the rest fine-tunes the rungs
     share = round(0.25 * train_size)
@@ -103,7 +97,15 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     assert metrics["method"] == "ladder" and len(metrics["history"]) == 3
     assert [r["budget"] for r in metrics["rungs"]] == ladder.rung_budgets(0.08)
     assert metrics["cascade"]["val_macs_ratio"] <= 0.08 + 1e-9
+    return metrics
 
+
+def check_deployed_model(out, metrics: dict):
+    """deployed.pt scores as metrics.json says, on test and validation, and its params ratio counts the rungs it
+    may use and its policy. Returns the splits, each rung's params ratio, the dense params and the policy's share."""
+    from rtsearch import data
+    from rtsearch.net import dense
+    from rtsearch.net.cost import CostModel
     model = torch.load(out / "deployed.pt", weights_only=False)
     splits = data.load("digits", 0)
     test = ladder.evaluate(model, *splits.test)
@@ -120,15 +122,23 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     dense_params = CostModel(dense.pretrained("digits", "small", 0, splits)[0]).dense_params
     policy = sum(p.numel() for p in model.actor.parameters()) / dense_params
     assert metrics["params_ratio"] == pytest.approx(deployed + policy)    # the rungs it may use, and its policy
+    return splits, rung_params, dense_params, policy
 
+
+def check_latency_bench(out, tmp_path) -> None:
+    """`rtsearch.bench --deployed` times the ladder against its own 0.08 rung."""
     timed = run_cli("rtsearch.bench", "--deployed", str(out / "rungs" / "0.08"), str(out), "--batch-sizes", "1,16",
                     "--runs", "30", "--out", str(tmp_path / "latency.md"))
     assert timed.returncode == 0, timed.stderr[-3000:]
     rows = [line.split(" | ") for line in (tmp_path / "latency.md").read_text().splitlines()
             if line.startswith(f"| {out}")]
-    assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"), ("ladder", "16")]
+    assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"),
+                                            ("ladder", "16")]
     assert rows[0][8] == "1.00 |" and all(float(r[6]) > 0 for r in rows)   # against the first run; median ms
 
+
+def check_export(out, tmp_path, metrics: dict, splits) -> None:
+    """`rtsearch.export` writes the deployed model as it scored; a different budget is refused."""
     exported = run_main("rtsearch.export", "--checkpoint", str(out / "run.json"), "--out", str(tmp_path / "x.pt"))
     assert exported.returncode == 0 and f"params ratio {metrics['params_ratio']:.4f}" in exported.stdout
     written = torch.load(tmp_path / "x.pt", weights_only=False)
@@ -136,7 +146,10 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "deployed.pt"), "--budget", "0.05",
                                 "--out", str(tmp_path / "y.pt")), "budget 0.08", "drop --budget")
 
-    # the resumed agent samples on one rollout worker of its own
+
+def check_resume(args: list[str], out) -> None:
+    """A resumed run reads its rungs back and trains its agent on one rollout worker of its own; another budget
+    cannot resume it."""
     again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--num-env-runners", "1", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
@@ -148,8 +161,11 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
                      "--out", str(out), "--resume")
     assert_usage_error(other, "--resume", "budget")
 
-    # a parameter budget restricts the rungs the agent may use, so the deployed model fits it; a narrower policy
-    # stores less
+
+def check_parameter_budget(args: list[str], out, metrics: dict, splits, rung_params: dict, dense_params: int,
+                           policy: float) -> None:
+    """A parameter budget restricts the rungs the agent may use, so the deployed model fits it; a narrower policy
+    stores less."""
     capped = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--resume", "--param-budget", "0.3",
                      "--rerun-width", "16")
     assert capped.returncode == 0, capped.stderr[-3000:]
@@ -160,10 +176,23 @@ def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resum
     assert capped_model.actor[0][0].out_features == 16
     narrow = sum(p.numel() for p in capped_model.actor.parameters()) / dense_params
     assert narrow < policy / 3
-    assert rung_params[within["cheap_rung_macs_ratio"]] + sum(rung_params[m] for m in within["agent_rungs_macs_ratio"]) \
-        + narrow <= 0.3
+    assert rung_params[within["cheap_rung_macs_ratio"]] \
+        + sum(rung_params[m] for m in within["agent_rungs_macs_ratio"]) + narrow <= 0.3
     assert within["params_ratio"] == pytest.approx(sum(rung_params[m] for m in within["deployed_rungs_macs_ratio"])
                                                    + narrow)
     assert ladder.evaluate(capped_model, *splits.test)["accuracy"] == pytest.approx(within["accuracy"], abs=1e-9)
     assert_usage_error(run_main("rtsearch.train", *args, "--resume", "--param-budget", "0.05"),
                        "no pair of rungs fits --param-budget 0.05", "raise --param-budget")
+
+
+@pytest.mark.slow
+def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resumes_from_its_rungs(tmp_path):
+    out = tmp_path / "ladder"
+    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.08", "--iterations", "1",
+            "--agent-share", "0.25", "--out", str(out)]
+    metrics = check_first_run(run_cli("rtsearch.train", *args, "--agent-iterations", "3"), out)
+    splits, rung_params, dense_params, policy = check_deployed_model(out, metrics)
+    check_latency_bench(out, tmp_path)
+    check_export(out, tmp_path, metrics, splits)
+    check_resume(args, out)        # the resumed agent samples on one rollout worker of its own
+    check_parameter_budget(args, out, metrics, splits, rung_params, dense_params, policy)

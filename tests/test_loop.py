@@ -54,8 +54,8 @@ def test_tight_budget_makes_the_runtime_agent_prune_more(tmp_path):
     # Start the runtime agent at no pruning: with a tight budget, dual ascent raises beta_f and the
     # agent must learn to prune, so its pruning rises and the MACs ratio falls toward the budget.
     # Calibration is off: this is the agent's own learning.
-    cfg = RunConfig(dataset="digits", budget=0.2, iterations=6, method="runtime-only", warm_start=False, calibrate=False,
-                    lr_runtime=1e-3, beta_f=2.0, eta_f=5.0, out=str(tmp_path / "run"))
+    cfg = RunConfig(dataset="digits", budget=0.2, iterations=6, method="runtime-only", warm_start=False,
+                    calibrate=False, lr_runtime=1e-3, beta_f=2.0, eta_f=5.0, out=str(tmp_path / "run"))
     metrics = run(cfg, log=quiet)
     history = metrics["history"]
     assert len(history) == 6
@@ -68,7 +68,8 @@ def test_tight_budget_makes_the_runtime_agent_prune_more(tmp_path):
 
 @pytest.mark.slow
 def test_both_agents_run_and_write_every_metric(tmp_path):
-    cfg = RunConfig(dataset="digits", method="both", budget=0.4, param_budget=0.6, iterations=2, out=str(tmp_path / "run"))
+    cfg = RunConfig(dataset="digits", method="both", budget=0.4, param_budget=0.6, iterations=2,
+                    out=str(tmp_path / "run"))
     metrics = run(cfg, log=quiet)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["iterations"] == 2 and 1 <= saved["iters_to_best"] <= 2
@@ -127,7 +128,7 @@ def check_deployed_model_is_the_run(cfg, splits, last):
     import torch
 
     from rtsearch.net.cost import CostModel
-    from rtsearch.rl import deployed
+    from rtsearch.deploy import deployed
     run = deployed.load(os.path.join(cfg.out, "checkpoint.pt"))
     assert run.skip.widths != run.net.widths          # the static agent's channels are physically gone
     x, y = splits.val

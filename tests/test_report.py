@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import assert_usage_error, run_cli
-from rtsearch.search import report
+from rtsearch.search import summary as report
 from rtsearch.net.metrics import score
 
 
@@ -126,7 +126,8 @@ def test_a_tie_on_the_validation_score_goes_to_the_higher_validation_confidence(
     sw = summary["sweeps"]["0.5"]
     assert [t["trial_id"] for t in sw["trials"]] == ["b", "a", "old", "c"]
     assert sw["best"]["trial_id"] == "b" and sw["best"]["tiebreak"] == 0.93
-    assert "tied with 2 other trial(s)" in sw["best_chosen_by"] and "0.9300 against 0.9000 (`a`)" in sw["best_chosen_by"]
+    assert "tied with 2 other trial(s)" in sw["best_chosen_by"]
+    assert "0.9300 against 0.9000 (`a`)" in sw["best_chosen_by"]
     assert summary["selection"] == report.SELECTION and "tie" in report.SELECTION
     md = (folder / "summary.md").read_text()
     assert report.SELECTION in md and "Chosen by: highest best validation score (0.9600) among the 4 completed" in md
@@ -184,14 +185,15 @@ def test_the_summary_writes_the_mlflow_store_relative_to_the_working_folder(tmp_
 def test_the_best_trial_is_set_against_the_static_only_baseline(tmp_path):
     """A stored baseline puts one sentence in the summary and the closing lines: its test accuracy and
     the best completed trial's gain over it, called within noise unless it exceeds two binomial standard errors."""
-    from rtsearch.search import baseline
+    from rtsearch.search import sweep_baseline as baseline
     folder = make_sweep(tmp_path)
     metrics = {"accuracy": 0.90, "macs_ratio": 0.49, "macs_ratio_p95": 0.6, "params_ratio": 0.9, "score": 0.90,
                "feasible": True, "iters_to_best": 2, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-a"}
     add_trial(folder, "a", 0.5, 1.0, [row(1, 0.91, 0.5, 0.9, 0.5)], "completed", metrics)
     assert report.write(str(folder))["sweeps"]["0.5"]["baseline"] is None      # none stored: no sentence
     record = {"accuracy": 0.92, "macs_ratio": 0.48, "params_ratio": 0.45, "score": 0.92, "feasible": True,
-              "budget": 0.5, "epochs": 5, "test_images": 1000, "seconds": 9.0, "run_dir": "/x", "command": "python -m rtsearch.train ..."}
+              "budget": 0.5, "epochs": 5, "test_images": 1000, "seconds": 9.0, "run_dir": "/x",
+              "command": "python -m rtsearch.train ..."}
     report.write_json(baseline.path(str(folder), 0.5), record)
     summary = report.write(str(folder))
     assert summary["sweeps"]["0.5"]["best_minus_baseline"] == pytest.approx(-0.02)
@@ -207,7 +209,7 @@ def test_the_best_trial_is_set_against_the_static_only_baseline(tmp_path):
 @pytest.mark.study
 def test_baselines_study_reads_the_comparison_back_from_the_sweeps(tmp_path):
     from experiments import baselines_study as study
-    from rtsearch.search import baseline
+    from rtsearch.search import sweep_baseline as baseline
     folder = make_sweep(tmp_path)
     metrics = {"accuracy": 0.95, "macs_ratio": 0.49, "macs_ratio_p95": 0.6, "params_ratio": 0.9, "score": 0.95,
                "feasible": True, "iters_to_best": 1, "seconds": 30.0, "stored_bytes": 100, "mlflow_run_id": "r-a"}
@@ -218,13 +220,13 @@ def test_baselines_study_reads_the_comparison_back_from_the_sweeps(tmp_path):
     report.write(str(folder))
     out = tmp_path / "make-run.md"
     assert study.main([str(folder), "--report", str(out)]) == 0
-    assert "| `demo` | both agents | 0.5 | 0 | `a` | 0.9500 | 0.4900 | 0.9000 | 0.4800 | +0.0500 | 0.0117 | better | 123 s |" in \
-        out.read_text()
+    assert ("| `demo` | both agents | 0.5 | 0 | `a` | 0.9500 | 0.4900 | 0.9000 | 0.4800 | +0.0500 | 0.0117 "
+            "| better | 123 s |") in out.read_text()
     assert study.main([str(tmp_path), "--report", str(out)]) == 2       # not a sweep folder
 
 
 def test_the_parameter_budget_is_named_as_the_sweep_set_it():
-    from rtsearch.search.report import parameter_budget_text
+    from rtsearch.search.summary import parameter_budget_text
     assert parameter_budget_text({"param_budget": 0.6, "method": "ladder", "space": {}}) == "parameter budget 0.6"
     assert parameter_budget_text({"param_budget": None, "method": "ladder", "space": {"lr_rerun": "..."}}) \
         .startswith("parameter budget 1 (")

@@ -1,6 +1,6 @@
-"""The ladder's re-run choice: the threshold cascade within a budget (rtsearch.methods.ladder.best_cascade) and the re-run
-agent's env, calibration and reward (rtsearch.rl.rerun). The per-input oracle bound of experiments.robust is tested in
-test_robust_study.py."""
+"""The ladder's re-run choice: the threshold cascade within a budget (rtsearch.methods.ladder.best_cascade) and the
+re-run agent's env, calibration and reward (rtsearch.rl.rerun). The per-input oracle bound of experiments.robust is
+tested in test_robust_study.py."""
 import numpy as np
 import pytest
 

@@ -3,10 +3,10 @@ import os
 
 import torch
 
-from rtsearch.net.export import prune_static
+from rtsearch.net.surgery import prune_static
 from rtsearch.net.fast import SkipNet
 from rtsearch.net.models import build_model
-from rtsearch.rl.deployed import DeployedModel, FixedRatios
+from rtsearch.deploy.deployed import DeployedModel, FixedRatios
 from rtsearch.search import registry, tracking
 
 

@@ -166,7 +166,8 @@ def test_distill_fine_tunes_the_pruned_network_towards_the_dense_model(tmp_path)
     states = {}
     for name, extra in (("plain", []), ("kd", ["--distill"])):
         result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--method",
-                         "static-only", "--torch-pruning-l1", "--iterations", "1", "--out", str(tmp_path / name), *extra)
+                         "static-only", "--torch-pruning-l1", "--iterations", "1", "--out", str(tmp_path / name),
+                         *extra)
         assert result.returncode == 0, result.stderr
         states[name] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["state_dict"]
     assert json.loads((tmp_path / "kd" / "metrics.json").read_text())["config"]["distill"] is True

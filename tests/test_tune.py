@@ -20,8 +20,8 @@ from conftest import assert_usage_error, tune_refused
 from rtsearch import methods
 from rtsearch.search import space
 
-TINY = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1", "--max-iterations", "2",
-        "--num-cpus", "2"]
+TINY = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1",
+        "--max-iterations", "2", "--num-cpus", "2"]
 # the same with both agents (no --fixed-ratios): a sweep of the method itself
 TINY_AGENTS = [a for a in TINY if a != "--fixed-ratios"]
 DEFAULT_SPACE = space.default_path(methods.get("both"))
@@ -158,7 +158,8 @@ def check_best_follows_the_rule(sweep, out=None, md=None):
     (["--budget", "0.5", "--fixed-ratios"], ["--fixed-ratios", "default method, ladder", "--method both"]),
     (["--budget", "0.5", "--address", "127.0.0.1:x"], ["--address", "HOST:PORT"]),
     (["--budget-range", "0.05:0.2", "--method", "ladder"], ["--method ladder", "--budget-range"]),
-    (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE], ["lr_runtime does nothing", "ladder.yaml", "--method both"]),
+    (["--budget", "0.08", "--method", "ladder", "--space", DEFAULT_SPACE],
+     ["lr_runtime does nothing", "ladder.yaml", "--method both"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache, monkeypatch):
     assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, *args), *words)
@@ -223,7 +224,8 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     assert any(t["attempts"] == 3 and t["status"] == "completed" for t in trials), trials
     assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
     assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
-    assert min(trials, key=lambda t: t["started"])["config"] == space.load(DEFAULT_SPACE).without("param_budget").defaults()
+    first = min(trials, key=lambda t: t["started"])
+    assert first["config"] == space.load(DEFAULT_SPACE).without("param_budget").defaults()
     # fixed-ratio trials are baselines themselves: no static-only baseline is run beside them
     assert sweep["baseline"] is None and not os.path.exists(os.path.join(results, "baselines"))
     assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
@@ -403,7 +405,7 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     check_registered_models(mlflow_server, "http", summary, tmp_path)
     # A budget that finished before its baseline ran (an older sweep, or one killed right then) runs it on
     # --resume, once, and its parent run gets the figures; a budget that has one keeps it.
-    from rtsearch.search import baseline
+    from rtsearch.search import sweep_baseline as baseline
     os.remove(baseline.path(results, 0.3))
     again = ok(tune(tmp_path, cache, "--name", "http", "--resume", timeout=180))
     assert "[budget 0.3] baseline: fixed-ratio" in again and "[budget 0.5] baseline" not in again
@@ -435,8 +437,8 @@ def check_baselines(summary, parents, results, cwd, cache):
     base = summary["sweeps"]["0.3"]["baseline"]
     args = shlex.split(base["command"])[3:]
     args[args.index("--out") + 1] = "again"
-    again = subprocess.run([sys.executable, "-m", "rtsearch.train", *args], cwd=cwd, env=dict(os.environ, RTSEARCH_CACHE=cache), capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run([sys.executable, "-m", "rtsearch.train", *args], cwd=cwd,
+                           env=dict(os.environ, RTSEARCH_CACHE=cache), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.load(open(cwd / "again" / "metrics.json"))["accuracy"] == pytest.approx(base["accuracy"])
 
@@ -453,7 +455,7 @@ def check_registered_models(uri, name, summary, cwd):
 
     from rtsearch import data
     from rtsearch.net.supervised import policy_forward
-    from rtsearch.rl import deployed
+    from rtsearch.deploy import deployed
     client = MlflowClient(uri)
     assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
     mlflow.set_tracking_uri(uri)

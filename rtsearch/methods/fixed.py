@@ -16,7 +16,7 @@ from rtsearch.net import checkpoint, magnitude
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
-from rtsearch.rl import deployed
+from rtsearch.deploy import deployed
 from rtsearch.rl.record import RunRecord, finish
 
 # the settings a fixed-ratio run uses beyond every method's (rtsearch.methods.base.COMMON)
@@ -36,7 +36,7 @@ def launch(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -
 
 
 def run(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
-    """The run end to end, and the deployed model of its best iteration (rtsearch.rl.deployed)."""
+    """The run end to end, and the deployed model of its best iteration (rtsearch.deploy.deployed)."""
     splits, net, dense_accuracy, teacher, _ = prepared(cfg, log)
     metrics = fine_tune(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
     deployed.write_model(os.path.join(cfg.out, "best.pt"), os.path.join(cfg.out, "deployed.pt"))

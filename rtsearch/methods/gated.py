@@ -1,6 +1,6 @@
 """The two agents on a gated network (`--method both`, docs/method.md §1-§3), and their one-agent variants
 (`runtime-only`, `static-only`): the training iteration of rtsearch.rl.loop from the cached dense model, then the
-deployed model of the best iteration (rtsearch.rl.deployed). With `--fixed-ratios` the same methods run as their
+deployed model of the best iteration (rtsearch.deploy.deployed). With `--fixed-ratios` the same methods run as their
 fixed-ratio peers (rtsearch.methods.fixed)."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import os
 from rtsearch.config import Pruning, RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.methods import fixed
-from rtsearch.methods.base import COMMON, Method, prepared, save_model
+from rtsearch.methods.base import COMMON, MANIFEST, Method, prepared, save_model
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
-from rtsearch.net.export import export
-from rtsearch.rl import deployed
+from rtsearch.net.surgery import export
+from rtsearch.deploy import deployed
 
 AGENTS = frozenset({"budget_range", "num_env_runners", "lstm", "lr_runtime", "lr_static", "beta_f", "eta_f", "beta_p",
                     "lam", "p_max", "warm_start", "finetune", "explore_std", "calibrate", "calibration_images"})
@@ -56,10 +56,12 @@ class Gated(Method):
         return metrics
 
     def export(self, folder: str, path: str, budget: float | None, out: str) -> str:
-        """At `budget`: the runtime policy calibrated onto it (rtsearch.rl.at_budget), measured on test; else the
-        storage-reduced model (static channels removed, rtsearch.net.export)."""
+        """At `budget`: the runtime policy calibrated onto it (rtsearch.deploy.at_budget), measured on test; else the
+        storage-reduced model (static channels removed, rtsearch.net.surgery)."""
+        if os.path.basename(path) == MANIFEST:      # any file of the folder: the best iteration's checkpoint
+            path = os.path.join(folder, "best.pt")
         if budget is not None:
-            from rtsearch.rl.at_budget import calibrated
+            from rtsearch.deploy.at_budget import calibrated
             run, result = calibrated(path, budget)
             save_model(run.model(), out)
             return (f"exported {out}: the deployed model at budget {budget:g}: test accuracy {result['accuracy']:.4f}, "
@@ -80,7 +82,7 @@ class Gated(Method):
                 f"dense), bytes {result['bytes']}, widths {result['widths']}")
 
     def traceable(self, model):
-        from rtsearch.rl.traced import TraceableModel
+        from rtsearch.deploy.traced import TraceableModel
         return TraceableModel(model)
 
 

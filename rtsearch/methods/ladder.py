@@ -8,8 +8,7 @@ runtime policy picks, per input, how far up the ladder to go.
 - **Re-run agent** (rtsearch.rl.rerun, RLlib PPO). Every input runs on the cheap rung. The agent reads that pass's
   class probabilities and keeps its answer or re-runs the input on one dearer rung, paying both. Rewarded on the
   training split (with `--agent-share`, on that share of it, which the rungs are not fine-tuned on), charged 1 for a
-  wrong answer (REWARD). On validation that beat the answer's cross-entropy at
-  budget 0.08 for each of three PPO seeds (results/ladder.md).
+  wrong answer (REWARD; why: docs/why.md).
 - **Iterations.** Each of its PPO iterations (`--agent-iterations`) is calibrated onto the budget and scored on
   validation. The best one is deployed.
 
@@ -26,7 +25,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -132,7 +131,8 @@ def best_cascade(levels: list[dict], budget: float, param_budget: float | None =
                 test, test_macs = per_input(cheap, wide, "test", threshold)
                 best = {"cheap_macs": cheap["macs_ratio"], "wide_macs": wide["macs_ratio"], "threshold": threshold,
                         "val_accuracy": val, "val_macs_ratio": val_macs, "accuracy": float(test.mean()),
-                        "macs_ratio": float(test_macs.mean()), "macs_ratio_cv": float(test_macs.std() / test_macs.mean()),
+                        "macs_ratio": float(test_macs.mean()),
+                        "macs_ratio_cv": float(test_macs.std() / test_macs.mean()),
                         "test_macs": test_macs}
     return best
 
@@ -210,26 +210,43 @@ def evaluate(model: LadderModel, x: torch.Tensor, y: torch.Tensor) -> dict:
                           "rung": choice.numpy()}}
 
 
-def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
-    """One ladder run end to end; returns the metrics written to <out>/metrics.json."""
-    from rtsearch.rl.ray_session import ensure_ray
+class Phases:
+    """Seconds of each phase of this process, for metrics.json."""
 
-    splits, net, dense_accuracy, _, _ = prepared(cfg, log, move=False)   # the rungs' outputs are computed on the CPU
-    cost = CostModel(net)
-    record = RunRecord(cfg, dense_accuracy, on_iteration, log)     # its clock runs from here, rungs included
-    phases, lap = {}, time.time()
+    def __init__(self):
+        self.seconds, self.lap = {}, time.time()
 
-    def phase(name: str) -> None:      # seconds of each phase of this process, for metrics.json
-        nonlocal lap
-        phases[name], lap = time.time() - lap, time.time()
-    rungs = train_rungs(cfg, log, resume)
-    phase("rungs")
-    record.started -= sum(r["metrics"]["seconds"] for r in rungs if r["read_back"])   # seconds: the whole run's
-    if cfg.agent_share > 0:     # the agent is rewarded on the share its rungs were never fine-tuned on
-        splits = replace(splits, train=data.split_off(splits.train, cfg.agent_share, cfg.seed)[1])
-    log("the rungs' outputs on the agent's training inputs and the validation and test splits ...")
-    outputs = [{**rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits), "params_ratio": r["metrics"]["params_ratio"]}
-               for r in rungs]
+    def end(self, name: str) -> None:
+        self.seconds[name], self.lap = time.time() - self.lap, time.time()
+
+
+@dataclass
+class Plan:
+    """The ladder the agent climbs: the cheap rung (levels[0]) and the dearer rungs it may re-run on, with what
+    each costs, and the threshold cascade on every rung, the rule the agent must beat."""
+    levels: list[dict]          # rung outputs (rung_outputs), cheap first
+    ladder: list[int]           # their indices among all rungs: action a re-runs on ladder[a]
+    extra: np.ndarray           # each level's added MACs ratio (0 for the cheap one)
+    base_macs: float            # what every input pays: the cheap rung and the policy
+    policy_macs: float          # the policy's MACs ratio
+    cascade: dict               # the threshold cascade's figures on the same rungs (not learned)
+    params: np.ndarray          # each level's params ratio
+    stored: np.ndarray          # each level's exported bytes
+    budget: float               # the MACs budget
+
+    @property
+    def spare(self) -> float:
+        """What the budget leaves for re-runs, on average."""
+        return self.budget - self.base_macs
+
+    def params_ratio_of(self, used: list[int], actor, dense_params: int) -> float:
+        """The rungs a policy uses, and the policy itself."""
+        return float(self.params[used].sum() + parameter_count(actor) / dense_params)
+
+
+def plan_ladder(cfg: RunConfig, cost: CostModel, outputs: list[dict], rungs: list[dict]) -> Plan:
+    """Choose the cheap rung (the best threshold cascade within the budget less the policy's MACs, within the
+    parameter budget beside the policy) and the dearer rungs the agent may re-run on (dearer_rungs)."""
     classes = outputs[0]["test"]["log_probs"].shape[1]
     hidden = [cfg.rerun_width] * 2
     policy_macs = lambda actions: mlp_macs([2 * classes + 1, *hidden, actions]) / cost.dense_macs   # noqa: E731
@@ -241,7 +258,8 @@ def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = Fals
     if choice is None:
         cheapest_pair = sum(sorted(o["params_ratio"] for o in outputs)[:2])
         raise UsageError(f"no pair of rungs fits --param-budget {limit:g} beside the re-run policy ({limit - room:.3f} "
-                         f"of the dense parameters; the cheapest two rungs take {cheapest_pair:.3f}): raise --param-budget")
+                         f"of the dense parameters; the cheapest two rungs take {cheapest_pair:.3f}): raise "
+                         f"--param-budget")
     macs_of = [o["macs_ratio"] for o in outputs]
     cheap = macs_of.index(choice["cheap_macs"])
     cascade_found = best_cascade(outputs, cfg.budget, limit)   # the rule the agent must beat, no policy to pay for
@@ -249,32 +267,35 @@ def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = Fals
     ladder = [cheap, *dearer_rungs(outputs, cheap, macs_of.index(choice["wide_macs"]), room)]   # action a: ladder[a]
     levels = [outputs[i] for i in ladder]
     extra = np.array([0.0] + [lv["macs_ratio"] for lv in levels[1:]], np.float32)
-    base_macs = levels[0]["macs_ratio"] + policy_macs(len(extra))
-    spare = cfg.budget - base_macs
+    return Plan(levels, ladder, extra, levels[0]["macs_ratio"] + policy_macs(len(extra)), policy_macs(len(extra)),
+                cascade_found, np.array([lv["params_ratio"] for lv in levels]),
+                np.array([rungs[i]["metrics"]["stored_bytes"] for i in ladder]), cfg.budget)
+
+
+def train_agent(cfg: RunConfig, plan: Plan, record: RunRecord, phases: Phases, dense_params: int) -> dict:
+    """The re-run agent's PPO iterations (rtsearch.rl.rerun), each calibrated onto the budget and scored on
+    validation; returns the best iteration's policy (`actor`), its calibration `shift` and the levels it `used`."""
+    from rtsearch.rl.ray_session import ensure_ray
+
+    levels, extra, spare = plan.levels, plan.extra, plan.spare
     obs = {s: rerun.features(levels[0][s]["log_probs"]) for s in ("train", "val")}
     ce, right = rerun.choices(levels, 0, "train")
     _, val_right = rerun.choices(levels, 0, "val")
-    params = np.array([lv["params_ratio"] for lv in levels])
-    stored = np.array([rungs[i]["metrics"]["stored_bytes"] for i in ladder])
-    best = {}
-
-    def params_ratio_of(used: list[int], actor) -> float:     # the rungs a policy uses, and the policy itself
-        return float(params[used].sum() + parameter_count(actor) / cost.dense_params)
+    best, lap = {}, {}
 
     def after_iteration(iteration: int, actor, beta: float) -> None:
-        nonlocal iteration_lap
         logits = rerun.action_logits(actor, obs["val"])
         shift = rerun.calibration_shift(logits, extra, spare)
         action = rerun.greedy(logits, extra, shift)
-        macs = base_macs + extra[action]
+        macs = plan.base_macs + extra[action]
         used = sorted({0, *action.tolist()})
         val = {"accuracy": float(val_right[np.arange(len(action)), action].mean()), "macs_ratio": float(macs.mean()),
                "macs_ratio_p95": float(np.percentile(macs, 95))}
-        timing = {"seconds_agent": time.time() - iteration_lap}     # this iteration's PPO update and validation
+        timing = {"seconds_agent": time.time() - lap["iteration"]}     # this iteration's PPO update and validation
         if iteration == 1:                                   # the rungs, on the first row only (a sweep sums rows)
-            timing["seconds_rungs"] = phases["rungs"] + phases["outputs"]
-        iteration_lap = time.time()
-        row = record.scored(val, params_ratio_of(used, actor),
+            timing["seconds_rungs"] = phases.seconds["rungs"] + phases.seconds["outputs"]
+        lap["iteration"] = time.time()
+        row = record.scored(val, plan.params_ratio_of(used, actor, dense_params),
                             {"beta": beta, "shift": shift, "rerun_share": float((action > 0).mean()), **timing})
         record.history.append(row)
         if record.best_row is row:
@@ -282,11 +303,11 @@ def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = Fals
         record.announce(row, cfg.agent_iterations)
 
     started = ensure_ray(cfg.num_env_runners)
-    phase("outputs")
-    iteration_lap = time.time()
+    phases.end("outputs")
+    lap["iteration"] = time.time()
     try:
-        log(f"the re-run agent: cheap rung MACs {levels[0]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
-            f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
+        record.log(f"the re-run agent: cheap rung MACs {levels[0]['macs_ratio']:.4f}, {len(extra) - 1} dearer rungs, "
+                   f"{cfg.agent_iterations} PPO iterations on {len(obs['train'])} training inputs ...")
         rerun.train_agent(obs["train"], rerun.charge(ce, right, REWARD), extra, spare, obs["val"], cfg.seed,
                           cfg.agent_iterations, lr=cfg.lr_rerun, entropy=cfg.entropy_rerun, width=cfg.rerun_width,
                           num_env_runners=cfg.num_env_runners, after_iteration=after_iteration)
@@ -294,26 +315,53 @@ def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = Fals
         if started:
             import ray
             ray.shutdown()
-    phase("agent")
-    used = best["used"]
+    phases.end("agent")
+    return best
+
+
+def deploy(cfg: RunConfig, plan: Plan, best: dict, rungs: list[dict], splits, record: RunRecord, phases: Phases,
+           dense_params: int) -> dict:
+    """deployed.pt (a LadderModel of the best iteration), its test figures and test_per_input.npz; the metrics."""
+    used, levels, extra = best["used"], plan.levels, plan.extra
     model = LadderModel([levels[a]["model"] for a in used], best["actor"], used, extra[used].tolist(),
-                        best["shift"], (base_macs + extra[used]).tolist())
+                        best["shift"], (plan.base_macs + extra[used]).tolist())
     torch.save(model, os.path.join(cfg.out, "deployed.pt"))
     test = evaluate(model, *splits.test)
     np.savez(os.path.join(cfg.out, "test_per_input.npz"), **test.pop("per_input"))
-    phase("deploy and test")
-    params_ratio = params_ratio_of(used, best["actor"])
+    phases.end("deploy and test")
+    params_ratio = plan.params_ratio_of(used, best["actor"], dense_params)
     details = {"macs_ratio_cv": test["macs_ratio_std"] / test["macs_ratio"], "reward": REWARD,
-               "policy_macs_ratio": policy_macs(len(extra)), "policy_macs": POLICY_MACS_NOTE,
+               "policy_macs_ratio": plan.policy_macs, "policy_macs": POLICY_MACS_NOTE,
                "rungs": [{"budget": r["budget"], "macs_ratio": r["metrics"]["macs_ratio"],
-                          "params_ratio": r["metrics"]["params_ratio"], "accuracy": r["metrics"]["accuracy"]} for r in rungs],
-               "cheap_rung_macs_ratio": levels[0]["macs_ratio"], "phase_seconds": phases,
+                          "params_ratio": r["metrics"]["params_ratio"], "accuracy": r["metrics"]["accuracy"]}
+                         for r in rungs],
+               "cheap_rung_macs_ratio": levels[0]["macs_ratio"], "phase_seconds": phases.seconds,
                "agent_rungs_macs_ratio": [lv["macs_ratio"] for lv in levels[1:]],
-               "deployed_rungs_macs_ratio": [levels[a]["macs_ratio"] for a in used], "cascade": cascade_found}
+               "deployed_rungs_macs_ratio": [levels[a]["macs_ratio"] for a in used], "cascade": plan.cascade}
     if splits.holdout is not None:      # the search's second look at its top trials (data.hold_out)
         details["holdout"] = record.holdout(evaluate(model, *splits.holdout), len(splits.holdout[1]), params_ratio)
-    stored_bytes = int(stored[used].sum()) + 4 * parameter_count(best["actor"])   # the rungs' exported models, float32 policy
+    stored_bytes = int(plan.stored[used].sum()) + 4 * parameter_count(best["actor"])   # float32 policy
     return record.finish(test, params_ratio, stored_bytes, details)
+
+
+def run_ladder(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
+    """One ladder run end to end, as named phases: the rungs, their outputs and the plan, the re-run agent, the
+    deployed model; returns the metrics written to <out>/metrics.json."""
+    splits, net, dense_accuracy, _, _ = prepared(cfg, log, move=False)   # the rungs' outputs are computed on the CPU
+    cost = CostModel(net)
+    record = RunRecord(cfg, dense_accuracy, on_iteration, log)     # its clock runs from here, rungs included
+    phases = Phases()
+    rungs = train_rungs(cfg, log, resume)
+    phases.end("rungs")
+    record.started -= sum(r["metrics"]["seconds"] for r in rungs if r["read_back"])   # seconds: the whole run's
+    if cfg.agent_share > 0:     # the agent is rewarded on the share its rungs were never fine-tuned on
+        splits = replace(splits, train=data.split_off(splits.train, cfg.agent_share, cfg.seed)[1])
+    log("the rungs' outputs on the agent's training inputs and the validation and test splits ...")
+    outputs = [{**rung_outputs(r["out"], r["metrics"]["macs_ratio"], splits),
+                "params_ratio": r["metrics"]["params_ratio"]} for r in rungs]
+    plan = plan_ladder(cfg, cost, outputs, rungs)
+    best = train_agent(cfg, plan, record, phases, cost.dense_params)
+    return deploy(cfg, plan, best, rungs, splits, record, phases, cost.dense_params)
 
 
 class TraceableLadder(torch.nn.Module):
@@ -322,7 +370,7 @@ class TraceableLadder(torch.nn.Module):
 
     def __init__(self, model: LadderModel):
         super().__init__()
-        from rtsearch.rl.traced import TraceableModel
+        from rtsearch.deploy.traced import TraceableModel
         self.rungs = torch.nn.ModuleList([TraceableModel(rung) for rung in model.rungs])
         self.actor, self.shift, self.input_shape = model.actor, model.shift, model.rungs[0].input_shape
         self.register_buffer("actions", torch.tensor(model.actions, dtype=torch.long))
@@ -370,9 +418,10 @@ class Ladder(Method):
     sweep_iterations = RunConfig.agent_iterations
     space_file = "ladder.yaml"
     swept = True
-    sweep_note = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 rungs, "
-                  "then reports every PPO iteration of its agent)")
-    unset_param_budget = "parameter budget 1 (the rungs a ladder keeps and its policy store no more than the dense model)"
+    sweep_note = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 "
+                  "rungs, then reports every PPO iteration of its agent)")
+    unset_param_budget = ("parameter budget 1 (the rungs a ladder keeps and its policy store no more than the dense "
+                          "model)")
     resume_may_change = ("param_budget",)       # its agent is trained again under the new cap
 
     def run(self, cfg: RunConfig, on_iteration, log, resume: bool) -> dict:

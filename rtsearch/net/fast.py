@@ -13,8 +13,8 @@ deployable twin of a gated network under static ratios:
 - at each layer only the kept filters are computed, and the next layer reads only those channels.
 
 One input runs at a time on the skip path (the keep set is per input); `forward` loops over a batch.
-A runtime policy is a callable `(t, importance (1, C_t), kept) -> ratio (a float32 number)`, where `kept` lists the channels
-computed at the layers before t (a policy with `observes_importance = False` gets None for the importance,
+A runtime policy is a callable `(t, importance (1, C_t), kept) -> ratio (a float32 number)`, where `kept` lists
+the channels computed at the layers before t (a policy with `observes_importance = False` gets None for the importance,
 which then is not computed at lam = 0); no policy means runtime ratio 0 everywhere.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from rtsearch.net.export import prune_static
+from rtsearch.net.surgery import prune_static
 from rtsearch.net.models import GatedNet, ResidualSegment
 from rtsearch.net.pruning import EPS, keep_count_of
 

@@ -31,7 +31,8 @@ def l1_pruned(net: GatedNet, keep_counts) -> GatedNet:
             model, example_inputs=torch.zeros(1, *model.input_shape, device=where),
             importance=tp.importance.MagnitudeImportance(p=1),
             # Torch-Pruning keeps int(C (1 - ratio)) channels: half a channel over k keeps exactly k
-            pruning_ratio_dict={g.conv: 1.0 - (int(k) + 0.5) / g.out_channels for g, k in zip(model.gates, keep_counts)},
+            pruning_ratio_dict={g.conv: 1.0 - (int(k) + 0.5) / g.out_channels
+                                for g, k in zip(model.gates, keep_counts)},
             ignored_layers=[m for m in model.modules()
                             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m not in gate_convs],
             unwrapped_parameters=[(g.static_importance, 0) for g in model.gates])

@@ -9,9 +9,8 @@ MACs at that budget, and interpolated linearly in log-budget in between. The val
 range run is the mean over the evaluation budgets; its test figures are given at each of them.
 
 BatchNorm statistics are kept per evaluation budget too: one network fine-tuned across widths has
-running statistics that match none of them (measured: test accuracy 0.44 at budget 0.2 and 0.79 at
-0.5 with the shared statistics, 0.84 and 0.94 once they were recomputed under the policy at each
-budget; the BN calibration of universally slimmable networks). After each fine-tuning round (which
+running statistics that match none of them (docs/why.md; the BN calibration of universally slimmable
+networks). After each fine-tuning round (which
 draws a budget from the range for every batch) they are recomputed under the policy at each
 evaluation budget; evaluation, the agents' rollouts and the
 deployed model use those of the nearest evaluation budget, and `rtsearch.export --budget` recomputes

@@ -10,7 +10,7 @@ budget is judged on: exploring rollouts spend more than their mean action (MACs 
 kept fractions), so steering by them would hold the deployed policy below its budget.
 
 Calibration: dual ascent alone lets the deployed policy drift a few points over the budget
-between updates (measured: 0.516 to 0.548 at budget 0.5). The deployed runtime policy is therefore
+between updates (docs/why.md). The deployed runtime policy is therefore
 the agent's ratios plus one shift, shared by all layers and inputs, found by bisection so that the
 validation MACs ratio meets the budget (`baseline.budget_shift`). The agent decides the allocation
 across layers and inputs; the shift sets its level. Fine-tuning uses the previous iteration's shift;
@@ -125,9 +125,8 @@ class Agents:
         """Set the shift that puts the validation MACs ratio on each evaluation budget; returns the
         agent's own (unshifted) MACs ratio at each, the figures dual ascent steers by; the search
         starts from each budget's previous shift. A range run first recomputes each budget's
-        BatchNorm statistics on `train_x` under its policy (again once its shift has moved: finding
-        the shift under the last round's statistics instead cost 0.003 to 0.018 of test accuracy,
-        results/any-budget-attempts.md version 5); the network is left with those of the top budget."""
+        BatchNorm statistics on `train_x` under its policy (again once its shift has moved; why:
+        docs/why.md); the network is left with those of the top budget."""
         ratios = torch.as_tensor(self.static_ratios)
         if self.cfg.calibration_images:
             x, y = x[:self.cfg.calibration_images], y[:self.cfg.calibration_images]
@@ -192,7 +191,7 @@ class Agents:
 
     def onto_budget(self, ratios: np.ndarray) -> np.ndarray:
         """A static-only run has nothing at run time to meet the MACs budget, and its agent's ratios
-        missed it by up to 0.02 (learned static-only runs at 0.15 and 0.08, results/agents-attempts.md): one
+        miss it (docs/why.md): one
         shift on every layer's ratio, as the calibration shifts the runtime agent's, puts the MACs
         ratio on the budget and keeps the params ratio within the parameter budget. Static MACs do
         not depend on the input, so the cost model counts them without data."""
@@ -247,7 +246,7 @@ def _env_steps(result: dict) -> int:
 def mixed(policy_at, budget_range, seed: int):
     """A Walk policy that follows `policy_at(budget)` for a budget drawn afresh (log-uniformly from the
     range) for every walk, i.e. every batch. Fine-tuning at a few fixed budgets only left the network
-    brittle in between (measured: 0.831 at budget 0.08 between 0.870 at 0.05 and 0.937 at 0.108)."""
+    brittle in between (docs/why.md)."""
     rng = np.random.default_rng(seed)
     memory = {"walk": None, "policy": None}
 
@@ -295,7 +294,8 @@ def finetune(cfg: RunConfig, net, splits, epochs: int, static_ratios, policy, se
 
 
 def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, resume=False, teacher=None) -> dict:
-    """Alternate both agents with fine-tuning for cfg.iterations; metrics of the best iteration on test."""
+    """Alternate both agents with fine-tuning for cfg.iterations, as named phases (warm-up, iterations, the test of
+    the best one); metrics of the best iteration on test."""
     net.lam = cfg.lam if cfg.predictors_kept else 0.0
     if cfg.agent_share > 0:     # the agents' share of the training split is never fine-tuned on
         splits = replace(splits, train=split_off(splits.train, cfg.agent_share, cfg.seed)[0])
@@ -305,84 +305,98 @@ def run_agents(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, r
     started_ray = ensure_ray(cfg.num_env_runners)
     cost = CostModel(net, predictors=cfg.predictors_kept)
     crew = Agents(cfg, net, cost)
-    agents_dir, best_agents_dir = os.path.join(cfg.out, "agents"), os.path.join(cfg.out, "agents_best")
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)
     try:
         if resume:
             record, state = RunRecord.resumed(cfg, dense_accuracy, on_iteration, log)
-            crew.resume(state, agents_dir)
+            crew.resume(state, os.path.join(cfg.out, "agents"))
         elif cfg.warmup_epochs:
-            # Adapt the dense network to the agents' starting point, so that the first rewards say
-            # something: at tight budgets the un-adapted network is near chance whatever they do.
-            static_start, runtime_start = crew.start
-            log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
-                f"runtime {runtime_start:.3f} on every layer")
-            def uniform_at(b):      # the uniform runtime ratio of budget b
-                return fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget, cfg.pruning)[1]))
-            warm = fixed_policy(torch.full((net.num_layers,), runtime_start))
-            if cfg.budget_range:    # the uniform ratio of a budget drawn from the range, one per batch
-                warm = mixed(uniform_at, cfg.budget_range, cfg.seed)
-            finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start), warm,
-                     seed=cfg.seed, policy_at=uniform_at, teacher=teacher)
+            warm_up(cfg, crew, net, cost, splits, teacher, log)
         while len(record.history) < cfg.iterations:
-            seconds, extra = {}, {}
-            tick = time.time()
-            extra.update(crew.train_runtime())
-            seconds["runtime"], tick = time.time() - tick, time.time()
-            extra.update(crew.train_static())
-            seconds["static"], tick = time.time() - tick, time.time()
-            policy = crew.runtime_policy()
-            if cfg.budget_range:    # fine-tuned across the range: a budget drawn per batch
-                policy = mixed(lambda b: crew.runtime_policy(budget=b), cfg.budget_range, cfg.seed + len(record.history))
-            ratios = torch.as_tensor(crew.static_ratios)
-            finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history),
-                     policy_at=lambda b: crew.runtime_policy(budget=b), teacher=teacher)
-            seconds["finetune"], tick = time.time() - tick, time.time()
-            own_macs = crew.calibrate(*splits.val, train_x=splits.train[0]) if crew.uses_runtime else None
-            curve = evaluate_at_each_budget(crew, net, cost, splits.val, ratios)
-            val = curve[-1]     # at the run's budget (a range's top); a range run scores the whole curve
-            seconds["eval"] = time.time() - tick
-            if not np.isfinite(val["accuracy"]) or not np.isfinite(val["macs_ratio"]):
-                raise FloatingPointError("validation metrics are not finite")
-            if crew.uses_runtime:
-                crew.dual_ascent(own_macs)
-                extra.update(agent_macs_ratio=own_macs[-1], runtime_shift=crew.runtime_shift)
-            params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
-            if cfg.budget_range:
-                extra.update(curve_of(curve, crew.eval_budgets, params_ratio, cfg.param_budget),
-                             betas=list(crew.betas), shifts=list(crew.shifts))
-            extra.update({f"seconds_{k}": v for k, v in seconds.items()})
-            extra["static_ratios"] = [round(float(r), 4) for r in crew.static_ratios]
-            if cfg.num_env_runners:
-                extra["env_runner_nodes"] = crew.runner_nodes()
-            extra["runtime_sparsity"] = val["runtime_sparsity"]
-            extra["runtime_sparsity_layers"] = val["runtime_sparsity_layers"]
-            crew.save(agents_dir)
-
-            def save_best(is_best: bool) -> None:
-                if is_best:
-                    crew.save(best_agents_dir)
-
-            record.iteration(net, crew.static_ratios, val, params_ratio, extra,
-                             run_state={"beta_f": crew.beta_f, "runtime_shift": crew.runtime_shift,
-                                        "betas": list(crew.betas), "shifts": list(crew.shifts),
-                                        "eval_budgets": list(crew.eval_budgets), "bn_stats": crew.bn_stats},
-                             before_checkpoint=save_best)
-        # The final test evaluation uses the best iteration's network, static ratios and agents.
-        final_beta_f = crew.beta_f
-        crew.resume(checkpoint.load(record.best_path), best_agents_dir)
-        extra = {"static_ratios": [float(r) for r in crew.static_ratios], "beta_f": final_beta_f,
-                 "runtime_shift": crew.runtime_shift,
-                 "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history) for p in PHASES}}
-        if cfg.budget_range:    # the test figures at every evaluation budget; the top-level ones at the range's top
-            ratios = torch.as_tensor(crew.static_ratios)
-            tested = evaluate_at_each_budget(crew, net, cost, splits.test, ratios)
-            params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
-            curve = curve_of(tested, crew.eval_budgets, params_ratio, cfg.param_budget)
-            extra.update(curve=curve["curve"], curve_score=curve["score"], curve_feasible=curve["feasible"],
-                         betas=list(crew.betas), shifts=list(crew.shifts))
-        return finish(record, net, splits, cost, torch.as_tensor(crew.static_ratios), crew.runtime_policy(), extra)
+            iterate(cfg, crew, net, cost, splits, record, teacher)
+        return best_on_test(cfg, crew, net, cost, splits, record)
     finally:
         crew.stop()
         if started_ray:
             ray.shutdown()
+
+
+def warm_up(cfg: RunConfig, crew: Agents, net, cost: CostModel, splits, teacher, log) -> None:
+    """Adapt the dense network to the agents' starting point, so that the first rewards say something: at tight
+    budgets the un-adapted network is near chance whatever they do."""
+    static_start, runtime_start = crew.start
+    log(f"warm-up: {cfg.warmup_epochs} fine-tuning epochs at static {static_start:.3f}, "
+        f"runtime {runtime_start:.3f} on every layer")
+
+    def uniform_at(b):      # the uniform runtime ratio of budget b
+        return fixed_policy(torch.full((net.num_layers,), agent_start(cost, b, cfg.param_budget, cfg.pruning)[1]))
+    warm = fixed_policy(torch.full((net.num_layers,), runtime_start))
+    if cfg.budget_range:    # the uniform ratio of a budget drawn from the range, one per batch
+        warm = mixed(uniform_at, cfg.budget_range, cfg.seed)
+    finetune(cfg, net, splits, cfg.warmup_epochs, torch.full((net.num_layers,), static_start), warm,
+             seed=cfg.seed, policy_at=uniform_at, teacher=teacher)
+
+
+def iterate(cfg: RunConfig, crew: Agents, net, cost: CostModel, splits, record: RunRecord, teacher) -> None:
+    """One training iteration: the runtime agent's update, the static agent's, fine-tuning, calibration and
+    validation; checkpointed (the agents too, and as the best where it is)."""
+    seconds, extra = {}, {}
+    tick = time.time()
+    extra.update(crew.train_runtime())
+    seconds["runtime"], tick = time.time() - tick, time.time()
+    extra.update(crew.train_static())
+    seconds["static"], tick = time.time() - tick, time.time()
+    policy = crew.runtime_policy()
+    if cfg.budget_range:    # fine-tuned across the range: a budget drawn per batch
+        policy = mixed(lambda b: crew.runtime_policy(budget=b), cfg.budget_range, cfg.seed + len(record.history))
+    ratios = torch.as_tensor(crew.static_ratios)
+    finetune(cfg, net, splits, cfg.finetune_epochs, ratios, policy, seed=cfg.seed + len(record.history),
+             policy_at=lambda b: crew.runtime_policy(budget=b), teacher=teacher)
+    seconds["finetune"], tick = time.time() - tick, time.time()
+    own_macs = crew.calibrate(*splits.val, train_x=splits.train[0]) if crew.uses_runtime else None
+    curve = evaluate_at_each_budget(crew, net, cost, splits.val, ratios)
+    val = curve[-1]     # at the run's budget (a range's top); a range run scores the whole curve
+    seconds["eval"] = time.time() - tick
+    if not np.isfinite(val["accuracy"]) or not np.isfinite(val["macs_ratio"]):
+        raise FloatingPointError("validation metrics are not finite")
+    if crew.uses_runtime:
+        crew.dual_ascent(own_macs)
+        extra.update(agent_macs_ratio=own_macs[-1], runtime_shift=crew.runtime_shift)
+    params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
+    if cfg.budget_range:
+        extra.update(curve_of(curve, crew.eval_budgets, params_ratio, cfg.param_budget),
+                     betas=list(crew.betas), shifts=list(crew.shifts))
+    extra.update({f"seconds_{k}": v for k, v in seconds.items()})
+    extra["static_ratios"] = [round(float(r), 4) for r in crew.static_ratios]
+    if cfg.num_env_runners:
+        extra["env_runner_nodes"] = crew.runner_nodes()
+    extra["runtime_sparsity"] = val["runtime_sparsity"]
+    extra["runtime_sparsity_layers"] = val["runtime_sparsity_layers"]
+    crew.save(os.path.join(cfg.out, "agents"))
+
+    def save_best(is_best: bool) -> None:
+        if is_best:
+            crew.save(os.path.join(cfg.out, "agents_best"))
+
+    record.iteration(net, crew.static_ratios, val, params_ratio, extra,
+                     run_state={"beta_f": crew.beta_f, "runtime_shift": crew.runtime_shift,
+                                "betas": list(crew.betas), "shifts": list(crew.shifts),
+                                "eval_budgets": list(crew.eval_budgets), "bn_stats": crew.bn_stats},
+                     before_checkpoint=save_best)
+
+
+def best_on_test(cfg: RunConfig, crew: Agents, net, cost: CostModel, splits, record: RunRecord) -> dict:
+    """The final test evaluation, with the best iteration's network, static ratios and agents; the metrics."""
+    final_beta_f = crew.beta_f
+    crew.resume(checkpoint.load(record.best_path), os.path.join(cfg.out, "agents_best"))
+    extra = {"static_ratios": [float(r) for r in crew.static_ratios], "beta_f": final_beta_f,
+             "runtime_shift": crew.runtime_shift,
+             "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history) for p in PHASES}}
+    if cfg.budget_range:    # the test figures at every evaluation budget; the top-level ones at the range's top
+        ratios = torch.as_tensor(crew.static_ratios)
+        tested = evaluate_at_each_budget(crew, net, cost, splits.test, ratios)
+        params_ratio = cost.params_ratio(static_kept_for(cost.widths, crew.static_ratios))
+        curve = curve_of(tested, crew.eval_budgets, params_ratio, cfg.param_budget)
+        extra.update(curve=curve["curve"], curve_score=curve["score"], curve_feasible=curve["feasible"],
+                     betas=list(crew.betas), shifts=list(crew.shifts))
+    return finish(record, net, splits, cost, torch.as_tensor(crew.static_ratios), crew.runtime_policy(), extra)

@@ -12,7 +12,7 @@ from rtsearch.config import RunConfig
 from rtsearch.storage import write_json
 from rtsearch.net import checkpoint
 from rtsearch.net.cost import CostModel
-from rtsearch.net.export import export
+from rtsearch.net.surgery import export
 from rtsearch.net.metrics import feasible, iters_to_best, score
 from rtsearch.net.supervised import evaluate
 
@@ -76,7 +76,7 @@ class RunRecord:
                "score": score(val["accuracy"], val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "feasible": feasible(val["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget),
                "seconds": self.seconds, **(extra or {})}
-        if "per_input" in val:      # the sweep's tie-breaker (search/report.py): finer than accuracy on a small split
+        if "per_input" in val:      # the sweep's tie-breaker (search/summary.py): finer than accuracy on a small split
             per = val["per_input"]
             row["correct_confidence"] = float((per["correct"].float() * per["confidence"].float()).mean())
         # the best validation score so far: what a trial is ranked by, at every step

@@ -103,7 +103,7 @@ class RerunVectorEnv(gym.vector.VectorEnv):
 
 
 def action_logits(actor: torch.nn.Module, obs: np.ndarray) -> np.ndarray:
-    """The actor's logits per input (actor: the plain torch layers of rtsearch.rl.deployed.actor_network)."""
+    """The actor's logits per input (actor: the plain torch layers of rtsearch.rl.actor.actor_network)."""
     with torch.no_grad():
         return actor(torch.as_tensor(obs)).numpy()
 
@@ -131,13 +131,14 @@ def train_agent(obs: np.ndarray, charged: np.ndarray, extra: np.ndarray, spare: 
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from rtsearch.rl.agents import agent_model_config, push_world
-    from rtsearch.rl.deployed import actor_network
+    from rtsearch.rl.actor import actor_network
 
     beta = 1.0 / max(spare, 1e-3)      # a first scale: one unit of charge per budget's worth of spare MACs
     config = (PPOConfig()
               .environment(RerunVectorEnv, env_config={"obs": obs, "ce": charged, "extra": extra, "beta": beta,
                                                        "seed": seed})
-              .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=ENVS, gym_env_vectorize_mode="vector_entry_point",
+              .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=ENVS,
+                           gym_env_vectorize_mode="vector_entry_point",
                            rollout_fragment_length=BATCHES_PER_ITERATION, batch_mode="truncate_episodes")
               .training(lr=lr, gamma=1.0, lambda_=1.0, train_batch_size_per_learner=ENVS * BATCHES_PER_ITERATION,
                         minibatch_size=ENVS * 2, num_epochs=4, entropy_coeff=entropy)

@@ -17,8 +17,8 @@ from ray.tune.schedulers import ASHAScheduler
 from rtsearch import device, methods, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
-from rtsearch.search import baseline as baselines
-from rtsearch.search import report, space as spaces
+from rtsearch.search import sweep_baseline as baselines
+from rtsearch.search import summary as report, space as spaces
 from rtsearch.search.names import budget_key, sweep_method
 from rtsearch.search.recorder import Recorder
 from rtsearch.search.trial import SCORE, trainable
@@ -121,8 +121,9 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
         tuner = tune.Tuner(
             wrapped,
             param_space={**space.to_tune(), "settings": settings},
-            tune_config=tune.TuneConfig(search_alg=make_searcher(s["search"], s["seed"], s["num_samples"],
-                                                                     space.defaults() if s.get("defaults_first") else None),
+            tune_config=tune.TuneConfig(search_alg=make_searcher(
+                                            s["search"], s["seed"], s["num_samples"],
+                                            space.defaults() if s.get("defaults_first") else None),
                                         scheduler=make_scheduler(s["max_iterations"]), num_samples=s["num_samples"],
                                         max_concurrent_trials=s["max_concurrent"],
                                         trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
@@ -177,7 +178,8 @@ def baseline_metrics(per: dict) -> dict:
     """The budget's static-only baseline as metrics of its MLflow parent run (none where it did not run)."""
     if not per.get("baseline"):
         return {}
-    return {"baseline_test_accuracy": per["baseline"]["accuracy"], "baseline_test_macs_ratio": per["baseline"]["macs_ratio"],
+    return {"baseline_test_accuracy": per["baseline"]["accuracy"],
+            "baseline_test_macs_ratio": per["baseline"]["macs_ratio"],
             **({"best_minus_baseline_accuracy": per["best_minus_baseline"]}
                if per.get("best_minus_baseline") is not None else {})}
 
@@ -242,7 +244,7 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": args.method,
         "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range,
-        "baseline": not args.no_baseline, "defaults_first": not args.no_defaults_first}}
+        "baseline": args.baseline, "defaults_first": args.defaults_first}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -321,39 +323,13 @@ def pretrain_dense(s: dict) -> None:
 
 
 def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
-    """Run (or with args.resume continue) the sweep `name` over `budgets`; the exit status."""
-    from rtsearch.search import tracking
+    """Run (or with args.resume continue) the sweep `name` over `budgets`, as named phases: its state, every check,
+    the budgets' Tune experiments, the summary; the exit status."""
     results_dir = os.path.abspath(os.path.join("results", name))
-    state_path = os.path.join(results_dir, report.SWEEP_FILE)
-    if args.resume:
-        if not os.path.isfile(state_path):
-            raise UsageError(f"--resume: no sweep named {name!r} in {results_dir}: pass the --name of an "
-                             f"interrupted sweep, or start one without --resume")
-        with open(state_path) as f:
-            state = json.load(f)
-        s = state["settings"]
-        if args.method and args.method != sweep_method(s):
-            raise UsageError(f"--resume continues sweep {name!r} with its stored method {sweep_method(s)}, "
-                             f"not {args.method}: drop --method, or start a new sweep with another --name")
-        if budgets is not None and sorted(budgets) != sorted(s["budgets"]):
-            raise UsageError(f"--resume continues sweep {name!r} at its stored budgets "
-                             f"{','.join(map(budget_key, s['budgets']))}, not {','.join(map(budget_key, budgets))}: "
-                             f"drop --budget, or start a new sweep with another --name")
-        print(f"resuming sweep {name!r} with its stored settings (budgets {', '.join(map(budget_key, s['budgets']))})",
-              flush=True)
-    else:
-        if os.path.exists(state_path):
-            raise UsageError(f"sweep {name!r} already exists in {results_dir}: pass --resume to continue it, "
-                             f"or --name to start another")
-        state = new_state(args, budgets, name)
-        state["command"] = "python -m rtsearch.tune " + shlex.join(argv)
-        s = state["settings"]
-    # Every check before any compute, and before results/<name>/ exists: a refused sweep leaves nothing behind.
-    if args.address:
-        check_address(args.address)                     # seconds, where ray.init would wait much longer
-    if s["mlflow_uri"]:
-        tracking.check_reachable(s["mlflow_uri"])        # an unreachable server fails here
-    storage.check_writable(s["storage_path"])
+    state = resumed_state(args, budgets, name, results_dir) if args.resume else fresh_state(args, budgets, name,
+                                                                                           results_dir, argv)
+    s = state["settings"]
+    check_reachable(args, s)
     todo = [b for b in s["budgets"] if not state["sweeps"].get(budget_key(b), {}).get("finished")]
     for budget in set(s["budgets"]) - set(todo):
         print(f"[budget {budget_key(budget)}] already finished", flush=True)
@@ -362,26 +338,78 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
                 and baselines.read(results_dir, b) is None]
     if catch_up:
         catch_up_baselines(state, results_dir, catch_up)
-    if not todo:
-        save_state(results_dir, state)
+    if todo:
+        run_budgets(args, state, todo, results_dir)
     else:
-        start_ray(args.address, args.num_cpus)
-        try:
-            if args.address:
-                check_store_shared(s["mlflow_uri"])
-                if not s["storage_path_given"]:
-                    print("note: with --address, pass --storage-path on a folder every node shares, so that trials "
-                          "find the dense model and each other's checkpoints", flush=True)
-            save_state(results_dir, state)
-            pretrain_dense(s)
-            for budget in todo:
-                run_budget(state, budget, results_dir, cluster=bool(args.address))
-        finally:
-            import ray
-            ray.shutdown()
+        save_state(results_dir, state)
+    return close(state, name, results_dir, time.time() - started)
+
+
+def resumed_state(args, budgets: list[float] | None, name: str, results_dir: str) -> dict:
+    """The stored state of the interrupted sweep `name`; a method or budgets other than its own are refused."""
+    state_path = os.path.join(results_dir, report.SWEEP_FILE)
+    if not os.path.isfile(state_path):
+        raise UsageError(f"--resume: no sweep named {name!r} in {results_dir}: pass the --name of an "
+                         f"interrupted sweep, or start one without --resume")
+    with open(state_path) as f:
+        state = json.load(f)
+    s = state["settings"]
+    if args.method and args.method != sweep_method(s):
+        raise UsageError(f"--resume continues sweep {name!r} with its stored method {sweep_method(s)}, "
+                         f"not {args.method}: drop --method, or start a new sweep with another --name")
+    if budgets is not None and sorted(budgets) != sorted(s["budgets"]):
+        raise UsageError(f"--resume continues sweep {name!r} at its stored budgets "
+                         f"{','.join(map(budget_key, s['budgets']))}, not {','.join(map(budget_key, budgets))}: "
+                         f"drop --budget, or start a new sweep with another --name")
+    print(f"resuming sweep {name!r} with its stored settings (budgets {', '.join(map(budget_key, s['budgets']))})",
+          flush=True)
+    return state
+
+
+def fresh_state(args, budgets: list[float], name: str, results_dir: str, argv: list[str]) -> dict:
+    """A new sweep's state; a name already taken is refused."""
+    if os.path.exists(os.path.join(results_dir, report.SWEEP_FILE)):
+        raise UsageError(f"sweep {name!r} already exists in {results_dir}: pass --resume to continue it, "
+                         f"or --name to start another")
+    state = new_state(args, budgets, name)
+    state["command"] = "python -m rtsearch.tune " + shlex.join(argv)
+    return state
+
+
+def check_reachable(args, s: dict) -> None:
+    """Every check before any compute, and before results/<name>/ exists: a refused sweep leaves nothing behind."""
+    from rtsearch.search import tracking
+    if args.address:
+        check_address(args.address)                     # seconds, where ray.init would wait much longer
+    if s["mlflow_uri"]:
+        tracking.check_reachable(s["mlflow_uri"])        # an unreachable server fails here
+    storage.check_writable(s["storage_path"])
+
+
+def run_budgets(args, state: dict, todo: list[float], results_dir: str) -> None:
+    """Ray up, the dense model cached once, then one Tune experiment per budget left to do."""
+    s = state["settings"]
+    start_ray(args.address, args.num_cpus)
+    try:
+        if args.address:
+            check_store_shared(s["mlflow_uri"])
+            if not s["storage_path_given"]:
+                print("note: with --address, pass --storage-path on a folder every node shares, so that trials "
+                      "find the dense model and each other's checkpoints", flush=True)
+        save_state(results_dir, state)
+        pretrain_dense(s)
+        for budget in todo:
+            run_budget(state, budget, results_dir, cluster=bool(args.address))
+    finally:
+        import ray
+        ray.shutdown()
+
+
+def close(state: dict, name: str, results_dir: str, seconds: float) -> int:
+    """The summary and its closing lines; the exit status (1 where a budget is unfinished or no trial completed)."""
     summary = report.write(results_dir)
     unfinished = [k for k, v in state["sweeps"].items() if not v.get("finished")]
-    print(report.closing_lines(summary, results_dir, summary["mlflow_uri"], time.time() - started), flush=True)
+    print(report.closing_lines(summary, results_dir, summary["mlflow_uri"], seconds), flush=True)
     if unfinished:
         print(f"sweep {name!r} did not finish budget(s) {', '.join(unfinished)}: continue it with "
               f"python -m rtsearch.tune --name {name} --resume", file=sys.stderr, flush=True)

@@ -9,7 +9,7 @@ import time
 
 from ray.tune import Callback
 
-from rtsearch.search import report
+from rtsearch.search import summary as report
 
 WAIT_NOTE_S = 60
 
@@ -25,7 +25,8 @@ class Recorder(Callback):
     def __init__(self, results_dir: str, budget: float, total: int, max_iterations: int, max_failures: int,
                  mlflow_uri: str | None, tag: str, experiment_path: str | None):
         self.results_dir, self.budget, self.total = results_dir, budget, total
-        self.max_iterations, self.max_failures, self.mlflow_uri, self.tag = max_iterations, max_failures, mlflow_uri, tag
+        self.max_iterations, self.max_failures = max_iterations, max_failures
+        self.mlflow_uri, self.tag = mlflow_uri, tag
         self.experiment_path = experiment_path if experiment_path and os.path.isabs(experiment_path) else None
         self._pending: dict = {}
         self._idle_since: float | None = None     # when the sweep last had pending trials and none running

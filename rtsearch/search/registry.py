@@ -1,14 +1,14 @@
 """The sweep's best model in the MLflow Model Registry.
 
 When a budget's sweep finishes, the best completed trial's deployed model (below; its child run holds
-it as deployed.pt) is logged to the budget's parent run as an MLflow PyTorch model, with a signature and an input example, registered under the
-experiment's name, and given the alias `best-<budget>` with the budget's point written "_" (MLflow
-aliases allow no "."; aliases, not the deprecated stages):
+it as deployed.pt) is logged to the budget's parent run as an MLflow PyTorch model, with a signature and an
+input example, registered under the experiment's name, and given the alias `best-<budget>` with the budget's
+point written "_" (MLflow aliases allow no "."; aliases, not the deprecated stages):
 
     mlflow.pytorch.load_model("models:/<name>@best-0_5")(x)      # budget 0.5; logits, shape (batch, classes)
 
-What is packaged is the trial's deployed model, deployed.pt (rtsearch.rl.deployed.DeployedModel, written
-by every run), in the masked form MLflow can store as a torch.export program (rtsearch.rl.traced): the
+What is packaged is the trial's deployed model, deployed.pt (rtsearch.deploy.deployed.DeployedModel, written
+by every run), in the masked form MLflow can store as a torch.export program (rtsearch.deploy.traced): the
 network of its best iteration with the statically pruned channels removed, and its runtime policy
 (the runtime agent with its calibration shift, or a baseline's uniform ratios) choosing per input
 which channels count. It predicts what the trial evaluated; loading it needs neither rtsearch nor

@@ -1,12 +1,14 @@
 """How a sweep names its best trial: the validation ranking, then a second look at the top few
 trials on held-out training images that no trial saw (rtsearch.data.hold_out). `SELECTION` says it in
-words in every summary (rtsearch.search.report)."""
+words in every summary (rtsearch.search.summary)."""
 from __future__ import annotations
 
 import math
 
+from rtsearch.config import SweepConfig
+
 TOP_FEW = 3            # trials re-evaluated on the held-out images before the best is named
-HOLDOUT_SHARE = 0.15   # the share of the training split that no trial sees (rtsearch.data.hold_out)
+HOLDOUT_SHARE = SweepConfig.holdout_share   # the share of the training split no trial sees (rtsearch.data.hold_out)
 SELECTION = (f"Trials are ranked by their best validation score (the score the search maximised); a tie on that "
              f"score is broken by the higher correct-class confidence at the same iteration (validation split: mean "
              f"softmax probability of the predicted class where it is right, 0 where it is wrong), then by the earlier "

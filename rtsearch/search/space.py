@@ -120,8 +120,8 @@ class SearchSpace(dict):
 
     def to_dict(self) -> dict:
         """JSON form (stored with a sweep, so a resumed sweep searches exactly what it started with)."""
-        return {k: {f: getattr(d, f) for f in ("distribution", "low", "high", "q", "values") if getattr(d, f) is not None}
-                for k, d in self.items()}
+        fields = ("distribution", "low", "high", "q", "values")
+        return {k: {f: getattr(d, f) for f in fields if getattr(d, f) is not None} for k, d in self.items()}
 
 
 def from_dict(dims: dict, path: str) -> SearchSpace:
@@ -156,15 +156,8 @@ def _check_in_domain(where: str, key: str, value: float) -> None:
                          f"keep the range within {_allowed(key)}")
 
 
-def parse_dimension(key: str, spec, path: str) -> Dimension:
-    where = f"search space {path}, key {key!r}"
-    example = f"write e.g. {key}: {{distribution: uniform, low: 0.1, high: 0.9}}"
-    if isinstance(spec, (int, float, str)) and not isinstance(spec, bool):
-        value = _number(where, "the fixed value", spec, example)
-        _check_in_domain(where, key, value)
-        return Dimension(key, "fixed", values=(value,))
-    if not isinstance(spec, dict):
-        raise UsageError(f"{where}: expected a mapping with 'distribution' or a number, got {spec!r}: {example}")
+def _distribution(where: str, spec: dict, example: str) -> str:
+    """The spec's distribution, once it is a known one and the spec has exactly that distribution's fields."""
     dist = spec.get("distribution")
     if dist is None:
         raise UsageError(f"{where}: 'distribution' is missing: {example} (one of {', '.join(DISTRIBUTIONS)})")
@@ -178,16 +171,22 @@ def parse_dimension(key: str, spec, path: str) -> Dimension:
     if missing:
         raise UsageError(f"{where}: {dist} needs {', '.join(sorted(missing))}: "
                          f"give {', '.join(sorted(FIELDS[dist]))}")
-    if dist == "choice":
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise UsageError(f"{where}: choice needs a non-empty list, got {values!r}: write values: [a, b, c]")
-        numbers = tuple(_number(where, "every choice value", v, "list numbers only") for v in values)
-        if len(set(numbers)) != len(numbers):
-            raise UsageError(f"{where}: choice lists a value twice: list each value once")
-        for v in numbers:
-            _check_in_domain(where, key, v)
-        return Dimension(key, "choice", values=numbers)
+    return dist
+
+
+def _choice(where: str, key: str, values) -> Dimension:
+    if not isinstance(values, list) or not values:
+        raise UsageError(f"{where}: choice needs a non-empty list, got {values!r}: write values: [a, b, c]")
+    numbers = tuple(_number(where, "every choice value", v, "list numbers only") for v in values)
+    if len(set(numbers)) != len(numbers):
+        raise UsageError(f"{where}: choice lists a value twice: list each value once")
+    for v in numbers:
+        _check_in_domain(where, key, v)
+    return Dimension(key, "choice", values=numbers)
+
+
+def _range(where: str, key: str, dist: str, spec: dict) -> Dimension:
+    """A loguniform, uniform or quniform dimension: bounds in order and within the field's domain."""
     low = _number(where, "low", spec["low"], "give numeric bounds")
     high = _number(where, "high", spec["high"], "give numeric bounds")
     if low >= high:
@@ -207,6 +206,21 @@ def parse_dimension(key: str, spec, path: str) -> Dimension:
     return Dimension(key, dist, low=low, high=high, q=q)
 
 
+def parse_dimension(key: str, spec, path: str) -> Dimension:
+    where = f"search space {path}, key {key!r}"
+    example = f"write e.g. {key}: {{distribution: uniform, low: 0.1, high: 0.9}}"
+    if isinstance(spec, (int, float, str)) and not isinstance(spec, bool):
+        value = _number(where, "the fixed value", spec, example)
+        _check_in_domain(where, key, value)
+        return Dimension(key, "fixed", values=(value,))
+    if not isinstance(spec, dict):
+        raise UsageError(f"{where}: expected a mapping with 'distribution' or a number, got {spec!r}: {example}")
+    dist = _distribution(where, spec, example)
+    if dist == "choice":
+        return _choice(where, key, spec["values"])
+    return _range(where, key, dist, spec)
+
+
 def load(path: str) -> SearchSpace:
     """Read and validate a search space file; every problem is a one-line UsageError."""
     if not os.path.isfile(path):
@@ -222,7 +236,8 @@ def load(path: str) -> SearchSpace:
         raise UsageError(f"search space {path} is not valid YAML{at} ({problem}): fix the syntax, "
                          f"see search_spaces/default.yaml") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"search space {path} cannot be read ({type(e).__name__}): pass a readable YAML file") from None
+        raise UsageError(f"search space {path} cannot be read ({type(e).__name__}): "
+                         f"pass a readable YAML file") from None
     if raw is None:
         raise UsageError(f"search space {path} is empty: give at least one key, e.g. "
                          f"lam: {{distribution: uniform, low: 0.0, high: 1.0}}")

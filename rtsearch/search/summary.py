@@ -7,7 +7,7 @@ Layout (written by the sweep driver, rtsearch.tune, as results arrive):
     results/<name>/trials/<trial_id>/trial.json  budget, sampled config, status, start time, attempts, MLflow run id
     results/<name>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
     results/<name>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
-    results/<name>/baselines/b<budget>.json      the fixed-ratio static-only baseline's test figures (search/baseline.py)
+    results/<name>/baselines/b<budget>.json      the static-only baseline's test figures (search/sweep_baseline.py)
 
 Trials are ranked by their best validation score (what the search maximised); trials tied on it
 (a few hundred validation images make ties common) are ordered by the correct-class confidence of
@@ -30,7 +30,7 @@ from rtsearch import methods
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
 from rtsearch.storage import replacing, write_json
-from rtsearch.search import baseline as baselines
+from rtsearch.search import sweep_baseline as baselines
 from rtsearch.search.names import sweep_method
 from rtsearch.search.selection import (SELECTION, _g, _rank_key, chosen_by, format_config,  # noqa: F401 (re-exported)
                                       pick)
@@ -41,7 +41,8 @@ FINAL_STATES = ("completed", "stopped", "error")
 ROW_KEYS = ("iteration", "accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "seconds",
             "beta_f", "env_steps", "rollout_macs_ratio", "env_runner_nodes", "correct_confidence", "curve")
 PHASES = {"runtime": "runtime agent", "static": "static agent", "finetune": "fine-tuning", "eval": "evaluation",
-          "rungs": "ladder: its rungs, made and run on every split", "agent": "ladder: its re-run agent, trained and scored"}
+          "rungs": "ladder: its rungs, made and run on every split",
+          "agent": "ladder: its re-run agent, trained and scored"}
 STATUS_TEXT = {"completed": "completed", "stopped": "stopped early (ASHA)", "error": "failed", "running": "unfinished"}
 
 
@@ -140,7 +141,8 @@ def trial_summary(results_dir: str, record: dict) -> dict:
     if metrics is not None:
         t.update({k: metrics.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible",
                                               "stored_bytes", "iters_to_best", "seconds")})
-        t.update(split="test", test_score=metrics.get("score"), mlflow_run_id=metrics.get("mlflow_run_id") or t["mlflow_run_id"])
+        t.update(split="test", test_score=metrics.get("score"),
+                 mlflow_run_id=metrics.get("mlflow_run_id") or t["mlflow_run_id"])
         held = metrics.get("holdout") or {}
         t.update(holdout_score=held.get("score"), holdout_size=held.get("size"), curve=metrics.get("curve"))
     elif best is not None:
@@ -224,14 +226,16 @@ def parameter_budget_text(s: dict) -> str:
     return "parameter budget searched"
 
 
-def markdown(summary: dict) -> str:
+def _intro_lines(summary: dict) -> list[str]:
+    """The page's title, what was searched and how, its command, the MLflow experiment and how the best is chosen."""
     s = summary["settings"]
     lines = [f"# Sweep `{summary['name']}`", "",
              f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), ASHA on the validation "
              f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
              f"{methods.get(sweep_method(s)).sweep_note}"
              f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; {parameter_budget_text(s)}; "
-             f"space `{os.path.basename(s['space_path'])}`: " + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + "."
+             f"space `{os.path.basename(s['space_path'])}`: "
+             + "; ".join(f"{k} {v}" for k, v in s["space"].items()) + "."
              + (" The first trial of each budget runs `rtsearch.train`'s defaults of the searched keys (moved into "
                 "the space where they lie outside it)." if s.get("defaults_first") else ""),
              ""]
@@ -243,63 +247,89 @@ def markdown(summary: dict) -> str:
               f"How the best is chosen: {SELECTION} Trials are listed in the validation order. Accuracy, MACs ratio, "
               "params ratio and test score are on the test split for completed trials; for trials ASHA stopped "
               "early they are the validation figures of their best iteration (marked *).", ""]
-    for key, sw in summary["sweeps"].items():
-        c = sw["counts"]
-        lines += [f"## Budget {key}", ""]
-        if s.get("budget_range"):
-            lo, hi = s["budget_range"]
-            lines += [f"Every trial trains one model for every budget in {lo:g}:{hi:g} (`--budget-range`); its score "
-                      f"is the mean over the range's evaluation budgets, and the accuracy and MACs columns are at "
-                      f"the range's top, {hi:g}.", ""]
-        best = sw["best"]
-        if best:
-            lines += [f"**Best config**: trial `{best['trial_id']}` ({STATUS_TEXT[best['status']]}): "
-                      f"{format_config(best['config'])}  ", 
-                      f"score {_g(best['score'])} (validation), test score {_g(best['test_score'])}, accuracy "
-                      f"{_g(best['accuracy'])}, MACs ratio {_g(best['macs_ratio'], '.4f')}, params ratio "
-                      f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
-                      f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.  ",
-                      f"Chosen by: {sw['best_chosen_by']}.", ""]
-            if best.get("curve"):       # one model for a range of budgets: its test figures at each
-                lines += ["The best trial's model at each evaluation budget of its range (test split):", "",
-                          "| budget | accuracy | MACs ratio | score |", "|---|---|---|---|"]
-                lines += [f"| {p['budget']:.3f} | {_g(p['accuracy'])} | {_g(p['macs_ratio'])} | {_g(p['score'])} |"
-                          for p in best["curve"]]
-                lines.append("")
-            if sw.get("baseline"):
-                lines += [f"{baseline_text(sw)} Its run: `{sw['baseline']['command']}`.", ""]
-        wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
-        lines += [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
-                  f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"
-                  f"{'' if sw['finished'] else ' (sweep not finished: continue it with --resume)'}. "
-                  f"{sw['iterations']} iterations in all; **iterations to best for the sweep: "
-                  f"{_g(sw['sweep_iters_to_best'], 'd')}** (trials in start order, until the best trial reached its "
-                  f"best). Wall time {wall}.", ""]
-        keys = sorted({k for t in sw["trials"] for k in t["config"]})
-        lines += ["| rank | trial | status | score (val) | confidence (val) | score (held out) | accuracy | MACs ratio | "
-                  "params ratio | test score | feasible | iters to best | iterations | " + " | ".join(keys) + " |",
-                  "|" + "---|" * (13 + len(keys))]
-        for rank, t in enumerate(sw["trials"], 1):
-            m = "*" if t["split"] == "validation" else ""
-            lines.append(f"| {rank} | `{t['trial_id']}` | {STATUS_TEXT.get(t['status'], t['status'])} | "
-                         f"{_g(t['score'])} | {_g(t.get('tiebreak'))} | {_g(t.get('holdout_score'))} | "
-                         f"{_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
-                         f"{_g(t['params_ratio'])}{m} | {_g(t['test_score'])} | {_g(t['feasible'])}{m} | "
-                         f"{_g(t['iters_to_best'], 'd')} | {t['iterations']} | "
-                         + " | ".join(_g(t["config"].get(k), ".3g") for k in keys) + " |")
-        failed = [t for t in sw["trials"] if t["status"] == "error"]
-        for t in failed:
-            lines.append(f"\nTrial `{t['trial_id']}` failed: {t['error']}")
-        lines += ["", f"Time: {sw['trial_seconds']:.0f} trial-seconds in all, {sw['reserved_cpu_seconds']:.0f} "
-                      f"reserved CPU-seconds ({summary['cpus_per_trial']} CPU(s) per trial).", ""]
-        if sw["phase_seconds"]:
-            lines += ["| phase | seconds (sum over trials) | reserved CPU-seconds |", "|---|---|---|"]
-            lines += [f"| {PHASES[p]} | {v:.1f} | {sw['phase_cpu_seconds'][p]:.1f} |" for p, v in sw["phase_seconds"].items()]
-        else:
-            lines.append("Time per phase (runtime agent, static agent, fine-tuning, evaluation): not recorded by "
-                         "these runs (fixed-ratio runs time whole iterations only).")
+    return lines
+
+
+def _best_lines(sw: dict) -> list[str]:
+    """One budget's best trial: its config and figures, its curve over a budget range, the baseline beside it."""
+    best = sw["best"]
+    if not best:
+        return []
+    lines = [f"**Best config**: trial `{best['trial_id']}` ({STATUS_TEXT[best['status']]}): "
+             f"{format_config(best['config'])}  ",
+             f"score {_g(best['score'])} (validation), test score {_g(best['test_score'])}, accuracy "
+             f"{_g(best['accuracy'])}, MACs ratio {_g(best['macs_ratio'], '.4f')}, params ratio "
+             f"{_g(best['params_ratio'], '.4f')}, {'feasible' if best['feasible'] else 'infeasible'}, "
+             f"iterations to best {_g(best['iters_to_best'], 'd')} of {best['iterations']}.  ",
+             f"Chosen by: {sw['best_chosen_by']}.", ""]
+    if best.get("curve"):       # one model for a range of budgets: its test figures at each
+        lines += ["The best trial's model at each evaluation budget of its range (test split):", "",
+                  "| budget | accuracy | MACs ratio | score |", "|---|---|---|---|"]
+        lines += [f"| {p['budget']:.3f} | {_g(p['accuracy'])} | {_g(p['macs_ratio'])} | {_g(p['score'])} |"
+                  for p in best["curve"]]
         lines.append("")
-    lines += ["## Pareto: best feasible trial per budget", ""]
+    if sw.get("baseline"):
+        lines += [f"{baseline_text(sw)} Its run: `{sw['baseline']['command']}`.", ""]
+    return lines
+
+
+def _trials_lines(sw: dict) -> list[str]:
+    """One budget's counts, iterations and wall time, then its table of trials and the failed trials' errors."""
+    c = sw["counts"]
+    wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
+    lines = [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
+             f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"
+             f"{'' if sw['finished'] else ' (sweep not finished: continue it with --resume)'}. "
+             f"{sw['iterations']} iterations in all; **iterations to best for the sweep: "
+             f"{_g(sw['sweep_iters_to_best'], 'd')}** (trials in start order, until the best trial reached its "
+             f"best). Wall time {wall}.", ""]
+    keys = sorted({k for t in sw["trials"] for k in t["config"]})
+    lines += ["| rank | trial | status | score (val) | confidence (val) | score (held out) | accuracy | MACs ratio | "
+              "params ratio | test score | feasible | iters to best | iterations | " + " | ".join(keys) + " |",
+              "|" + "---|" * (13 + len(keys))]
+    for rank, t in enumerate(sw["trials"], 1):
+        m = "*" if t["split"] == "validation" else ""
+        lines.append(f"| {rank} | `{t['trial_id']}` | {STATUS_TEXT.get(t['status'], t['status'])} | "
+                     f"{_g(t['score'])} | {_g(t.get('tiebreak'))} | {_g(t.get('holdout_score'))} | "
+                     f"{_g(t['accuracy'])}{m} | {_g(t['macs_ratio'])}{m} | "
+                     f"{_g(t['params_ratio'])}{m} | {_g(t['test_score'])} | {_g(t['feasible'])}{m} | "
+                     f"{_g(t['iters_to_best'], 'd')} | {t['iterations']} | "
+                     + " | ".join(_g(t["config"].get(k), ".3g") for k in keys) + " |")
+    failed = [t for t in sw["trials"] if t["status"] == "error"]
+    for t in failed:
+        lines.append(f"\nTrial `{t['trial_id']}` failed: {t['error']}")
+    return lines
+
+
+def _time_lines(sw: dict, cpus_per_trial) -> list[str]:
+    """One budget's trial-seconds and reserved CPU-seconds, in all and per phase where the runs recorded them."""
+    lines = ["", f"Time: {sw['trial_seconds']:.0f} trial-seconds in all, {sw['reserved_cpu_seconds']:.0f} "
+                 f"reserved CPU-seconds ({cpus_per_trial} CPU(s) per trial).", ""]
+    if sw["phase_seconds"]:
+        lines += ["| phase | seconds (sum over trials) | reserved CPU-seconds |", "|---|---|---|"]
+        lines += [f"| {PHASES[p]} | {v:.1f} | {sw['phase_cpu_seconds'][p]:.1f} |"
+                  for p, v in sw["phase_seconds"].items()]
+    else:
+        lines.append("Time per phase (runtime agent, static agent, fine-tuning, evaluation): not recorded by "
+                     "these runs (fixed-ratio runs time whole iterations only).")
+    lines.append("")
+    return lines
+
+
+def _budget_lines(summary: dict, key: str, sw: dict) -> list[str]:
+    """The section of one budget: its best trial, its trials and where the time went."""
+    s = summary["settings"]
+    lines = [f"## Budget {key}", ""]
+    if s.get("budget_range"):
+        lo, hi = s["budget_range"]
+        lines += [f"Every trial trains one model for every budget in {lo:g}:{hi:g} (`--budget-range`); its score "
+                  f"is the mean over the range's evaluation budgets, and the accuracy and MACs columns are at "
+                  f"the range's top, {hi:g}.", ""]
+    return lines + _best_lines(sw) + _trials_lines(sw) + _time_lines(sw, summary["cpus_per_trial"])
+
+
+def _pareto_lines(summary: dict) -> list[str]:
+    lines = ["## Pareto: best feasible trial per budget", ""]
     if summary["pareto"]:
         lines += ["| budget | trial | accuracy | MACs ratio | params ratio | test score | score (val) |",
                   "|---|---|---|---|---|---|---|"]
@@ -307,7 +337,14 @@ def markdown(summary: dict) -> str:
                   f"{_g(p['params_ratio'])} | {_g(p['test_score'])} | {_g(p['score'])} |" for p in summary["pareto"]]
     else:
         lines.append("No completed trial met its budgets (within 0.01).")
-    lines += ["", "![accuracy against MACs ratio](pareto.png)", ""]
+    return lines + ["", "![accuracy against MACs ratio](pareto.png)", ""]
+
+
+def markdown(summary: dict) -> str:
+    lines = _intro_lines(summary)
+    for key, sw in summary["sweeps"].items():
+        lines += _budget_lines(summary, key, sw)
+    lines += _pareto_lines(summary)
     return "\n".join(lines)
 
 
@@ -376,9 +413,11 @@ def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, secon
             continue
         lines.append(f"budget {key}: best config (trial {b['trial_id']}, {STATUS_TEXT[b['status']]}): "
                      f"{format_config(b['config'])}")
-        lines.append(f"  score {_g(b['score'])} (validation; test {_g(b['test_score'])}), accuracy {_g(b['accuracy'])}, "
+        lines.append(f"  score {_g(b['score'])} (validation; test {_g(b['test_score'])}), "
+                     f"accuracy {_g(b['accuracy'])}, "
                      f"MACs ratio {_g(b['macs_ratio'])}, params ratio {_g(b['params_ratio'])}, "
-                     f"{'feasible' if b['feasible'] else 'infeasible'}; iterations to best {_g(b['iters_to_best'], 'd')} "
+                     f"{'feasible' if b['feasible'] else 'infeasible'}; "
+                     f"iterations to best {_g(b['iters_to_best'], 'd')} "
                      f"(trial), {_g(sw['sweep_iters_to_best'], 'd')} (sweep)")
         lines.append(f"  chosen by: {sw['best_chosen_by']}")
         if sw.get("baseline"):

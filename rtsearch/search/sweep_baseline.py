@@ -29,7 +29,8 @@ def path(results_dir: str, budget: float) -> str:
 
 
 def wanted(settings: dict) -> bool:
-    return bool(settings.get("baseline", True)) and not settings.get("fixed_ratios") and not settings.get("budget_range")
+    return (bool(settings.get("baseline", True)) and not settings.get("fixed_ratios")
+            and not settings.get("budget_range"))
 
 
 def config(settings: dict, budget: float, out: str) -> RunConfig:

@@ -16,7 +16,7 @@ from rtsearch.net.cost import CostModel
 from rtsearch.net.fast import SkipNet
 from rtsearch.net.sandwich import recalibrate_bn
 from rtsearch.net.supervised import evaluate
-from rtsearch.rl import deployed
+from rtsearch.deploy import deployed
 
 
 def run_splits(config: dict):

@@ -23,10 +23,11 @@ from rtsearch.errors import UsageError
 from rtsearch.net import checkpoint
 from rtsearch.net.baseline import uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
-from rtsearch.net.export import prune_static
+from rtsearch.net.surgery import prune_static
 from rtsearch.net.fast import FastPolicy, SkipNet
 from rtsearch.net.models import GatedNet
 from rtsearch.rl import budgets
+from rtsearch.rl.actor import actor_network
 from rtsearch.rl.observations import (EPS, K_BINS, OBS_BOUND, MacsMeter, current_importance, layer_descriptors,
                                       observation_of)
 from rtsearch.storage import replacing
@@ -171,16 +172,6 @@ def resampling_matrix(channels: int, bins: int) -> torch.Tensor:
     return m
 
 
-def actor_network(module) -> Optional[torch.nn.Module]:
-    """The plain torch layers from observation to action-distribution inputs of a feed-forward PPO
-    module (its actor encoder, shared or separate, then its pi head), or None if it is built otherwise."""
-    encoder = getattr(module.encoder, "actor_encoder", None) or getattr(module.encoder, "encoder", None)
-    try:
-        return torch.nn.Sequential(encoder.net.mlp, module.pi.net.mlp)
-    except AttributeError:
-        return None
-
-
 class FixedRatios:
     """A uniform baseline's runtime ratios, one per layer; it never looks at the importances."""
     observes_importance = False
@@ -199,14 +190,14 @@ class DeployedModel(torch.nn.Module):
 
     def __init__(self, skip: SkipNet, policy: Optional[FastPolicy], input_shape, masked: GatedNet):
         super().__init__()
-        # `masked`: the same network in masked form, statically pruned (model.pt): rtsearch.rl.traced
+        # `masked`: the same network in masked form, statically pruned (model.pt): rtsearch.deploy.traced
         self.skip, self.masked, self.input_shape = skip, masked.eval(), tuple(input_shape)
         self.policy = policy.portable() if isinstance(policy, DeployedPolicy) else policy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One input: the skip path. A batch: the masked network with the policy run batched, measured
-        faster than the skip path input by input on CPU (results/latency.md; an LSTM agent, which cannot
-        run batched here, takes the skip path)."""
+        """One input: the skip path. A batch: the masked network with the policy run batched, faster than
+        the skip path input by input on CPU (docs/why.md; an LSTM agent, which cannot run batched here, takes
+        the skip path)."""
         lstm = isinstance(self.policy, DeployedPolicy) and self.policy.lean is None
         if x.shape[0] == 1 or self.policy is None or lstm:
             return self.skip(x, self.policy)

@@ -1,7 +1,7 @@
 """The deployed model in masked form, for the MLflow Model Registry.
 
 MLflow 3 stores a PyTorch model as a torch.export program (pt2) and loads pickled ones only where
-MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set. The skip path (rtsearch.rl.deployed.DeployedModel) changes
+MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set. The skip path (rtsearch.deploy.deployed.DeployedModel) changes
 tensor shapes with each input's keep counts, which a traced program cannot; `TraceableModel` keeps every
 shape fixed instead: the statically pruned channels are removed, every remaining channel is computed,
 and the runtime policy's choices are applied per input as masks, as the run's evaluation applied them.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from rtsearch.rl.deployed import DeployedModel, DeployedPolicy, FixedRatios, masked_forward
+from rtsearch.deploy.deployed import DeployedModel, DeployedPolicy, FixedRatios, masked_forward
 
 
 class TraceableModel(torch.nn.Module):

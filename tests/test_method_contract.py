@@ -1,0 +1,63 @@
+"""The contract every registered method keeps, end to end on a tiny run: `rtsearch.train` writes the manifest
+naming the method and its settings, `--resume` continues the run from it, `rtsearch.export` writes the deployed
+model from any file of the folder, and that model scores on the test split what metrics.json says, at its MACs."""
+import json
+
+import pytest
+import torch
+
+from conftest import check_deployed_model_scores_as_the_run, run_cli
+from rtsearch import data, methods
+
+TINY = {"ladder": ["--budget", "0.15", "--iterations", "1", "--agent-iterations", "2"],
+        "both": ["--budget", "0.3", "--iterations", "1"],
+        "runtime-only": ["--budget", "0.3", "--iterations", "1"],
+        "static-only": ["--budget", "0.3", "--iterations", "1"]}
+
+
+def test_every_registered_method_has_a_tiny_run_here():
+    assert set(TINY) == set(methods.names())
+
+
+def scores_as_the_run(name: str, out, model) -> None:
+    metrics = json.loads((out / "metrics.json").read_text())
+    if name == "ladder":
+        from rtsearch.methods.ladder import evaluate
+        test = evaluate(model, *data.load("digits", 0).test)
+        assert test["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
+        assert test["macs_ratio"] == pytest.approx(metrics["macs_ratio"], abs=1e-6)
+    else:
+        check_deployed_model_scores_as_the_run(out)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
+    out = tmp_path / name
+    args = ["--dataset", "digits", "--method", name, *TINY[name], "--out", str(out)]
+    first = run_cli("rtsearch.train", *args, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["method"] == name and manifest["config"]["out"] == str(out)
+    assert manifest["config"]["pruning"] == {"static": methods.get(name).pruning.static,
+                                             "runtime": methods.get(name).pruning.runtime}
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    again = run_cli("rtsearch.train", *args, "--resume", timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["iterations"] == metrics["iterations"]
+    if name != "ladder":        # continued from its last checkpoint: nothing left to train, the same best state
+        assert resumed["accuracy"] == metrics["accuracy"] and resumed["macs_ratio"] == metrics["macs_ratio"]
+
+    exported = run_cli("rtsearch.export", "--checkpoint", str(out / "run.json"), "--out", str(tmp_path / "x.pt"))
+    assert exported.returncode == 0, exported.stderr
+    written = torch.load(tmp_path / "x.pt", weights_only=False)
+    if name == "ladder":
+        scores_as_the_run(name, out, written)
+    else:       # the storage-reduced network of the best iteration; deployed.pt holds its runtime policy too
+        assert "params" in exported.stdout
+        scores_as_the_run(name, out, torch.load(out / "deployed.pt", weights_only=False))
+
+    other = run_cli("rtsearch.train", "--dataset", "digits", "--method",
+                    "ladder" if name != "ladder" else "both", "--resume", "--out", str(out), timeout=120)
+    assert other.returncode == 2 and "method" in other.stderr      # the manifest says what the folder holds
