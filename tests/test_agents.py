@@ -150,6 +150,7 @@ def test_lstm_runtime_agent(ray_session, net, splits):
         algo.stop()
 
 
+@pytest.mark.slow
 def test_remote_env_runner_gets_the_world(ray_session, net):
     """With a remote runner the world goes through the object store to the runner's env."""
     algo = agents.runtime_algo_config(cfg(num_env_runners=1), env_config(net), batch=B).build_algo()

@@ -2,6 +2,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from conftest import assert_usage_error, run_cli
 from rtsearch.bench_sampling import NoOpVectorEnv
@@ -24,9 +25,10 @@ def test_noop_env_has_the_runtime_env_spaces_and_next_step_autoreset():
         assert not terminated.any() and not reward.any() and obs.shape == (3, RUNTIME_OBS_DIM)
 
 
+@pytest.mark.slow
 def test_sampling_prints_real_and_noop_throughput_and_their_ratio():
     result = run_cli("rtsearch.bench", "--sampling", "--dataset", "digits", "--seconds", "2",
-                     "--train-iterations", "0", timeout=120)
+                     "--train-iterations", "0", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     match = re.search(r"runtime env: ([\d,]+) agent steps/s, no-op env: ([\d,]+) agent steps/s.*?; ratio ([\d.]+)",
                       result.stdout)
@@ -37,6 +39,7 @@ def test_sampling_prints_real_and_noop_throughput_and_their_ratio():
     assert "sampling only ratio" in result.stdout
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(tmp_path):
     assert_usage_error(run_cli("rtsearch.bench", "--dataset", "digits", timeout=60), "--sampling")
     assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--model", "nope", timeout=60), "nope")

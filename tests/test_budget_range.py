@@ -58,6 +58,7 @@ def export_at(run, budget: str, model_path) -> dict:
     return printed
 
 
+@pytest.mark.slow
 def test_one_model_serves_every_budget_in_its_range(range_run, tmp_path):
     out = range_run
     metrics = json.loads((out / "metrics.json").read_text())

@@ -5,6 +5,7 @@ import torch
 from rtsearch import data
 
 
+@pytest.mark.slow
 def test_mnist5k_is_real_stratified_and_reproducible():
     a, b, c = data.load("mnist5k", seed=0), data.load("mnist5k", seed=0), data.load("mnist5k", seed=1)
     assert [len(s[0]) for s in (a.train, a.val, a.test)] == [3500, 500, 1000]
@@ -46,6 +47,7 @@ def test_imagefolder_reads_images_and_names_an_unreadable_one(tmp_path):
         data.load("imagefolder", data_dir=str(tmp_path), image_size=16)
 
 
+@pytest.mark.slow
 def test_held_out_images_leave_the_training_split_and_a_run_scores_them(tmp_path):
     from rtsearch.config import RunConfig
     from rtsearch.methods import run

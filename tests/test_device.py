@@ -38,6 +38,7 @@ def test_resolve_is_the_one_decision():
     assert device.resolve("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.mark.slow
 @no_gpu
 def test_cpu_and_auto_give_the_same_numbers(tmp_path):
     metrics = []

@@ -95,6 +95,7 @@ def run_bench(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_latency_bench_refuses_a_corrupt_or_foreign_checkpoint(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
@@ -138,6 +139,7 @@ def test_latency_bench_times_every_row_and_meets_the_budget(tmp_path):
     assert "| latency / MACs |" in (tmp_path / "latency.md").read_text()
 
 
+@pytest.mark.slow
 def test_latency_profile_says_where_the_time_goes(tmp_path):
     out = tmp_path / "profile.md"
     result = run_bench("--profile", "--networks", "small:1,28,28", "--budgets", "0.15", "--batch-sizes", "4",
@@ -148,6 +150,7 @@ def test_latency_profile_says_where_the_time_goes(tmp_path):
     assert "- dense" in text and "- static-only, budget 0.15" in text and "convolution" in text
 
 
+@pytest.mark.slow
 def test_traceable_form_predicts_as_the_skip_path_and_exports():
     """The masked form MLflow stores (fixed shapes, the agent batched) gives the skip path's logits, and
     torch.export traces it with a free batch dimension."""

@@ -105,6 +105,13 @@ def test_no_module_in_experiments_shares_a_file_name_with_another_module():
     assert not clashes, "name the study module for what it studies (e.g. ladder_study.py):\n" + "\n".join(clashes)
 
 
+def test_no_two_modules_of_the_package_share_a_name():
+    modules = sorted(p for p in ROOT.rglob("*.py") if p.name not in {"__init__.py", "__main__.py"})
+    clashes = [f"{p.relative_to(ROOT.parent)} and {q.relative_to(ROOT.parent)}"
+               for i, p in enumerate(modules) for q in modules[i + 1:] if p.name == q.name]
+    assert not clashes, "name each module for what it holds where it lives:\n" + "\n".join(clashes)
+
+
 def test_every_module_has_a_known_layer():
     for module in MODULES:
         assert layer(module) in RANKS, f"{module}: put it in one of the packages {sorted(RANKS)}"

@@ -37,6 +37,7 @@ def test_l1_pruning_keeps_the_largest_channels_at_the_baseline_widths():
     assert net.widths == [16, 32, 32, 64, 64]      # the caller's network is untouched
 
 
+@pytest.mark.slow
 def test_l1_peer_run_lands_on_the_static_only_macs_and_deploys(tmp_path):
     runs = {}
     for name, extra in (("static", []), ("l1", ["--torch-pruning-l1"])):

@@ -103,6 +103,7 @@ def test_pareto_over_budgets_and_cli_regenerates(tmp_path):
     assert "| 0.3 | `t0.3` |" in (folder / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_cli_rejects_a_folder_without_a_sweep(tmp_path):
     assert_usage_error(run_cli("rtsearch.report", str(tmp_path), timeout=60), "sweep.json", "rtsearch.tune")
     assert_usage_error(run_cli("rtsearch.report", str(tmp_path / "nope"), timeout=60), "not a folder")

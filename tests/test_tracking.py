@@ -1,6 +1,7 @@
 """MLflow tracking rules against a real (SQLite) MLflow store: no server, no Ray, no training."""
 import os
 
+import pytest
 import torch
 
 from rtsearch.net.surgery import prune_static
@@ -78,6 +79,7 @@ def test_system_metrics_of_a_run(tmp_path):
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(keys), keys
 
 
+@pytest.mark.slow
 def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     import mlflow.pytorch
     from mlflow.tracking import MlflowClient

@@ -45,6 +45,7 @@ def test_bad_input_exits_2_with_one_line_from_the_shell():
     assert_usage_error(run_cli("rtsearch.train", "--budget", "0", timeout=60), "--budget", "(0, 1]")
 
 
+@pytest.mark.slow
 def test_empty_data_folder_exits_2(tmp_path):
     assert_usage_error(run_cli("rtsearch.train", "--dataset", "cifar100", "--data-dir", str(tmp_path)),
                        "cifar-100-python", str(tmp_path))
@@ -62,6 +63,7 @@ def test_corrupt_resume_checkpoint_exits_2(tmp_path):
                        "corrupt")
 
 
+@pytest.mark.slow
 def test_dense_cache_is_reused_and_says_so():
     first = run_cli("rtsearch.train", "--dataset", "digits", "--dense-only", "--seed", "7")
     assert first.returncode == 0, first.stderr
@@ -107,6 +109,7 @@ def test_image_folder_with_an_empty_class_folder_exits_2(tmp_path, empty):
                        str(root / empty), "holds no images")
 
 
+@pytest.mark.slow
 def test_dense_cache_is_keyed_by_the_data(tmp_path):
     # Two image folders, different classes, the same seed: each gets its own dense model.
     two = image_folder(tmp_path / "two", ["a", "b"])
@@ -134,6 +137,7 @@ def test_the_default_method_is_the_ladder():
     assert parse_args(["--num-env-runners", "2"])[0].num_env_runners == 2      # its re-run agent's rollout workers
 
 
+@pytest.mark.slow
 def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
     out = tmp_path / "fixed"
     base = ["--dataset", "digits", "--budget", "0.3", "--method", "both", "--fixed-ratios", "--lam", "0.2", "--out",
@@ -161,6 +165,7 @@ def test_fixed_ratio_run_resumes_and_honours_lam_and_finetune_epochs(tmp_path):
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
 
 
+@pytest.mark.slow
 def test_distill_fine_tunes_the_pruned_network_towards_the_dense_model(tmp_path):
     # Torch-Pruning removes channels first: the teacher is the dense model from before, whole
     states = {}
@@ -175,6 +180,7 @@ def test_distill_fine_tunes_the_pruned_network_towards_the_dense_model(tmp_path)
                if states["plain"][k].is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_learned_static_only_run_lands_on_its_macs_budget(tmp_path):
     # nothing prunes at run time: the static agent's ratios are shifted onto the MACs budget
     out = tmp_path / "static"

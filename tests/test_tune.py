@@ -186,6 +186,7 @@ def test_unreachable_address_exits_2_fast_before_any_training(tmp_path, cache, m
     assert time.time() - began < 30
 
 
+@pytest.mark.slow
 def test_remote_storage_is_checked_and_passed_through_untouched(tmp_path, cache):
     # No network here: the bucket cannot be reached, so the sweep stops before any compute; the URI
     # must not turn into a local folder named "s3:".
@@ -380,6 +381,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     assert float((got.argmax(1) == y).float().mean()) == pytest.approx(best["accuracy"])
 
 
+@pytest.mark.slow
 def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, mlflow_server):
     # both agents (not the fixed-ratio baseline), one iteration per trial
     out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3,0.5", "--param-budget",
