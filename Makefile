@@ -36,7 +36,7 @@ test: $(STAMP)
 # servers, anything over about 5 s) and `study` (the checks of experiments/); `make test` runs them all.
 check: $(STAMP)
 	$(PY) -m ruff check rtsearch experiments tests
-	$(PY) -m pytest -q -n 2 -m "not slow and not study"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow and not study"
 
 clean:
 	rm -rf runs mlruns.db mlruns .pytest_cache

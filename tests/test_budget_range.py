@@ -16,7 +16,7 @@ from rtsearch.rl import budgets
     (["--budget-range", "0.5:0.1"], ["--budget-range", "inverted"]),
     (["--budget-range", "0.2"], ["--budget-range", "LO:HI"]),
     (["--budget-range", "0.1:0.5", "--budget", "0.3"], ["--budget-range", "not both"]),
-    (["--budget-range", "0.1:0.5", "--fixed-ratios"], ["--budget-range", "--fixed-ratios"]),
+    (["--budget-range", "0.1:0.5", "--fixed-ratios", "--method", "both"], ["--budget-range", "--fixed-ratios"]),
     (["--budget-range", "0.1:0.5"], ["--budget-range", "default method, ladder", "--method both"]),
 ])
 def test_bad_ranges_exit_2_with_one_line(args, words):

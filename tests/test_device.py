@@ -15,6 +15,7 @@ from rtsearch import data, device
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
 
 
+@pytest.mark.slow
 @no_gpu
 @pytest.mark.parametrize("module, args, words", [
     ("rtsearch.train", ["--device", "cuda"], ["--device cuda", "no CUDA GPU"]),

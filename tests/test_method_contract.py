@@ -30,6 +30,7 @@ def scores_as_the_run(name: str, out, model) -> None:
         check_deployed_model_scores_as_the_run(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
     out = tmp_path / name

@@ -8,6 +8,7 @@ from rtsearch.net.surgery import prune_static
 from rtsearch.net.fast import SkipNet
 from rtsearch.net.models import build_model
 from rtsearch.deploy.deployed import DeployedModel, FixedRatios
+from rtsearch import methods
 from rtsearch.search import registry, tracking
 
 
@@ -95,7 +96,7 @@ def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     exp_id, parent = tracking.start_parent(uri, "demo", "demo budget 0.5", {"budget": 0.5}, {})
     child = trial_run(uri, exp_id, parent)
     tracking.log_artifacts(uri, child.run_id, [str(files / "deployed.pt")])
-    version = registry.register_best(uri, exp_id, parent, "demo", "0.5", child.run_id)
+    version = registry.register_best(uri, exp_id, parent, "demo", "0.5", child.run_id, methods.get("both"))
     assert str(MlflowClient(uri).get_model_version_by_alias("demo", "best-0_5").version) == version
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model("models:/demo@best-0_5")
@@ -110,5 +111,5 @@ def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     info = mlflow.models.get_model_info("models:/demo@best-0_5")
     assert info.signature is not None and info.saved_input_example_info is not None
     # a second registration (another sweep of the same name) moves the alias to its new version
-    again = registry.register_best(uri, exp_id, parent, "demo", "0.5", child.run_id)
+    again = registry.register_best(uri, exp_id, parent, "demo", "0.5", child.run_id, methods.get("both"))
     assert again != version and str(MlflowClient(uri).get_model_version_by_alias("demo", "best-0_5").version) == again

@@ -101,6 +101,7 @@ def image_folder(root, classes, per_class=6, seed=0):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("empty", ["c", ".hidden"])
 def test_image_folder_with_an_empty_class_folder_exits_2(tmp_path, empty):
     root = image_folder(tmp_path / "imgs", ["a", "b"])
