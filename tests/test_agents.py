@@ -15,6 +15,9 @@ from rtsearch.rl.observations import layer_descriptors
 from rtsearch.net.models import build_model
 from rtsearch.net.supervised import evaluate, policy_forward
 
+# every test needs the module's Ray session and PPO algorithm (11-24 s to set up): make test only
+pytestmark = pytest.mark.slow
+
 B = 32
 P_MAX = 0.9
 L = 5
@@ -150,7 +153,6 @@ def test_lstm_runtime_agent(ray_session, net, splits):
         algo.stop()
 
 
-@pytest.mark.slow
 def test_remote_env_runner_gets_the_world(ray_session, net):
     """With a remote runner the world goes through the object store to the runner's env."""
     algo = agents.runtime_algo_config(cfg(num_env_runners=1), env_config(net), batch=B).build_algo()

@@ -118,6 +118,7 @@ def test_cli_exports_and_reloads(tmp_path):
     assert str(sum(p.numel() for p in exported.parameters())) in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["corrupt", "missing"])
 def test_cli_bad_checkpoint(tmp_path, kind):
     ckpt = tmp_path / "checkpoint.pt"

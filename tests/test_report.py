@@ -89,6 +89,7 @@ def test_lost_trials_are_left_out(tmp_path):
     assert [t["trial_id"] for t in report.summarize(str(folder))["sweeps"]["0.5"]["trials"]] == ["a"]
 
 
+@pytest.mark.slow
 def test_pareto_over_budgets_and_cli_regenerates(tmp_path):
     folder = make_sweep(tmp_path, budgets=(0.3, 0.5), env_runners=2)
     for b, acc in ((0.3, 0.8), (0.5, 0.9)):

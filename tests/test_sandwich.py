@@ -1,5 +1,6 @@
 """Fine-tuning over widths (`--finetune sandwich`): the narrow paths learn, and BatchNorm statistics are
 recomputed under the policy that will be deployed."""
+import pytest
 import torch
 
 from rtsearch import data
@@ -28,6 +29,7 @@ def test_recalibrated_statistics_are_those_of_the_deployed_policy():
     assert not torch.allclose(net.gates[2].bn.running_mean, widest, atol=1e-2)   # another policy, other statistics
 
 
+@pytest.mark.slow
 def test_sandwich_fine_tuning_teaches_the_narrow_widths():
     torch.manual_seed(0)
     splits = data.load("digits", 0)
@@ -66,6 +68,7 @@ def test_a_range_runs_sandwich_trains_the_given_ends_and_leaves_statistics_to_th
         assert walked == {"top": batches, "bottom": batches, "agent": batches + recalibration_walks}
 
 
+@pytest.mark.slow
 def test_a_dense_teacher_is_distilled_from_and_left_unchanged():
     torch.manual_seed(0)
     splits = data.load("digits", 0)

@@ -30,6 +30,7 @@ def test_shown_uri_is_relative_to_the_working_folder_or_left_as_given(tmp_path):
     assert tracking.shown_uri(None, folder) is None
 
 
+@pytest.mark.slow
 def test_the_experiment_is_marked_as_model_training(tmp_path):
     from mlflow.tracking import MlflowClient
     uri = store(tmp_path)
@@ -41,6 +42,7 @@ def test_the_experiment_is_marked_as_model_training(tmp_path):
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+@pytest.mark.slow
 def test_a_rerun_iteration_leaves_one_value_per_step(tmp_path):
     from mlflow.tracking import MlflowClient
     uri = store(tmp_path)
@@ -61,6 +63,7 @@ def test_a_rerun_iteration_leaves_one_value_per_step(tmp_path):
     assert [m.value for m in MlflowClient(uri).get_metric_history(first.run_id, "test_score")] == [0.9]
 
 
+@pytest.mark.slow
 def test_system_metrics_of_a_run(tmp_path):
     import time
 
