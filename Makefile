@@ -29,7 +29,7 @@ run: $(STAMP)
 # `make test`: the whole suite, what CI runs (about 10-17 minutes on the 2-core machine).
 test: $(STAMP)
 	$(PY) -m ruff check rtsearch experiments tests
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 # `make check`: the fast tier, for every edit (under 2 minutes here): unit tests, refusals and a tiny
 # end-to-end run per method where one is that quick. It leaves out the tests marked `slow` (sweeps, clusters,
