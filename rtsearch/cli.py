@@ -37,12 +37,6 @@ def fraction(name: str):
     return parse
 
 
-def check_holdout_share(share: float) -> None:
-    """--holdout-share of rtsearch.train and rtsearch.tune: the share of the training split kept out."""
-    if not 0.0 <= share <= 0.5:
-        raise UsageError(f"--holdout-share must be in [0, 0.5], got {share:g}: pass e.g. --holdout-share 0.15")
-
-
 def add_config_flags(parser: argparse.ArgumentParser, config_class, texts: dict | None = None,
                      choices: dict | None = None, types: dict | None = None) -> None:
     """One flag per documented field of `config_class` (rtsearch.config: RunConfig, SweepConfig), in the field's

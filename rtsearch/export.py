@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     folder = os.path.dirname(os.path.abspath(args.checkpoint))
     if not os.path.isfile(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint} does not exist: pass the checkpoint.pt a run wrote")
-    method, _ = methods.of_folder(folder)
+    method = methods.of_folder(folder)
     print(method.export(folder, args.checkpoint, args.budget, args.out))
 
 

@@ -34,10 +34,9 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
-def of_folder(folder: str) -> tuple[Method, dict]:
-    """The method of the run in `folder` and its stored settings, from its manifest (UsageError if none)."""
-    manifest = read_manifest(folder)
-    return get(manifest["method"]), manifest["config"]
+def of_folder(folder: str) -> Method:
+    """The method of the run in `folder`, from its manifest (UsageError if none)."""
+    return get(read_manifest(folder)["method"])
 
 
 def checked(cfg: RunConfig, given: set[str] = frozenset(), chosen: bool = True) -> RunConfig:
