@@ -1,5 +1,5 @@
 """The first agents study: `python -m experiments.agents_first` runs the learned runs and the fixed-ratio baselines
-on mnist5k / small at budgets 0.5 to 0.08 and writes results/agents-first.md (experiments.agents_study).
+on mnist5k / small at budgets 0.5 to 0.08 and writes results/archive/agents-first.md (experiments.agents_study).
 The learned methods against every peer at tight budgets are `python -m experiments.peers_study`
 (results/agents.md)."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--param-budget", type=float, default=0.6)
     p.add_argument("--param-macs-budget", type=float, default=0.5)
-    p.add_argument("--report", default="results/agents-first.md")
+    p.add_argument("--report", default="results/archive/agents-first.md")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     p.add_argument("--uncalibrated", default=None,
                    help="a --runs folder of learned runs made with --no-calibrate, reported beside")

@@ -1,4 +1,4 @@
-"""The first agents study, behind results/agents-first.md (`python -m experiments.agents_first`).
+"""The first agents study, behind results/archive/agents-first.md (`python -m experiments.agents_first`).
 
 Runs, through the real command line, the learned runs and the fixed-ratio baselines on mnist5k /
 small for several budgets and seeds (a finished run is reused), then writes the comparison, the

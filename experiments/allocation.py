@@ -7,7 +7,7 @@ has none to find. A random search answers without agents: per range run and budg
 runtime ratios (the uniform ratio plus N(0, SPREAD) per layer, shifted onto the budget as the calibration
 shifts the agents' ratios), each with its BatchNorm statistics recomputed and scored on the validation
 split; the best on validation is then measured once on the test split, beside the uniform ratio. Each
-(run, budget) is written to allocation-B.json in the run's folder and reused. Writes results/allocation.md.
+(run, budget) is written to allocation-B.json in the run's folder and reused. Writes results/archive/allocation.md.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                    help="range runs' folders, {seed} replaced by each seed")
     p.add_argument("--budgets", default="0.08,0.05")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--report", default="results/allocation.md")
+    p.add_argument("--report", default="results/archive/allocation.md")
     args = p.parse_args(argv)
     results = [searched(args.runs.format(seed=int(s)), float(b))
                for s in args.seeds.split(",") for b in args.budgets.split(",")]

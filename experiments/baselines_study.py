@@ -1,5 +1,5 @@
 """Sweeps against their static-only baselines, one table: `python -m experiments.baselines_study
-results/<sweep> [results/<sweep> ...] --report results/make-run.md`.
+results/<sweep> [results/<sweep> ...] --report results/archive/make-run.md`.
 
 Reads each sweep's summary.json (rtsearch.tune writes it, with the fixed-ratio static-only baseline it
 ran after the trials) and lists per sweep and budget: the best trial's test accuracy and MACs ratio, the

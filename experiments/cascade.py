@@ -7,7 +7,7 @@ both. Per seed and budget, over every pair of the oracle's LEVELS widths whose c
 budget, the re-run share is the largest the budget allows, its confidence threshold is that quantile
 on the validation split, and the pair with the best validation accuracy is measured once on the test
 split (its mean MACs ratio there is reported: the threshold is carried over, not refitted). Compared
-with the same network at the uniform ratio meeting the budget. Writes results/cascade.md.
+with the same network at the uniform ratio meeting the budget. Writes results/archive/cascade.md.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.cascade", description=__doc__.splitlines()[0])
     p.add_argument("--budgets", default="0.15,0.08,0.05")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--report", default="results/cascade.md")
+    p.add_argument("--report", default="results/archive/cascade.md")
     args = p.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     rows = []

@@ -48,7 +48,7 @@ NON_LEARNED = ["uniform runtime-only", "uniform static-only", "Torch-Pruning L1"
 ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, CASCADE, ORACLE]
 ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What was tried to close the gap, and what "
             "each attempt measured, is in results/agents-attempts.md, with the studies it cites (results/widths.md, "
-            "results/allocation.md, results/band.md, results/cascade.md, results/rerun*.md, results/distill.md, "
+            "results/archive/allocation.md, results/archive/band.md, results/archive/cascade.md, results/archive/rerun*.md, results/distill.md, "
             "results/ladder*.md).")
 
 

@@ -14,7 +14,7 @@ split (the network was fine-tuned on it, so CE there is small at wide levels: th
 it is in the report), or with --agent-share on a share of it that the network's fine-tuning left out
 (networks fine-tuned so by experiments.robust.width_robust). With --reward error a wrong answer is
 charged 1 instead of its cross-entropy (and a right one 0). Measured once on the test split against the
-cascade and the uniform ratio. Writes results/rerun.md.
+cascade and the uniform ratio. Writes results/archive/rerun.md.
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
                         "rule) or the dense model (used when --networks has no network yet)")
     p.add_argument("--reward", choices=("ce", "error"), default="ce",
                    help="what a decision is charged besides its MACs: the answer's cross-entropy, or 1 if it is wrong")
-    p.add_argument("--report", default="results/rerun.md")
+    p.add_argument("--report", default="results/archive/rerun.md")
     args = p.parse_args(argv)
     budgets = [float(x) for x in args.budgets.split(",")]
     import ray
