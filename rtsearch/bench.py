@@ -17,9 +17,17 @@ first run given (rtsearch.bench_deployed), e.g. a ladder run against the Torch-P
 budget:
 
     python -m rtsearch.bench --deployed RUN RUN ... [--batch-sizes 1,64] [--threads 1] [--out FILE.md]
+
+`--pareto` is the comparison users need: it trains (or reuses) the dense model, Torch-Pruning L1 at six budgets,
+uniform static-only, the ladder and the two agents per backbone and seed, times each deployed model (one thread,
+batch 1 and 64) and writes test accuracy against latency and stored bytes, each method's front, and each learned
+point against Torch-Pruning L1 at equal latency (rtsearch.bench_pareto; results/pareto.md):
+
+    python -m rtsearch.bench --pareto [--models small,mcifarnet] [--seeds 0,1,2] [--kinds ...] [--out FILE.md]
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -44,9 +52,23 @@ def parse_args(argv=None):
                         "0 with --scaling)")
     p.add_argument("--no-sample-only", action="store_true", help="skip the sampling-only figure")
     p.add_argument("--latency", action="store_true", help="latency of the deployed model against its MACs")
+    p.add_argument("--pareto", action="store_true",
+                   help="train or reuse every method's runs and write accuracy against latency and stored bytes")
+    p.add_argument("--models", default="small,mcifarnet", help="with --pareto: backbones, comma-separated")
+    p.add_argument("--seeds", default="0,1,2", help="with --pareto: seeds, comma-separated")
+    p.add_argument("--kinds", default=None, help="with --pareto: which runs, comma-separated (default: all of "
+                                                 "dense, tp-l1, uniform, ladder, both)")
+    p.add_argument("--method-budgets", default="0.15,0.08,0.05",
+                   help="with --pareto: the MACs budgets of every kind but dense and tp-l1 (whose six are fixed)")
+    p.add_argument("--train-only", action="store_true",
+                   help="with --pareto: make the missing runs and stop (time them later, on a quiet machine)")
+    p.add_argument("--runs-dir", default=os.path.join("runs", "pareto"),
+                   help="with --pareto: where the runs are made and reused (default runs/pareto)")
     p.add_argument("--deployed", nargs="+", default=None, metavar="RUN",
                    help="time these run folders' deployed.pt on their own test images (uses --batch-sizes, "
                         "--threads, --runs, --out)")
+    p.add_argument("--compiled", action="store_true",
+                   help="with --deployed: also time each model's TorchScript form where it has one")
     p.add_argument("--checkpoint", default=None, help="with --latency: time this run's checkpoint.pt or best.pt")
     p.add_argument("--profile", action="store_true", help="with --latency: instead of timing, list where a "
                                                           "batch's time goes (dense and static-only, per operator)")
@@ -64,6 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="write the measurements as JSON to this file (--latency: "
                                                "FILE.md and FILE.json)")
     args = p.parse_args(argv)
+    if args.pareto:
+        return check_pareto(args)
     if args.latency or args.deployed:
         return check_latency(args)
     if not (args.sampling or args.scaling):
@@ -129,13 +153,45 @@ def check_latency(args):
     return args
 
 
+def check_pareto(args):
+    """Every --pareto input checked before any run is made or timed."""
+    from rtsearch.bench_pareto import KINDS
+    from rtsearch.net.models import MODELS
+    args.models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in args.models if m not in MODELS]
+    if not args.models or unknown:
+        raise UsageError(f"--models {','.join(unknown) or '(none)'}: not a backbone; choose from {', '.join(MODELS)}")
+    args.seeds = numbers(args.seeds, "--seeds", int, 0, 2**32 - 1)
+    args.method_budgets = numbers(args.method_budgets, "--method-budgets", float, 1e-3, 1.0)
+    args.kinds = list(KINDS) if args.kinds is None else [k for k in args.kinds.split(",") if k]
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if not args.kinds or unknown:
+        raise UsageError(f"--kinds {','.join(unknown) or '(none)'}: choose from {', '.join(KINDS)}")
+    if "tp-l1" not in args.kinds:
+        raise UsageError("--kinds must include tp-l1: every point is compared with Torch-Pruning L1's front")
+    args.batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int, 1, 4096)
+    if args.runs < 30:
+        raise UsageError(f"--runs {args.runs}: the median and spread need at least 30 timed runs; pass --runs 30")
+    for model in args.models:
+        check_dataset_and_model(args.dataset, model, args.data_dir)
+    args.out = args.out or os.path.join("results", "pareto.md")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"--out {args.out}: its folder does not exist; create it or pass another --out")
+    return args
+
+
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.pareto:
+        from rtsearch import bench_pareto
+        bench_pareto.run(args, command)
+        return 0
     if args.deployed:
         from rtsearch import bench_deployed
-        rows = bench_deployed.measure(args.deployed, args.batch_sizes, args.runs, args.threads or [1])
+        rows = bench_deployed.measure(args.deployed, args.batch_sizes, args.runs, args.threads or [1],
+                                     args.compiled)
         text = bench_deployed.markdown(rows, command)
         if args.out:
             with open(args.out, "w") as f:

@@ -28,35 +28,64 @@ def check(run_dirs: list[str]) -> None:
         for name in ("deployed.pt", "metrics.json", "test_per_input.npz"):
             if not os.path.isfile(os.path.join(d, name)):
                 raise UsageError(f"--deployed {d}: no {name} there; pass the output folder of a finished run")
+        loaded(d)
 
 
-def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_counts: list[int]) -> list[dict]:
-    from rtsearch import data
+def loaded(run_dir: str) -> torch.nn.Module:
+    """The run's deployed.pt in eval mode; a truncated or foreign file is a UsageError naming the fix."""
+    path = os.path.join(run_dir, "deployed.pt")
+    try:
+        model = torch.load(path, weights_only=False, map_location="cpu")     # a run's own pickle
+    except Exception as e:      # truncated, foreign or from another version: torch and pickle raise many kinds
+        raise UsageError(f"{path} cannot be read as a deployed model ({type(e).__name__}): make the run again "
+                         f"(rtsearch.train --resume --out {run_dir}) or pass another run") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{path} holds a {type(model).__name__}, not a deployed model: pass a run's output folder")
+    return model.eval()
+
+
+def forms(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The deployed model as loaded ("eager") and, where it has one, its TorchScript form (rtsearch.deploy.compiled).
+    """
+    compiled = model.compiled() if hasattr(model, "compiled") else None
+    return [("eager", model)] + ([("TorchScript", compiled)] if compiled is not None else [])
+
+
+def time_model(model, x: torch.Tensor, batch: int, runs: int, threads: int) -> dict:
+    """Median and IQR (ms) of one batch of the first `batch` images; batch 1: per image over the first POOL."""
     from rtsearch.bench_latency import timed     # torch.utils.benchmark: imported once there is timing to do
+    if batch == 1:
+        pool = x[:POOL]
+        fn = lambda: [model(pool[i:i + 1]) for i in range(len(pool))]   # noqa: E731
+        return timed(torch.no_grad()(fn), runs, threads, per=len(pool))
+    xb = x[:batch]
+    return timed(torch.no_grad()(lambda: model(xb)), runs, threads)
+
+
+def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_counts: list[int],
+            compiled: bool = False) -> list[dict]:
+    """A row per run, form (with `compiled`, also the TorchScript form where there is one), threads and batch."""
+    from rtsearch import data
     rows = []
     for d in run_dirs:
         with open(os.path.join(d, "metrics.json")) as f:
             metrics = json.load(f)
         cfg = metrics["config"]
-        model = torch.load(os.path.join(d, "deployed.pt"), weights_only=False, map_location="cpu").eval()
+        model = loaded(d)
         x = data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")).test[0]
         per_input = np.load(os.path.join(d, "test_per_input.npz"))["macs_ratio"]
-        for threads in thread_counts:
-            for b in batch_sizes:
-                if b == 1:
-                    pool = x[:POOL]
-                    fn = lambda: [model(pool[i:i + 1]) for i in range(len(pool))]   # noqa: E731
-                    macs, stats = per_input[:POOL].mean(), timed(torch.no_grad()(fn), runs, threads, per=len(pool))
-                else:
-                    xb = x[:b]
-                    macs, stats = per_input[:b].mean(), timed(torch.no_grad()(lambda: model(xb)), runs, threads)
-                print(f"{d} ({metrics['method']}), batch {b}, {threads} thread(s): {stats['median_ms']:.3f} ms",
-                      flush=True)
-                rows.append({"run": d, "method": metrics["method"], "batch": b, "threads": threads,
-                             "macs_ratio": float(macs), "test_accuracy": metrics["accuracy"], **stats})
+        for form, fn in forms(model) if compiled else [("eager", model)]:
+            for threads in thread_counts:
+                for b in batch_sizes:
+                    stats = time_model(fn, x, b, runs, threads)
+                    print(f"{d} ({metrics['method']}, {form}), batch {b}, {threads} thread(s): "
+                          f"{stats['median_ms']:.3f} ms", flush=True)
+                    rows.append({"run": d, "method": metrics["method"], "form": form, "batch": b, "threads": threads,
+                                 "macs_ratio": float(per_input[:POOL if b == 1 else b].mean()),
+                                 "test_accuracy": metrics["accuracy"], **stats})
     for row in rows:
         first = next(r for r in rows if r["run"] == run_dirs[0] and r["batch"] == row["batch"]
-                     and r["threads"] == row["threads"])
+                     and r["threads"] == row["threads"] and r["form"] == "eager")
         row["latency_ratio"] = row["median_ms"] / first["median_ms"]
     return rows
 
@@ -68,11 +97,14 @@ def markdown(rows: list[dict], command: str) -> str:
              f"    {command}", "",
              f"Batch 1: per image over the first {POOL} test images, one at a time. Batch B: one batch of the first "
              "B test images. MACs ratio: the mean over the images timed (test_per_input.npz). Latency ratio: against "
-             "the first run at the same batch size and threads. Medians and interquartile ranges of the timed runs "
-             "(torch.utils.benchmark, rtsearch/bench_deployed.py).", "",
-             "| run | method | test accuracy | batch | threads | MACs ratio | median ms | IQR ms | latency ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "the first run's eager form at the same batch size and threads. Form: eager is deployed.pt as loaded, "
+             "TorchScript its compiled form (rtsearch/deploy/compiled.py, `--compiled`). Medians and interquartile "
+             "ranges of the timed runs (torch.utils.benchmark, rtsearch/bench_deployed.py).", "",
+             "| run | method | form | test accuracy | batch | threads | MACs ratio | median ms | IQR ms | "
+             "latency ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['method']} | {r['test_accuracy']:.4f} | {r['batch']} | {r['threads']} | "
+        lines.append(f"| {r['run']} | {r['method']} | {r['form']} | {r['test_accuracy']:.4f} | {r['batch']} | "
+                     f"{r['threads']} | "
                      f"{r['macs_ratio']:.4f} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['latency_ratio']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "rtsearch"
 EXPERIMENTS = ROOT.parent / "experiments"
 # bench_*: the measuring code of `python -m rtsearch.bench`, beside its entry point
-ENTRY_POINTS = {"train", "tune", "export", "bench", "bench_latency", "bench_sampling", "bench_deployed", "report",
+ENTRY_POINTS = {"train", "tune", "export", "bench", "bench_latency", "bench_sampling", "bench_deployed", "bench_pareto",
+                "report",
                 "cli"}
 BOTTOM = {"data", "config", "errors", "logs", "storage", "device"}
 RANKS = {"bottom": 0, "net": 1, "rl": 2, "deploy": 3, "methods": 4, "search": 5, "entry": 6}

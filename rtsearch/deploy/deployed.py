@@ -204,6 +204,14 @@ class DeployedModel(torch.nn.Module):
         with torch.no_grad():
             return masked_forward(self.masked, self.policy, x)
 
+    def compiled(self) -> torch.jit.ScriptModule | None:
+        """The same model as one TorchScript graph (rtsearch.deploy.compiled) where it has no runtime policy
+        (its shapes are then fixed); None otherwise."""
+        if self.policy is not None:
+            return None
+        from rtsearch.deploy import compiled
+        return compiled.network(self.skip, self.input_shape)
+
 
 @dataclass
 class DeployedRun:
