@@ -19,7 +19,8 @@ install: $(STAMP)
 # train their re-run agent for up to 40 PPO iterations, TPE + ASHA, MLflow in ./mlruns.db, then the
 # fixed-ratio static-only baseline it is set against) at a MACs budget of 0.08, where pruning costs
 # accuracy and methods differ (at 0.5 every method is within noise of the dense model on these digits).
-# A new sweep name per call so `make run` can be repeated.
+# A new sweep name per call so `make run` can be repeated; it lands in runs/sweeps/<name>/ (ignored by git: the
+# committed evidence is under results/, indexed by results/README.md).
 RUN_NAME ?= mnist5k-small-b0.08-ladder-$(shell date +%Y%m%d-%H%M%S)
 run: $(STAMP)
 	$(PY) -m rtsearch.tune --method ladder --budget 0.08 --name $(RUN_NAME)

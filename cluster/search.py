@@ -4,15 +4,25 @@
         --num-env-runners 4 --gpus-per-trial 1 --storage-path /mnt/shared/rtsearch
 
 `ray submit` copies this file to the head node and runs it there with the cluster's Python. It
-forwards every argument to `python -m rtsearch.tune` (see its --help), adding `--address auto`
-(join the running cluster) unless an --address is given, and runs from the rtsearch checkout
-that `ray up` uploaded (~/rtsearch), so results/<name>/ lands there (or from $RTSEARCH_WORKDIR). Also usable as a Ray job:
+forwards every argument to `python -m rtsearch.tune`, adding `--address auto` (join the running
+cluster) unless an --address is given, and runs from the rtsearch checkout that `ray up` uploaded
+(~/rtsearch), so runs/sweeps/<name>/ (--results-dir) lands there (or from $RTSEARCH_WORKDIR); its --help says so
+above rtsearch.tune's options. Also usable as a Ray job:
 `ray job submit --working-dir . -- python cluster/search.py --budget 0.5 ...`.
 """
 from __future__ import annotations
 
 import os
 import sys
+
+DESCRIPTION = ("Runs `python -m rtsearch.tune` on the Ray cluster this runs in: every option below is rtsearch.tune's, "
+               "and --address auto (join the running cluster) is added unless an --address is given. It runs in "
+               "$RTSEARCH_WORKDIR if set, else in the rtsearch checkout (the working folder, the one above this "
+               "script, or ~/rtsearch where `ray up` uploads it), and writes there: <results-dir>/<name>/ (default "
+               "runs/sweeps/<name>/: summary.md, "
+               "summary.json, pareto.png, trials/), the default MLflow store mlruns.db, and the Tune experiments "
+               "under --storage-path (default runs/tune).")
+ADDRESS = "Ray cluster address (default here: auto, the cluster this runs in)"
 
 
 def checkout() -> str:
@@ -33,12 +43,21 @@ def forwarded(argv: list[str]) -> list[str]:
     return list(argv) + ["--address", "auto"]
 
 
+def asks_for_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     root = checkout()
     os.chdir(os.environ.get("RTSEARCH_WORKDIR") or root)
     sys.path.insert(0, root)
+    if asks_for_help(argv):        # rtsearch.tune's options, under this script's name and what it adds
+        from rtsearch.tune import parser
+        parser(prog="cluster/search.py", description=DESCRIPTION, texts={"address": ADDRESS}).print_help()
+        return 0
     from rtsearch.tune import main as tune_main
-    return tune_main(forwarded(sys.argv[1:] if argv is None else argv))
+    return tune_main(forwarded(argv))
 
 
 if __name__ == "__main__":

@@ -27,19 +27,22 @@ def sweep_name(prefix: str, search: str, seed: int) -> str:
     return f"{prefix}-{search}-s{seed}"
 
 
+SWEEPS = os.path.join("results", "sweeps")     # committed evidence, not rtsearch.tune's default runs/sweeps
+
+
 def tune_args(args, search: str, seed: int) -> list[str]:
     return ["--dataset", args.dataset, "--model", args.model, "--method", "both", "--budget", f"{args.budget:g}",
             "--param-budget", f"{args.param_budget:g}", "--num-samples", str(args.num_samples),
             "--max-iterations", str(args.max_iterations), "--search", search, "--seed", str(seed),
-            "--name", sweep_name(args.prefix, search, seed)]
+            "--name", sweep_name(args.prefix, search, seed), "--results-dir", SWEEPS]
 
 
 def execute(args) -> None:
-    """Run (or resume, or reuse) every sweep; each one's output goes to results/<name>/tune.log."""
+    """Run (or resume, or reuse) every sweep; each one's output goes to results/sweeps/<name>/tune.log."""
     plan = [(search, seed) for seed in args.seeds for search in SEARCHES]
     for i, (search, seed) in enumerate(plan, 1):
         name = sweep_name(args.prefix, search, seed)
-        folder = os.path.join("results", name)
+        folder = os.path.join(SWEEPS, name)
         if os.path.isfile(os.path.join(folder, "summary.json")) and finished(folder):
             print(f"[{i}/{len(plan)}] reusing {folder}", flush=True)
             continue
@@ -109,7 +112,7 @@ def verdict(seeds: list, tpe_trials: list, random_trials: list, num_samples: int
 def write_report(args, path: str) -> None:
     rows, per_method = [], {s: {"trials": [], "iters": [], "best": [], "total_iters": [], "wall": []} for s in SEARCHES}
     for seed in args.seeds:
-        sweeps = {s: load_sweep(os.path.join("results", sweep_name(args.prefix, s, seed))) for s in SEARCHES}
+        sweeps = {s: load_sweep(os.path.join(SWEEPS, sweep_name(args.prefix, s, seed))) for s in SEARCHES}
         target = best_score(sweeps["random"])
         for search, sweep in sweeps.items():
             trials, iters = reach(sweep, target)
@@ -130,7 +133,7 @@ def write_report(args, path: str) -> None:
         "# Search efficiency: TPE against random search",
         "",
         "Produced by `python -m experiments.search_study` (it runs the sweeps below, reusing finished ones, then "
-        "writes this report; `--report-only` rebuilds the report from results/). Same space "
+        "writes this report; `--report-only` rebuilds the report from results/sweeps/). Same space "
         "(search_spaces/default.yaml, "
         f"param_budget fixed at {args.param_budget:g}), same trial budget ({args.num_samples} trials x up to "
         f"{args.max_iterations} iterations, ASHA on), {args.dataset}/{args.model}, MACs budget {args.budget:g}; "

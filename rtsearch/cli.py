@@ -3,6 +3,7 @@ line on stderr naming the problem and the fix, before any compute is spent."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 
@@ -13,15 +14,27 @@ from rtsearch.net.models import MODELS
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as one line and exit status 2."""
+    """argparse that reports bad arguments as one line and exit status 2, named as the user ran it: `prog`
+    "python -m rtsearch.tune" shows that command in --help and "rtsearch.tune: error: ..." on bad input."""
 
     def error(self, message):
-        fail(f"{message} (see --help)")
+        named = self.prog.startswith("python -m ")
+        fail(f"{message} (see --help)", self.prog.removeprefix("python -m ") if named else entry_name("__main__"))
 
 
-def fail(message: str) -> None:
-    print(f"{sys.argv[0].rsplit('/', 1)[-1]}: error: {message}", file=sys.stderr)
+def fail(message: str, name: str | None = None) -> None:
+    """One line on stderr, "<name>: error: <message>", and exit status 2 (`name`: the script's file name if None)."""
+    print(f"{name or os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def entry_name(module: str) -> str:
+    """How the entry point defined in `module` is run: its module name (rtsearch.tune), also when it runs as
+    `python -m rtsearch.tune` (then its module is __main__ and the name is in its spec), else the script's name."""
+    if module != "__main__":
+        return module
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec is not None and spec.name else os.path.basename(sys.argv[0])
 
 
 def fraction(name: str):
@@ -65,9 +78,12 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, texts: dict 
 
 
 def help_of(f, text: str, listed: tuple | None) -> str:
-    """A field's --help line: its text, the values listed, its default and its bounds."""
+    """A field's --help line: its text, the values listed, its default and its bounds. A field on by default has a
+    --no-... flag: its text says what the setting does, so the line adds that the flag turns it off."""
     if listed:
         text += f" (one of {', '.join(listed)})"
+    if f.default is True:
+        text += "; on by default, this flag turns it off"
     shown = f.default is None or isinstance(f.default, bool) or "(default" in text
     bounds = None if isinstance(f.default, bool) else bounds_text(f)
     return (f"{text}{'' if shown else f'; default {f.default}'}" + (f"; {bounds}" if bounds else "")).replace("%", "%%")
@@ -98,10 +114,10 @@ def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> N
 
 
 def guarded(main):
-    """Run an entry point, turning UsageError / DataError into exit 2 with one line."""
+    """Run an entry point, turning UsageError / DataError into exit 2 with one line named after the entry point."""
     def wrapper(argv=None):
         try:
             return main(argv)
         except (UsageError, DataError) as e:
-            fail(str(e))
+            fail(str(e), entry_name(main.__module__))
     return wrapper

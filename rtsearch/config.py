@@ -7,6 +7,8 @@ method uses which field is the method's to say (rtsearch.methods): a flag the ch
 """
 from __future__ import annotations
 
+import os
+
 import math
 from dataclasses import asdict, dataclass, field, fields
 
@@ -196,7 +198,9 @@ class SweepConfig:
     data_dir: str | None = setting(None, "folder of a local data set", "run", metavar="DIR")
     mlflow_uri: str | None = setting(None, "MLflow tracking URI (default sqlite:///mlruns.db here)", "tracking",
                                      metavar="URI")
-    name: str | None = setting(None, "sweep name: results/<name>/, MLflow experiment <name>", "tracking")
+    name: str | None = setting(None, "sweep name: <results-dir>/<name>/, MLflow experiment <name>", "tracking")
+    results_dir: str = setting(os.path.join("runs", "sweeps"), "where each sweep's folder is written (summary.md, "
+                               "summary.json, pareto.png, trials/); runs/ is ignored by git", "tracking", metavar="DIR")
     resume: bool = setting(False, "continue the interrupted sweep --name", "tracking")
     address: str | None = setting(None, "Ray cluster address (default: a local Ray on this machine)", "resources",
                                   metavar="ADDR")

@@ -4,13 +4,14 @@ Ray Tune runs one trial per sampled configuration (Optuna TPE, or random with --
 ASHA stops weak trials early on the validation score, every trial is a `rtsearch.methods.run` that
 reports and checkpoints each iteration, and MLflow records the sweep as a parent run with one
 child run per trial. `--budget 0.3,0.5,0.7` runs one sweep per budget. Results land in
-results/<name>/ (summary.md, summary.json, pareto.png, trials/); `--resume` continues a sweep
+<results-dir>/<name>/ (summary.md, summary.json, pareto.png, trials/); `--resume` continues a sweep
 that was interrupted, even by kill -9 of this driver. The driver itself is rtsearch.search.driver.
 """
 from __future__ import annotations
 
 import re
 import sys
+import time
 
 from rtsearch import methods
 from rtsearch.cli import ArgumentParser, add_config_flags, check_dataset_and_model, fraction, given_fields, guarded
@@ -19,6 +20,7 @@ from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.rl.budgets import parse_range
+from rtsearch.search import space as spaces
 from rtsearch.search.names import SEARCHES, budget_key
 from rtsearch.search.selection import TOP_FEW
 
@@ -34,9 +36,11 @@ def parse_budgets(text: str) -> list[float]:
     return budgets
 
 
-def parse_args(argv=None) -> tuple[SweepConfig, list[float] | None, str]:
-    """(the sweep's settings, its budgets, its name), every one checked before anything heavy is imported."""
-    p = ArgumentParser(prog="python -m rtsearch.tune", description=__doc__.splitlines()[0])
+def parser(prog: str = "python -m rtsearch.tune", description: str | None = None,
+           texts: dict | None = None) -> ArgumentParser:
+    """The command line, its flags generated from SweepConfig's fields (cluster/search.py shows it under its own
+    name, description and `texts`, help texts by field name)."""
+    p = ArgumentParser(prog=prog, description=description or __doc__.splitlines()[0])
     swept = methods.swept()
     add_config_flags(p, SweepConfig, texts={
         "method": f"what every trial runs (default {methods.DEFAULT}): " + "; ".join(
@@ -45,12 +49,25 @@ def parse_args(argv=None) -> tuple[SweepConfig, list[float] | None, str]:
             f"{methods.get(m).sweep_iterations} {methods.get(m).iteration_field.replace('_', ' ')} for {m}"
             for m in swept) + ")",
         "holdout_share": f"share of the training split no trial sees; the top {TOP_FEW} trials by validation are "
-                         f"re-evaluated there to name the best (0: validation alone)"},
+                         f"re-evaluated there to name the best (0: validation alone)",
+        "budget": SweepConfig.__dataclass_fields__["budget"].metadata["help"]
+                  + "; required unless --budget-range or --resume is given",
+        "name": SweepConfig.__dataclass_fields__["name"].metadata["help"]
+                + " (default <dataset>-<model>-b<budgets>, e.g. mnist5k-small-b0.3_0.5)",
+        "space": "search space YAML: a path, or the name of a file in the shipped search_spaces/ (default: the "
+                 "method's there)", **(texts or {})},
         choices={"method": swept, "search": SEARCHES}, types={"param_budget": fraction("--param-budget")})
-    args = SweepConfig(**given_fields(p.parse_args(argv), SweepConfig))
+    return p
+
+
+def parse_args(argv=None) -> tuple[SweepConfig, list[float] | None, str]:
+    """(the sweep's settings, its budgets, its name), every one checked before anything heavy is imported."""
+    args = SweepConfig(**given_fields(parser().parse_args(argv), SweepConfig))
     check_bounds(args)
-    if not args.resume:         # a resumed sweep keeps its stored method and iterations
+    if not args.resume:         # a resumed sweep keeps its stored method, iterations and space
         choose_method(args)
+        if args.space is not None:
+            args.space = spaces.resolve(args.space)
     budgets = sweep_budgets(args)
     check_resources(args)
     return args, budgets, sweep_name(args, budgets)
@@ -110,10 +127,11 @@ def sweep_name(args: SweepConfig, budgets: list[float] | None) -> str:
 @guarded
 def main(argv=None) -> int:
     args, budgets, name = parse_args(argv)
+    started = time.time()       # the sweep's one wall clock, from here to its closing lines (and summary.md)
     if not args.resume:
         check_dataset_and_model(args.dataset, args.model, args.data_dir)
     from rtsearch.search.driver import sweep      # imports Ray Tune: only after the arguments passed
-    return sweep(args, budgets, name, sys.argv[1:] if argv is None else argv)
+    return sweep(args, budgets, name, sys.argv[1:] if argv is None else argv, started)
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def checkout_copy(folder: Path) -> Path:
 
 def histories(workdir: Path, name: str) -> dict:
     rows = {}
-    for path in glob.glob(str(workdir / "results" / name / "trials" / "*" / "history.jsonl")):
+    for path in glob.glob(str(workdir / "runs" / "sweeps" / name / "trials" / "*" / "history.jsonl")):
         with open(path) as f:
             rows[Path(path).parent.name] = [json.loads(line) for line in f if line.strip()]
     return rows
@@ -325,7 +325,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
 
     status, logs = wait_job(client, "clu", 300)
     assert status == "SUCCEEDED", logs[-4000:]
-    summary = json.loads((workdir / "results" / "clu" / "summary.json").read_text())
+    summary = json.loads((workdir / "runs" / "sweeps" / "clu" / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
     assert len(trials) == 2, trials                                                    # none lost
     assert all(t["status"] in ("completed", "stopped") for t in trials), trials
@@ -349,5 +349,5 @@ def test_local_sqlite_store_is_refused_when_a_node_is_on_another_address(cluster
                             capture_output=True, text=True, timeout=120, cwd=tmp_path, env=cluster.env())
     assert_usage_error(result, "--mlflow-uri", "127.0.0.2", "mlflow server")
     assert "dense" not in result.stdout
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs" / "sweeps").exists()
     assert time.time() - began < 60

@@ -29,7 +29,7 @@ def test_a_gpu_that_cannot_exist_exits_2_at_once(module, args, words, tmp_path):
     began = time.time()
     assert_usage_error(run_cli(module, *args, timeout=60, cwd=tmp_path), *words)
     assert time.time() - began < 30
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs" / "sweeps").exists()
 
 
 def test_resolve_is_the_one_decision():

@@ -72,7 +72,8 @@ def test_default_space_covers_every_searched_field():
 def test_the_ladder_space_searches_the_ladders_keys_from_its_defaults():
     method = methods.get("ladder")
     ladder = space.check_method(space.load(space.default_path(method)), method)
-    assert set(ladder.searched) == set(space.method_keys(method)) - {"param_budget"}
+    # the agent's keys only: every trial then shares the same rungs (the rung cache)
+    assert set(ladder.searched) == set(space.method_keys(method)) - {"param_budget", "lr_finetune"}
     assert ladder.defaults() == {k: getattr(RunConfig, k) for k in ladder.searched}   # inside the shipped space
 
 
@@ -134,4 +135,33 @@ def test_tune_cli_rejects_bad_space(case, tmp_path, monkeypatch):
     result = tune_refused(monkeypatch, tmp_path, None, "--budget", "0.5", "--dataset", "digits", "--method", "both",
                           "--space", str(path))
     assert_usage_error(result, *words)
-    assert not (tmp_path / "results").exists() and not (tmp_path / "mlruns.db").exists()
+    assert not (tmp_path / "runs" / "sweeps").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+# --space as a user types it: a relative path from the working folder, else from the shipped search_spaces/.
+@pytest.mark.parametrize("given, method", [("search_spaces/default.yaml", "both"), ("default.yaml", "both"),
+                                           ("search_spaces/ladder.yaml", "ladder")])
+def test_a_relative_space_path_falls_back_on_the_shipped_folder(given, method, tmp_path, monkeypatch):
+    from rtsearch import tune
+    monkeypatch.chdir(tmp_path)            # a folder without search_spaces/
+    args, _, _ = tune.parse_args(["--budget", "0.5", "--method", method, "--space", given])
+    assert args.space == space.default_path(methods.get(method))
+
+
+def test_a_space_path_in_the_working_folder_comes_first(tmp_path, monkeypatch):
+    from rtsearch import tune
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "default.yaml").write_text("lam: {distribution: uniform, low: 0.1, high: 0.2}\n")
+    monkeypatch.chdir(tmp_path)
+    args, _, _ = tune.parse_args(["--budget", "0.5", "--method", "both", "--space", "search_spaces/default.yaml"])
+    assert args.space == str(tmp_path / "search_spaces" / "default.yaml")
+
+
+@pytest.mark.parametrize("given", ["search_spaces/nowhere.yaml", "nowhere.yaml"])
+def test_a_space_path_found_nowhere_names_both_folders(given, tmp_path, monkeypatch):
+    result = tune_refused(monkeypatch, tmp_path, None, "--budget", "0.5", "--dataset", "digits", "--method", "both",
+                          "--space", given)
+    assert_usage_error(result, f"--space {given} does not exist", f"working folder {tmp_path} ",
+                       f"nor in {space.shipped_dir()}", "default.yaml, ladder.yaml")
+    assert result.stderr.startswith("rtsearch.tune: error: ")
+    assert not (tmp_path / "runs" / "sweeps").exists()

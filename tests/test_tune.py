@@ -6,6 +6,7 @@ they run fast today), a 1-epoch dense model in a cache of this module's own, 2 i
 import glob
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -16,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import assert_usage_error, tune_refused
+from conftest import MIN_TIMEOUT, assert_usage_error, run_cli, tune_refused
 from rtsearch import methods
 from rtsearch.search import space
 
@@ -96,7 +97,7 @@ def check_children(uri, parents, children, results):
     assert children["tags.rtsearch.trial_id"].is_unique
     for _, child in children.iterrows():
         trial_id = child["tags.rtsearch.trial_id"]
-        steps = [m.step for m in client.get_metric_history(child["run_id"], "score")]
+        steps = [m.step for m in client.get_metric_history(child["run_id"], "val_score")]
         assert steps == list(range(1, iterations(results, trial_id) + 1)), (trial_id, steps)
         assert child["params.trial_id"] == trial_id and "params.lam" in child
         record = json.load(open(os.path.join(results, "trials", trial_id, "trial.json")))
@@ -163,7 +164,7 @@ def check_best_follows_the_rule(sweep, out=None, md=None):
 ])
 def test_bad_flags_exit_2_with_one_line(args, words, tmp_path, cache, monkeypatch):
     assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, *args), *words)
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs" / "sweeps").exists()
 
 
 def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache, monkeypatch):
@@ -172,7 +173,7 @@ def test_unreachable_mlflow_exits_2_before_any_trial(tmp_path, cache, monkeypatc
                           "http://127.0.0.1:9")
     assert_usage_error(result, "http://127.0.0.1:9", "unreachable")
     assert "trial" not in result.stdout and "dense" not in result.stdout
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs" / "sweeps").exists()
     assert time.time() - began < 60
 
 
@@ -182,7 +183,7 @@ def test_unreachable_address_exits_2_fast_before_any_training(tmp_path, cache, m
                           "127.0.0.1:1")
     assert_usage_error(result, "--address 127.0.0.1:1", "ray start --head")
     assert "dense" not in result.stdout
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs" / "sweeps").exists()
     assert time.time() - began < 30
 
 
@@ -195,8 +196,43 @@ def test_remote_storage_is_checked_and_passed_through_untouched(tmp_path, cache)
                   timeout=120)
     assert_usage_error(result, "--storage-path s3://some-bucket/x", "cannot be written")
     assert "dense" not in result.stdout
-    assert not (tmp_path / "s3:").exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "runs" / "sweeps").exists()
     assert time.time() - began < 60
+
+
+def test_errors_are_named_after_the_command_the_user_ran(tmp_path):
+    """`python -m rtsearch.tune` runs rtsearch/tune.py: its errors say rtsearch.tune, whoever raised them."""
+    for args in (["--budget", "2"], ["--budget", "0.5", "--bogus"]):
+        result = run_cli("rtsearch.tune", *args, timeout=60, cwd=tmp_path)
+        assert_usage_error(result, args[-1])
+        assert result.stderr.startswith("rtsearch.tune: error: "), result.stderr
+
+
+def test_help_shows_defaults_and_choices(tmp_path, monkeypatch):
+    result = tune_refused(monkeypatch, tmp_path, None, "--help")
+    text = " ".join(result.stdout.split())            # argparse wraps the lines
+    assert result.returncode == 0 and text.startswith("usage: python -m rtsearch.tune ")
+    assert ("--dataset DATASET data set (one of mnist5k, digits, cifar10, cifar100, imagefolder); "
+            "default mnist5k") in text
+    assert "--model MODEL backbone (one of small, mcifarnet, resnet20, resnet56, resnet18); default small" in text
+    assert "--search {tpe,random} the sampler: Optuna TPE, or random search; default tpe" in text
+    assert "--seed SEED seed of the data split, the dense model, every trial and the sampler; default 0;" in text
+    assert "required unless --budget-range or --resume is given" in text
+    assert "--no-baseline run the fixed-ratio static-only baseline each budget's best trial is set against; on by " \
+           "default, this flag turns it off" in text
+
+
+def test_cluster_help_says_what_it_adds_and_where_it_writes(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster", "search.py")
+    result = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=MIN_TIMEOUT)
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0 and text.startswith("usage: cluster/search.py "), result.stderr
+    assert "--address auto (join the running cluster) is added unless an --address is given" in text
+    assert ("writes there: <results-dir>/<name>/ (default runs/sweeps/<name>/: summary.md, summary.json, pareto.png, "
+            "trials/)") in text
+    assert "--address ADDR Ray cluster address (default here: auto" in text
+    assert "--dataset DATASET data set (one of mnist5k," in text            # rtsearch.tune's options follow
 
 
 def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache, monkeypatch):
@@ -204,14 +240,14 @@ def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache, 
                           "/proc/nope")
     assert_usage_error(result, "--storage-path /proc/nope", "cannot be written")
     assert "dense" not in result.stdout
-    assert not (tmp_path / "results").exists()          # a rerun is not told the sweep already exists
+    assert not (tmp_path / "runs" / "sweeps").exists()          # a rerun is not told the sweep already exists
 
 
 @pytest.mark.slow
 def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2",
                   "--name", "e2e", "--fail-on-iteration", "2", "--nan-on-iteration", "1", "--max-failures", "2"))
-    results = str(tmp_path / "results" / "e2e")
+    results = str(tmp_path / "runs" / "sweeps" / "e2e")
     for name in ("summary.md", "summary.json", "pareto.png"):
         assert os.path.getsize(os.path.join(results, name)) > 0, name
     summary = json.load(open(os.path.join(results, "summary.json")))
@@ -239,9 +275,20 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
                                               else "highest best validation score"), sweep["best_chosen_by"]
     for text in ("best config (trial", "iterations to best", "summary.md", "chosen by: highest",
                  "MLflow runs: experiment 'e2e' in sqlite:///mlruns.db (open with: mlflow ui --backend-store-uri "
-                 "sqlite:///mlruns.db)", "[budget 0.5] best model (trial", "models:/e2e@best-0_5"):
+                 "sqlite:///mlruns.db)", "[budget 0.5] best model (trial",
+                 "models:/rtsearch-digits-small-both-fixed@best-0_5"):
         assert text in out, text
     assert str(tmp_path) not in open(os.path.join(results, "summary.md")).read()     # no absolute path of this machine
+    # one line per finished trial as it ends; before the first, the time left is being estimated
+    ended = re.findall(r"^\[budget 0\.5\] trial (\d) of 2 finished: (\w+) score [\d.]+ \(val\), (?:completed|stopped "
+                       r"early by ASHA after 1/2 iterations) · best so far [\d.]+ \(trial \w+\) · elapsed \w+ · "
+                       r"(?:about \w+ left|no trial left)$", out, re.M)
+    assert [n for n, _ in ended] == ["1", "2"], out[-3000:]
+    assert sorted(t for _, t in ended) == sorted(t["trial_id"] for t in trials)
+    assert "· time left: estimating...\n" in out
+    # one wall clock, labelled alike in the closing lines and summary.md
+    wall = re.search(r"^sweep 'e2e' done; (wall time, whole sweep incl\. dense pre-training: \d+ s)$", out, re.M)
+    assert wall and f"\n{wall.group(1)}\n" in open(os.path.join(results, "summary.md")).read(), out[-3000:]
     parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "e2e")
     assert len(parents) == 1 and len(children) == 2
     assert parents.iloc[0]["status"] == "FINISHED"
@@ -259,6 +306,7 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     # --resume needs only the name (the budgets are stored), and refuses other budgets
     again = ok(tune(tmp_path, cache, "--name", "e2e", "--resume", timeout=120))
     assert "[budget 0.5] already finished" in again
+    assert "sweep 'e2e' done; wall time, this --resume run incl. dense pre-training: " in again
     assert_usage_error(tune(tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3", timeout=120),
                        "--resume", "0.5")
 
@@ -308,14 +356,14 @@ def mlflow_server(tmp_path):
 def test_a_range_sweep_scores_trials_over_the_range_and_writes_the_curve(tmp_path, cache):
     out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--budget-range", "0.2:0.6", "--num-samples", "1",
                   "--max-iterations", "1", "--name", "range"))
-    summary = json.load(open(tmp_path / "results" / "range" / "summary.json"))
+    summary = json.load(open(tmp_path / "runs" / "sweeps" / "range" / "summary.json"))
     best = summary["sweeps"]["0.6"]["best"]
     assert summary["settings"]["budget_range"] == [0.2, 0.6] and best["status"] == "completed", out
     assert [round(p["budget"], 3) for p in best["curve"]] == [0.2, 0.288, 0.416, 0.6]
-    rows = [json.loads(line) for line in open(tmp_path / "results" / "range" / "trials" / best["trial_id"] /
+    rows = [json.loads(line) for line in open(tmp_path / "runs" / "sweeps" / "range" / "trials" / best["trial_id"] /
                                               "history.jsonl") if line.strip()]
     assert rows[-1]["score"] == pytest.approx(sum(p["score"] for p in rows[-1]["curve"]) / 4)   # the curve's mean
-    md = (tmp_path / "results" / "range" / "summary.md").read_text()
+    md = (tmp_path / "runs" / "sweeps" / "range" / "summary.md").read_text()
     assert "one model for every budget in 0.2:0.6" in md and "| 0.288 |" in md
 
 
@@ -333,7 +381,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     base = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--method", "ladder",
             "--budget", "0.15", "--max-iterations", "3", "--param-budget", "0.6"]
     out = ok(tune(tmp_path, cache, *base, "--num-samples", "2", "--fail-on-iteration", "2", "--name", "ladder"))
-    results = tmp_path / "results" / "ladder"
+    results = tmp_path / "runs" / "sweeps" / "ladder"
     summary = json.load(open(results / "summary.json"))
     assert summary["settings"]["method"] == "ladder" and summary["settings"]["max_iterations"] == 3
     sweep = summary["sweeps"]["0.15"]
@@ -370,9 +418,9 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     assert log.count("done before, read back") == 10            # the retry kept its rungs ...
     first_iteration = [line.rsplit("  ", 1)[0] for line in log.splitlines() if line.startswith("iter   1/3")]
     assert len(first_iteration) == 2 and first_iteration[0] == first_iteration[1], first_iteration   # ... and agrees
-    assert "models:/ladder@best-0_15" in out
+    assert "models:/rtsearch-digits-small-ladder@best-0_15" in out      # one registered model per method
     mlflow.set_tracking_uri(uri)
-    registered = mlflow.pytorch.load_model("models:/ladder@best-0_15")
+    registered = mlflow.pytorch.load_model("models:/rtsearch-digits-small-ladder@best-0_15")
     x, y = data.load("digits", 0).test
     deployed = torch.load(os.path.join(folder, "deployed.pt"), weights_only=False).eval()
     with torch.no_grad():
@@ -387,7 +435,7 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3,0.5", "--param-budget",
                   "0.8", "--num-samples", "1", "--search", "random", "--name", "http", "--mlflow-uri", mlflow_server))
     assert "pareto (best feasible per budget)" in out and "View run" not in out
-    results = str(tmp_path / "results" / "http")
+    results = str(tmp_path / "runs" / "sweeps" / "http")
     parents, children = mlflow_runs(mlflow_server, "http")
     assert sorted(parents["tags.rtsearch.budget"]) == ["0.3", "0.5"] and len(children) == 2
     check_children(mlflow_server, parents, children, results)
@@ -404,7 +452,7 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     assert "## Pareto: best feasible trial per budget" in open(os.path.join(results, "summary.md")).read()
     assert not os.path.exists(tmp_path / "mlruns.db")                  # everything went to the server
     assert f"MLflow runs: experiment 'http' in {mlflow_server} " in out and summary["mlflow_uri"] == mlflow_server
-    check_registered_models(mlflow_server, "http", summary, tmp_path)
+    check_registered_models(mlflow_server, "http", "rtsearch-digits-small-both", summary, tmp_path, out)
     # A budget that finished before its baseline ran (an older sweep, or one killed right then) runs it on
     # --resume, once, and its parent run gets the figures; a budget that has one keeps it.
     from rtsearch.search import sweep_baseline as baseline
@@ -445,11 +493,11 @@ def check_baselines(summary, parents, results, cwd, cache):
     assert json.load(open(cwd / "again" / "metrics.json"))["accuracy"] == pytest.approx(base["accuracy"])
 
 
-def check_registered_models(uri, name, summary, cwd):
-    """Each budget's best trial is registered as <name>@best-<budget> (budget's point as "_"): loaded by
-    alias with mlflow.pytorch.load_model it predicts logits on a batch of validation images, the same
-    as the masked network of the trial's last Tune checkpoint under its runtime policy; the experiment
-    opens as model training."""
+def check_registered_models(uri, sweep_name, name, summary, cwd, out):
+    """Each budget's best trial, where it meets its budget on test, is registered as <name>@best-<budget> (budget's
+    point as "_"): loaded by alias with mlflow.pytorch.load_model it predicts logits on a batch of validation images,
+    the same as the masked network of the trial's last Tune checkpoint under its runtime policy; one that misses it
+    is not, and the closing lines say why. The experiment opens as model training."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -459,7 +507,7 @@ def check_registered_models(uri, name, summary, cwd):
     from rtsearch.net.supervised import policy_forward
     from rtsearch.deploy import deployed
     client = MlflowClient(uri)
-    assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment_by_name(sweep_name).tags["mlflow.experimentKind"] == "custom_model_development"
     mlflow.set_tracking_uri(uri)
     x = data.load("digits", 0).val[0][:16]
     for key, sweep in summary["sweeps"].items():
@@ -467,13 +515,16 @@ def check_registered_models(uri, name, summary, cwd):
         assert best["status"] == "completed" and sweep["best_chosen_by"].startswith("highest best validation score")
         assert best["holdout_size"] > 0 and best["holdout_score"] is not None     # re-evaluated on held-out images
         alias = "best-" + key.replace(".", "_")
+        if not best["feasible"]:
+            assert f"[budget {key}] best model not registered in MLflow: trial {best['trial_id']} misses" in out
+            continue
         version = client.get_model_version_by_alias(name, alias)
         assert version.tags["rtsearch.trial_run_id"] == best["mlflow_run_id"]
         model = mlflow.pytorch.load_model(f"models:/{name}@{alias}")
         with torch.no_grad():
             got = model(x)
         assert got.shape == (16, 10)
-        folder = os.path.join(cwd, "runs", "tune", f"{name}-b{key}", f"trial_{best['trial_id']}")
+        folder = os.path.join(cwd, "runs", "tune", f"{sweep_name}-b{key}", f"trial_{best['trial_id']}")
         run = deployed.load(max(glob.glob(os.path.join(folder, "checkpoint_*", "best.pt"))))
         with torch.no_grad():      # the masked network under the same policy, as the trial evaluated it
             want = policy_forward(run.net, x, run.static_ratios, run.masked_policy())[0]
@@ -485,7 +536,7 @@ def check_registered_models(uri, name, summary, cwd):
 def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(tmp_path, cache):
     args = [*TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "3", "--max-concurrent", "1",
             "--name", "kill"]
-    results = str(tmp_path / "results" / "kill")
+    results = str(tmp_path / "runs" / "sweeps" / "kill")
     with open(tmp_path / "first.log", "w") as log:
         proc = start(tmp_path, cache, *args, log=log)
         try:

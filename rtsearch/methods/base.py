@@ -71,13 +71,15 @@ class Method:
 
     def trial_params(self, cfg: RunConfig, searched: dict) -> dict:
         """What a sweep trial logs to MLflow as its parameters: its identity and budgets, what its iterations
-        count, and the searched values; only settings this run uses."""
+        count, and the searched values; only settings this run uses (a space may search a key that only some runs
+        of the method use: the agents' keys in a fixed-ratio sweep), so a run's parameters describe what it ran."""
+        used = self.uses(cfg)
         keys = ("dataset", "model", "seed", "method", "budget", "param_budget", "iterations", self.iteration_field,
                 "fixed_ratios")
-        params = {k: getattr(cfg, k) for k in keys if k in self.uses(cfg)}
+        params = {k: getattr(cfg, k) for k in keys if k in used}
         if cfg.budget_range:
             params["budget_range"] = ":".join(f"{b:g}" for b in cfg.budget_range)
-        return {**params, **searched}
+        return {**params, **{k: v for k, v in searched.items() if k in used}}
 
     def export(self, folder: str, path: str, budget: float | None, out: str) -> str:
         """Write the run's deployed model (at `budget` where the method can) to `out`; a line saying what it wrote."""

@@ -20,7 +20,7 @@ from rtsearch.logs import quiet_libraries
 from rtsearch.search import sweep_baseline as baselines
 from rtsearch.search import summary as report, space as spaces
 from rtsearch.search.names import budget_key, sweep_method
-from rtsearch.search.recorder import Recorder
+from rtsearch.search.recorder import Recorder, progress
 from rtsearch.search.trial import SCORE, trainable
 
 class FinishingASHA(ASHAScheduler):
@@ -68,8 +68,9 @@ def make_scheduler(max_iterations: int):
                          grace_period=max(1, max_iterations // 4), reduction_factor=3, stop_last_trials=False)
 
 
-def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> None:
-    """One sweep (one budget): a fresh Tuner, or Tuner.restore of an interrupted one."""
+def run_budget(state: dict, budget: float, results_dir: str, cluster: bool, later_trials: int = 0) -> None:
+    """One sweep (one budget): a fresh Tuner, or Tuner.restore of an interrupted one. `later_trials`: the trials of
+    the budgets still to run after this one, counted in the progress lines' time left."""
     from ray import tune
 
     from rtsearch.search import tracking
@@ -113,6 +114,7 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool) -> N
     wrapped = tune.with_resources(trainable, placement(s["num_env_runners"], s["gpus_per_trial"], cluster))
     recorder = Recorder(results_dir, budget, s["num_samples"], s["max_iterations"], s["max_failures"], uri,
                         f"budget {key}", exp_path)
+    progress.later_trials = later_trials      # a restored experiment brings its own (unpickled) Recorder
     started = time.time()
     if tune.Tuner.can_restore(exp_path):
         print(f"[budget {key}] resuming the Tune experiment in {exp_path}", flush=True)
@@ -200,18 +202,23 @@ def catch_up_baselines(state: dict, results_dir: str, budgets: list[float]) -> N
 
 
 def register_best(state: dict, key: str, best: dict) -> None:
-    """The best trial's model into the Model Registry as <name>@best-<budget> (search/registry.py);
-    a failure there is a warning, never the end of a sweep whose results are all written."""
+    """The best trial's model into the Model Registry as a new version of its (dataset, model, method)'s model,
+    aliased best-<budget> (search/registry.py); an infeasible best is not registered (one line says why), and a
+    failure there is a warning, never the end of a sweep whose results are all written."""
     from rtsearch.search import registry
     s, sweep = state["settings"], state["sweeps"][key]
+    name = registry.model_name(s["dataset"], s["model"], sweep_method(s), bool(s.get("fixed_ratios")))
     try:
         version = registry.register_best(s["mlflow_uri"], state["mlflow_experiment_id"], sweep["parent_run_id"],
                                          state["name"], key, best["mlflow_run_id"], methods.get(sweep_method(s)))
+    except registry.NotRegistered as e:
+        print(f"[budget {key}] best model not registered in MLflow: {e}", flush=True)
+        return
     except Exception as e:
         warn(key, "the best model was not registered in MLflow", e)
         return
     print(f"[budget {key}] best model (trial {best['trial_id']}) registered: "
-          f"models:/{state['name']}@{registry.alias(key)} (version {version})", flush=True)
+          f"models:/{name}@{registry.alias(key)} (version {version})", flush=True)
 
 
 def save_state(results_dir: str, state: dict) -> None:
@@ -244,7 +251,7 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": args.method,
         "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range,
-        "baseline": args.baseline, "defaults_first": args.defaults_first}}
+        "baseline": args.baseline, "defaults_first": args.defaults_first, "results_dir": args.results_dir}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -322,10 +329,13 @@ def pretrain_dense(s: dict) -> None:
                      log=lambda m: print(m, flush=True), device=where)
 
 
-def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
+def sweep(args, budgets: list[float], name: str, argv: list[str], started: float | None = None) -> int:
     """Run (or with args.resume continue) the sweep `name` over `budgets`, as named phases: its state, every check,
-    the budgets' Tune experiments, the summary; the exit status."""
-    results_dir = os.path.abspath(os.path.join("results", name))
+    the budgets' Tune experiments, the summary; the exit status. `started`: the sweep's one wall clock (time.time()
+    when rtsearch.tune had parsed its arguments), read by the progress lines, the closing lines and summary.md."""
+    started = time.time() if started is None else started
+    progress.started = started
+    results_dir = os.path.abspath(os.path.join(args.results_dir, name))
     state = resumed_state(args, budgets, name, results_dir) if args.resume else fresh_state(args, budgets, name,
                                                                                            results_dir, argv)
     s = state["settings"]
@@ -333,7 +343,6 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
     todo = [b for b in s["budgets"] if not state["sweeps"].get(budget_key(b), {}).get("finished")]
     for budget in set(s["budgets"]) - set(todo):
         print(f"[budget {budget_key(budget)}] already finished", flush=True)
-    started = time.time()
     catch_up = [b for b in s["budgets"] if b not in todo and baselines.wanted(s)
                 and baselines.read(results_dir, b) is None]
     if catch_up:
@@ -342,7 +351,7 @@ def sweep(args, budgets: list[float], name: str, argv: list[str]) -> int:
         run_budgets(args, state, todo, results_dir)
     else:
         save_state(results_dir, state)
-    return close(state, name, results_dir, time.time() - started)
+    return close(state, name, results_dir, time.time() - started, resumed=bool(args.resume))
 
 
 def resumed_state(args, budgets: list[float] | None, name: str, results_dir: str) -> dict:
@@ -377,7 +386,7 @@ def fresh_state(args, budgets: list[float], name: str, results_dir: str, argv: l
 
 
 def check_reachable(args, s: dict) -> None:
-    """Every check before any compute, and before results/<name>/ exists: a refused sweep leaves nothing behind."""
+    """Every check before any compute, and before the sweep's folder exists: a refused sweep leaves nothing behind."""
     from rtsearch.search import tracking
     if args.address:
         check_address(args.address)                     # seconds, where ray.init would wait much longer
@@ -398,15 +407,20 @@ def run_budgets(args, state: dict, todo: list[float], results_dir: str) -> None:
                       "find the dense model and each other's checkpoints", flush=True)
         save_state(results_dir, state)
         pretrain_dense(s)
-        for budget in todo:
-            run_budget(state, budget, results_dir, cluster=bool(args.address))
+        for i, budget in enumerate(todo):
+            run_budget(state, budget, results_dir, cluster=bool(args.address),
+                       later_trials=s["num_samples"] * (len(todo) - 1 - i))
     finally:
         import ray
         ray.shutdown()
 
 
-def close(state: dict, name: str, results_dir: str, seconds: float) -> int:
-    """The summary and its closing lines; the exit status (1 where a budget is unfinished or no trial completed)."""
+def close(state: dict, name: str, results_dir: str, seconds: float, resumed: bool = False) -> int:
+    """The summary and its closing lines, both with the sweep's wall time `seconds` (stored with the sweep, so that
+    summary.md, even regenerated, says what the closing lines say); the exit status (1 where a budget is
+    unfinished or no trial completed)."""
+    state["wall"] = {"seconds": seconds, "resumed": resumed}
+    save_state(results_dir, state)
     summary = report.write(results_dir)
     unfinished = [k for k, v in state["sweeps"].items() if not v.get("finished")]
     print(report.closing_lines(summary, results_dir, summary["mlflow_uri"], seconds), flush=True)

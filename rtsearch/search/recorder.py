@@ -6,12 +6,43 @@ import json
 import os
 import re
 import time
+from types import SimpleNamespace
 
 from ray.tune import Callback
 
 from rtsearch.search import summary as report
 
 WAIT_NOTE_S = 60
+
+# The sweep's clock (time.time() when rtsearch.tune had parsed its arguments) and the trials of the budgets still to
+# run after the running one, set by the driver. They live here, not on the Recorder: Tuner.restore brings back the
+# Recorder pickled with the interrupted experiment, built by an earlier run with that run's clock.
+progress = SimpleNamespace(started=None, later_trials=0)
+
+
+def duration(seconds: float) -> str:
+    """45s, 3m12s, 1h04m."""
+    seconds = int(round(max(seconds, 0.0)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def time_left(trial_seconds: list[float], remaining: int, parallel: int) -> str:
+    """What is left, from the mean seconds of the trials finished so far: `remaining` trials, `parallel` at a time
+    (the most seen running at once); past a minute, in whole minutes (it is an estimate). Before any trial has
+    finished there is nothing to go on."""
+    if remaining <= 0:
+        return "no trial left"
+    if not trial_seconds:
+        return "time left: estimating..."
+    left = sum(trial_seconds) / len(trial_seconds) * remaining / max(1, min(parallel, remaining))
+    if left < 60:
+        return f"about {duration(left)} left"
+    minutes = int(round(left / 60))
+    return f"about {minutes}m left" if minutes < 60 else f"about {minutes // 60}h{minutes % 60:02d}m left"
 
 
 class Recorder(Callback):
@@ -30,9 +61,20 @@ class Recorder(Callback):
         self.experiment_path = experiment_path if experiment_path and os.path.isabs(experiment_path) else None
         self._pending: dict = {}
         self._idle_since: float | None = None     # when the sweep last had pending trials and none running
+        self.__dict__.update(self._run_local())
+
+    @staticmethod
+    def _run_local() -> dict:
+        """What this run of the driver has seen: finished trials not yet confirmed, when each trial first started
+        here, the seconds of the trials that started and finished here, the most trials running at once. A Recorder
+        restored with an interrupted experiment starts them afresh."""
+        return {"_pending": {}, "_began": {}, "_seconds": [], "_peak": 1}
 
     def __getstate__(self):                 # Tune pickles its callbacks with the experiment
-        return {**self.__dict__, "_pending": {}}
+        return {k: v for k, v in self.__dict__.items() if k not in self._run_local()}
+
+    def __setstate__(self, state):
+        self.__dict__.update({**self._run_local(), **state})
 
     def _done(self) -> int:
         return sum(1 for t in report.load_trials(self.results_dir)
@@ -50,8 +92,11 @@ class Recorder(Callback):
         record.setdefault("started", time.time())
         report.write_trial(self.results_dir, trial.trial_id, record)
         running = len({t.trial_id for t in trials if t.status == "RUNNING"} | {trial.trial_id})
-        self._say(f"trial {trial.trial_id} started ({running} running, {self._done()}/{self.total} done): "
-                  f"{report.format_config(searched)}")
+        self._began.setdefault(trial.trial_id, time.time())
+        self._peak = max(self._peak, running)
+        done = self._done()
+        self._say(f"trial {trial.trial_id} started ({running} running, {done}/{self.total} done): "
+                  f"{report.format_config(searched)} · {self._clock(done)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("final"):
@@ -135,15 +180,43 @@ class Recorder(Callback):
             record = report.read_trial(self.results_dir, trial_id)
             record.update({k: v for k, v in update.items() if k != "attempts_failed"})
             report.write_trial(self.results_dir, trial_id, record)
-            done = f"[{self._done()}/{self.total}] trial {trial_id}"
-            if update["status"] == "error":
-                self._say(f"{done} failed for good after {update['attempts_failed']} attempt(s): {update['error']} "
-                          f"(traceback: {update['error_file']})")
-                continue
+            if trial_id in self._began:
+                self._seconds.append(update["ended"] - self._began[trial_id])
+            self._say(self.finished_line(record, update))
+
+    def finished_line(self, record: dict, update: dict) -> str:
+        """The line of a trial that has just finished: how many of the budget's trials have, its best validation
+        score and how it ended, the best so far, the sweep's clock and the time left."""
+        done = self._done()
+        head = f"trial {done} of {self.total} finished: {record['trial_id']}"
+        if update["status"] == "error":
+            what = (f"failed for good after {update['attempts_failed']} attempt(s): {update['error']} "
+                    f"(traceback: {update['error_file']})")
+        else:
             t = report.trial_summary(self.results_dir, record)
-            what = ("completed" if update["status"] == "completed"
-                    else f"stopped early by ASHA after {t['iterations']}/{self.max_iterations} iterations")
-            self._say(f"{done} {what}: {report.format_trial(t)}")
+            ended = ("completed" if update["status"] == "completed"
+                     else f"stopped early by ASHA after {t['iterations']}/{self.max_iterations} iterations")
+            what = f"score {report._g(t['score'])} (val), {ended}"
+        return f"{head} {what} · {self._best_so_far()} · {self._clock(done)}"
+
+    def _best_so_far(self) -> str:
+        """The budget's leader among its finished trials, in the summary's validation order (completed trials
+        first, as the summary's choice of the best takes them first)."""
+        finished = [report.trial_summary(self.results_dir, r) for r in report.load_trials(self.results_dir)
+                    if r.get("budget") == self.budget and r.get("status") in ("completed", "stopped")]
+        scored = [t for t in finished if t["score"] is not None]
+        pool = [t for t in scored if t["status"] == "completed"] or scored
+        if not pool:
+            return "best so far: none scored"
+        best = min(pool, key=report._rank_key)
+        return f"best so far {report._g(best['score'])} (trial {best['trial_id']})"
+
+    def _clock(self, done: int) -> str:
+        """Elapsed on the sweep's clock, and the time left for this budget's trials and those of the budgets after
+        it."""
+        elapsed = time.time() - (progress.started or min(self._began.values(), default=time.time()))
+        remaining = self.total - done + progress.later_trials
+        return f"elapsed {duration(elapsed)} · {time_left(self._seconds, remaining, self._peak)}"
 
 
 def _total(bundles: list[dict]) -> dict:

@@ -39,10 +39,32 @@ FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform":
           "choice": {"values"}}
 
 
-def default_path(method: Method) -> str:
-    """The method's search space in search_spaces/ of this checkout (independent of the working folder)."""
+def shipped_dir() -> str:
+    """search_spaces/ of the rtsearch checkout this package runs from (independent of the working folder)."""
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(checkout, "search_spaces", method.space_file)
+    return os.path.join(checkout, "search_spaces")
+
+
+def default_path(method: Method) -> str:
+    """The method's search space in search_spaces/ of this checkout."""
+    return os.path.join(shipped_dir(), method.space_file)
+
+
+def resolve(path: str) -> str:
+    """The file a --space path names: as given (relative to the working folder), else in the shipped search_spaces/
+    (`ladder.yaml` or `search_spaces/ladder.yaml` work from any folder). A path found in neither is a one-line
+    UsageError naming both folders, so the user sees where it was looked for."""
+    if os.path.isfile(path):
+        return os.path.abspath(path)
+    shipped = shipped_dir()
+    parts = os.path.normpath(path).split(os.sep)
+    inside = os.path.join(*parts[1:]) if parts[0] == "search_spaces" and len(parts) > 1 else path
+    if not os.path.isabs(path) and os.path.isfile(os.path.join(shipped, inside)):
+        return os.path.join(shipped, inside)
+    names = ", ".join(sorted(n for n in os.listdir(shipped) if n.endswith(".yaml"))) if os.path.isdir(shipped) else ""
+    where = "" if os.path.isabs(path) else f" in the working folder {os.getcwd()} nor in {shipped}"
+    raise UsageError(f"--space {path} does not exist{where}: pass the path of a YAML file"
+                     + (f", or the name of one in {shipped} ({names})" if names else ""))
 
 
 def method_keys(method: Method) -> tuple[str, ...]:

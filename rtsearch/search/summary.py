@@ -1,13 +1,13 @@
-"""Sweep results (`python -m rtsearch.report results/<name>` regenerates summary.md, summary.json
-and pareto.png from what the sweep stored under results/<name>/).
+"""Sweep results (`python -m rtsearch.report <results-dir>/<name>` regenerates summary.md, summary.json
+and pareto.png from what the sweep stored under <results-dir>/<name>/).
 
-Layout (written by the sweep driver, rtsearch.tune, as results arrive):
+Layout (written by the sweep driver, rtsearch.tune, as results arrive; <sweep> is <results-dir>/<name>):
 
-    results/<name>/sweep.json                    settings, command, per-budget state (MLflow parent runs, Tune dirs)
-    results/<name>/trials/<trial_id>/trial.json  budget, sampled config, status, start time, attempts, MLflow run id
-    results/<name>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
-    results/<name>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
-    results/<name>/baselines/b<budget>.json      the static-only baseline's test figures (search/sweep_baseline.py)
+    <sweep>/sweep.json                    settings, command, per-budget state (MLflow parent runs, Tune dirs)
+    <sweep>/trials/<trial_id>/trial.json  budget, sampled config, status, start time, attempts, MLflow run id
+    <sweep>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
+    <sweep>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
+    <sweep>/baselines/b<budget>.json      the static-only baseline's test figures (search/sweep_baseline.py)
 
 Trials are ranked by their best validation score (what the search maximised); trials tied on it
 (a few hundred validation images make ties common) are ordered by the correct-class confidence of
@@ -151,18 +151,10 @@ def trial_summary(results_dir: str, record: dict) -> dict:
     return t
 
 
-def format_trial(t: dict) -> str:
-    mark = "*" if t["split"] == "validation" else ""
-    test = f"  test score {_g(t['test_score'])}" if t["test_score"] is not None else ""
-    return (f"score {_g(t['score'])}{test}  acc {_g(t['accuracy'])}{mark}  macs {_g(t['macs_ratio'], '.3f')}{mark}  "
-            f"params {_g(t['params_ratio'], '.3f')}{mark}  {'feasible' if t['feasible'] else 'infeasible'}  "
-            f"iters-to-best {_g(t['iters_to_best'], 'd')}/{t['iterations']}  {format_config(t['config'])}")
-
-
 def summarize(results_dir: str) -> dict:
     path = os.path.join(results_dir, SWEEP_FILE)
     if not os.path.isfile(path):
-        raise UsageError(f"{results_dir} holds no sweep ({SWEEP_FILE} is missing): pass a results/<name> folder "
+        raise UsageError(f"{results_dir} holds no sweep ({SWEEP_FILE} is missing): pass a <results-dir>/<name> folder "
                          f"that python -m rtsearch.tune wrote")
     try:
         with open(path) as f:
@@ -213,7 +205,7 @@ def summarize(results_dir: str) -> dict:
     return {"name": state["name"], "command": state.get("command"), "settings": settings,
             "mlflow_uri": shown, "selection": SELECTION,
             "mlflow_experiment_id": state.get("mlflow_experiment_id"), "sweeps": sweeps, "pareto": pareto,
-            "cpus_per_trial": cpus_per_trial, "generated": time.time()}
+            "cpus_per_trial": cpus_per_trial, "wall": state.get("wall"), "generated": time.time()}
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -241,7 +233,9 @@ def _intro_lines(summary: dict) -> list[str]:
              ""]
     if summary.get("command"):
         lines += [f"Produced by `{summary['command']}`; regenerate this page with "
-                  f"`python -m rtsearch.report results/{summary['name']}`.", ""]
+                  f"`python -m rtsearch.report {os.path.join(s.get('results_dir', 'results'), summary['name'])}`.", ""]
+    if summary.get("wall"):
+        lines += [wall_text(summary, summary["wall"]["seconds"]), ""]
     lines += [f"MLflow: experiment `{summary['name']}` in `{s['mlflow_uri']}` (one parent run per budget, one child "
               f"run per trial).", "",
               f"How the best is chosen: {SELECTION} Trials are listed in the validation order. Accuracy, MACs ratio, "
@@ -274,15 +268,15 @@ def _best_lines(sw: dict) -> list[str]:
 
 
 def _trials_lines(sw: dict) -> list[str]:
-    """One budget's counts, iterations and wall time, then its table of trials and the failed trials' errors."""
+    """One budget's counts and iterations, then its table of trials and the failed trials' errors (the sweep's wall
+    time is the page's, at its top: one clock)."""
     c = sw["counts"]
-    wall = f"{sw['wall_seconds']:.0f} s" if sw["wall_seconds"] is not None else "-"
     lines = [f"{len(sw['trials'])} trial(s): {c['completed']} completed, {c['stopped']} stopped early by ASHA, "
              f"{c['error']} failed{', ' + str(c['running']) + ' unfinished' if c['running'] else ''}"
              f"{'' if sw['finished'] else ' (sweep not finished: continue it with --resume)'}. "
              f"{sw['iterations']} iterations in all; **iterations to best for the sweep: "
              f"{_g(sw['sweep_iters_to_best'], 'd')}** (trials in start order, until the best trial reached its "
-             f"best). Wall time {wall}.", ""]
+             f"best).", ""]
     keys = sorted({k for t in sw["trials"] for k in t["config"]})
     lines += ["| rank | trial | status | score (val) | confidence (val) | score (held out) | accuracy | MACs ratio | "
               "params ratio | test score | feasible | iters to best | iterations | " + " | ".join(keys) + " |",
@@ -302,9 +296,10 @@ def _trials_lines(sw: dict) -> list[str]:
 
 
 def _time_lines(sw: dict, cpus_per_trial) -> list[str]:
-    """One budget's trial-seconds and reserved CPU-seconds, in all and per phase where the runs recorded them."""
-    lines = ["", f"Time: {sw['trial_seconds']:.0f} trial-seconds in all, {sw['reserved_cpu_seconds']:.0f} "
-                 f"reserved CPU-seconds ({cpus_per_trial} CPU(s) per trial).", ""]
+    """One budget's trial-seconds and reserved CPU-seconds, in all and per phase where the runs recorded them: sums
+    over trials that ran side by side, so not a wall time."""
+    lines = ["", f"Time: trial-seconds, summed over trials: {sw['trial_seconds']:.0f} s; reserved CPU-seconds: "
+                 f"{sw['reserved_cpu_seconds']:.0f} ({cpus_per_trial} CPU(s) per trial).", ""]
     if sw["phase_seconds"]:
         lines += ["| phase | seconds (sum over trials) | reserved CPU-seconds |", "|---|---|---|"]
         lines += [f"| {PHASES[p]} | {v:.1f} | {sw['phase_cpu_seconds'][p]:.1f} |"
@@ -404,8 +399,18 @@ def baseline_text(sw: dict) -> str:
             f"MACs ratio {_g(b['macs_ratio'])}, params ratio {_g(b['params_ratio'])}; {verdict}.")
 
 
+def wall_text(summary: dict, seconds: float) -> str:
+    """The sweep's one wall clock, labelled alike in the closing lines and summary.md: from rtsearch.tune having
+    parsed its arguments to its closing lines, pre-training and baselines included; a --resume run counts itself."""
+    resumed = bool((summary.get("wall") or {}).get("resumed"))
+    parts = "dense pre-training and baseline" if baselines.wanted(summary["settings"]) else "dense pre-training"
+    if resumed:
+        return f"wall time, this --resume run incl. {parts}: {seconds:.0f} s (earlier runs not counted)"
+    return f"wall time, whole sweep incl. {parts}: {seconds:.0f} s"
+
+
 def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, seconds: float) -> str:
-    lines = [f"sweep {summary['name']!r} done in {seconds:.0f}s"]
+    lines = [f"sweep {summary['name']!r} done; {wall_text(summary, seconds)}"]
     for key, sw in summary["sweeps"].items():
         b = sw["best"]
         if not b:
@@ -429,5 +434,7 @@ def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, secon
     if mlflow_uri:
         ui = f"mlflow ui --backend-store-uri {mlflow_uri}" if not mlflow_uri.startswith("http") else mlflow_uri
         lines.append(f"MLflow runs: experiment {summary['name']!r} in {mlflow_uri} (open with: {ui})")
+        from rtsearch.search.registry import closing_line     # each budget's best model, or why it is not registered
+        lines += [closing_line(summary["settings"], key, sw) for key, sw in summary["sweeps"].items()]
     lines.append(f"summary: {os.path.join(results_dir, 'summary.md')} (also summary.json, pareto.png)")
     return "\n".join(lines)

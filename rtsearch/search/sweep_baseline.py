@@ -3,7 +3,7 @@
 After a budget's trials the driver runs it once: the same uniform static pruning ratio on every layer,
 the largest that meets the MACs budget, no agents, fine-tuned as many epochs as a trial that runs every
 iteration (its warm-up plus one per iteration) at the default fine-tuning learning rate, with the
-sweep's seed, data and held-out share. Its test figures land in results/<name>/baselines/b<budget>.json
+sweep's seed, data and held-out share. Its test figures land in <results-dir>/<name>/baselines/b<budget>.json
 and the summary sets the best trial's test accuracy against it: a search that cannot beat this run has
 bought nothing. A sweep of fixed-ratio trials, or of one model for a budget range, has no such baseline.
 """

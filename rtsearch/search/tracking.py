@@ -22,11 +22,20 @@ CHECK_TIMEOUT_S = 5
 KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 SYSTEM_SAMPLE_S, SYSTEM_SAMPLES_PER_LOG = 5, 1      # system/* metrics: one value logged every 5 s
 
+# A trial's metrics name their split, so that a reader never takes a validation figure for a test one:
+# val_* per iteration (step = iteration), test_* once at the end, holdout_* for the second look at the top trials.
+# What is not a figure of a split (seconds, env steps, the agents' rewards and multipliers) keeps its plain name.
+VAL_KEYS = ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score", "feasible", "best_score",
+            "correct_confidence", "runtime_sparsity", "rerun_share")
 _FINAL_KEYS = ("accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "stored_bytes", "score",
                "feasible", "iters_to_best", "best_iteration", "seconds")
-# final (test-split) figures get their own names, apart from the per-iteration validation history
-_FINAL_NAMES = {**{k: f"test_{k}" for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "score",
-                                           "feasible")}, "seconds": "run_seconds"}
+_FINAL_NAMES = {**{k: f"test_{k}" for k in ("accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95",
+                                           "params_ratio", "score", "feasible")}, "seconds": "run_seconds"}
+
+
+def val_name(key: str) -> str:
+    """The MLflow name of a per-iteration row's key: its validation figures as val_<key>."""
+    return f"val_{key}" if key in VAL_KEYS else key
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -270,16 +279,19 @@ class TrialRun:
         else:
             _retry(lambda: client.update_run(run_id, status="RUNNING"))
             self.resumed = True
-            self.logged_steps = {m.step for m in _retry(lambda: client.get_metric_history(run_id, "score"))}
+            # steps already there: val_score, or score in a run logged before the val_ names
+            self.logged_steps = {m.step for key in (val_name("score"), "score")
+                                 for m in _retry(lambda key=key: client.get_metric_history(run_id, key))}
             self.finished_before = "test_score" in _retry(lambda: client.get_run(run_id)).data.metrics
         self.run_id = run_id
 
     def log_row(self, row: dict) -> bool:
-        """One iteration's validation metrics, step = iteration; False (nothing logged) if the run
-        already has that step."""
+        """One iteration's row, its validation figures as val_* (VAL_KEYS), step = iteration; False (nothing
+        logged) if the run already has that step."""
         if row["iteration"] in self.logged_steps:
             return False
-        log_metrics(self.uri, self.run_id, {k: v for k, v in row.items() if k != "iteration"}, step=row["iteration"])
+        log_metrics(self.uri, self.run_id, {val_name(k): v for k, v in row.items() if k != "iteration"},
+                    step=row["iteration"])
         self.logged_steps.add(row["iteration"])
         return True
 

@@ -1,0 +1,159 @@
+"""MLflow as a user reads it after real sweeps (tiny ones on digits, a real SQLite store): the README's recipe
+runs as written for a sweep of any method, each (dataset, model, method) has one registered model that every
+sweep adds a version to, and a trial's metrics and parameters say what they are."""
+import contextlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from rtsearch import methods
+from rtsearch.config import RunConfig
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+# the smallest sweeps tests/test_tune.py runs: one trial of one iteration, no baseline beside it
+TINY = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--max-iterations", "1",
+        "--num-samples", "1", "--no-baseline"]
+LADDER = [*TINY, "--method", "ladder", "--budget", "0.15"]
+BOTH = [*TINY, "--method", "both", "--budget", "0.5", "--param-budget", "0.8"]
+VAL = {"val_score", "val_best_score", "val_accuracy", "val_macs_ratio", "val_macs_ratio_p95", "val_params_ratio",
+       "val_feasible"}
+TEST = {"test_score", "test_accuracy", "test_macs_ratio", "test_params_ratio", "test_feasible"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A dense-model cache for these sweeps only (their 1-epoch dense model must not serve other tests)."""
+    return str(tmp_path_factory.mktemp("recipe-dense-cache"))
+
+
+def tune(cwd, cache, *args, timeout=300) -> str:
+    """`python -m rtsearch.tune` in `cwd`, in a session of its own (ended by group id, Ray included); its stdout,
+    after checking it exited 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=cwd, text=True,
+                            env=dict(os.environ, RTSEARCH_CACHE=cache), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"rtsearch.tune ran past {timeout}s:\n{out[-3000:]}\n{err[-3000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}\n{err[-4000:]}"
+    return out
+
+
+def recipe() -> str:
+    """The python block of README.md between <!-- mlflow-recipe --> and <!-- /mlflow-recipe -->."""
+    with open(README) as f:
+        text = f.read()
+    found = re.search(r"<!-- mlflow-recipe -->\s*```python\n(.*?)```\s*<!-- /mlflow-recipe -->", text, re.S)
+    assert found, "README.md has no python block between <!-- mlflow-recipe --> and <!-- /mlflow-recipe -->"
+    return found.group(1)
+
+
+def run_recipe(cwd, name: str, method: str) -> tuple[dict, str]:
+    """The recipe as written for the sweep `name` run in `cwd`: its variables and what it printed. Its store,
+    sqlite:///mlruns.db of the working folder, is written out as that folder's absolute path (MLflow keeps one
+    store per URI for the whole process, so the same relative URI would reach an earlier test's folder)."""
+    code = recipe()
+    for placeholder, value in (("<name>", name), ("<dataset>", "digits"), ("<model>", "small"), ("<method>", method),
+                               ("sqlite:///mlruns.db", f"sqlite:///{cwd}/mlruns.db")):
+        assert placeholder in code, placeholder
+        code = code.replace(placeholder, value)
+    out, names = io.StringIO(), {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md mlflow-recipe", "exec"), names)
+    return names, out.getvalue()
+
+
+def child(uri: str, name: str):
+    """The one trial's MLflow run of the sweep `name`."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id],
+                              filter_string="tags.`rtsearch.trial_id` != ''")
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def check_trial_run(uri: str, name: str, method: str) -> None:
+    """Validation figures as val_* at every iteration, test figures as test_*, none unprefixed; parameters only
+    of settings the method uses."""
+    from mlflow.tracking import MlflowClient
+    run = child(uri, name)
+    metrics, params = run.data.metrics, run.data.params
+    assert VAL | TEST <= set(metrics), sorted(metrics)
+    assert not {"score", "best_score", "accuracy", "macs_ratio", "params_ratio", "feasible"} & set(metrics)
+    assert [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "val_score")] == [1]
+    cfg = RunConfig(method=method)
+    assert set(params) - {"trial_id"} <= methods.get(method).uses(cfg), sorted(params)
+    assert params["method"] == method and params["trial_id"] == run.data.tags["rtsearch.trial_id"]
+
+
+@pytest.mark.slow
+def test_the_recipe_reads_a_ladder_sweep_and_its_registered_model(tmp_path, cache):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    out = tune(tmp_path, cache, *LADDER, "--name", "lad")
+    name = "rtsearch-digits-small-ladder"
+    assert f"MLflow model, budget 0.15: models:/{name}@best-0_15 (trial " in out, out
+    check_trial_run(uri, "lad", "ladder")
+    trial = child(uri, "lad")
+    assert not {"lam", "lr_runtime", "fixed_ratios", "lr_static"} & set(trial.data.params)
+    assert {"lr_rerun", "entropy_rerun", "lr_finetune", "agent_iterations"} <= set(trial.data.params)
+
+    names, printed = run_recipe(tmp_path, "lad", "ladder")
+    assert "params.lr_rerun" in names["params"] and "params.lam" not in names["params"]
+    assert "metrics.val_best_score" in names["figures"] and "metrics.test_score" in names["figures"]
+    assert list(names["trials"]["tags.rtsearch.trial_id"]) == [trial.data.tags["rtsearch.trial_id"]]
+    assert trial.data.tags["rtsearch.trial_id"] in printed and "params.lr_rerun" in printed, printed
+    assert "{'best-0_15': 1}" in printed and "1 Sweep 'lad' (MLflow experiment lad)" in printed, printed
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(uri)
+    assert [m.name for m in client.search_registered_models()] == [name]
+    version = client.get_model_version_by_alias(name, "best-0_15")
+    assert version.tags["rtsearch.trial_run_id"] == trial.info.run_id
+    assert f"best trial {trial.data.tags['rtsearch.trial_id']} (run {trial.info.run_id})" in version.description
+    assert f"accuracy {trial.data.metrics['test_accuracy']:.4f}" in version.description
+
+
+@pytest.mark.slow
+def test_a_second_sweep_of_both_agents_adds_a_version_and_moves_the_alias(tmp_path, cache):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    name = "rtsearch-digits-small-both"
+    first = tune(tmp_path, cache, *BOTH, "--name", "b1")
+    assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in first, first
+    second = tune(tmp_path, cache, *BOTH, "--name", "b2")
+    assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in second, second
+    for sweep in ("b1", "b2"):
+        check_trial_run(uri, sweep, "both")
+    assert {"lam", "lr_runtime", "lr_static", "beta_f"} <= set(child(uri, "b1").data.params)
+    assert "fixed_ratios" not in child(uri, "b1").data.params
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(uri)
+    assert [m.name for m in client.search_registered_models()] == [name]     # one model, not one per sweep
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == ["1", "2"]
+    assert str(client.get_model_version_by_alias(name, "best-0_5").version) == "2"
+    assert client.get_model_version(name, "1").aliases == [] and client.get_model_version(name, "2").aliases == [
+        "best-0_5"]
+    for number, sweep in (("1", "b1"), ("2", "b2")):
+        run = child(uri, sweep)
+        assert versions[number].description.startswith(f"Sweep '{sweep}' (MLflow experiment {sweep}), budget 0.5: "
+                                                        f"its best trial {run.data.tags['rtsearch.trial_id']} ")
+        assert versions[number].tags["rtsearch.trial_run_id"] == run.info.run_id
+
+    names, printed = run_recipe(tmp_path, "b1", "both")
+    assert {"params.lam", "params.lr_runtime"} <= set(names["params"]) and "params.fixed_ratios" not in names["params"]
+    assert child(uri, "b1").data.tags["rtsearch.trial_id"] in printed
+    assert "{'best-0_5': 2}" in printed, printed
+    assert "2 Sweep 'b2' (MLflow experiment b2)" in printed and "1 Sweep 'b1' (MLflow experiment b1)" in printed
