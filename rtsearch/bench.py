@@ -70,8 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--compiled", action="store_true",
                    help="with --deployed: also time each model's TorchScript form where it has one")
     p.add_argument("--checkpoint", default=None, help="with --latency: time this run's checkpoint.pt or best.pt")
-    p.add_argument("--profile", action="store_true", help="with --latency: instead of timing, list where a "
-                                                          "batch's time goes (dense and static-only, per operator)")
+    p.add_argument("--profile", action="store_true", help="with --latency or --deployed: instead of timing, list "
+                                                          "where a call's time goes (per operator)")
     p.add_argument("--networks", nargs="+", default=["resnet56:3,32,32", "mcifarnet:3,32,32", "small:1,28,28"],
                    metavar="MODEL:C,H,W", help="with --latency and no --checkpoint: synthetic networks to time")
     p.add_argument("--budgets", default="0.5,0.15,0.08", help="with --latency: MACs budgets, comma-separated")
@@ -187,6 +187,14 @@ def main(argv=None) -> int:
     if args.pareto:
         from rtsearch import bench_pareto
         bench_pareto.run(args, command)
+        return 0
+    if args.deployed and args.profile:
+        from rtsearch import bench_deployed
+        text = bench_deployed.profile(args.deployed, args.batch_sizes)
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(f"    {command}\n\n{text}")
         return 0
     if args.deployed:
         from rtsearch import bench_deployed

@@ -108,3 +108,40 @@ def markdown(rows: list[dict], command: str) -> str:
                      f"{r['threads']} | "
                      f"{r['macs_ratio']:.4f} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['latency_ratio']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def profile(run_dirs: list[str], batch_sizes: list[int], calls: int = 20) -> str:
+    """Where the time of each run's deployed model goes, eager and compiled, per batch size: the wall time of a
+    call against the time torch.profiler finds inside operators (the rest is Python and dispatch between them),
+    and the busiest operators (markdown)."""
+    import time
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from rtsearch import data
+    torch.set_num_threads(1)
+    lines = [f"Per call, one thread, {calls} calls after warm-up: wall time under the profiler, time inside "
+             "operators (self CPU time of every aten operator), and the rest (Python, TorchScript and dispatch between "
+             "operators, and the profiler's own cost).", ""]
+    for d in run_dirs:
+        with open(os.path.join(d, "metrics.json")) as f:
+            cfg = json.load(f)["config"]
+        x = data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")).test[0]
+        for form, model in forms(loaded(d)):
+            for b in batch_sizes:
+                xb = x[:b]
+                with torch.no_grad():
+                    for _ in range(3):
+                        model(xb)
+                    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                        start = time.perf_counter()
+                        for _ in range(calls):
+                            model(xb)
+                        wall = (time.perf_counter() - start) * 1e3 / calls     # the profiler's own cost included
+                events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+                inside = sum(e.self_cpu_time_total for e in events if e.key != "forward") / calls / 1e3
+                top = ", ".join(f"{e.key} {e.self_cpu_time_total / calls / 1e3:.3f} ms" for e in events[:4])
+                lines.append(f"- {d} ({form}), batch {b}: {wall:.3f} ms per call under the profiler, {inside:.3f} ms "
+                             f"inside operators, {wall - inside:.3f} ms between them; busiest: {top}")
+    return "\n".join(lines) + "\n"

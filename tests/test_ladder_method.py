@@ -59,7 +59,7 @@ def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
         actor.weight.zero_()
         actor.weight[1, 3] = 10.0       # re-run when the cheap pass is unsure (high entropy)
         actor.bias.copy_(torch.tensor([0.0, -5.0]))
-    model = ladder.LadderModel([cheap, dear], actor, [0, 1], [0.0, 0.1], 0.0, [0.02, 0.12])
+    model = ladder.LadderModel([cheap, dear], actor, [0, 1], [0.0, 0.1], 0.0, [0.02, 0.12], (2,))
     x = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
     log_probs, choice = model.decide(x)
     assert choice.tolist() == [0, 1]

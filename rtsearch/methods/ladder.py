@@ -33,7 +33,7 @@ import torch
 from rtsearch import data
 from rtsearch.config import Pruning, RunConfig
 from rtsearch.errors import UsageError
-from rtsearch.methods import fixed
+from rtsearch.methods import fixed, rung_cache
 from rtsearch.methods.base import COMMON, Method, prepared, save_model
 from rtsearch.net.cost import CostModel
 from rtsearch.rl import rerun
@@ -63,23 +63,33 @@ def rung_config(cfg: RunConfig, budget: float) -> RunConfig:
 
 def train_rungs(cfg: RunConfig, log, resume: bool) -> list[dict]:
     """Run every rung (a fixed-ratio run, rtsearch.methods.fixed); with `resume`, a finished rung is read back and a
-    started one resumed. Returns each rung's folder and metrics and whether it was read back, cheapest first."""
+    started one resumed. A rung some run made before with the same settings is copied from the rung cache
+    (rtsearch.methods.rung_cache) instead, and a rung made here is added to it. Returns each rung's folder and
+    metrics and whether it was read back, cheapest first. A copied rung is not "read back": the run's seconds count
+    what copying it took, not its training (and, read back on --resume, that copy's seconds again)."""
     rungs = []
     budgets = rung_budgets(cfg.budget)
+    dense_model = None          # its name, the rungs' cache key: found when a rung is first looked up
     for i, b in enumerate(budgets, 1):
         rc = rung_config(cfg, b)
-        path = os.path.join(rc.out, "metrics.json")
-        read_back = resume and os.path.isfile(path)
+        head = f"rung {i}/{len(budgets)} (MACs budget {b:g})"
+        read_back = resume and os.path.isfile(os.path.join(rc.out, "metrics.json"))
         if read_back:
-            log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): done before, read back from {rc.out}")
-            with open(path) as f:
-                metrics = json.load(f)
+            log(f"{head}: done before, read back from {rc.out}")
+            metrics = rung_cache.read_back(rc.out)
         else:
-            log(f"rung {i}/{len(budgets)} (MACs budget {b:g}): Torch-Pruning L1, fine-tuned in {rc.out}")
-            metrics = fixed.launch(rc, log=lambda line, b=b: log(f"  rung {b:g}: {line}"),
-                                   resume=resume and RunRecord.has_checkpoint(rc.out))
+            dense_model = dense_model or rung_cache.dense_name(cfg)
+            metrics, _ = rung_cache.obtain(rc, rung_cache.key(rc, dense_model),
+                                           lambda rc=rc, head=head: train_rung(rc, head, log, resume), log, head)
         rungs.append({"budget": b, "out": rc.out, "metrics": metrics, "read_back": read_back})
     return sorted(rungs, key=lambda r: r["metrics"]["macs_ratio"])
+
+
+def train_rung(rc: RunConfig, head: str, log, resume: bool) -> dict:
+    """One rung trained in rc.out (a started one resumed with `resume`); its metrics."""
+    log(f"{head}: Torch-Pruning L1, fine-tuned in {rc.out}")
+    return fixed.launch(rc, log=lambda line: log(f"  rung {rc.budget:g}: {line}"),
+                        resume=resume and RunRecord.has_checkpoint(rc.out))
 
 
 def split_outputs(forward, x, y) -> dict:
@@ -171,9 +181,12 @@ class LadderModel(torch.nn.Module):
     rung; the policy (plain torch layers, no RLlib needed) keeps that answer or re-runs it on one dearer rung."""
 
     def __init__(self, rungs: list, actor: torch.nn.Module, actions: list[int], extra: list[float], shift: float,
-                 macs: list[float]):
+                 macs: list[float], input_shape):
         super().__init__()
-        self.rungs = torch.nn.ModuleList(rungs)     # the cheap rung, then the dearer rungs the policy uses
+        # the cheap rung, then the dearer rungs the policy uses: their skip-path networks alone (a rung's
+        # deployed.pt also carries its masked twin, which a ladder never runs)
+        self.rungs = torch.nn.ModuleList([getattr(rung, "skip", rung) for rung in rungs])
+        self.input_shape = tuple(input_shape)
         self.actor = actor
         self.actions = actions                      # the agent's action of each rung (0: keep the cheap answer)
         self.shift = shift
@@ -195,6 +208,15 @@ class LadderModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decide(x)[0]
+
+    def compiled(self) -> torch.jit.ScriptModule:
+        """The same model as one TorchScript graph (rtsearch.deploy.compiled): same answers, less overhead."""
+        from rtsearch.deploy import compiled
+        shape = getattr(self, "input_shape", None) or self.rungs[0].input_shape    # older ladders kept it per rung
+        with torch.no_grad():
+            classes = self.rungs[0](torch.zeros(1, *shape)).shape[1]
+        return compiled.cascade([getattr(r, "skip", r) for r in self.rungs], shape, rerun.features, self.actor,
+                                self.actions, self.shift, self.extra, classes)
 
 
 def evaluate(model: LadderModel, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -324,7 +346,7 @@ def deploy(cfg: RunConfig, plan: Plan, best: dict, rungs: list[dict], splits, re
     """deployed.pt (a LadderModel of the best iteration), its test figures and test_per_input.npz; the metrics."""
     used, levels, extra = best["used"], plan.levels, plan.extra
     model = LadderModel([levels[a]["model"] for a in used], best["actor"], used, extra[used].tolist(),
-                        best["shift"], (plan.base_macs + extra[used]).tolist())
+                        best["shift"], (plan.base_macs + extra[used]).tolist(), levels[0]["model"].input_shape)
     torch.save(model, os.path.join(cfg.out, "deployed.pt"))
     test = evaluate(model, *splits.test)
     np.savez(os.path.join(cfg.out, "test_per_input.npz"), **test.pop("per_input"))
@@ -370,9 +392,10 @@ class TraceableLadder(torch.nn.Module):
 
     def __init__(self, model: LadderModel):
         super().__init__()
-        from rtsearch.deploy.traced import TraceableModel
-        self.rungs = torch.nn.ModuleList([TraceableModel(rung) for rung in model.rungs])
-        self.actor, self.shift, self.input_shape = model.actor, model.shift, model.rungs[0].input_shape
+        from rtsearch.deploy.traced import TraceableModel     # a rung of a ladder written before rungs were lean
+        self.rungs = torch.nn.ModuleList([TraceableModel(r) if hasattr(r, "masked") else r for r in model.rungs])
+        self.actor, self.shift = model.actor, model.shift
+        self.input_shape = getattr(model, "input_shape", None) or model.rungs[0].input_shape
         self.register_buffer("actions", torch.tensor(model.actions, dtype=torch.long))
         self.register_buffer("extra", model.extra.clone())
 
@@ -418,8 +441,8 @@ class Ladder(Method):
     sweep_iterations = RunConfig.agent_iterations
     space_file = "ladder.yaml"
     swept = True
-    sweep_note = (" of the ladder's re-run agent (`--method ladder`: each trial first makes its Torch-Pruning L1 "
-                  "rungs, then reports every PPO iteration of its agent)")
+    sweep_note = (" of the ladder's re-run agent (`--method ladder`: each trial first makes or copies from the rung "
+                  "cache its Torch-Pruning L1 rungs, then reports every PPO iteration of its agent)")
     unset_param_budget = ("parameter budget 1 (the rungs a ladder keeps and its policy store no more than the dense "
                           "model)")
     resume_may_change = ("param_budget",)       # its agent is trained again under the new cap
