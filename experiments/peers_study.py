@@ -48,8 +48,8 @@ NON_LEARNED = ["uniform runtime-only", "uniform static-only", "Torch-Pruning L1"
 ROWS = [*LEARNED, ITS_NETWORK, *NON_LEARNED, CASCADE, ORACLE]
 ATTEMPTS = ("Where a target is missed, the verdicts above say by how much. What was tried to close the gap, and what "
             "each attempt measured, is in results/agents-attempts.md, with the studies it cites (results/widths.md, "
-            "results/archive/allocation.md, results/archive/band.md, results/archive/cascade.md, results/archive/rerun*.md, results/distill.md, "
-            "results/ladder*.md).")
+            "results/archive/allocation.md, results/archive/band.md, results/archive/cascade.md, "
+            "results/archive/rerun*.md, results/distill.md, results/ladder*.md).")
 
 
 def plan(root: str, budgets: list[float], seeds: list[int], iterations: int) -> list[dict]:
