@@ -171,3 +171,5 @@ def test_traceable_form_predicts_as_the_skip_path_and_exports():
     batch = torch.export.Dim("batch", min=1, max=64)
     program = torch.export.export(traced, (x[:2],), dynamic_shapes={"x": {0: batch}})
     assert (program.module()(x) - masked).abs().max() < 1e-4
+    script = model.compiled()           # TorchScript of the same form, the agent batched inside the graph
+    assert (script(x) - masked).abs().max() < 1e-5 and (script(x[:1]) - masked[:1]).abs().max() < 1e-5

@@ -205,12 +205,19 @@ class DeployedModel(torch.nn.Module):
             return masked_forward(self.masked, self.policy, x)
 
     def compiled(self) -> torch.jit.ScriptModule | None:
-        """The same model as one TorchScript graph (rtsearch.deploy.compiled) where it has no runtime policy
-        (its shapes are then fixed); None otherwise."""
-        if self.policy is not None:
-            return None
+        """The same model as one TorchScript graph (rtsearch.deploy.compiled): without runtime policy, the skip-path
+        network (its shapes are fixed); with fixed ratios or a feed-forward agent, the masked form with the policy
+        run batched inside the graph (rtsearch.deploy.traced: every kept channel computed, the runtime choices
+        applied as masks); None for an LSTM agent."""
         from rtsearch.deploy import compiled
-        return compiled.network(self.skip, self.input_shape)
+        if self.policy is None:
+            return compiled.network(self.skip, self.input_shape)
+        from rtsearch.deploy.traced import TraceableModel
+        try:
+            masked = TraceableModel(self)
+        except ValueError:          # an LSTM agent: no fixed-shape form
+            return None
+        return compiled.frozen(compiled.traced(masked, torch.zeros(2, *self.input_shape)))
 
 
 @dataclass
