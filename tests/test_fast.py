@@ -156,7 +156,7 @@ def test_traceable_form_predicts_as_the_skip_path_and_exports():
     torch.export traces it with a free batch dimension."""
     from rtsearch.net.surgery import prune_static
     from rtsearch.deploy import deployed
-    from rtsearch.deploy.traced import TraceableModel
+    from rtsearch.deploy.deployed import TraceableModel
     net = trained_looking("resnet20", 0.5)
     static = [0.3] * net.num_layers
     policy = deployed.DeployedPolicy(deployed.untrained_module(net.num_layers, 0.95), net, static, 0.2, 0.95, 0.1)

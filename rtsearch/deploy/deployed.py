@@ -190,7 +190,7 @@ class DeployedModel(torch.nn.Module):
 
     def __init__(self, skip: SkipNet, policy: Optional[FastPolicy], input_shape, masked: GatedNet):
         super().__init__()
-        # `masked`: the same network in masked form, statically pruned (model.pt): rtsearch.deploy.traced
+        # `masked`: the same network in masked form, statically pruned (model.pt): `TraceableModel`
         self.skip, self.masked, self.input_shape = skip, masked.eval(), tuple(input_shape)
         self.policy = policy.portable() if isinstance(policy, DeployedPolicy) else policy
 
@@ -207,12 +207,11 @@ class DeployedModel(torch.nn.Module):
     def compiled(self) -> torch.jit.ScriptModule | None:
         """The same model as one TorchScript graph (rtsearch.deploy.compiled): without runtime policy, the skip-path
         network (its shapes are fixed); with fixed ratios or a feed-forward agent, the masked form with the policy
-        run batched inside the graph (rtsearch.deploy.traced: every kept channel computed, the runtime choices
+        run batched inside the graph (`TraceableModel`: every kept channel computed, the runtime choices
         applied as masks); None for an LSTM agent."""
         from rtsearch.deploy import compiled
         if self.policy is None:
             return compiled.network(self.skip, self.input_shape)
-        from rtsearch.deploy.traced import TraceableModel
         try:
             masked = TraceableModel(self)
         except ValueError:          # an LSTM agent: no fixed-shape form
@@ -356,3 +355,27 @@ def batched_mean(lean, t: int, importance: torch.Tensor, macs: torch.Tensor) -> 
     for activation, (w, b) in zip(lean.activations, lean.rest):
         h = F.linear(torch.tanh(h) if activation is torch.nn.Tanh else F.relu(h), w, b)
     return h[:, 0]
+
+
+class TraceableModel(torch.nn.Module):
+    """The deployed model in masked form, for the MLflow Model Registry: forward(x) -> logits (B, classes) with
+    fixed shapes; a feed-forward runtime agent runs batched.
+
+    MLflow 3 stores a PyTorch model as a torch.export program (pt2) and loads pickled ones only where
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set. The skip path (`DeployedModel`) changes tensor shapes with each
+    input's keep counts, which a traced program cannot; here every shape is fixed instead: the statically pruned
+    channels are removed, every remaining channel is computed, and the runtime policy's choices are applied per
+    input as masks, as the run's evaluation applied them. Same predictions as deployed.pt (to float rounding), not
+    its speed. A ladder run's fixed-shape form is rtsearch.methods.ladder.TraceableLadder."""
+
+    def __init__(self, model: DeployedModel):
+        super().__init__()
+        policy = model.policy
+        if isinstance(policy, DeployedPolicy) and policy.lean is None:
+            raise ValueError("an LSTM runtime agent has no traceable form; load deployed.pt with torch.load")
+        if not (policy is None or isinstance(policy, (DeployedPolicy, FixedRatios))):
+            raise ValueError(f"no traceable form for a {type(policy).__name__} runtime policy")
+        self.net, self.policy, self.input_shape = model.masked, policy, model.input_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return masked_forward(self.net, self.policy, x)

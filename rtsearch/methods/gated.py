@@ -82,7 +82,7 @@ class Gated(Method):
                 f"dense), bytes {result['bytes']}, widths {result['widths']}")
 
     def traceable(self, model):
-        from rtsearch.deploy.traced import TraceableModel
+        from rtsearch.deploy.deployed import TraceableModel
         return TraceableModel(model)
 
 

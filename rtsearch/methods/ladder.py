@@ -392,7 +392,7 @@ class TraceableLadder(torch.nn.Module):
 
     def __init__(self, model: LadderModel):
         super().__init__()
-        from rtsearch.deploy.traced import TraceableModel     # a rung of a ladder written before rungs were lean
+        from rtsearch.deploy.deployed import TraceableModel     # a rung of a ladder written before rungs were lean
         self.rungs = torch.nn.ModuleList([TraceableModel(r) if hasattr(r, "masked") else r for r in model.rungs])
         self.actor, self.shift = model.actor, model.shift
         self.input_shape = getattr(model, "input_shape", None) or model.rungs[0].input_shape

@@ -98,7 +98,8 @@ class RunRecord:
                 "score": score(held["accuracy"], held["macs_ratio"], params_ratio, cfg.budget, cfg.param_budget)}
 
     def finish(self, test: dict, params_ratio: float, stored_bytes: int, extra: dict | None = None) -> dict:
-        """Write metrics.json: test-set figures of the best iteration (docs/guide.md, "Run folders and what a run writes")."""
+        """Write metrics.json: test-set figures of the best iteration (docs/guide.md, "Run folders and what a run
+        writes")."""
         cfg = self.cfg
         scores = [r["score"] for r in self.history]
         metrics = {"accuracy": test["accuracy"], "dense_accuracy": self.dense_accuracy,

@@ -15,7 +15,7 @@ A best trial whose test figures miss its budget (not `feasible`, rtsearch.net.me
 `refusal` says why, in the sweep's closing lines and as NotRegistered here.
 
 What is packaged is the trial's deployed model, deployed.pt (rtsearch.deploy.deployed.DeployedModel, written
-by every run), in the masked form MLflow can store as a torch.export program (rtsearch.deploy.traced): the
+by every run), in the masked form MLflow can store as a torch.export program (`TraceableModel`): the
 network of its best iteration with the statically pruned channels removed, and its runtime policy
 (the runtime agent with its calibration shift, or a baseline's uniform ratios) choosing per input
 which channels count. It predicts what the trial evaluated; loading it needs neither rtsearch nor
