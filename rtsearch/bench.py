@@ -60,6 +60,8 @@ def parse_args(argv=None):
                                                  "dense, tp-l1, uniform, ladder, both)")
     p.add_argument("--method-budgets", default="0.15,0.08,0.05",
                    help="with --pareto: the MACs budgets of every kind but dense and tp-l1 (whose six are fixed)")
+    p.add_argument("--no-train", action="store_true",
+                   help="with --pareto: time only the runs already made; the report names the rest")
     p.add_argument("--train-only", action="store_true",
                    help="with --pareto: make the missing runs and stop (time them later, on a quiet machine)")
     p.add_argument("--runs-dir", default=os.path.join("runs", "pareto"),
@@ -167,6 +169,8 @@ def check_pareto(args):
     unknown = [k for k in args.kinds if k not in KINDS]
     if not args.kinds or unknown:
         raise UsageError(f"--kinds {','.join(unknown) or '(none)'}: choose from {', '.join(KINDS)}")
+    if args.no_train and args.train_only:
+        raise UsageError("--no-train and --train-only together do nothing: pass one of them")
     if "tp-l1" not in args.kinds:
         raise UsageError("--kinds must include tp-l1: every point is compared with Torch-Pruning L1's front")
     args.batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int, 1, 4096)

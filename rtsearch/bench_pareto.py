@@ -306,13 +306,22 @@ def run(args, command: str) -> None:
     import torch
 
     runs = plan(args)
-    make_runs(runs, args.data_dir)
+    missing = []
+    if args.no_train:       # time what is there; the report names what is not
+        missing = [r["out"] for r in runs if not finished(r["out"])]
+        runs = [r for r in runs if finished(r["out"])]
+        print(f"--no-train: timing the {len(runs)} finished runs; {len(missing)} of the plan are not made")
+    else:
+        make_runs(runs, args.data_dir)
     if args.train_only:
         return
     rows = measure(runs, args.batch_sizes, args.runs, 1)
     stem = args.out[:-3] if args.out.endswith(".md") else args.out
     with open(stem + ".md", "w") as f:
         f.write(markdown(rows, command, device_name(torch.device("cpu"))))
+        if missing:
+            f.write("\nRuns of the plan not made (`--no-train`), so not in the tables above: "
+                    + ", ".join(f"`{m}`" for m in missing) + ".\n")
     with open(stem + ".json", "w") as f:
         json.dump({"command": command, "rows": rows}, f, indent=1)
     for model in args.models:

@@ -104,6 +104,7 @@ def test_compiled_ladder_answers_and_routes_as_the_ladder():
     (["--kinds", "tp-l1,magic"], ["--kinds", "magic"]),
     (["--seeds", "0,x"], ["--seeds"]),
     (["--out", "no/such/folder/p.md"], ["--out", "folder"]),
+    (["--no-train", "--train-only"], ["--no-train", "--train-only"]),
 ])
 def test_pareto_bad_input_exits_2_before_any_run(args, words, tmp_path):
     result = run_main("rtsearch.bench", "--pareto", "--runs-dir", str(tmp_path / "runs"), *args)
