@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         return 0
     start = time.time()
     metrics = methods.run(cfg, log=log_to_stdout, resume=flags["resume"])
-    print(f"done in {time.time() - start:.0f}s: test accuracy {metrics['accuracy']:.4f}, "
+    print(f"done; wall time of this run: {time.time() - start:.0f} s. Test accuracy {metrics['accuracy']:.4f}, "
           f"macs ratio {metrics['macs_ratio']:.4f}, params ratio {metrics['params_ratio']:.4f}, "
           f"score {metrics['score']:.4f}; results in {os.path.join(cfg.out, 'metrics.json')}", flush=True)
     return 0
