@@ -20,7 +20,7 @@ from rtsearch.errors import UsageError
 
 @guarded
 def main(argv=None) -> None:
-    parser = ArgumentParser(description="Write the deployable model of a checkpoint.")
+    parser = ArgumentParser(prog="python -m rtsearch.export", description="Write the deployable model of a checkpoint.")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint.pt or best.pt written by a run (a ladder run: any file of its folder)")
     parser.add_argument("--out", required=True, help="file to write the exported model to")
