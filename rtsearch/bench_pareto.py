@@ -61,6 +61,8 @@ def make_runs(runs: list[dict], data_dir: str | None, log=print) -> None:
     log(f"{len(runs) - len(todo)} of {len(runs)} runs done before; {len(todo)} to make")
     start = time.time()
     for i, r in enumerate(todo, 1):
+        if finished(r["out"]):      # made meanwhile by another bench on the same runs folder
+            continue
         os.makedirs(r["out"], exist_ok=True)
         if r["kind"] == "dense":
             write_dense(r, data_dir)
