@@ -52,7 +52,8 @@ def test_operating_points_read_each_front_at_the_reference_latency():
     text = bench_pareto.markdown([{**r, "iqr_ms": 0.1, "eager_ms": 2 * r["median_ms"], "form": "TorchScript",
                                    "params_ratio": r["budget"], "file_bytes": 1} for r in rows], "cmd", "cpu")
     assert "| small | 64 | 0.08 | 2.000 | 0.9000 | ladder | +0.0300 | ahead |" in text
-    assert "| small | 64 | 0.15 | 4.000 | 0.9400 | ladder | n/a | no point at that latency |" in text
+    assert "| small | 64 | 0.15 | 4.000 | 0.9400 | ladder | n/a | no point that slow |" in text
+    assert "| small | 64 | 0.08 | 2.000 | 0.9000 | both | n/a | slower: its fastest point takes 5.000 ms |" in text
 
 
 def skip_net(seed: int, ratio: float) -> SkipNet:
