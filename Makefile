@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The default search on mnist5k: the ladder (rtsearch.train --method ladder, the method the README
-# recommends at tight budgets; dense pre-training once, then 8 trials that share its ten rungs (the first makes them) and
+# The default search on mnist5k: the ladder (rtsearch.train --method ladder, the default method, which wins on MACs but not on the clock: README
+# "On the clock and on disk"; dense pre-training once, then 8 trials that share its ten rungs (the first makes them) and
 # train their re-run agent for up to 40 PPO iterations, TPE + ASHA, MLflow in ./mlruns.db, then the
 # fixed-ratio static-only baseline it is set against) at a MACs budget of 0.08, where pruning costs
 # accuracy and methods differ (at 0.5 every method is within noise of the dense model on these digits).
