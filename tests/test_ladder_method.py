@@ -132,9 +132,9 @@ def check_latency_bench(out, tmp_path) -> None:
     assert timed.returncode == 0, timed.stderr[-3000:]
     rows = [line.split(" | ") for line in (tmp_path / "latency.md").read_text().splitlines()
             if line.startswith(f"| {out}")]
-    assert [(r[1], r[3]) for r in rows] == [("static-only", "1"), ("static-only", "16"), ("ladder", "1"),
-                                            ("ladder", "16")]
-    assert rows[0][8] == "1.00 |" and all(float(r[6]) > 0 for r in rows)   # against the first run; median ms
+    assert [(r[1], r[2], r[4]) for r in rows] == [("static-only", "eager", "1"), ("static-only", "eager", "16"),
+                                                  ("ladder", "eager", "1"), ("ladder", "eager", "16")]
+    assert rows[0][9] == "1.00 |" and all(float(r[7]) > 0 for r in rows)   # against the first run; median ms
 
 
 def check_export(out, tmp_path, metrics: dict, splits) -> None:

@@ -107,7 +107,7 @@ def test_the_recipe_reads_a_ladder_sweep_and_its_registered_model(tmp_path, cach
     check_trial_run(uri, "lad", "ladder")
     trial = child(uri, "lad")
     assert not {"lam", "lr_runtime", "fixed_ratios", "lr_static"} & set(trial.data.params)
-    assert {"lr_rerun", "entropy_rerun", "lr_finetune", "agent_iterations"} <= set(trial.data.params)
+    assert {"lr_rerun", "entropy_rerun", "agent_iterations"} <= set(trial.data.params)
 
     names, printed = run_recipe(tmp_path, "lad", "ladder")
     assert "params.lr_rerun" in names["params"] and "params.lam" not in names["params"]
