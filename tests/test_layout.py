@@ -165,7 +165,7 @@ def test_the_checks_catch_what_they_should():
     assert method_name_comparisons("x = cfg.method == 'ladder'\ny = m in ('both', 'x')\nz = {'ladder': 1}") == [1, 2]
 
 
-METHOD_NAMES = {"ladder", "both", "runtime-only", "static-only"}
+METHOD_NAMES = {"ladder", "both", "runtime-only", "static-only", "paper"}
 
 
 def method_name_comparisons(source: str) -> list[int]:

@@ -12,7 +12,9 @@ from rtsearch import data, methods
 TINY = {"ladder": ["--budget", "0.15", "--iterations", "1", "--agent-iterations", "2"],
         "both": ["--budget", "0.3", "--iterations", "1"],
         "runtime-only": ["--budget", "0.3", "--iterations", "1"],
-        "static-only": ["--budget", "0.3", "--iterations", "1"]}
+        "static-only": ["--budget", "0.3", "--iterations", "1"],
+        "paper": ["--budget", "0.3", "--paper-epochs", "1", "--paper-rl-epochs", "1", "--paper-backbone-epochs", "1",
+                  "--paper-batch", "256"]}
 
 
 def test_every_registered_method_has_a_tiny_run_here():

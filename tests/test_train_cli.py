@@ -58,7 +58,7 @@ def test_help_shows_each_flags_default_and_choices():
             "(one of mnist5k, digits, cifar10, cifar100, imagefolder); default mnist5k") in text
     assert "--model MODEL backbone (one of small, mcifarnet, resnet20, resnet56, resnet18); default small" in text
     assert "--seed SEED seed of the data split, the dense model and every run; default 0;" in text
-    assert "--method {ladder,both,runtime-only,static-only} what is learned (default ladder)" in text
+    assert "--method {ladder,both,runtime-only,static-only,paper} what is learned (default ladder)" in text
     assert "--lr-runtime LR-RUNTIME runtime agent (PPO) learning rate; default 0.0003; positive" in text
     assert "--no-calibrate shift the runtime agent's ratios so validation MACs meet the budget; on by default, " \
            "this flag turns it off" in text
@@ -265,6 +265,6 @@ def test_help_shows_defaults_and_choices():
     result = run_main("rtsearch.train", "--help")
     shown = " ".join(result.stdout.split())         # argparse wraps lines
     assert result.returncode == 0
-    for words in ("default 0.001", "{ladder,both,runtime-only,static-only}", "{greedy,sandwich}",
+    for words in ("default 0.001", "{ladder,both,runtime-only,static-only,paper}", "{greedy,sandwich}",
                   "the ladder (--method ladder)", "one of mnist5k", "in (0, 1]", "default ladder"):
         assert words in shown, words

@@ -3,7 +3,8 @@
 Entry points, the Tune trial, the sweep's baseline, its report and export ask here (`get`, `run`, `of_folder`);
 none of them compares a method's name. Each method lives in its own module behind rtsearch.methods.base.Method:
 the ladder (rtsearch.methods.ladder), the two agents on a gated network with their one-agent variants and their
-fixed-ratio peers (rtsearch.methods.gated, rtsearch.methods.fixed).
+fixed-ratio peers (rtsearch.methods.gated, rtsearch.methods.fixed), and the published method as written
+(rtsearch.methods.paper).
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Callable
 from rtsearch.config import RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.logs import log_to_stdout
-from rtsearch.methods import gated, ladder
+from rtsearch.methods import gated, ladder, paper
 from rtsearch.methods.base import Method, check_resume, read_manifest, refuse_unused, with_pruning
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (ladder.METHOD, *gated.METHODS)}
+REGISTRY: dict[str, Method] = {m.name: m for m in (ladder.METHOD, *gated.METHODS, paper.METHOD)}
 DEFAULT = RunConfig.method       # what rtsearch.train and rtsearch.tune run without --method
 
 

@@ -1,0 +1,84 @@
+"""The published method as written (`--method paper`): Chen, Chen and Pan, *Storage Efficient and Dynamic Flexible
+Runtime Channel Pruning via Deep Reinforcement Learning* (NeurIPS 2020), ingredient by ingredient from its text and
+public code, with this project's exact MACs accounting; beside `--method both`, which differs in almost every
+ingredient (docs/method.md, "The published method").
+
+The pieces: the gated network and trade-off pruner (rtsearch.net.tradeoff), the rewards (rtsearch.rl.paper_reward),
+the env (rtsearch.rl.paper_env), the recurrent PPO agents (rtsearch.rl.paper_agents), their greedy use and the
+deployed model (rtsearch.rl.paper_policy), the schedule (rtsearch.rl.paper_loop).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import torch
+
+from rtsearch.config import Pruning, RunConfig
+from rtsearch.errors import UsageError
+from rtsearch.methods.base import COMMON, Method, prepared, save_model
+
+PAPER = frozenset({"num_env_runners", "paper_epochs", "paper_lr_runtime", "paper_lr_static", "paper_dpratio",
+                   "paper_penalty_scale", "paper_penalty_temperature", "paper_mean_decay", "paper_rl_epochs",
+                   "paper_backbone_epochs", "paper_batch", "paper_observation"})
+
+COUNTS = ("paper_epochs", "paper_rl_epochs", "paper_backbone_epochs", "paper_batch")
+
+
+class Paper(Method):
+    name = "paper"
+    summary = ("the published method as written: recurrent runtime and static agents per input, the paper's "
+               "rewards and trade-off pruner")
+    pruning = Pruning(static=True, runtime=True)
+    # its outer epochs are --paper-epochs and its backbone epochs per outer epoch --paper-backbone-epochs, not
+    # --iterations and --finetune-epochs
+    fields = (COMMON - {"finetune_epochs", "iterations"}) | PAPER
+    iteration_field = "paper_epochs"
+    sweep_iterations = RunConfig.paper_epochs
+    space_file = "paper.yaml"
+    swept = True
+    sweep_note = " (`--method paper`: each iteration one outer epoch of RL epochs then backbone epochs)"
+
+    def start(self, cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
+        """As every method; counts a search space sampled as numbers (4.0) run as the whole numbers they are, and
+        its outer epochs are the run's iterations (what its record, progress and metrics count)."""
+        cfg = replace(cfg, **{k: int(round(getattr(cfg, k))) for k in COUNTS})
+        cfg = replace(cfg, iterations=cfg.paper_epochs)
+        return super().start(cfg, on_iteration, log, resume)
+
+    def run(self, cfg: RunConfig, on_iteration, log, resume: bool) -> dict:
+        from rtsearch.rl.paper_loop import run_paper      # imports RLlib: only its runs pay for it
+        splits, net, dense_accuracy, teacher, _ = prepared(cfg, log)
+        return run_paper(cfg, splits, net, dense_accuracy, on_iteration, log, resume, teacher)
+
+    def export(self, folder: str, path: str, budget: float | None, out: str) -> str:
+        """The run's deployed model (deployed.pt) as its run measured it; it serves its own budget only."""
+        from rtsearch.methods.base import read_manifest
+        trained = float(read_manifest(folder)["config"]["budget"])
+        if budget is not None and budget != trained:
+            raise UsageError(f"{folder} holds a paper run made for budget {trained:g}, which serves that budget only: "
+                             f"drop --budget, or train one at --budget {budget:g}")
+        deployed, metrics_path = os.path.join(folder, "deployed.pt"), os.path.join(folder, "metrics.json")
+        if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
+            raise UsageError(f"{folder} holds a paper run that has not finished (no deployed.pt or metrics.json): "
+                             f"finish it with rtsearch.train --resume --out {folder}")
+        try:
+            model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
+            with open(metrics_path) as f:
+                metrics = json.load(f)
+        except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
+            raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run "
+                             f"again with rtsearch.train --resume --out {folder}") from None
+        save_model(model, out)
+        return (f"exported {out}: the paper's gated network of {folder} and its agents, params ratio "
+                f"{metrics['params_ratio']:.4f} (static keep alone {metrics['static_params_ratio']:.4f}), bytes "
+                f"{os.path.getsize(out)}; test accuracy {metrics['accuracy']:.4f} at MACs ratio "
+                f"{metrics['macs_ratio']:.4f} (load with torch.load(FILE, weights_only=False))")
+
+    def traceable(self, model):
+        raise ValueError("a paper run's recurrent runtime agent has no fixed-shape form; load deployed.pt with "
+                         "torch.load")
+
+
+METHOD = Paper()

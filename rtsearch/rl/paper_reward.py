@@ -1,0 +1,99 @@
+"""The rewards of the paper's two agents (`--method paper`), their running mean and their budgets, as formulas.
+
+Both agents are rewarded once per input, at the last layer: -CE(x) / m plus a budget term, m a running mean of the
+batch cross-entropy (`RunningMean`). The runtime agent's budget term is a soft wall on the input's MACs c against the
+cap (`budget_term`); the static agent's is the same exponential penalty on its parameters when over, nothing under.
+The caps are the MACs and parameters of the network at one uniform width (`uniform_width`), the width this
+project's MACs budget allows: so the runtime cap equals the budget.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rtsearch.net.cost import CostModel
+
+UNDER_SLOPE = 0.1       # the runtime reward's bonus per unit of MACs left under the cap
+WARM_STEPS = 200        # batches averaged plainly before the running mean decays
+
+
+class RunningMean:
+    """m: the plain mean of the first WARM_STEPS batch means, then m <- decay m + (1 - decay) value."""
+
+    def __init__(self, decay: float, value: float | None = None, steps: int = 0):
+        self.decay, self.value, self.steps = float(decay), value, int(steps)
+
+    def update(self, batch_mean: float) -> float:
+        self.steps += 1
+        if self.value is None:
+            self.value = float(batch_mean)
+        elif self.steps <= WARM_STEPS:
+            self.value += (float(batch_mean) - self.value) / self.steps
+        else:
+            self.value = self.decay * self.value + (1.0 - self.decay) * float(batch_mean)
+        return self.value
+
+    def state(self) -> dict:
+        return {"decay": self.decay, "value": self.value, "steps": self.steps}
+
+
+def over_penalty(cost: np.ndarray, cap: float, scale: float, temperature: float) -> np.ndarray:
+    """-scale (exp((cost - cap) / T) - 1) where cost exceeds cap, else 0."""
+    cost = np.asarray(cost, dtype=np.float64)
+    over = cost > cap
+    return np.where(over, -scale * np.expm1(np.minimum((cost - cap) / temperature, 50.0)), 0.0)
+
+
+def budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float) -> np.ndarray:
+    """The runtime agent's b: the exponential penalty over the cap, UNDER_SLOPE (cap - c) under it."""
+    macs = np.asarray(macs, dtype=np.float64)
+    return np.where(macs > cap, over_penalty(macs, cap, scale, temperature), UNDER_SLOPE * (cap - macs))
+
+
+def runtime_reward(ce: np.ndarray, mean_ce: float, macs: np.ndarray, cap: float, scale: float,
+                   temperature: float) -> np.ndarray:
+    """Per input: -CE / m + b(c)."""
+    return -np.asarray(ce, dtype=np.float64) / mean_ce + budget_term(macs, cap, scale, temperature)
+
+
+def static_reward(ce: np.ndarray, mean_ce: float, params: np.ndarray, cap: float, scale: float,
+                  temperature: float) -> np.ndarray:
+    """Per input: -CE / m plus the exponential penalty when the parameters exceed their cap."""
+    return -np.asarray(ce, dtype=np.float64) / mean_ce + over_penalty(params, cap, scale, temperature)
+
+
+def keep_fraction(width_budget: float, output) -> np.ndarray:
+    """The paper's action: Gaussian mean = budget + decoder output, clamped into [0.1, 1]."""
+    return np.clip(width_budget + np.asarray(output, dtype=np.float64), 0.1, 1.0)
+
+
+def uniform_width(cost: CostModel, budget: float) -> float:
+    """The keep fraction w in (0, 1] whose uniform (fractional) width meets the MACs budget: the paper's budget
+    is a width, this project's a MACs ratio."""
+    full = cost.widths.double()
+
+    def macs(w: float) -> float:
+        return float(cost.macs_ratio(w * full[None, :], full)[0])
+
+    lo, hi = 0.0, 1.0
+    if macs(hi) <= budget:
+        return 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs(mid) <= budget else (lo, mid)
+    return lo
+
+
+def caps(cost: CostModel, width: float) -> tuple[float, float]:
+    """(MACs cap, parameter cap): the MACs and parameter ratios of the network at uniform width `width`."""
+    full = cost.widths.double()
+    macs = float(cost.macs_ratio(width * full[None, :], full)[0])
+    params = cost.params(width * full) / cost.dense_params
+    return macs, params
+
+
+def params_ratio(cost: CostModel, keep: torch.Tensor) -> np.ndarray:
+    """Parameters ratio of each row of static keep fractions (B, L), as ceil(fraction * C) channels stored."""
+    from rtsearch.net.pruning import keep_count
+    counts = keep_count(1.0 - torch.as_tensor(keep, dtype=torch.float32), cost.widths)
+    return np.array([cost.params(row) / cost.dense_params for row in counts])

@@ -1,0 +1,273 @@
+"""`--method paper`, ingredient by ingredient: each pinned to the paper's formula on hand-made inputs (the rewards and
+their running mean, the keep-fraction clamp, the trade-off pruner's masks and dpratio split, the gate's output, the
+per-layer encoder), the env's terminal reward against those formulas on a real network, and a sweep end to end."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from rtsearch.net.cost import CostModel
+from rtsearch.net.models import build_model
+from rtsearch.net.tradeoff import PaperNet, gate_product, keep_mask, resolve
+from rtsearch.rl import paper_reward
+from rtsearch.rl.paper_reward import RunningMean
+
+
+# ------------------------------------------------------------------------------------------------ rewards
+
+def test_runtime_reward_under_the_cap_is_minus_ce_over_m_plus_a_tenth_of_what_is_left():
+    r = paper_reward.runtime_reward(np.array([0.5]), 0.25, np.array([0.2]), cap=0.3, scale=1.2, temperature=0.03)
+    assert r[0] == pytest.approx(-0.5 / 0.25 + 0.1 * (0.3 - 0.2))
+
+
+def test_runtime_reward_over_the_cap_is_the_exponential_wall():
+    r = paper_reward.runtime_reward(np.array([0.5, 0.5]), 0.5, np.array([0.33, 0.36]), cap=0.3, scale=1.2,
+                                    temperature=0.03)
+    assert r[0] == pytest.approx(-1.0 - 1.2 * (math.exp(0.03 / 0.03) - 1.0))
+    assert r[1] == pytest.approx(-1.0 - 1.2 * (math.exp(0.06 / 0.03) - 1.0))
+    at_cap = paper_reward.budget_term(np.array([0.3]), 0.3, 1.2, 0.03)
+    assert at_cap[0] == 0.0         # the two branches meet at the cap
+
+
+def test_static_reward_has_no_bonus_under_its_cap_and_the_same_wall_over_it():
+    under = paper_reward.static_reward(np.array([0.7]), 0.35, np.array([0.2]), cap=0.3, scale=2.0, temperature=0.05)
+    over = paper_reward.static_reward(np.array([0.7]), 0.35, np.array([0.4]), cap=0.3, scale=2.0, temperature=0.05)
+    assert under[0] == pytest.approx(-2.0)
+    assert over[0] == pytest.approx(-2.0 - 2.0 * (math.exp(0.1 / 0.05) - 1.0))
+
+
+def test_running_mean_is_a_plain_mean_then_decays():
+    m = RunningMean(0.9)
+    values = [float(v) for v in range(1, paper_reward.WARM_STEPS + 1)]
+    for v in values:
+        m.update(v)
+    assert m.value == pytest.approx(np.mean(values))
+    before = m.value
+    assert m.update(1000.0) == pytest.approx(0.9 * before + 0.1 * 1000.0)
+    assert RunningMean(**m.state()).value == m.value
+
+
+def test_keep_fraction_is_budget_plus_output_clamped_into_a_tenth_to_one():
+    keep = paper_reward.keep_fraction(0.5, [-0.6, -0.1, 0.0, 0.3, 0.7])
+    assert keep.tolist() == pytest.approx([0.1, 0.4, 0.5, 0.8, 1.0])
+
+
+def test_the_runtime_cap_is_the_budget_and_the_param_cap_the_uniform_width_s():
+    net = build_model("small", (1, 8, 8))
+    cost = CostModel(net)
+    width = paper_reward.uniform_width(cost, 0.255)
+    macs_cap, param_cap = paper_reward.caps(cost, width)
+    assert macs_cap == pytest.approx(0.255, abs=1e-6) and 0 < width < 1
+    assert param_cap == pytest.approx(cost.params(width * cost.widths.double()) / cost.dense_params)
+    assert paper_reward.params_ratio(cost, torch.ones(1, net.num_layers))[0] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------ trade-off pruner
+
+def test_keep_mask_keeps_the_ceil_of_fraction_times_channels_highest():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7]])
+    mask = keep_mask(scores, torch.tensor([0.5]))
+    assert mask[0].nonzero().flatten().tolist() == [1, 2, 4]          # ceil(2.5) = 3: 0.9, 0.7, 0.5
+    assert keep_mask(scores, torch.tensor([0.0])).sum() == 1           # at least one channel
+
+
+def hand_made():
+    """10 channels: runtime keeps {0,1,2,3} (a_r 0.4), static keeps {2,...,6} (a_s 0.5), both prune {7,8,9}."""
+    gates = torch.tensor([[10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1]])
+    static = torch.tensor([5.0, 4, 10, 9, 8, 7, 6, 3, 2, 1])
+    runtime_keep = keep_mask(gates, torch.tensor([0.4]))
+    static_keep = keep_mask(static.expand(1, -1), torch.tensor([0.5]))
+    return gates, static, runtime_keep, static_keep
+
+
+def test_channels_pruned_by_both_stay_pruned_and_the_rest_is_split_by_dpratio():
+    gates, static, runtime_keep, static_keep = hand_made()
+    runtime, stat, overlap = resolve(runtime_keep, static_keep, gates, static, dpratio=0.5)
+    assert overlap[0].nonzero().flatten().tolist() == [7, 8, 9]
+    # a_r' = a_s' = 1 - (1 - 0.4 - 0.3) * 0.5 - 0.3 = 0.55 -> 6 channels each, outside the overlap
+    assert runtime[0].nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 5]
+    assert stat[0].nonzero().flatten().tolist() == [0, 2, 3, 4, 5, 6]
+    assert (runtime & stat)[0].nonzero().flatten().tolist() == [0, 2, 3, 4, 5]
+    assert not ((runtime | stat) & overlap).any()
+
+
+def test_dpratio_one_leaves_the_runtime_mask_and_zero_the_static_one():
+    gates, static, runtime_keep, static_keep = hand_made()
+    runtime, stat, _ = resolve(runtime_keep, static_keep, gates, static, dpratio=1.0)
+    assert torch.equal(runtime & stat, runtime_keep)
+    runtime, stat, _ = resolve(runtime_keep, static_keep, gates, static, dpratio=0.0)
+    assert torch.equal(runtime & stat, static_keep)
+
+
+def test_gate_product_keeps_two_negative_gates_negative():
+    r, s = torch.tensor([2.0, 2.0, -2.0, -2.0]), torch.tensor([3.0, -3.0, 3.0, -3.0])
+    assert gate_product(r, s).tolist() == [6.0, -6.0, -6.0, -6.0]
+
+
+def test_a_layer_outputs_relu_of_z_times_both_gates_plus_beta_on_the_channels_both_keep():
+    torch.manual_seed(0)
+    paper = PaperNet(build_model("small", (1, 8, 8))).eval()
+    for beta in paper.beta:
+        beta.data.normal_()
+    x = torch.randn(3, 1, 8, 8)
+    keep_r, keep_s = torch.tensor([0.5, 0.7, 1.0]), torch.full((3,), 0.6)
+    y, active = paper.layer(0, x, keep_r, keep_s, 0.5)
+    gate = paper.net.gates[0]
+    with torch.no_grad():
+        gates, scores = paper.runtime_gates(0, x), paper.static_scores(0)
+        runtime, static, _ = resolve(keep_mask(gates, keep_r), keep_mask(scores.expand_as(gates), keep_s), gates,
+                                     scores, 0.5)
+        z = gate.bn(gate.conv(x))
+        want = torch.relu(z * (gate_product(gates, scores) * active)[:, :, None, None]
+                          + (paper.beta[0] * active)[:, :, None, None])
+    assert torch.equal(active, runtime & static)
+    assert torch.allclose(y, want)
+    assert (y[~active] == 0).all()
+
+
+def test_all_channels_kept_cost_the_dense_macs():
+    paper = PaperNet(build_model("small", (1, 8, 8))).eval()
+    ones = torch.ones(2, paper.num_layers)
+    _, kept = paper(torch.randn(2, 1, 8, 8), ones, ones, 0.5)
+    cost = CostModel(paper.net)
+    assert cost.macs_ratio(kept, cost.widths).tolist() == [1.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------------ observations
+
+def test_the_block_observation_makes_one_linear_layer_a_per_layer_encoder():
+    from rtsearch.rl.paper_env import Layout
+    layout = Layout([1, 4], [4, 6], "blocks")
+    assert layout.dim == (1 + 4) + (4 + 6) + 2 + 1
+    pooled, gates = torch.tensor([[2.0, 3, 4, 5]]), torch.tensor([[1.0, -1, 0.5, 0, 7, 8]])
+    obs = torch.from_numpy(layout.observe(1, pooled, gates, 0.4, 1))
+    encoder = torch.nn.Linear(layout.dim, 3)
+    # layer 1's own encoder: the columns of its slot, its one-hot's column as its bias, the budget's column
+    own = obs[0, 5:15] @ encoder.weight[:, 5:15].T + encoder.weight[:, 16] + 0.4 * encoder.weight[:, 17] + encoder.bias
+    assert torch.allclose(encoder(obs)[0], own)
+    assert obs[0, :5].abs().sum() == 0 and obs[0, 15] == 0 and obs[0, 16] == 1
+    padded = Layout([1, 4], [4, 6], "padded")
+    assert padded.dim == 4 + 6 + 2 + 1
+
+
+def test_the_static_observation_is_channels_in_plus_out_over_their_max():
+    from rtsearch.rl.paper_env import static_observation
+    assert static_observation([1, 16], [16, 32], 0, 2)[:, 0] == pytest.approx([17 / 48, 17 / 48])
+    assert static_observation([1, 16], [16, 32], 1, 1).tolist() == [[1.0]]
+
+
+# ------------------------------------------------------------------------------------------------ the env
+
+def env_of(role: str, batch: int = 4):
+    from rtsearch.net.tradeoff import from_dense
+    from rtsearch.rl.paper_env import PaperVectorEnv
+    torch.manual_seed(0)
+    net = build_model("small", (1, 8, 8))
+    paper = from_dense(net, torch.randn(16, 1, 8, 8))
+    cost = CostModel(net)
+    width = paper_reward.uniform_width(cost, 0.3)
+    macs_cap, param_cap = paper_reward.caps(cost, width)
+    world = {"model": net.config(), "paper_state": paper.state_dict(), "static_keep": [0.7] * net.num_layers}
+    config = {"world": world, "dataset": "digits", "seed": 0, "width": width, "macs_cap": macs_cap,
+              "param_cap": param_cap, "dpratio": 0.5, "penalty_scale": 1.2, "penalty_temperature": 0.03,
+              "mean_decay": 0.995, "role": role}
+    return PaperVectorEnv(config, num_envs=batch), paper, cost, width, macs_cap
+
+
+def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs():
+    env, paper, cost, width, cap = env_of("runtime")
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (4, env.layout.dim)
+    x = env.x[torch.from_numpy(np.random.default_rng(1).choice(len(env.x), 4, replace=False))]   # the env's batch
+    actions = np.array([[-0.2], [0.0], [0.1], [0.6]], dtype=np.float32)
+    rewards = []
+    for t in range(paper.num_layers):
+        obs, reward, terminated, _, _ = env.step(actions)
+        rewards.append(reward)
+    assert terminated.all() and all((r == 0).all() for r in rewards[:-1])
+    keep_r = torch.from_numpy(paper_reward.keep_fraction(width, actions[:, 0])).float()
+    with torch.no_grad():
+        logits, kept = paper(x, keep_r[:, None].expand(4, paper.num_layers), torch.full((paper.num_layers,), 0.7),
+                             0.5)
+        y = env._y
+        ce = torch.nn.functional.cross_entropy(logits, y, reduction="none").double().numpy()
+    macs = cost.macs_ratio(kept, cost.widths).numpy()
+    want = paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03)      # m: the first batch's mean
+    assert rewards[-1] == pytest.approx(want, rel=1e-5)
+    assert env.pop_stats()["macs_ratio"] == pytest.approx(macs.mean())
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+@pytest.mark.slow
+def test_a_paper_sweep_runs_end_to_end_and_logs_to_mlflow(tmp_path, monkeypatch):
+    """rtsearch.tune --method paper --budget 0.255 on digits: one trial of one outer epoch (--max-iterations sets its
+    --paper-epochs) (RL and backbone epochs
+    fixed small by a space of its own), its iterations to the best recorded, its run logged to MLflow."""
+    monkeypatch.setenv("RTSEARCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "tiny.yaml").write_text("paper_rl_epochs: 1\npaper_backbone_epochs: 1\npaper_batch: 512\n"
+                                        "paper_dpratio: {distribution: uniform, low: 0.3, high: 0.7}\n")
+    result = run_cli("rtsearch.tune", "--method", "paper", "--budget", "0.255", "--dataset", "digits", "--model",
+                     "small", "--dense-epochs", "1", "--num-samples", "1", "--max-iterations", "1", "--num-cpus", "2",
+                     "--no-baseline", "--space", str(tmp_path / "tiny.yaml"), "--name", "paper", cwd=tmp_path,
+                     timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.load(open(tmp_path / "runs" / "sweeps" / "paper" / "summary.json"))
+    assert summary["settings"]["method"] == "paper"
+    sweep = summary["sweeps"]["0.255"]
+    best = sweep["best"]
+    assert best["status"] == "completed" and best["iterations"] == 1 and best["iters_to_best"] == 1
+    assert sweep["sweep_iters_to_best"] == 1
+    assert 0.3 <= best["config"]["paper_dpratio"] <= 0.7
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    runs = mlflow.search_runs(experiment_names=["paper"])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]      # the trials, beside the sweep's parent run
+    assert len(children) == 1 and float(children["params.paper_dpratio"].iloc[0]) == pytest.approx(
+        best["config"]["paper_dpratio"])
+    assert children["params.budget"].iloc[0] == "0.255" and children["params.paper_epochs"].iloc[0] == "1"
+
+
+def test_the_deployed_model_answers_a_batch_as_it_answers_each_input():
+    """PaperModel: the runtime agent's greedy LSTM walk, batched or one input at a time, gives the same logits and
+    channel counts (what the run's test figures and the deployed-model check rely on)."""
+    import gymnasium as gym
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from rtsearch.rl.paper_agents import model_config
+    from rtsearch.rl.paper_env import Layout, layer_inputs
+    from rtsearch.rl.paper_policy import PaperModel
+    torch.manual_seed(0)
+    net = build_model("small", (1, 8, 8))
+    layout = Layout(layer_inputs(net), [g.out_channels for g in net.gates], "blocks")
+    module = RLModuleSpec(module_class=DefaultPPOTorchRLModule,
+                          observation_space=gym.spaces.Box(-np.inf, np.inf, (layout.dim,), np.float32),
+                          action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+                          model_config=model_config(net.num_layers)).build()
+    with torch.no_grad():
+        for p in module.parameters():       # an agent whose keep fractions differ between inputs
+            p.normal_(0.0, 0.5)
+    model = PaperModel(PaperNet(net), module, [0.6] * net.num_layers, 0.5, 0.5, "blocks")
+    x = torch.randn(6, 1, 8, 8)
+    logits, kept = model.counts(x)
+    one = [model.run(x[i:i + 1]) for i in range(len(x))]
+    assert torch.allclose(torch.cat([o[0] for o in one]), logits, atol=1e-5)
+    assert [o[1] for o in one] == kept.tolist()
+    assert torch.allclose(model(x), logits) and len(set(map(tuple, kept.tolist()))) > 1
+
+
+def test_the_merged_masks_compute_dpratio_k_r_plus_the_rest_of_k_s_whatever_the_overlap():
+    """What the split implies: |R' & S'| = dpratio k_r + (1 - dpratio) k_s up to rounding, so an input's MACs depend
+    on the two keep fractions alone; the overlap only decides which channels."""
+    gen = torch.Generator().manual_seed(0)
+    for dpratio in (0.0, 0.3, 0.5, 1.0):
+        gates, static = torch.randn(200, 32, generator=gen), torch.randn(32, generator=gen)
+        a_r, a_s = torch.rand(200, generator=gen) * 0.9 + 0.1, torch.full((200,), 0.45)
+        runtime_keep, static_keep = keep_mask(gates, a_r), keep_mask(static.expand(200, -1), a_s)
+        runtime, stat, _ = resolve(runtime_keep, static_keep, gates, static, dpratio)
+        want = dpratio * runtime_keep.sum(1) + (1 - dpratio) * static_keep.sum(1)
+        assert ((runtime & stat).sum(1) - want).abs().max() < 2.0       # each merged count is rounded up
