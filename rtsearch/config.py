@@ -21,7 +21,8 @@ RANGE_EXPLORE_STD = 0.05    # ... and of a budget-range run (RunConfig.explore_s
 GROUPS = {"run": "what is pruned and where", "budgets": "budgets", "search": "the search",
           "fine-tuning": "fine-tuning (every method)", "tracking": "results and MLflow", "resources": "resources",
           "agents": "the two agents (--method both, runtime-only, static-only)",
-          "ladder": "the ladder (--method ladder)", "hidden": None}
+          "ladder": "the ladder (--method ladder)", "paper": "the published method as written (--method paper)",
+          "hidden": None}
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,31 @@ class RunConfig:
                                    searchable=True)
     rerun_width: int = setting(64, "the width of its re-run policy's two hidden layers (stored and counted)",
                                "ladder", at_least=1)
+    paper_lr_runtime: float = setting(3e-4, "its runtime agent's PPO learning rate (the paper's code never sets it)",
+                                      "paper", above=0.0, searchable=True)
+    paper_lr_static: float = setting(3e-4, "its static agent's PPO learning rate (the paper's code never sets it)",
+                                     "paper", above=0.0, searchable=True)
+    paper_dpratio: float = setting(0.5, "dpratio: share of the channels pruned by one agent only that the runtime "
+                                        "side prunes (the rest the static side)", "paper", at_least=0.0, at_most=1.0,
+                                   searchable=True)
+    paper_penalty_scale: float = setting(1.2, "scale of the exponential over-budget penalty of both agents' rewards",
+                                         "paper", at_least=0.0, searchable=True)
+    paper_penalty_temperature: float = setting(0.03, "temperature of that penalty: exp((cost - cap) / T)", "paper",
+                                               above=0.0, searchable=True)
+    paper_mean_decay: float = setting(0.995, "decay of the running mean of batch cross-entropy the rewards divide by",
+                                      "paper", at_least=0.0, below=1.0, searchable=True)
+    paper_epochs: int = setting(5, "outer epochs, each RL epochs then backbone epochs (the paper's code: 32 on "
+                                   "CIFAR-10)", "paper", at_least=1)
+    paper_rl_epochs: int = setting(4, "RL epochs per outer epoch (one PPO update of each agent per batch, backbone "
+                                      "frozen)", "paper", at_least=1, searchable=True)
+    paper_backbone_epochs: int = setting(2, "backbone epochs per outer epoch (under the agents' greedy actions)",
+                                         "paper", at_least=0, searchable=True)
+    paper_batch: int = setting(128, "images per PPO update (the paper's batch)", "paper", at_least=2,
+                               searchable=True)
+    paper_observation: str = setting("blocks", "blocks: one linear encoder per layer (each layer's pooled input and "
+                                               "gates in a slot of its own, plus its one-hot); padded: one encoder "
+                                               "shared by all layers over zero-padded vectors plus the one-hot",
+                                     "paper")
     pruning: Pruning | None = setting(None, "what the method prunes (set by rtsearch.methods when it runs)", "run",
                                       flag=None)
 
@@ -149,6 +175,8 @@ class RunConfig:
         check_bounds(self)
         if self.finetune not in ("greedy", "sandwich"):
             raise UsageError(f"--finetune must be greedy or sandwich, got {self.finetune!r}")
+        if self.paper_observation not in ("blocks", "padded"):
+            raise UsageError(f"--paper-observation must be blocks or padded, got {self.paper_observation!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -175,6 +203,9 @@ class SweepConfig:
     budget_range: str | None = setting(None, "search one model for every budget in LO:HI (rtsearch.train "
                                              "--budget-range); trials are scored by the mean over its evaluation "
                                              "budgets", "budgets", metavar="LO:HI")
+    front: str | None = setting(None, "search the MACs budget in LO:HI with the other settings (multi-objective "
+                                      "Optuna, no ASHA) and return the front of accuracy against deployed latency "
+                                      "and stored bytes", "budgets", metavar="LO:HI")
     param_budget: float | None = setting(None, "fix the parameter budget (otherwise searched if the space has "
                                                "param_budget, else 1)", "budgets", above=0.0, at_most=1.0)
     method: str | None = setting(None, "what every trial runs", "run")
@@ -184,6 +215,9 @@ class SweepConfig:
     max_iterations: int | None = setting(None, "iterations of a trial that ASHA lets finish (default: the "
                                                "method's)", "search", at_least=1)
     search: str = setting("tpe", "the sampler: Optuna TPE, or random search", "search")
+    objectives: str | None = setting(None, "with --front: what the front trades, comma-separated from accuracy, "
+                                           "latency, bytes (default all three; accuracy always)", "search",
+                                     metavar="NAMES")
     seed: int = setting(0, "seed of the data split, the dense model, every trial and the sampler", "run", at_least=0,
                         below=2 ** 32)
     holdout_share: float = setting(0.15, "share of the training split no trial sees; the top 3 trials by "

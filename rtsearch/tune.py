@@ -3,7 +3,9 @@
 Ray Tune runs one trial per sampled configuration (Optuna TPE, or random with --search random),
 ASHA stops weak trials early on the validation score, every trial is a `rtsearch.methods.run` that
 reports and checkpoints each iteration, and MLflow records the sweep as a parent run with one
-child run per trial. `--budget 0.3,0.5,0.7` runs one sweep per budget. Results land in
+child run per trial. `--budget 0.3,0.5,0.7` runs one sweep per budget; `--front 0.03:0.3` searches the
+budget with the other settings (Optuna's multi-objective sampler, no ASHA) and returns the front of
+accuracy against deployed latency and stored bytes (rtsearch.search.front). Results land in
 <results-dir>/<name>/ (summary.md, summary.json, pareto.png, trials/); `--resume` continues a sweep
 that was interrupted, even by kill -9 of this driver. The driver itself is rtsearch.search.driver.
 """
@@ -20,6 +22,7 @@ from rtsearch.device import check as check_device
 from rtsearch.device import local_gpus
 from rtsearch.errors import UsageError
 from rtsearch.rl.budgets import parse_range
+from rtsearch.search import front as fronts
 from rtsearch.search import space as spaces
 from rtsearch.search.names import SEARCHES, budget_key
 from rtsearch.search.selection import TOP_FEW
@@ -51,7 +54,7 @@ def parser(prog: str = "python -m rtsearch.tune", description: str | None = None
         "holdout_share": f"share of the training split no trial sees; the top {TOP_FEW} trials by validation are "
                          f"re-evaluated there to name the best (0: validation alone)",
         "budget": SweepConfig.__dataclass_fields__["budget"].metadata["help"]
-                  + "; required unless --budget-range or --resume is given",
+                  + "; required unless --budget-range, --front or --resume is given",
         "name": SweepConfig.__dataclass_fields__["name"].metadata["help"]
                 + " (default <dataset>-<model>-b<budgets>, e.g. mnist5k-small-b0.3_0.5)",
         "space": "search space YAML: a path, or the name of a file in the shipped search_spaces/ (default: the "
@@ -86,8 +89,19 @@ def choose_method(args: SweepConfig) -> None:
 
 
 def sweep_budgets(args: SweepConfig) -> list[float] | None:
-    """The budgets swept, one sweep each (a range sweep is keyed by the range's top); None for a resumed sweep
-    that keeps its stored ones."""
+    """The budgets swept, one sweep each (a range sweep, and a --front sweep, is keyed by the range's top); None for
+    a resumed sweep that keeps its stored ones."""
+    if args.front is not None:
+        if args.budget is not None:
+            raise UsageError("pass --budget or --front, not both: --front searches the budget in LO:HI, e.g. "
+                             "--front 0.03:0.3")
+        if args.budget_range is not None:
+            raise UsageError("--front searches one budget per trial: drop --budget-range")
+        args.front = list(fronts.parse_span(args.front))
+        args.objectives = fronts.parse_objectives(args.objectives)
+        args.budget = f"{args.front[1]:g}"
+    elif args.objectives is not None:
+        raise UsageError("--objectives says what a --front sweep trades: add --front LO:HI, or drop --objectives")
     if args.budget_range is not None:
         if args.budget is not None:
             raise UsageError("pass --budget or --budget-range, not both (a range sweep searches one model for all)")
@@ -116,11 +130,12 @@ def check_resources(args: SweepConfig) -> None:
 
 
 def sweep_name(args: SweepConfig, budgets: list[float] | None) -> str:
-    """--name, or <dataset>-<model>-b<budgets> (r<lo>_<hi> for a range)."""
+    """--name, or <dataset>-<model>-b<budgets> (r<lo>_<hi> for a range, front<lo>_<hi> for a --front sweep)."""
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
         raise UsageError(f"--name {args.name!r} may hold only letters, digits, '.', '_' and '-': pass e.g. --name "
                          f"sweep1")
-    range_part = f"r{args.budget_range[0]:g}_{args.budget_range[1]:g}" if args.budget_range else None
+    range_part = (f"r{args.budget_range[0]:g}_{args.budget_range[1]:g}" if args.budget_range
+                  else f"front{args.front[0]:g}_{args.front[1]:g}" if args.front else None)
     return args.name or f"{args.dataset}-{args.model}-{range_part or 'b' + '_'.join(budget_key(b) for b in budgets)}"
 
 
@@ -130,8 +145,9 @@ def main(argv=None) -> int:
     started = time.time()       # the sweep's one wall clock, from here to its closing lines (and summary.md)
     if not args.resume:
         check_dataset_and_model(args.dataset, args.model, args.data_dir)
+    from rtsearch import bench_pareto            # how a --front sweep makes and times runs, as the bench does
     from rtsearch.search.driver import sweep      # imports Ray Tune: only after the arguments passed
-    return sweep(args, budgets, name, sys.argv[1:] if argv is None else argv, started)
+    return sweep(args, budgets, name, sys.argv[1:] if argv is None else argv, started, bench=bench_pareto)
 
 
 if __name__ == "__main__":

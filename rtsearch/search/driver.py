@@ -1,6 +1,8 @@
 """The sweep driver: one Ray Tune experiment per MACs budget (Optuna TPE, or random with
 --search random; ASHA on the validation score; MLflow parent run per budget), resumable after any
-interruption. The command line is rtsearch.tune; each trial runs rtsearch.search.trial.trainable.
+interruption; or, with --front, one multi-objective experiment over a searched budget whose front
+is timed, set beside Torch-Pruning L1 and registered after its trials (rtsearch.search.front).
+The command line is rtsearch.tune; each trial runs rtsearch.search.trial.trainable.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from rtsearch import device, methods, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
+from rtsearch.search import front as fronts
 from rtsearch.search import sweep_baseline as baselines
 from rtsearch.search import summary as report, space as spaces
 from rtsearch.search.names import budget_key, sweep_method
@@ -47,10 +50,13 @@ def placement(num_env_runners: int, gpus_per_trial: float, cluster: bool):
                                  strategy="SPREAD" if cluster else "PACK")
 
 
-def make_searcher(search: str, seed: int, num_samples: int, first: dict | None = None):
+def make_searcher(search: str, seed: int, num_samples: int, first: dict | None = None,
+                  objectives: list[str] | None = None):
     """Optuna drives both searches (TPE, or RandomSampler for --search random): the same space
     conversion, seeding and saved state on resume, so the two differ only in the sampler. `first`,
-    the run's defaults, is the first trial of either (an enqueued Optuna trial)."""
+    the run's defaults, is the first trial of either (an enqueued Optuna trial). With `objectives` (a
+    --front sweep) the study has one direction per objective, and TPE is Optuna's multi-objective TPE:
+    it reads each trial's final report (rtsearch.search.front.OBJECTIVES says which keys)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,19 +64,26 @@ def make_searcher(search: str, seed: int, num_samples: int, first: dict | None =
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, num_samples // 3)))
-    return OptunaSearch(metric=SCORE, mode="max", sampler=sampler, points_to_evaluate=[first] if first else None)
+    metric, mode = fronts.sampler_objectives(objectives) if objectives else (SCORE, "max")
+    return OptunaSearch(metric=metric, mode=mode, sampler=sampler, points_to_evaluate=[first] if first else None)
 
 
-def make_scheduler(max_iterations: int):
+def make_scheduler(max_iterations: int, front: bool = False):
+    """ASHA on the validation score; none for a --front sweep, whose trials at different budgets one score would
+    rank rather than trade (every trial then runs to its end)."""
+    if front:
+        return None
     # time_attr is our own iteration counter (Tune's training_iteration also counts the final report);
     # stop_last_trials=False and FinishingASHA let a trial that reached max_t finish and write its test metrics.
     return FinishingASHA(time_attr="iteration", metric=SCORE, mode="max", max_t=max_iterations,
                          grace_period=max(1, max_iterations // 4), reduction_factor=3, stop_last_trials=False)
 
 
-def run_budget(state: dict, budget: float, results_dir: str, cluster: bool, later_trials: int = 0) -> None:
+def run_budget(state: dict, budget: float, results_dir: str, cluster: bool, later_trials: int = 0,
+               bench=None) -> None:
     """One sweep (one budget): a fresh Tuner, or Tuner.restore of an interrupted one. `later_trials`: the trials of
-    the budgets still to run after this one, counted in the progress lines' time left."""
+    the budgets still to run after this one, counted in the progress lines' time left; `bench`: what a --front sweep
+    makes and times runs with (`sweep`)."""
     from ray import tune
 
     from rtsearch.search import tracking
@@ -86,6 +99,8 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool, late
         exp_id, parent = tracking.start_parent(
             uri, state["name"], f"{state['name']} budget {key}",
             params={"budget": budget, "param_budget": s["param_budget"], "num_samples": s["num_samples"],
+                    **({"front": ":".join(f"{b:g}" for b in s["front"]["span"]),
+                        "objectives": ",".join(s["front"]["objectives"])} if s.get("front") else {}),
                     "max_iterations": s["max_iterations"], "search": s["search"], "seed": s["seed"],
                     "method": sweep_method(s),
                     "dataset": s["dataset"], "model": s["model"], "space": s["space_path"],
@@ -125,43 +140,69 @@ def run_budget(state: dict, budget: float, results_dir: str, cluster: bool, late
             param_space={**space.to_tune(), "settings": settings},
             tune_config=tune.TuneConfig(search_alg=make_searcher(
                                             s["search"], s["seed"], s["num_samples"],
-                                            space.defaults() if s.get("defaults_first") else None),
-                                        scheduler=make_scheduler(s["max_iterations"]), num_samples=s["num_samples"],
+                                            space.defaults() if s.get("defaults_first") else None,
+                                            (s.get("front") or {}).get("objectives")),
+                                        scheduler=make_scheduler(s["max_iterations"], bool(s.get("front"))),
+                                        num_samples=s["num_samples"],
                                         max_concurrent_trials=s["max_concurrent"],
                                         trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=s["storage_path"], verbose=0, callbacks=[recorder],
                 failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    how = (f"multi-objective ({', '.join(s['front']['objectives'])}), budget searched, no ASHA" if s.get("front")
+           else "ASHA on the validation score")
     print(f"[budget {key}] sweep of {s['num_samples']} trial(s) x up to {s['max_iterations']} iteration(s), "
-          f"{s['search']} search, ASHA on the validation score; Tune experiment {exp_path}", flush=True)
+          f"{s['search']} search, {how}; Tune experiment {exp_path}", flush=True)
     grid = tuner.fit()
     sweep["seconds"] = sweep.get("seconds", 0.0) + time.time() - started
     known = {r.metrics.get("trial_id") for r in grid if r.metrics}
     known |= {t.trial_id for t in getattr(grid, "_experiment_analysis").trials}
     finished = report.reconcile(results_dir, budget, known) >= s["num_samples"]
-    if finished:        # before the budget counts as finished, so a sweep killed here runs it on --resume
-        try:
-            baselines.run_once(state, budget, results_dir)
-        except Exception as e:      # the trials' results stand without it
-            warn(key, "the static-only baseline did not run", e)
+    if finished:        # before the budget counts as finished, so a sweep killed here does it on --resume
+        after_trials(state, budget, results_dir, grid, bench)
     sweep["finished"] = finished
     save_state(results_dir, state)
     if uri:
-        summary = report.write(results_dir)
-        per = summary["sweeps"].get(key, {})
-        best = per.get("best") or {}
-        tracking.log_metrics(uri, sweep["parent_run_id"], {
-            "best_score": best.get("score"), "best_test_accuracy": best.get("accuracy"),
-            "best_test_macs_ratio": best.get("macs_ratio"), "best_test_params_ratio": best.get("params_ratio"),
-            "sweep_iters_to_best": per.get("sweep_iters_to_best"), "trials": len(per.get("trials", [])),
-            "wall_seconds": sweep["seconds"], **baseline_metrics(per)})
-        tracking.log_artifacts(uri, sweep["parent_run_id"],
-                               [os.path.join(results_dir, f) for f in ("summary.md", "summary.json", "pareto.png")])
-        if sweep["finished"] and best.get("status") == "completed" and best.get("mlflow_run_id"):
-            register_best(state, key, best)
-        if sweep["finished"]:
-            tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
+        close_parent(state, key, results_dir)
+
+
+def after_trials(state: dict, budget: float, results_dir: str, grid, bench) -> None:
+    """What follows a budget's trials: its static-only baseline, or a --front sweep's timings and Torch-Pruning
+    L1's runs beside them (`time_the_front`)."""
+    key = budget_key(budget)
+    if state["settings"].get("front"):
+        time_the_front(state, results_dir, grid, key, bench)
+        return
+    try:
+        baselines.run_once(state, budget, results_dir)
+    except Exception as e:      # the trials' results stand without it
+        warn(key, "the static-only baseline did not run", e)
+
+
+def close_parent(state: dict, key: str, results_dir: str) -> None:
+    """The budget's MLflow parent run: the sweep's figures and files; once the sweep finished, its best model (a
+    --front sweep: every member of its front) registered and the run ended."""
+    from rtsearch.search import tracking
+    uri, sweep = state["settings"]["mlflow_uri"], state["sweeps"][key]
+    summary = report.write(results_dir)
+    per = summary["sweeps"].get(key, {})
+    best = per.get("best") or {}
+    tracking.log_metrics(uri, sweep["parent_run_id"], {
+        "best_score": best.get("score"), "best_test_accuracy": best.get("accuracy"),
+        "best_test_macs_ratio": best.get("macs_ratio"), "best_test_params_ratio": best.get("params_ratio"),
+        "sweep_iters_to_best": per.get("sweep_iters_to_best"), "trials": len(per.get("trials", [])),
+        "wall_seconds": sweep["seconds"], **baseline_metrics(per)} if not summary.get("front") else {
+        "trials": len(per.get("trials", [])), "wall_seconds": sweep["seconds"]})
+    tracking.log_artifacts(uri, sweep["parent_run_id"],
+                           [os.path.join(results_dir, f) for f in ("summary.md", "summary.json", "pareto.png",
+                                                                   fronts.PICTURE, fronts.REFERENCE_FILE)])
+    if sweep["finished"] and summary.get("front"):
+        register_front(state, key, summary["front"])
+    elif sweep["finished"] and best.get("status") == "completed" and best.get("mlflow_run_id"):
+        register_best(state, key, best)
+    if sweep["finished"]:
+        tracking.end_run(uri, sweep["parent_run_id"], "FINISHED")
 
 
 def iterations(s: dict) -> dict:
@@ -221,6 +262,67 @@ def register_best(state: dict, key: str, best: dict) -> None:
           f"models:/{name}@{registry.alias(key)} (version {version})", flush=True)
 
 
+def time_the_front(state: dict, results_dir: str, grid, key: str, bench) -> None:
+    """A --front sweep after its trials: every completed trial's deployed model timed, one at a time on the idle
+    machine, then Torch-Pruning L1's runs beside it made (or reused) and timed (rtsearch.search.front). A failure
+    is a warning: the trials' results stand, and the summary shows the front without what is missing."""
+    from rtsearch.search import tracking
+    s = state["settings"]
+    ran = {}
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id and (result.metrics or {}).get("final") and result.checkpoint is not None:
+            ran[trial_id] = result.checkpoint
+    print(f"[budget {key}] timing the deployed models of {len(ran)} completed trial(s), one at a time "
+          f"(batch {fronts.BATCH}, {fronts.THREADS} thread)", flush=True)
+    try:
+        for trial_id, checkpoint in sorted(ran.items()):
+            with checkpoint.as_directory() as run_dir:
+                fronts.measure_trials(bench, s, {trial_id: (run_dir, report.trial_dir(results_dir, trial_id))},
+                                      log=lambda m: print(f"[budget {key}] {m}", flush=True))
+    except Exception as e:
+        warn(key, "the trials' deployed models were not all timed", e)
+    try:        # its runs find the dense model where the trials do (RTSEARCH_CACHE, set by pretrain_dense)
+        fronts.make_reference(bench, s, results_dir, log=lambda m: print(f"[budget {key}] {m}", flush=True))
+    except Exception as e:
+        warn(key, "Torch-Pruning L1's runs beside the front were not made", e)
+    uri = s["mlflow_uri"]
+    if uri:
+        for trial_id in ran:
+            t = report.trial_summary(results_dir, report.read_trial(results_dir, trial_id))
+            if t["latency_ms"] is not None and t["mlflow_run_id"]:
+                tracking.log_metrics(uri, t["mlflow_run_id"], {"deployed_latency_ms": t["latency_ms"]})
+
+
+def register_front(state: dict, key: str, front: dict) -> None:
+    """Each front member into the Model Registry under front-<its budget> (search/registry.py), its child run tagged
+    as a front member; one that misses its budget on test is not registered (one line says why), and a failure is a
+    warning, never the end of a sweep whose results are all written."""
+    from rtsearch.search import registry, tracking
+    s, sweep = state["settings"], state["sweeps"][key]
+    name = registry.model_name(s["dataset"], s["model"], sweep_method(s), bool(s.get("fixed_ratios")))
+    tracking.log_metrics(s["mlflow_uri"], sweep["parent_run_id"], {"front_size": len(front["members"])})
+    for t in front["members"]:
+        budget = f"{t['config']['budget']:g}"
+        if t["refused"]:
+            print(f"[budget {key}] front member at budget {budget} not registered in MLflow: {t['refused']}",
+                  flush=True)
+            continue
+        try:
+            tracking.set_tags(s["mlflow_uri"], t["mlflow_run_id"], {"rtsearch.front": t["alias"]})
+            version = registry.register_best(s["mlflow_uri"], state["mlflow_experiment_id"], sweep["parent_run_id"],
+                                             state["name"], budget, t["mlflow_run_id"], methods.get(sweep_method(s)),
+                                             alias_name=t["alias"], role="a member of its front,")
+        except registry.NotRegistered as e:
+            print(f"[budget {key}] front member at budget {budget} not registered in MLflow: {e}", flush=True)
+            continue
+        except Exception as e:
+            warn(key, f"the front member at budget {budget} was not registered in MLflow", e)
+            continue
+        print(f"[budget {key}] front member at budget {budget} (trial {t['trial_id']}) registered: "
+              f"models:/{name}@{t['alias']} (version {version})", flush=True)
+
+
 def save_state(results_dir: str, state: dict) -> None:
     os.makedirs(results_dir, exist_ok=True)
     report.write_json(os.path.join(results_dir, report.SWEEP_FILE), state)
@@ -232,6 +334,10 @@ def new_state(args, budgets: list[float], name: str) -> dict:
     method = methods.get(args.method)
     space = spaces.for_sweep(spaces.check_method(spaces.load(args.space or spaces.default_path(method)), method),
                              args.param_budget)
+    front = None
+    if args.front:          # the budget joins the searched settings (rtsearch.search.front)
+        front = {"span": list(args.front), "grid": fronts.budget_grid(*args.front), "objectives": args.objectives}
+        space = spaces.with_budget(space, front["grid"])
     cpus = args.num_cpus or os.cpu_count() or 1
     if args.address is None and 1 + args.num_env_runners > cpus:
         raise UsageError(f"--num-env-runners {args.num_env_runners} needs {1 + args.num_env_runners} CPUs per trial, "
@@ -251,7 +357,8 @@ def new_state(args, budgets: list[float], name: str) -> dict:
         "fixed_ratios": args.fixed_ratios, "dense_epochs": args.dense_epochs,
         "fail_on_iteration": args.fail_on_iteration, "nan_on_iteration": args.nan_on_iteration, "method": args.method,
         "device": args.device, "holdout_share": args.holdout_share, "budget_range": args.budget_range,
-        "baseline": args.baseline, "defaults_first": args.defaults_first, "results_dir": args.results_dir}}
+        "baseline": args.baseline and not front, "defaults_first": args.defaults_first,
+        "results_dir": args.results_dir, "front": front}}
 
 
 class _StaleCheckpointFilter(logging.Filter):
@@ -329,10 +436,12 @@ def pretrain_dense(s: dict) -> None:
                      log=lambda m: print(m, flush=True), device=where)
 
 
-def sweep(args, budgets: list[float], name: str, argv: list[str], started: float | None = None) -> int:
+def sweep(args, budgets: list[float], name: str, argv: list[str], started: float | None = None, bench=None) -> int:
     """Run (or with args.resume continue) the sweep `name` over `budgets`, as named phases: its state, every check,
     the budgets' Tune experiments, the summary; the exit status. `started`: the sweep's one wall clock (time.time()
-    when rtsearch.tune had parsed its arguments), read by the progress lines, the closing lines and summary.md."""
+    when rtsearch.tune had parsed its arguments), read by the progress lines, the closing lines and summary.md.
+    `bench`: how a --front sweep makes and times runs (rtsearch.bench_pareto, handed in by the command: the search
+    layer imports no entry point)."""
     started = time.time() if started is None else started
     progress.started = started
     results_dir = os.path.abspath(os.path.join(args.results_dir, name))
@@ -348,7 +457,7 @@ def sweep(args, budgets: list[float], name: str, argv: list[str], started: float
     if catch_up:
         catch_up_baselines(state, results_dir, catch_up)
     if todo:
-        run_budgets(args, state, todo, results_dir)
+        run_budgets(args, state, todo, results_dir, bench)
     else:
         save_state(results_dir, state)
     return close(state, name, results_dir, time.time() - started, resumed=bool(args.resume))
@@ -395,7 +504,7 @@ def check_reachable(args, s: dict) -> None:
     storage.check_writable(s["storage_path"])
 
 
-def run_budgets(args, state: dict, todo: list[float], results_dir: str) -> None:
+def run_budgets(args, state: dict, todo: list[float], results_dir: str, bench=None) -> None:
     """Ray up, the dense model cached once, then one Tune experiment per budget left to do."""
     s = state["settings"]
     start_ray(args.address, args.num_cpus)
@@ -408,7 +517,7 @@ def run_budgets(args, state: dict, todo: list[float], results_dir: str) -> None:
         save_state(results_dir, state)
         pretrain_dense(s)
         for i, budget in enumerate(todo):
-            run_budget(state, budget, results_dir, cluster=bool(args.address),
+            run_budget(state, budget, results_dir, cluster=bool(args.address), bench=bench,
                        later_trials=s["num_samples"] * (len(todo) - 1 - i))
     finally:
         import ray

@@ -1,4 +1,4 @@
-"""The sweep driver's Tune callback: writes every trial result under results/<name>/trials/ as it
+"""The sweep driver's Tune callback: writes every trial result under the sweep's --results-dir (trials/) as it
 arrives, prints progress, and closes the MLflow runs of trials that stop early or fail for good."""
 from __future__ import annotations
 
@@ -46,12 +46,12 @@ def time_left(trial_seconds: list[float], remaining: int, parallel: int) -> str:
 
 
 class Recorder(Callback):
-    """Driver side: writes every result under results/<name>/trials/ as it arrives, prints one line
+    """Driver side: writes every result under the sweep's trials/ folder as it arrives, prints one line
     per finished trial, and closes the MLflow runs of trials that ASHA stopped or that failed for good.
 
     A trial is written down as finished only once Tune's saved experiment state says so (checked
     at the end of each controller step, after Tune's own snapshot): a driver killed at any moment
-    never leaves a trial that results/ calls finished but that Tune would run again on --resume."""
+    never leaves a trial that its folder calls finished but that Tune would run again on --resume."""
 
     def __init__(self, results_dir: str, budget: float, total: int, max_iterations: int, max_failures: int,
                  mlflow_uri: str | None, tag: str, experiment_path: str | None):

@@ -11,6 +11,10 @@ deprecated stages), moves to it, so it always names the latest sweep's best at t
 
     mlflow.pytorch.load_model("models:/rtsearch-mnist5k-small-ladder@best-0_5")(x)   # logits, (batch, classes)
 
+A front sweep (`rtsearch.tune --front LO:HI`, rtsearch.search.front) registers every member of its front the same
+way, under the alias front-<budget> of the member's own budget (front-<budget>-2 ... where several members share
+one), so that each names the latest front sweep's member at that budget.
+
 A best trial whose test figures miss its budget (not `feasible`, rtsearch.net.metrics) is not registered:
 `refusal` says why, in the sweep's closing lines and as NotRegistered here.
 
@@ -90,6 +94,17 @@ def closing_line(settings: dict, key: str, sweep: dict) -> str:
     return head + f"models:/{name}@{alias(key)} (trial {best['trial_id']})"
 
 
+def front_line(settings: dict, member: dict) -> str:
+    """One closing line per front member (rtsearch.search.front): where it is registered, or why it is not."""
+    from rtsearch.search.names import sweep_method
+    head = f"MLflow model, front member at budget {member['config']['budget']:g}: "
+    if member.get("refused"):
+        return head + f"not registered: {member['refused']}"
+    name = model_name(settings["dataset"], settings["model"], sweep_method(settings),
+                      bool(settings.get("fixed_ratios")))
+    return head + f"models:/{name}@{member['alias']} (trial {member['trial_id']})"
+
+
 def _checked(run, budget_key: str) -> dict:
     """The trial's test figures as `refusal` reads them, from its MLflow run (NotRegistered where it refuses)."""
     metrics, params = run.data.metrics, run.data.params
@@ -104,11 +119,12 @@ def _checked(run, budget_key: str) -> dict:
 
 
 def register_best(uri: str, experiment_id: str, parent_run_id: str, sweep: str, budget_key: str,
-                  trial_run_id: str, method: Method) -> str:
+                  trial_run_id: str, method: Method, alias_name: str | None = None,
+                  role: str = "its best trial") -> str:
     """Log the best trial's model (a run of `method` in the sweep `sweep`, its MLflow experiment) to the parent run,
     register it as a new version of its (dataset, model, method)'s model (`model_name`), describe the version and
-    point the alias best-<budget> at it; returns the version. A trial that misses its budget on test raises
-    NotRegistered, before anything is logged."""
+    point the alias best-<budget> (or `alias_name`: a front member's, with `role` saying what it is) at it; returns
+    the version. A trial that misses its budget on test raises NotRegistered, before anything is logged."""
     import mlflow.pytorch
     import torch
     from mlflow.artifacts import download_artifacts
@@ -143,12 +159,12 @@ def register_best(uri: str, experiment_id: str, parent_run_id: str, sweep: str, 
             f"sweep's best at that budget."))
     m = run.data.metrics
     client.update_model_version(name, version, description=(
-        f"Sweep {sweep!r} (MLflow experiment {sweep}), budget {budget_key}: its best trial {trial['trial_id']} "
+        f"Sweep {sweep!r} (MLflow experiment {sweep}), budget {budget_key}: {role} {trial['trial_id']} "
         f"(run {trial_run_id}). Test split: accuracy {m.get('test_accuracy', float('nan')):.4f}, MACs ratio "
         f"{m.get('test_macs_ratio', float('nan')):.4f}, params ratio {m.get('test_params_ratio', float('nan')):.4f}, "
         f"score {m.get('test_score', float('nan')):.4f}."))
     for tag, value in (("rtsearch.trial_run_id", trial_run_id), ("rtsearch.trial_id", trial["trial_id"]),
                        ("rtsearch.sweep", sweep), ("rtsearch.budget", budget_key)):
         client.set_model_version_tag(name, version, tag, value)
-    client.set_registered_model_alias(name, alias(budget_key), version)
+    client.set_registered_model_alias(name, alias_name or alias(budget_key), version)
     return version

@@ -286,6 +286,13 @@ def check_method(space: SearchSpace, method: Method) -> SearchSpace:
     return space
 
 
+def with_budget(space: SearchSpace, budgets: list[float]) -> SearchSpace:
+    """The space of a --front sweep: the MACs budget searched first, a choice of `budgets` (rtsearch.search.front
+    says why a choice of readable values), then the space's own keys."""
+    return SearchSpace({"budget": Dimension("budget", "choice", values=tuple(budgets)), **space.without("budget")},
+                       space.path)
+
+
 def for_sweep(space: SearchSpace, param_budget: float | None) -> SearchSpace:
     """The space one sweep searches: param_budget is dropped when --param-budget fixes it."""
     if param_budget is not None:

@@ -8,6 +8,8 @@ Layout (written by the sweep driver, rtsearch.tune, as results arrive; <sweep> i
     <sweep>/trials/<trial_id>/history.jsonl   one validation row per iteration, as reported to Tune
     <sweep>/trials/<trial_id>/metrics.json    the trial's metrics.json (test figures), once it completed
     <sweep>/baselines/b<budget>.json      the static-only baseline's test figures (search/sweep_baseline.py)
+    <sweep>/trials/<trial_id>/latency.json, <sweep>/reference.json, <sweep>/front.png   a --front sweep's
+                                          timings, Torch-Pruning L1's runs and its picture (search/front.py)
 
 Trials are ranked by their best validation score (what the search maximised); trials tied on it
 (a few hundred validation images make ties common) are ordered by the correct-class confidence of
@@ -30,6 +32,7 @@ from rtsearch import methods
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
 from rtsearch.storage import replacing, write_json
+from rtsearch.search import front as fronts
 from rtsearch.search import sweep_baseline as baselines
 from rtsearch.search.names import sweep_method
 from rtsearch.search.selection import (SELECTION, _g, _rank_key, chosen_by, format_config,  # noqa: F401 (re-exported)
@@ -132,6 +135,8 @@ def trial_summary(results_dir: str, record: dict) -> dict:
          "iterations": len(history), "scores": scores,
          "score": best["score"] if best else None, "best_iteration": best["iteration"] if best else None,
          "tiebreak": best.get("correct_confidence") if best else None,
+         "val_accuracy": best.get("accuracy") if best else None,
+         "val_macs_ratio": best.get("macs_ratio") if best else None,
          "iters_to_best": iters_to_best(scores) if history else None,
          "split": None, "accuracy": None, "macs_ratio": None, "macs_ratio_p95": None, "params_ratio": None,
          "test_score": None, "feasible": None, "stored_bytes": None, "holdout_score": None, "holdout_size": None,
@@ -148,6 +153,8 @@ def trial_summary(results_dir: str, record: dict) -> dict:
     elif best is not None:
         t.update({k: best.get(k) for k in ("accuracy", "macs_ratio", "macs_ratio_p95", "params_ratio", "feasible")})
         t["split"] = "validation"
+    latency = fronts.read_latency(trial_dir(results_dir, trial_id))       # a --front sweep's timing, once made
+    t.update(latency_ms=latency["median_ms"] if latency else None, latency_form=latency["form"] if latency else None)
     return t
 
 
@@ -202,7 +209,9 @@ def summarize(results_dir: str) -> dict:
     shown = settings.get("mlflow_uri_shown") or shown_uri(settings.get("mlflow_uri"),
                                                           os.path.dirname(os.path.dirname(os.path.abspath(results_dir))))
     settings = {**settings, "mlflow_uri": shown}
-    return {"name": state["name"], "command": state.get("command"), "settings": settings,
+    front = (fronts.summarize(results_dir, settings, next(iter(sweeps.values()))["trials"])
+             if settings.get("front") and sweeps else None)
+    return {"name": state["name"], "command": state.get("command"), "settings": settings, "front": front,
             "mlflow_uri": shown, "selection": SELECTION,
             "mlflow_experiment_id": state.get("mlflow_experiment_id"), "sweeps": sweeps, "pareto": pareto,
             "cpus_per_trial": cpus_per_trial, "wall": state.get("wall"), "generated": time.time()}
@@ -221,9 +230,11 @@ def parameter_budget_text(s: dict) -> str:
 def _intro_lines(summary: dict) -> list[str]:
     """The page's title, what was searched and how, its command, the MLflow experiment and how the best is chosen."""
     s = summary["settings"]
+    how = ("multi-objective, every trial run to its end (no ASHA: its one score would rank budgets, not trade them)"
+           if s.get("front") else "ASHA on the validation score")
     lines = [f"# Sweep `{summary['name']}`", "",
-             f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), ASHA on the validation "
-             f"score, {s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
+             f"{s['dataset']} / {s['model']}, {s['search']} search (Optuna, seed {s['seed']}), {how}, "
+             f"{s['num_samples']} trial(s) per budget of up to {s['max_iterations']} iteration(s)"
              f"{methods.get(sweep_method(s)).sweep_note}"
              f"{', fixed ratios (baseline, no agents)' if s.get('fixed_ratios') else ''}; {parameter_budget_text(s)}; "
              f"space `{os.path.basename(s['space_path'])}`: "
@@ -237,8 +248,12 @@ def _intro_lines(summary: dict) -> list[str]:
     if summary.get("wall"):
         lines += [wall_text(summary, summary["wall"]["seconds"]), ""]
     lines += [f"MLflow: experiment `{summary['name']}` in `{s['mlflow_uri']}` (one parent run per budget, one child "
-              f"run per trial).", "",
-              f"How the best is chosen: {SELECTION} Trials are listed in the validation order. Accuracy, MACs ratio, "
+              f"run per trial).", ""]
+    if s.get("front"):
+        return lines + ["A front sweep names no single best: its front (below) is what it returns. Trials are listed "
+                        "in the order of their best validation score; accuracy, MACs ratio, params ratio and test "
+                        "score are on the test split for completed trials.", ""]
+    lines += [f"How the best is chosen: {SELECTION} Trials are listed in the validation order. Accuracy, MACs ratio, "
               "params ratio and test score are on the test split for completed trials; for trials ASHA stopped "
               "early they are the validation figures of their best iteration (marked *).", ""]
     return lines
@@ -314,6 +329,10 @@ def _time_lines(sw: dict, cpus_per_trial) -> list[str]:
 def _budget_lines(summary: dict, key: str, sw: dict) -> list[str]:
     """The section of one budget: its best trial, its trials and where the time went."""
     s = summary["settings"]
+    if s.get("front"):      # one sweep over the searched budgets: its trials, then the front (not a best)
+        lo, hi = s["front"]["span"]
+        return ([f"## Trials (MACs budget searched in {lo:g}:{hi:g})", ""] + _trials_lines(sw)
+                + _time_lines(sw, summary["cpus_per_trial"]))
     lines = [f"## Budget {key}", ""]
     if s.get("budget_range"):
         lo, hi = s["budget_range"]
@@ -339,7 +358,7 @@ def markdown(summary: dict) -> str:
     lines = _intro_lines(summary)
     for key, sw in summary["sweeps"].items():
         lines += _budget_lines(summary, key, sw)
-    lines += _pareto_lines(summary)
+    lines += fronts.markdown_lines(summary["front"]) if summary.get("front") else _pareto_lines(summary)
     return "\n".join(lines)
 
 
@@ -383,6 +402,9 @@ def write(results_dir: str) -> dict:
     with replacing(os.path.join(results_dir, "summary.md")) as tmp, open(tmp, "w") as f:
         f.write(markdown(summary))
     plot(summary, os.path.join(results_dir, "pareto.png"))
+    if summary.get("front"):
+        fronts.plot(summary["front"], next(iter(summary["sweeps"].values()))["trials"], summary["name"],
+                    os.path.join(results_dir, fronts.PICTURE))
     return summary
 
 
@@ -411,6 +433,9 @@ def wall_text(summary: dict, seconds: float) -> str:
 
 def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, seconds: float) -> str:
     lines = [f"sweep {summary['name']!r} done; {wall_text(summary, seconds)}"]
+    if summary.get("front"):
+        return "\n".join(lines + fronts.closing_lines(summary["front"]) + _front_tail(summary, results_dir,
+                                                                                    mlflow_uri))
     for key, sw in summary["sweeps"].items():
         b = sw["best"]
         if not b:
@@ -438,3 +463,15 @@ def closing_lines(summary: dict, results_dir: str, mlflow_uri: str | None, secon
         lines += [closing_line(summary["settings"], key, sw) for key, sw in summary["sweeps"].items()]
     lines.append(f"summary: {os.path.join(results_dir, 'summary.md')} (also summary.json, pareto.png)")
     return "\n".join(lines)
+
+
+def _front_tail(summary: dict, results_dir: str, mlflow_uri: str | None) -> list[str]:
+    """Where a front sweep's runs and registered models are, and its summary."""
+    lines = []
+    if mlflow_uri:
+        from rtsearch.search.registry import front_line
+        lines.append(f"MLflow runs: experiment {summary['name']!r} in {mlflow_uri}")
+        lines += [front_line(summary["settings"], t) for t in summary["front"]["members"]]
+    lines.append(f"summary: {os.path.join(results_dir, 'summary.md')} (also summary.json, {fronts.PICTURE}, "
+                 f"pareto.png)")
+    return lines

@@ -176,11 +176,14 @@ def fail_run(tracker, error: BaseException) -> None:
 
 
 def report_final(metrics: dict, state: dict, out: str, cfg: RunConfig) -> None:
-    """The trial's final report: its best validation score and its test figures, checkpointed with the run."""
+    """The trial's final report: its best validation score and its test figures, checkpointed with the run. The best
+    iteration's validation accuracy, MACs and params ratios go with it under their per-iteration names: what a
+    multi-objective sampler reads when the trial completes (rtsearch.search.front), never a test figure."""
     from ray import tune
     history = metrics.get("history") or []
     best = max(history, key=lambda r: r["score"]) if history else {}
     state["final"] = {"iteration": metrics["iterations"], SCORE: best.get("score", metrics["score"]), "final": True,
+                      **{k: best.get(k) for k in ("accuracy", "macs_ratio", "params_ratio")},
                       "mlflow_run_id": cfg.mlflow_run_id, "metrics_json": json.dumps(metrics),
                       **{f"test_{k}": metrics[k] for k in ("accuracy", "macs_ratio", "params_ratio", "score",
                                                             "feasible")}}
