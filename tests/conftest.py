@@ -4,6 +4,40 @@ import sys
 
 import pytest
 
+# Seconds some tests took in one run of the whole suite (results/suite-time.md): a scheduling hint only. The two
+# workers take tests in collection order; run last, two sweeps of several minutes leave one worker idle while the
+# other finishes, so the modules holding the longest tests go first and the short ones fill the end.
+LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 276,
+           "test_tune.py::test_sweep_logs_to_an_mlflow_server": 220,
+           "test_tune.py::test_a_ladder_sweep": 215,
+           "test_tune.py::test_sweep_end_to_end_retries": 183,
+           "test_tune.py::test_resume_after_kill_9": 138,
+           "test_mlflow_recipe.py::": 115,
+           "test_ladder_method.py::test_a_ladder_run_deploys": 102,
+           "test_tune.py::test_a_range_sweep": 95,
+           "test_method_contract.py::test_run_manifest": 80,
+           "test_rung_cache.py::test_a_second_ladder_run": 69,
+           "test_loop.py::": 40}
+
+
+def expected_seconds(item) -> int:
+    if not (item.get_closest_marker("slow") or item.get_closest_marker("study")):
+        return 0
+    name = item.nodeid.split("/")[-1]
+    return next((s for prefix, s in LONGEST.items() if name.startswith(prefix)), 5)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules with the longest tests first, the longest first within each (a stable sort: otherwise in the
+    order collected). A module's tests stay together, so its module-scoped fixtures are made once."""
+    seconds = {item: expected_seconds(item) for item in items}
+    module_max: dict[str, int] = {}
+    for item, s in seconds.items():
+        module_max[item.nodeid.split("::")[0]] = max(module_max.get(item.nodeid.split("::")[0], 0), s)
+    modules = list(module_max)
+    items.sort(key=lambda item: (-module_max[item.nodeid.split("::")[0]], modules.index(item.nodeid.split("::")[0]),
+                                 -seconds[item]))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def dense_cache(tmp_path_factory):
