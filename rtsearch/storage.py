@@ -129,3 +129,16 @@ def write_json(path: str, payload) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     with replacing(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=str)
+
+
+def save_plot(fig, ax, path: str) -> None:
+    """A one-axes matplotlib figure finished alike everywhere (grid, legend where something is labelled) and
+    written as a PNG whole or not at all, then closed."""
+    import matplotlib.pyplot as plt
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -196,6 +196,29 @@ def save_model(model, out: str) -> None:
         raise UsageError(f"cannot write {out} ({e.strerror or e}): pass a writable --out path") from None
 
 
+def deployed_as_measured(folder: str, budget: float | None, kind: str):
+    """(the deployed model, metrics.json, the budget it was trained for) of a finished run whose deployed.pt serves
+    its own budget only, as the run measured it; a UsageError naming the fix for another `budget`, an unfinished
+    run or an unreadable file. `kind` names the run in those lines ("ladder", "paper")."""
+    import torch
+    trained = float(read_manifest(folder)["config"]["budget"])
+    if budget is not None and budget != trained:
+        raise UsageError(f"{folder} holds a {kind} run made for budget {trained:g}, which serves that budget only: "
+                         f"drop --budget, or train a {kind} run at --budget {budget:g}")
+    deployed, metrics_path = os.path.join(folder, "deployed.pt"), os.path.join(folder, "metrics.json")
+    if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
+        raise UsageError(f"{folder} holds a {kind} run that has not finished (no deployed.pt or metrics.json): "
+                         f"finish it with rtsearch.train --resume --out {folder}")
+    try:
+        model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+    except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
+        raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run again "
+                         f"with rtsearch.train --resume --out {folder}") from None
+    return model, metrics, trained
+
+
 def with_pruning(method: Method, cfg: RunConfig) -> RunConfig:
     """The config as the method runs it: what it prunes filled in."""
     return cfg if cfg.pruning == method.pruning else replace(cfg, pruning=method.pruning)

@@ -22,7 +22,6 @@ the threshold cascade's figures on the same rungs (not learned): the rule the ag
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ from rtsearch import data
 from rtsearch.config import Pruning, RunConfig
 from rtsearch.errors import UsageError
 from rtsearch.methods import fixed, rung_cache
-from rtsearch.methods.base import COMMON, Method, prepared, save_model
+from rtsearch.methods.base import COMMON, Method, deployed_as_measured, prepared, save_model
 from rtsearch.net.cost import CostModel
 from rtsearch.rl import rerun
 from rtsearch.rl.record import RunRecord
@@ -408,23 +407,7 @@ class TraceableLadder(torch.nn.Module):
 
 def export_ladder(folder: str, budget: float | None, out: str) -> str:
     """A ladder run's deployed model, as its run measured it, written to `out`; the line saying so."""
-    from rtsearch.methods.base import read_manifest
-    trained = float(read_manifest(folder)["config"]["budget"])
-    if budget is not None and budget != trained:
-        raise UsageError(f"{folder} holds a ladder run made for budget {trained:g}, which serves that budget only: "
-                         f"drop --budget, or train a ladder at --budget {budget:g}")
-    deployed = os.path.join(folder, "deployed.pt")
-    metrics_path = os.path.join(folder, "metrics.json")
-    if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
-        raise UsageError(f"{folder} holds a ladder run that has not finished (no deployed.pt or metrics.json): "
-                         f"finish it with rtsearch.train --resume --out {folder}")
-    try:
-        model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-    except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
-        raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run again "
-                         f"with rtsearch.train --resume --out {folder}") from None
+    model, metrics, trained = deployed_as_measured(folder, budget, "ladder")
     save_model(model, out)
     return (f"exported {out}: the ladder of {folder} at budget {trained:g}: {len(model.rungs)} rungs and its re-run "
             f"policy, params ratio {metrics['params_ratio']:.4f}, bytes {os.path.getsize(out)}; test accuracy "

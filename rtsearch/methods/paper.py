@@ -9,15 +9,12 @@ deployed model (rtsearch.rl.paper_policy), the schedule (rtsearch.rl.paper_loop)
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 
-import torch
 
 from rtsearch.config import Pruning, RunConfig
-from rtsearch.errors import UsageError
-from rtsearch.methods.base import COMMON, Method, prepared, save_model
+from rtsearch.methods.base import COMMON, Method, deployed_as_measured, prepared, save_model
 
 PAPER = frozenset({"num_env_runners", "paper_epochs", "paper_lr_runtime", "paper_lr_static", "paper_dpratio",
                    "paper_penalty_scale", "paper_penalty_temperature", "paper_mean_decay", "paper_rl_epochs",
@@ -54,22 +51,7 @@ class Paper(Method):
 
     def export(self, folder: str, path: str, budget: float | None, out: str) -> str:
         """The run's deployed model (deployed.pt) as its run measured it; it serves its own budget only."""
-        from rtsearch.methods.base import read_manifest
-        trained = float(read_manifest(folder)["config"]["budget"])
-        if budget is not None and budget != trained:
-            raise UsageError(f"{folder} holds a paper run made for budget {trained:g}, which serves that budget only: "
-                             f"drop --budget, or train one at --budget {budget:g}")
-        deployed, metrics_path = os.path.join(folder, "deployed.pt"), os.path.join(folder, "metrics.json")
-        if not (os.path.isfile(deployed) and os.path.isfile(metrics_path)):
-            raise UsageError(f"{folder} holds a paper run that has not finished (no deployed.pt or metrics.json): "
-                             f"finish it with rtsearch.train --resume --out {folder}")
-        try:
-            model = torch.load(deployed, weights_only=False, map_location="cpu")      # our own pickle
-            with open(metrics_path) as f:
-                metrics = json.load(f)
-        except Exception as e:      # a truncated or foreign file: torch and json raise many kinds
-            raise UsageError(f"{deployed} or {metrics_path} cannot be read ({type(e).__name__}): finish the run "
-                             f"again with rtsearch.train --resume --out {folder}") from None
+        model, metrics, _ = deployed_as_measured(folder, budget, "paper")
         save_model(model, out)
         return (f"exported {out}: the paper's gated network of {folder} and its agents, params ratio "
                 f"{metrics['params_ratio']:.4f} (static keep alone {metrics['static_params_ratio']:.4f}), bytes "

@@ -29,7 +29,7 @@ import math
 import os
 
 from rtsearch.errors import UsageError
-from rtsearch.storage import replacing, write_json
+from rtsearch.storage import save_plot, write_json
 
 # name: (what each trial reports to the sampler, its direction, what the front is taken on)
 OBJECTIVES = {"accuracy": ("accuracy", "max", "val_accuracy"),
@@ -315,13 +315,7 @@ def plot(front: dict, trials: list[dict], name: str, path: str) -> None:
     ax.set_xlabel(f"deployed latency, ms per batch of {BATCH} ({THREADS} thread)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{name}: accuracy against latency", fontsize=9)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_plot(fig, ax, path)
 
 
 def closing_lines(front: dict) -> list[str]:

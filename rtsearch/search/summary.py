@@ -31,7 +31,7 @@ import time
 from rtsearch import methods
 from rtsearch.errors import UsageError
 from rtsearch.net.metrics import iters_to_best, sweep_iters_to_best
-from rtsearch.storage import replacing, write_json
+from rtsearch.storage import replacing, save_plot, write_json
 from rtsearch.search import front as fronts
 from rtsearch.search import sweep_baseline as baselines
 from rtsearch.search.names import sweep_method
@@ -386,13 +386,7 @@ def plot(summary: dict, path: str) -> None:
     ax.set_xlabel("MACs ratio (of the dense model)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{summary['name']}: trials (star: best feasible per budget; dotted: budget)", fontsize=9)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_plot(fig, ax, path)
 
 
 def write(results_dir: str) -> dict:
