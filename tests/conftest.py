@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-# Seconds some tests took in one run of the whole suite (results/suite-time.md): a scheduling hint only. The two
-# workers take tests in collection order; run last, two sweeps of several minutes leave one worker idle while the
-# other finishes, so the modules holding the longest tests go first and the short ones fill the end.
+# Seconds some tests took in one run of the whole suite (results/suite-time.md): a scheduling hint only. The
+# workers take tests in collection order; run last, two sweeps of several minutes leave the other workers idle while
+# they finish, so the modules holding the longest tests go first and the short ones fill the end.
 LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 276,
            "test_tune.py::test_sweep_logs_to_an_mlflow_server": 220,
            "test_tune.py::test_a_ladder_sweep": 215,
