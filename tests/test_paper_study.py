@@ -1,0 +1,110 @@
+"""The study behind results/paper.md (experiments.paper_study): its refusals, and its page written from made-up
+metrics.json files (no training)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import paper_study as study
+
+pytestmark = pytest.mark.study
+
+BUDGET = 0.255
+# per kind: accuracy per seed 0, 1, 2, MACs ratio, per-input MACs std, params ratio
+MADE_UP = {study.PAPER: ([0.952, 0.948, 0.950], 0.178, 0.0, 1.0),
+           study.BOTH: ([0.964, 0.962, 0.966], 0.255, 0.0014, 1.0),
+           study.UNIFORM: ([0.967, 0.969, 0.965], 0.249, 0.0, 0.4916),
+           study.TP_L1: ([0.951, 0.953, 0.949], 0.249, 0.0, 0.4916),
+           study.SPENT: ([0.969, 0.966, 0.968], 0.173, 0.0, 0.4087)}
+
+
+@pytest.mark.parametrize("argv", [["--seeds", "0,x"], ["--seeds", "0,0"], ["--seeds", "-1"], ["--seeds", ""],
+                                  ["--budget", "0"], ["--budget", "1.5"], ["--budget", "nan"], ["--budget", "abc"],
+                                  ["--jobs", "0"], ["--reuse", "no/such/run"]])
+def test_bad_input_is_refused_with_one_line_and_exit_2(argv, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        study.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "paper.md")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("experiments.paper_study: error: ")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "paper.md").exists()
+
+
+def test_the_plan_names_every_peer_through_the_real_command_line():
+    runs = study.plan("runs/p", [0, 1], BUDGET)
+    assert len(runs) == 8 and len({r["out"] for r in runs}) == 8
+    assert runs[0]["command"] == ("python -m rtsearch.train --method paper --dataset mnist5k --model small "
+                                  "--budget 0.255 --seed 0 --out runs/p/paper-0.255-s0")
+    tp = [r for r in runs if r["kind"] == study.TP_L1][0]["args"]
+    assert {"--fixed-ratios", "--torch-pruning-l1", "static-only"} <= set(tp)
+    paper = {"best_iteration": 2, "history": [{"iteration": 1, "macs_ratio": 0.2127}, {"iteration": 2,
+                                                                                         "macs_ratio": 0.17781}]}
+    assert study.spent_budget(paper) == 0.178          # validation at the best outer epoch, not test
+
+
+def test_a_recorded_configuration_matches_on_the_fields_both_hold():
+    wanted = {"method": "paper", "budget": 0.255, "seed": 0, "new_field": 3}
+    assert study.same_run({"method": "paper", "budget": 0.255, "seed": 0, "out": "elsewhere"}, wanted)
+    assert not study.same_run({"method": "paper", "budget": 0.255, "seed": 1}, wanted)
+
+
+def write_run(run: dict, accuracy: float, macs: float, std: float, params: float, wall: str | None) -> None:
+    os.makedirs(run["out"], exist_ok=True)
+    metrics = {"accuracy": accuracy, "macs_ratio": macs, "macs_ratio_std": std, "params_ratio": params,
+               "dense_accuracy": 0.974, "seconds": 100.0, "feasible": True, "best_iteration": 1,
+               "history": [{"iteration": 1, "macs_ratio": macs}],
+               "config": {"method": run["args"][1], "budget": run["budget"], "seed": run["seed"]}}
+    if run["kind"] == study.PAPER:
+        metrics["static_params_ratio"] = 0.172
+    with open(os.path.join(run["out"], "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+    if wall == "log":
+        with open(os.path.join(run["out"], "train.log"), "w") as f:
+            f.write("iter 1/1\ndone; wall time of this run: 550 s. Test accuracy 0.9520\n")
+    elif wall == "study":
+        with open(os.path.join(run["out"], "study.json"), "w") as f:
+            json.dump({"seconds": 61.0}, f)
+
+
+def test_the_page_holds_every_figure_the_means_the_reading_and_what_is_missing(tmp_path):
+    root = str(tmp_path / "runs")
+    runs = study.plan(root, [0, 1, 2], BUDGET) + [study.planned(root, study.SPENT, s, 0.173) for s in (0, 1, 2)]
+    for run in runs:
+        accuracies, macs, std, params = MADE_UP[run["kind"]]
+        if run["kind"] == study.TP_L1 and run["seed"] == 2:
+            continue                                    # not finished
+        write_run(run, accuracies[run["seed"]], macs, std, params,
+                  "log" if run["kind"] == study.PAPER else "study" if run["seed"] == 1 else None)
+    out = tmp_path / "paper.md"
+    study.report(runs, BUDGET, "python -m experiments.paper_study --seeds 0,1,2", str(out))
+    page = out.read_text()
+    assert "python -m experiments.paper_study --seeds 0,1,2" in page
+    assert "| paper | 3 | 0.9500 ± 0.0020 | 0.1780 ± 0.0000 | 0.0000 | 1.0000 ± 0.0000 | 0.1720 ± 0.0000 | " \
+           "9 min 10 s |" in page
+    assert "| Torch-Pruning L1 at the budget | 2 | 0.9520 ± 0.0014 |" in page
+    assert "**Missing (not finished when this page was written):** Torch-Pruning L1 at the budget, seed 2" in page
+    assert "| 1 | both | 0.255 | 0.9620 | 0.2550 | 0.0014 | 1.0000 |  | 1 min 1 s † | 100 |" in page
+    assert "| 0 | uniform at the MACs paper spent | 0.173 | 0.9690 |" in page
+    # paper - both: -0.012, -0.014, -0.016 against a spread of 0.002: more than the seed spread
+    assert "- `paper` - `both`, test accuracy per seed (0, 1, 2): -0.012, -0.014, -0.016; mean -0.0140" in page
+    assert "less accurate by more than the seed spread" in page
+    # paper - Torch-Pruning L1 on the seeds both finished: +0.001, -0.005 against a spread of 0.0028
+    assert "Torch-Pruning L1 at the budget, test accuracy per seed (0, 1): +0.001, -0.005; mean -0.0020" in page
+    assert "within the seed spread" in page
+    assert "within the budget 0.255 on test in 3 of 3 seeds" in page
+    assert "dense test accuracy by seed: 0.9740 (seed 0), 0.9740 (seed 1), 0.9740 (seed 2)" in page
+    assert "per-input MACs standard deviation per seed is 0.0000, 0.0000, 0.0000" in page
+    assert "not a runtime policy" in page and "Still undone" in page and "ablation" in page
+    assert "- Seed spread: the largest seed-to-seed standard deviation of test accuracy is" in page
+    assert "- `both` - uniform at the budget, test accuracy per seed (0, 1, 2): -0.003, -0.007, +0.001" in page
+    assert np.isclose(study.wall_seconds(runs[0]["out"])[0], 550.0)
+
+
+def test_a_missing_paper_run_leaves_its_spent_peer_unplanned(tmp_path):
+    root = str(tmp_path / "runs")
+    runs = study.execute_all(study.plan(root, [0], BUDGET)[:1], root, 1, [], train=False)
+    assert [r["kind"] for r in runs] == [study.PAPER, study.SPENT] and runs[1]["out"] is None
+    study.report(runs, BUDGET, "cmd", str(tmp_path / "paper.md"))
+    assert "uniform at the MACs paper spent, seed 0 (planned once its `paper` run finishes)" in \
+        (tmp_path / "paper.md").read_text()
