@@ -25,22 +25,22 @@ RUN_NAME ?= mnist5k-small-b0.08-ladder-$(shell date +%Y%m%d-%H%M%S)
 run: $(STAMP)
 	$(PY) -m rtsearch.tune --method ladder --budget 0.08 --name $(RUN_NAME)
 
-# Two tiers, both in three workers on this 2-core machine: the suite mostly waits (process start-up, Ray, servers;
-# two workers kept 1.1 cores busy, results/suite-time.md). Each worker is handed one test at a time, in the order
-# tests/conftest.py sets (the longest first), so none is left with a queue of long sweeps at the end.
+# Two tiers, both in two workers on this 2-core machine (three were slower: results/suite-time.md). Each worker is
+# handed one test at a time, in the order tests/conftest.py sets (the longest first), so neither is left with a
+# queue of long sweeps at the end.
 # `make test`: the whole suite, what CI runs (over 10 minutes on the 2-core machine: results/suite-time.md).
 test: $(STAMP)
 	$(PY) -m ruff check rtsearch experiments tests
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 3 --maxschedchunk 1
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --maxschedchunk 1
 
 # `make check`: the fast tier, for every edit (under 2 minutes here): unit tests, refusals and a tiny
 # end-to-end run per method where one is that quick. It leaves out the tests marked `slow` (sweeps, clusters,
 # servers, anything over about 5 s) and `study` (the checks of experiments/); `make test` runs them all.
-# One torch thread per process: three workers on two cores, and torch's own pool only contends (with other
+# One torch thread per process: two workers on two cores, and torch's own pool only contends (with other
 # load on the machine the tier took 11 min 45 s without it, 66 s with it).
 check: $(STAMP)
 	$(PY) -m ruff check rtsearch experiments tests
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 3 --maxschedchunk 1 -m "not slow and not study"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --maxschedchunk 1 -m "not slow and not study"
 
 clean:
 	rm -rf runs mlruns.db mlruns .pytest_cache
