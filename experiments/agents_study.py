@@ -58,14 +58,20 @@ def execute_one(run: dict, label: str, env: dict | None = None) -> None:
         print(f"{label} reusing {run['out']}", flush=True)
         return
     print(f"{label} {run['command']}", flush=True)
+    returncode, seconds = train_logged(run, env)
+    if returncode != 0:
+        raise SystemExit(f"run failed (exit {returncode}); see {run['out']}/train.log")
+    print(f"{label} done in {seconds:.0f}s: {run['out']}", flush=True)
+
+
+def train_logged(run: dict, env: dict | None = None) -> tuple[int, float]:
+    """`python -m rtsearch.train <run's args>`, its output in <out>/train.log: (exit status, seconds it took)."""
     os.makedirs(run["out"], exist_ok=True)
     start = time.time()
     with open(os.path.join(run["out"], "train.log"), "w") as log:
         done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log,
                               stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"run failed (exit {done.returncode}); see {run['out']}/train.log")
-    print(f"{label} done in {time.time() - start:.0f}s: {run['out']}", flush=True)
+    return done.returncode, time.time() - start
 
 
 def reused(path: str, compute) -> dict:

@@ -19,15 +19,13 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import numpy as np
 
-from experiments.agents_study import against, command_line, mean_sd, one_thread_env
+from experiments.agents_study import against, command_line, mean_sd, one_thread_env, train_logged
 from rtsearch.cli import ArgumentParser, fail, fraction
 
 PROG = "python -m experiments.paper_study"
@@ -178,14 +176,9 @@ def execute(run: dict, label: str, reuse: list[str], train: bool) -> None:
         print(f"{label} missing (not trained: --no-train) {run['out']}", flush=True)
         return
     print(f"{label} training {run['kind']}, seed {run['seed']}: {run['command']}", flush=True)
-    os.makedirs(run["out"], exist_ok=True)
-    start = time.time()
-    with open(os.path.join(run["out"], "train.log"), "w") as log:
-        done = subprocess.run([sys.executable, "-m", "rtsearch.train", *run["args"]], stdout=log,
-                              stderr=subprocess.STDOUT, env=one_thread_env())
-    seconds = time.time() - start
-    if done.returncode != 0:
-        print(f"{label} FAILED (exit {done.returncode}) after {seconds:.0f} s; see {run['out']}/train.log", flush=True)
+    returncode, seconds = train_logged(run, one_thread_env())
+    if returncode != 0:
+        print(f"{label} FAILED (exit {returncode}) after {seconds:.0f} s; see {run['out']}/train.log", flush=True)
         return
     with open(os.path.join(run["out"], "study.json"), "w") as f:
         json.dump({"seconds": seconds}, f)

@@ -145,11 +145,12 @@ def members(trials: list[dict], objectives: list[str]) -> list[dict]:
 def aliases(front: list[dict]) -> dict:
     """trial id -> its alias in the Model Registry: front-<budget>, the budget's point written "_", and for a second
     member at the same budget front-<budget>-2 and so on (`front` in its order)."""
+    from rtsearch.search.registry import alias
     out, seen = {}, {}
     for t in front:
-        key = f"{t['config']['budget']:g}".replace(".", "_")
-        seen[key] = seen.get(key, 0) + 1
-        out[t["trial_id"]] = ALIAS_PREFIX + key + ("" if seen[key] == 1 else f"-{seen[key]}")
+        name = alias(f"{t['config']['budget']:g}", ALIAS_PREFIX)
+        seen[name] = seen.get(name, 0) + 1
+        out[t["trial_id"]] = name + ("" if seen[name] == 1 else f"-{seen[name]}")
     return out
 
 

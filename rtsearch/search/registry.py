@@ -50,10 +50,10 @@ def model_name(dataset: str, model: str, method: str, fixed_ratios: bool = False
     return f"{NAME_PREFIX}-{dataset}-{model}-{method}" + ("-fixed" if fixed_ratios else "")
 
 
-def alias(budget_key: str) -> str:
-    """best-<budget>, the budget's point as "_": MLflow aliases allow only letters, digits, "_" and "-"
-    (budget 0.5 -> best-0_5)."""
-    return ALIAS_PREFIX + budget_key.replace(".", "_")
+def alias(budget_key: str, prefix: str = ALIAS_PREFIX) -> str:
+    """best-<budget> (or another `prefix`), the budget's point as "_": MLflow aliases allow only letters, digits,
+    "_" and "-" (budget 0.5 -> best-0_5)."""
+    return prefix + budget_key.replace(".", "_")
 
 
 def refusal(trial: dict, budget: float, param_budget: float | None) -> str | None:
