@@ -7,16 +7,17 @@ import pytest
 # Seconds some tests took in one run of the whole suite (results/suite-time.md): a scheduling hint only. The
 # workers take tests in collection order; run last, two sweeps of several minutes leave the other workers idle while
 # they finish, so the modules holding the longest tests go first and the short ones fill the end.
-LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 276,
-           "test_tune.py::test_sweep_logs_to_an_mlflow_server": 220,
-           "test_tune.py::test_a_ladder_sweep": 215,
-           "test_tune.py::test_sweep_end_to_end_retries": 183,
-           "test_tune.py::test_resume_after_kill_9": 138,
-           "test_mlflow_recipe.py::": 115,
-           "test_ladder_method.py::test_a_ladder_run_deploys": 102,
-           "test_tune.py::test_a_range_sweep": 95,
-           "test_method_contract.py::test_run_manifest": 80,
-           "test_rung_cache.py::test_a_second_ladder_run": 69,
+LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 130,
+           "test_tune.py::test_a_ladder_sweep": 116,
+           "test_tune.py::test_sweep_logs_to_an_mlflow_server": 112,
+           "test_mlflow_recipe.py::": 100,
+           "test_ladder_method.py::test_a_ladder_run_deploys": 92,
+           "test_tune.py::test_sweep_end_to_end_retries": 85,
+           "test_tune.py::test_resume_after_kill_9": 79,
+           "test_front.py::test_a_front_sweep": 76,
+           "test_tune.py::test_a_range_sweep": 61,
+           "test_method_contract.py::test_run_manifest": 55,
+           "test_rung_cache.py::test_a_second_ladder_run": 50,
            "test_loop.py::": 40}
 
 

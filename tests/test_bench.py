@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, run_cli, run_main
 from rtsearch.bench_sampling import NoOpVectorEnv
 from rtsearch.rl.observations import RUNTIME_OBS_DIM
 
@@ -39,12 +39,11 @@ def test_sampling_prints_real_and_noop_throughput_and_their_ratio():
     assert "sampling only ratio" in result.stdout
 
 
-@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(tmp_path):
-    assert_usage_error(run_cli("rtsearch.bench", "--dataset", "digits", timeout=60), "--sampling")
-    assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--model", "nope", timeout=60), "nope")
-    assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--network", "resnet56:3,32", timeout=60), "--network")
+    assert_usage_error(run_main("rtsearch.bench", "--dataset", "digits"), "--sampling")
+    assert_usage_error(run_main("rtsearch.bench", "--sampling", "--model", "nope"), "nope")
+    assert_usage_error(run_main("rtsearch.bench", "--sampling", "--network", "resnet56:3,32"), "--network")
     # --data-dir is an option of bench too: an empty folder is named for what it lacks
-    assert_usage_error(run_cli("rtsearch.bench", "--sampling", "--dataset", "cifar10", "--data-dir", str(tmp_path),
-                               timeout=60), "cifar-10-batches-py")
-    assert_usage_error(run_cli("rtsearch.bench", "--deployed", str(tmp_path), timeout=60), "--deployed", "deployed.pt")
+    assert_usage_error(run_main("rtsearch.bench", "--sampling", "--dataset", "cifar10", "--data-dir", str(tmp_path)),
+                       "cifar-10-batches-py")
+    assert_usage_error(run_main("rtsearch.bench", "--deployed", str(tmp_path)), "--deployed", "deployed.pt")

@@ -301,7 +301,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     runtime_env = {"env_vars": {"RTSEARCH_WORKDIR": str(workdir), "RTSEARCH_CACHE": str(tmp_path / "cache")}}
     sweep = ["python", "cluster/search.py", "--budget", "0.5", "--method", "both", "--dataset", "digits",
              "--model", "small",
-             "--num-samples", "2", "--max-iterations", "2", "--num-env-runners", "3", "--dense-epochs", "1",
+             "--num-samples", "1", "--max-iterations", "2", "--num-env-runners", "3", "--dense-epochs", "1",
              "--max-failures", "2", "--storage-path", str(storage), "--name", "clu", "--param-budget", "0.8"]
     submit = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}",
                              "--submission-id", "clu", "--no-wait",
@@ -310,7 +310,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
                             capture_output=True, text=True, timeout=120, env=cluster.env())
     assert submit.returncode == 0, submit.stdout + submit.stderr
 
-    # The first iteration of the first trial: its rollouts ran on both nodes. Then the worker node dies.
+    # The first iteration of the trial: its rollouts ran on both nodes. Then the worker node dies.
     deadline = time.time() + 240
     while not any(histories(workdir, "clu").values()):
         assert not client.get_job_status("clu").is_terminal(), client.get_job_logs("clu")[-4000:]
@@ -327,11 +327,10 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     assert status == "SUCCEEDED", logs[-4000:]
     summary = json.loads((workdir / "runs" / "sweeps" / "clu" / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
-    assert len(trials) == 2, trials                                                    # none lost
-    assert all(t["status"] in ("completed", "stopped") for t in trials), trials
-    hit = [t for t in trials if t["trial_id"] in before]
-    assert hit and hit[0]["attempts"] >= 2 and hit[0]["status"] == "completed", (trials, logs[-3000:])
-    assert f"trial {hit[0]['trial_id']} failed" in logs and "from its last checkpoint" in logs, logs[-3000:]
+    assert [t["trial_id"] for t in trials] == list(before), trials                     # not lost, not doubled
+    hit = trials[0]
+    assert hit["attempts"] >= 2 and hit["status"] == "completed", (trials, logs[-3000:])
+    assert f"trial {hit['trial_id']} failed" in logs and "from its last checkpoint" in logs, logs[-3000:]
     after = histories(workdir, "clu")
     for trial_id, rows in after.items():                       # every iteration reported once, none lost
         assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1)), (trial_id, rows)

@@ -118,14 +118,13 @@ def test_cli_exports_and_reloads(tmp_path):
     assert str(sum(p.numel() for p in exported.parameters())) in proc.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["corrupt", "missing"])
 def test_cli_bad_checkpoint(tmp_path, kind):
     ckpt = tmp_path / "checkpoint.pt"
     write_manifest(RunConfig(method="both", out=str(tmp_path)))
     if kind == "corrupt":
         ckpt.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
-    proc = run_cli("--checkpoint", str(ckpt), "--out", str(tmp_path / "model.pt"))
+    proc = run_main("rtsearch.export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "model.pt"))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr

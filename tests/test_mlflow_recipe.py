@@ -1,6 +1,7 @@
 """MLflow as a user reads it after real sweeps (tiny ones on digits, a real SQLite store): the README's recipe
-runs as written for a sweep of any method, each (dataset, model, method) has one registered model that every
-sweep adds a version to, and a trial's metrics and parameters say what they are."""
+runs as written for a sweep of any method (tests/test_tune.py reads its ladder sweep with it), each (dataset,
+model, method) has one registered model that every sweep adds a version to, and a trial's metrics and parameters
+say what they are."""
 import contextlib
 import io
 import os
@@ -18,7 +19,6 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # the smallest sweeps tests/test_tune.py runs: one trial of one iteration, no baseline beside it
 TINY = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--max-iterations", "1",
         "--num-samples", "1", "--no-baseline"]
-LADDER = [*TINY, "--method", "ladder", "--budget", "0.15"]
 BOTH = [*TINY, "--method", "both", "--budget", "0.5", "--param-budget", "0.8"]
 VAL = {"val_score", "val_best_score", "val_accuracy", "val_macs_ratio", "val_macs_ratio_p95", "val_params_ratio",
        "val_feasible"}
@@ -74,55 +74,30 @@ def run_recipe(cwd, name: str, method: str) -> tuple[dict, str]:
     return names, out.getvalue()
 
 
-def child(uri: str, name: str):
-    """The one trial's MLflow run of the sweep `name`."""
+def child(uri: str, name: str, trial_id: str | None = None):
+    """The MLflow run of trial `trial_id` of the sweep `name` (None: of its one trial)."""
     from mlflow.tracking import MlflowClient
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(name).experiment_id],
-                              filter_string="tags.`rtsearch.trial_id` != ''")
+                              filter_string=f"tags.`rtsearch.trial_id` = '{trial_id}'" if trial_id else
+                              "tags.`rtsearch.trial_id` != ''")
     assert len(runs) == 1, runs
     return runs[0]
 
 
-def check_trial_run(uri: str, name: str, method: str) -> None:
+def check_trial_run(uri: str, name: str, method: str, trial_id: str | None = None, iterations: int = 1) -> None:
     """Validation figures as val_* at every iteration, test figures as test_*, none unprefixed; parameters only
     of settings the method uses."""
     from mlflow.tracking import MlflowClient
-    run = child(uri, name)
+    run = child(uri, name, trial_id)
     metrics, params = run.data.metrics, run.data.params
     assert VAL | TEST <= set(metrics), sorted(metrics)
     assert not {"score", "best_score", "accuracy", "macs_ratio", "params_ratio", "feasible"} & set(metrics)
-    assert [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "val_score")] == [1]
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "val_score")]
+    assert steps == list(range(1, iterations + 1)), steps
     cfg = RunConfig(method=method)
     assert set(params) - {"trial_id"} <= methods.get(method).uses(cfg), sorted(params)
     assert params["method"] == method and params["trial_id"] == run.data.tags["rtsearch.trial_id"]
-
-
-@pytest.mark.slow
-def test_the_recipe_reads_a_ladder_sweep_and_its_registered_model(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    out = tune(tmp_path, cache, *LADDER, "--name", "lad")
-    name = "rtsearch-digits-small-ladder"
-    assert f"MLflow model, budget 0.15: models:/{name}@best-0_15 (trial " in out, out
-    check_trial_run(uri, "lad", "ladder")
-    trial = child(uri, "lad")
-    assert not {"lam", "lr_runtime", "fixed_ratios", "lr_static"} & set(trial.data.params)
-    assert {"lr_rerun", "entropy_rerun", "agent_iterations"} <= set(trial.data.params)
-
-    names, printed = run_recipe(tmp_path, "lad", "ladder")
-    assert "params.lr_rerun" in names["params"] and "params.lam" not in names["params"]
-    assert "metrics.val_best_score" in names["figures"] and "metrics.test_score" in names["figures"]
-    assert list(names["trials"]["tags.rtsearch.trial_id"]) == [trial.data.tags["rtsearch.trial_id"]]
-    assert trial.data.tags["rtsearch.trial_id"] in printed and "params.lr_rerun" in printed, printed
-    assert "{'best-0_15': 1}" in printed and "1 Sweep 'lad' (MLflow experiment lad)" in printed, printed
-
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(uri)
-    assert [m.name for m in client.search_registered_models()] == [name]
-    version = client.get_model_version_by_alias(name, "best-0_15")
-    assert version.tags["rtsearch.trial_run_id"] == trial.info.run_id
-    assert f"best trial {trial.data.tags['rtsearch.trial_id']} (run {trial.info.run_id})" in version.description
-    assert f"accuracy {trial.data.metrics['test_accuracy']:.4f}" in version.description
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import MIN_TIMEOUT, assert_usage_error, run_cli, tune_refused
+from conftest import MIN_TIMEOUT, assert_usage_error, run_cli, run_main, tune_refused
 from rtsearch import methods
 from rtsearch.search import space
 
@@ -244,7 +244,7 @@ def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache, 
 
 
 @pytest.mark.slow
-def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
+def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache, monkeypatch):
     out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2",
                   "--name", "e2e", "--fail-on-iteration", "2", "--nan-on-iteration", "1", "--max-failures", "2"))
     results = str(tmp_path / "runs" / "sweeps" / "e2e")
@@ -297,8 +297,7 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     # python -m rtsearch.report regenerates the same summary from what the sweep stored
     before = {k: v for k, v in summary.items() if k != "generated"}
     os.remove(os.path.join(results, "summary.md"))
-    report = subprocess.run([sys.executable, "-m", "rtsearch.report", results], capture_output=True, text=True,
-                            timeout=120)
+    report = run_main("rtsearch.report", results)
     assert report.returncode == 0, report.stderr
     after = json.load(open(os.path.join(results, "summary.json")))
     assert {k: v for k, v in after.items() if k != "generated"} == before
@@ -307,7 +306,7 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache):
     again = ok(tune(tmp_path, cache, "--name", "e2e", "--resume", timeout=120))
     assert "[budget 0.5] already finished" in again
     assert "sweep 'e2e' done; wall time, this --resume run incl. dense pre-training: " in again
-    assert_usage_error(tune(tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3", timeout=120),
+    assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3"),
                        "--resume", "0.5")
 
 
@@ -327,7 +326,10 @@ def mlflow_server(tmp_path):
                              "--backend-store-uri", f"sqlite:///{folder}/db.sqlite",
                              "--artifacts-destination", str(folder / "artifacts"),
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            # no job runner: its seven consumer processes (GenAI jobs, unused here) took the CPU the
+                            # server's own start needs
+                            env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -372,12 +374,7 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     """--method ladder: each trial makes its rungs, then reports its re-run agent's PPO iterations to ASHA; a trial
     that fails mid-agent continues from its checkpoint with its rungs read back, and scores what an unbroken one
     would; the best deployed ladder is registered in fixed-shape form and answers as its deployed.pt does."""
-    import mlflow
-    import mlflow.pytorch
-    import torch
     from mlflow.tracking import MlflowClient
-
-    from rtsearch import data
     base = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--method", "ladder",
             "--budget", "0.15", "--max-iterations", "3", "--param-budget", "0.6"]
     out = ok(tune(tmp_path, cache, *base, "--num-samples", "2", "--fail-on-iteration", "2", "--name", "ladder"))
@@ -420,6 +417,17 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     first_iteration = [line.rsplit("  ", 1)[0] for line in log.splitlines() if line.startswith("iter   1/3")]
     assert len(first_iteration) == 2 and first_iteration[0] == first_iteration[1], first_iteration   # ... and agrees
     assert "models:/rtsearch-digits-small-ladder@best-0_15" in out      # one registered model per method
+    check_registered_ladder(uri, folder, best)
+    check_read_back_as_the_readme_says(uri, trials, best)
+
+
+def check_registered_ladder(uri: str, folder: str, best: dict) -> None:
+    """The registered best ladder, loaded by alias, answers as the trial's deployed.pt does."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from rtsearch import data
     mlflow.set_tracking_uri(uri)
     registered = mlflow.pytorch.load_model("models:/rtsearch-digits-small-ladder@best-0_15")
     x, y = data.load("digits", 0).test
@@ -428,6 +436,30 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
         got, want = registered(x), deployed(x)
     assert torch.equal(got.argmax(1), want.argmax(1))
     assert float((got.argmax(1) == y).float().mean()) == pytest.approx(best["accuracy"])
+
+
+def check_read_back_as_the_readme_says(uri: str, trials: list[dict], best: dict) -> None:
+    """The ladder sweep as its user reads it back with the README's MLflow recipe: the trials with the ladder's own
+    settings (not the agents'), and one registered model whose version names the best trial and its figures."""
+    from mlflow.tracking import MlflowClient
+    from test_mlflow_recipe import check_trial_run, child, run_recipe
+    check_trial_run(uri, "ladder", "ladder", best["trial_id"], iterations=3)
+    trial = child(uri, "ladder", best["trial_id"])
+    assert not {"lam", "lr_runtime", "fixed_ratios", "lr_static"} & set(trial.data.params)
+    assert {"lr_rerun", "entropy_rerun", "agent_iterations"} <= set(trial.data.params)
+    names, printed = run_recipe(uri.removeprefix("sqlite:///").removesuffix("/mlruns.db"), "ladder", "ladder")
+    assert "params.lr_rerun" in names["params"] and "params.lam" not in names["params"]
+    assert "metrics.val_best_score" in names["figures"] and "metrics.test_score" in names["figures"]
+    assert sorted(names["trials"]["tags.rtsearch.trial_id"]) == sorted(t["trial_id"] for t in trials)
+    assert best["trial_id"] in printed and "params.lr_rerun" in printed, printed
+    assert "{'best-0_15': 1}" in printed and "1 Sweep 'ladder' (MLflow experiment ladder)" in printed, printed
+    client = MlflowClient(uri)
+    name = "rtsearch-digits-small-ladder"
+    assert [m.name for m in client.search_registered_models()] == [name]
+    version = client.get_model_version_by_alias(name, "best-0_15")
+    assert version.tags["rtsearch.trial_run_id"] == trial.info.run_id == best["mlflow_run_id"]
+    assert f"best trial {best['trial_id']} (run {trial.info.run_id})" in version.description
+    assert f"accuracy {trial.data.metrics['test_accuracy']:.4f}" in version.description
 
 
 @pytest.mark.slow
