@@ -33,6 +33,12 @@ BAD = {
     "malformed yaml": ("lam: {distribution: uniform, low: 0.1, high: 0.9\nbeta_f: [\n", ["not valid YAML", "line"]),
     "not a mapping": ("- lam\n- beta_f\n", ["mapping"]),
     "empty file": ("", ["empty"]),
+    "a count from a continuous distribution": ("paper_rl_epochs: {distribution: uniform, low: 1, high: 4}\n",
+                                               ["'paper_rl_epochs'", "is a count", "quniform"]),
+    "a fractional count": ("paper_backbone_epochs: {distribution: choice, values: [1, 2.5]}\n",
+                           ["'paper_backbone_epochs'", "2.5", "whole"]),
+    "a fractional count step": ("paper_batch: {distribution: quniform, low: 64, high: 256, q: 32.5}\n",
+                                ["'paper_batch'", "32.5", "whole"]),
 }
 
 
@@ -48,6 +54,25 @@ def test_good_space_loads_and_converts(tmp_path):
     assert isinstance(tune_space["lr_runtime"], Float) and isinstance(tune_space["p_max"], Categorical)
     assert tune_space["param_budget"] == 0.7
     assert space.from_dict(s.to_dict(), s.path).describe() == s.describe()
+
+
+def test_counts_are_sampled_as_whole_numbers(tmp_path):
+    """Epochs and a batch size reach the trial, its MLflow parameters and the summary as 4, not 4.0."""
+    from ray import tune
+    from ray.tune.search.sample import Integer
+    path = tmp_path / "space.yaml"
+    path.write_text("paper_rl_epochs: {distribution: choice, values: [2, 4.0]}\n"
+                    "paper_batch: {distribution: quniform, low: 64, high: 256, q: 64}\npaper_backbone_epochs: 2.0\n")
+    s = space.from_dict(space.load(str(path)).to_dict(), str(path))        # as a resumed sweep reads it back
+    tune_space = s.to_tune()
+    assert isinstance(tune_space["paper_batch"], Integer) and tune_space["paper_backbone_epochs"] == 2
+    assert type(tune_space["paper_backbone_epochs"]) is int
+    assert s.defaults() == {"paper_rl_epochs": RunConfig.paper_rl_epochs, "paper_batch": RunConfig.paper_batch}
+    assert all(type(v) is int for v in s.defaults().values())
+    for _ in range(20):
+        drawn = {k: d.sample() if isinstance(d, tune.search.sample.Domain) else d for k, d in tune_space.items()}
+        assert all(type(v) is int for v in drawn.values()), drawn
+        assert drawn["paper_rl_epochs"] in (2, 4) and drawn["paper_batch"] in (64, 128, 192, 256)
 
 
 def test_defaults_point_is_the_run_defaults_moved_into_the_space(tmp_path):

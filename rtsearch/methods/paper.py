@@ -20,7 +20,6 @@ PAPER = frozenset({"num_env_runners", "paper_epochs", "paper_lr_runtime", "paper
                    "paper_penalty_scale", "paper_penalty_temperature", "paper_mean_decay", "paper_rl_epochs",
                    "paper_backbone_epochs", "paper_batch", "paper_observation"})
 
-COUNTS = ("paper_epochs", "paper_rl_epochs", "paper_backbone_epochs", "paper_batch")
 
 
 class Paper(Method):
@@ -38,9 +37,8 @@ class Paper(Method):
     sweep_note = " (`--method paper`: each iteration one outer epoch of RL epochs then backbone epochs)"
 
     def start(self, cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
-        """As every method; counts a search space sampled as numbers (4.0) run as the whole numbers they are, and
-        its outer epochs are the run's iterations (what its record, progress and metrics count)."""
-        cfg = replace(cfg, **{k: int(round(getattr(cfg, k))) for k in COUNTS})
+        """As every method; its outer epochs are the run's iterations (what its record, progress and metrics
+        count)."""
         cfg = replace(cfg, iterations=cfg.paper_epochs)
         return super().start(cfg, on_iteration, log, resume)
 

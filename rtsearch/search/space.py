@@ -10,7 +10,8 @@ field, each either a plain number (the field is fixed at that value) or a mappin
 
 `loguniform` samples log-uniformly in [low, high] (low > 0), `uniform` uniformly, `quniform`
 uniformly rounded to multiples of q, `choice` one of the listed values. Bounds may be written
-`1e-5` too (YAML 1.1 reads that as a string; it is accepted as a number here).
+`1e-5` too (YAML 1.1 reads that as a string; it is accepted as a number here). A count (epochs, a batch size:
+the RunConfig int fields) takes whole numbers only, fixed, as a choice or as quniform with a whole q.
 
 Every problem (missing file, malformed YAML, unknown key or distribution, empty or inverted range,
 a non-positive bound on a log scale, a value outside what the field allows) is a UsageError whose
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import yaml
 
 from rtsearch import methods as registry
+from rtsearch.config import FIELDS as RUN_FIELDS
 from rtsearch.config import searchable
 from rtsearch.errors import UsageError
 from rtsearch.methods.base import Method
@@ -37,6 +39,10 @@ KEYS = searchable()
 
 FIELDS = {"loguniform": {"low", "high"}, "uniform": {"low", "high"}, "quniform": {"low", "high", "q"},
           "choice": {"values"}}
+# Counts (RunConfig int fields: epochs, a batch size) are sampled as whole numbers: fixed, a choice, or quniform with
+# a whole step, never from a continuous distribution, so a trial, its MLflow parameters and the summary all read 4,
+# not 4.0 or 3.7.
+COUNT_KEYS = frozenset(k for k in KEYS if RUN_FIELDS[k].type in ("int", int))
 
 
 def shipped_dir() -> str:
@@ -98,6 +104,8 @@ class Dimension:
         if self.distribution == "uniform":
             return tune.uniform(self.low, self.high)
         if self.distribution == "quniform":
+            if self.key in COUNT_KEYS:
+                return tune.qrandint(self.low, self.high, self.q)
             return tune.quniform(self.low, self.high, self.q)
         return tune.choice(list(self.values))
 
@@ -137,7 +145,7 @@ class SearchSpace(dict):
                 value = min(max(value, d.low), d.high)
                 if d.q:
                     value = min(max(round(value / d.q) * d.q, d.low), d.high)
-            point[key] = value
+            point[key] = int(value) if key in COUNT_KEYS else value
         return point
 
     def to_dict(self) -> dict:
@@ -163,6 +171,15 @@ def _number(where: str, name: str, value, fix: str) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UsageError(f"{where}: {name} must be a finite number, got {value!r}: {fix}")
     return float(value)
+
+
+def _whole(where: str, key: str, value: float) -> float | int:
+    """A count's value as the whole number it must be (UsageError otherwise); any other key's as it is."""
+    if key not in COUNT_KEYS:
+        return value
+    if value != int(value):
+        raise UsageError(f"{where}: {key} is a count, got {value:g}: give whole numbers")
+    return int(value)
 
 
 def _allowed(key: str) -> str:
@@ -199,7 +216,7 @@ def _distribution(where: str, spec: dict, example: str) -> str:
 def _choice(where: str, key: str, values) -> Dimension:
     if not isinstance(values, list) or not values:
         raise UsageError(f"{where}: choice needs a non-empty list, got {values!r}: write values: [a, b, c]")
-    numbers = tuple(_number(where, "every choice value", v, "list numbers only") for v in values)
+    numbers = tuple(_whole(where, key, _number(where, "every choice value", v, "list numbers only")) for v in values)
     if len(set(numbers)) != len(numbers):
         raise UsageError(f"{where}: choice lists a value twice: list each value once")
     for v in numbers:
@@ -208,9 +225,13 @@ def _choice(where: str, key: str, values) -> Dimension:
 
 
 def _range(where: str, key: str, dist: str, spec: dict) -> Dimension:
-    """A loguniform, uniform or quniform dimension: bounds in order and within the field's domain."""
-    low = _number(where, "low", spec["low"], "give numeric bounds")
-    high = _number(where, "high", spec["high"], "give numeric bounds")
+    """A loguniform, uniform or quniform dimension: bounds in order and within the field's domain; a count's only
+    quniform, with whole bounds and step."""
+    if key in COUNT_KEYS and dist != "quniform":
+        raise UsageError(f"{where}: {key} is a count, {dist} samples fractions: use choice, or quniform with a "
+                         f"whole step q")
+    low = _whole(where, key, _number(where, "low", spec["low"], "give numeric bounds"))
+    high = _whole(where, key, _number(where, "high", spec["high"], "give numeric bounds"))
     if low >= high:
         raise UsageError(f"{where}: empty or inverted range, low {low:g} >= high {high:g}: make low < high "
                          f"(or give a plain number to fix {key})")
@@ -221,7 +242,7 @@ def _range(where: str, key: str, dist: str, spec: dict) -> Dimension:
     _check_in_domain(where, key, high)
     q = None
     if dist == "quniform":
-        q = _number(where, "q", spec["q"], "give a positive step q")
+        q = _whole(where, key, _number(where, "q", spec["q"], "give a positive step q"))
         if not 0 < q <= high - low:
             raise UsageError(f"{where}: quniform step q {q:g} must be in (0, high - low = {high - low:g}]: "
                              f"choose a smaller positive q")
@@ -232,7 +253,7 @@ def parse_dimension(key: str, spec, path: str) -> Dimension:
     where = f"search space {path}, key {key!r}"
     example = f"write e.g. {key}: {{distribution: uniform, low: 0.1, high: 0.9}}"
     if isinstance(spec, (int, float, str)) and not isinstance(spec, bool):
-        value = _number(where, "the fixed value", spec, example)
+        value = _whole(where, key, _number(where, "the fixed value", spec, example))
         _check_in_domain(where, key, value)
         return Dimension(key, "fixed", values=(value,))
     if not isinstance(spec, dict):
