@@ -48,14 +48,18 @@ def dense_cache(tmp_path_factory):
     return path
 
 
-def run_cli(module: str, *args: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
-    """Run `python -m module args` the way a user would. `timeout` only catches a hung process: it is never less
-    than MIN_TIMEOUT, so that a verdict does not depend on how loaded the machine is."""
+def run_cli(module: str, *args: str, timeout: float | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run `python -m module args` the way a user would. `timeout` only catches a hung process: HUNG unless given,
+    never less than MIN_TIMEOUT, so that a verdict does not depend on how loaded the machine is."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=max(timeout, MIN_TIMEOUT), cwd=cwd, env=dict(os.environ))
+                          timeout=HUNG if timeout is None else max(timeout, MIN_TIMEOUT), cwd=cwd, env=dict(os.environ))
 
 
 MIN_TIMEOUT = 300       # seconds: a fresh interpreter importing torch and Ray on a busy 2-core machine
+# Seconds after which a whole sweep (or a cluster's job) is taken for hung. Never a verdict on speed: beside another
+# CPU-heavy job on this 2-core machine a tiny ladder sweep took over 300 s and a cluster trial's first iteration
+# over 240 s, which is slow, not broken.
+HUNG = 900
 
 
 def run_main(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_usage_error
+from conftest import HUNG, MIN_TIMEOUT, assert_usage_error
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -208,7 +208,7 @@ class Cluster:
                        *common, *args]
         else:
             command = [RAY, "start", "--address", f"127.0.0.1:{self.port}", *common, *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=self.env())
+        done = subprocess.run(command, capture_output=True, text=True, timeout=MIN_TIMEOUT, env=self.env())
         assert done.returncode == 0, done.stdout + done.stderr
         raylets = [p for p in self.ours() if f"--node_manager_port={manager} " in cmdline(p) + " "
                    and "/raylet " in cmdline(p)]
@@ -292,7 +292,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
 
     # A job's `python` is this venv's (the cluster was started with its bin first on PATH).
     probe = client.submit_job(entrypoint="python -c 'import sys; print(\"job python:\", sys.executable)'")
-    status, logs = wait_job(client, probe, 120)
+    status, logs = wait_job(client, probe, MIN_TIMEOUT)
     assert status == "SUCCEEDED", logs
     assert f"job python: {Path(sys.executable).parent}/python" in logs, logs
 
@@ -307,11 +307,11 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
                              "--submission-id", "clu", "--no-wait",
                              "--working-dir", str(checkout_copy(tmp_path / "src")),
                              "--runtime-env-json", json.dumps(runtime_env), "--", *sweep],
-                            capture_output=True, text=True, timeout=120, env=cluster.env())
+                            capture_output=True, text=True, timeout=MIN_TIMEOUT, env=cluster.env())
     assert submit.returncode == 0, submit.stdout + submit.stderr
 
     # The first iteration of the trial: its rollouts ran on both nodes. Then the worker node dies.
-    deadline = time.time() + 240
+    deadline = time.time() + HUNG
     while not any(histories(workdir, "clu").values()):
         assert not client.get_job_status("clu").is_terminal(), client.get_job_logs("clu")[-4000:]
         assert time.time() < deadline, client.get_job_logs("clu")[-4000:]
@@ -323,7 +323,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     time.sleep(3)
     fresh = cluster.start("worker2", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}))
 
-    status, logs = wait_job(client, "clu", 300)
+    status, logs = wait_job(client, "clu", HUNG)
     assert status == "SUCCEEDED", logs[-4000:]
     summary = json.loads((workdir / "runs" / "sweeps" / "clu" / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
@@ -345,7 +345,7 @@ def test_local_sqlite_store_is_refused_when_a_node_is_on_another_address(cluster
     began = time.time()
     result = subprocess.run([sys.executable, "-m", "rtsearch.tune", "--budget", "0.5", "--dataset", "digits",
                              "--address", f"127.0.0.1:{cluster.port}", "--name", "shared"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=cluster.env())
+                            capture_output=True, text=True, timeout=MIN_TIMEOUT, cwd=tmp_path, env=cluster.env())
     assert_usage_error(result, "--mlflow-uri", "127.0.0.2", "mlflow server")
     assert "dense" not in result.stdout
     assert not (tmp_path / "runs" / "sweeps").exists()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import MIN_TIMEOUT, assert_usage_error, tune_refused
+from conftest import HUNG, assert_usage_error, tune_refused
 from rtsearch.search import front
 
 
@@ -131,7 +131,7 @@ def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_regis
                             env=dict(os.environ, RTSEARCH_CACHE=str(tmp_path / "cache")), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        out, err = proc.communicate(timeout=MIN_TIMEOUT)
+        out, err = proc.communicate(timeout=HUNG)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)         # what Ray leaves behind

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from conftest import HUNG
 from rtsearch import methods
 from rtsearch.config import RunConfig
 
@@ -31,7 +32,7 @@ def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("recipe-dense-cache"))
 
 
-def tune(cwd, cache, *args, timeout=300) -> str:
+def tune(cwd, cache, *args, timeout=HUNG) -> str:
     """`python -m rtsearch.tune` in `cwd`, in a session of its own (ended by group id, Ray included); its stdout,
     after checking it exited 0."""
     proc = subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=cwd, text=True,

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import MIN_TIMEOUT, assert_usage_error, run_cli, run_main, tune_refused
+from conftest import HUNG, MIN_TIMEOUT, assert_usage_error, run_cli, run_main, tune_refused
 from rtsearch import methods
 from rtsearch.search import space
 
@@ -49,7 +49,9 @@ def end_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def tune(cwd, cache, *args, timeout=300) -> subprocess.CompletedProcess:
+def tune(cwd, cache, *args, timeout=HUNG) -> subprocess.CompletedProcess:
+    """`rtsearch.tune` run to its end; `timeout` (at least MIN_TIMEOUT) only catches a hung sweep."""
+    timeout = max(timeout, MIN_TIMEOUT)
     proc = start(cwd, cache, *args)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -303,7 +305,7 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache, monkeypatch):
     assert {k: v for k, v in after.items() if k != "generated"} == before
     assert os.path.isfile(os.path.join(results, "summary.md"))
     # --resume needs only the name (the budgets are stored), and refuses other budgets
-    again = ok(tune(tmp_path, cache, "--name", "e2e", "--resume", timeout=120))
+    again = ok(tune(tmp_path, cache, "--name", "e2e", "--resume"))
     assert "[budget 0.5] already finished" in again
     assert "sweep 'e2e' done; wall time, this --resume run incl. dense pre-training: " in again
     assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3"),
@@ -490,9 +492,9 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     # --resume, once, and its parent run gets the figures; a budget that has one keeps it.
     from rtsearch.search import sweep_baseline as baseline
     os.remove(baseline.path(results, 0.3))
-    again = ok(tune(tmp_path, cache, "--name", "http", "--resume", timeout=180))
+    again = ok(tune(tmp_path, cache, "--name", "http", "--resume"))
     assert "[budget 0.3] baseline: fixed-ratio" in again and "[budget 0.5] baseline" not in again
-    assert "baseline: fixed-ratio" not in ok(tune(tmp_path, cache, "--name", "http", "--resume", timeout=180))
+    assert "baseline: fixed-ratio" not in ok(tune(tmp_path, cache, "--name", "http", "--resume"))
     summary = json.load(open(os.path.join(results, "summary.json")))
     parents, _ = mlflow_runs(mlflow_server, "http")
     check_baselines(summary, parents, results, tmp_path, cache)
