@@ -334,7 +334,7 @@ def mlflow_server(tmp_path):
                             env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + MIN_TIMEOUT
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
@@ -343,7 +343,7 @@ def mlflow_server(tmp_path):
             except OSError:
                 pass
             assert proc.poll() is None, (folder / "server.log").read_text()
-            assert time.time() < deadline, "mlflow server did not answer /health in 120 s"
+            assert time.time() < deadline, f"mlflow server did not answer /health in {MIN_TIMEOUT} s"
             time.sleep(0.5)
         yield url
     finally:

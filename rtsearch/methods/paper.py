@@ -21,7 +21,6 @@ PAPER = frozenset({"num_env_runners", "paper_epochs", "paper_lr_runtime", "paper
                    "paper_backbone_epochs", "paper_batch", "paper_observation"})
 
 
-
 class Paper(Method):
     name = "paper"
     summary = ("the published method as written: recurrent runtime and static agents per input, the paper's "

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from rtsearch import device, methods, storage
 from rtsearch.errors import UsageError
 from rtsearch.logs import quiet_libraries
+from rtsearch.rl.ray_session import init_local
 from rtsearch.search import front as fronts
 from rtsearch.search import sweep_baseline as baselines
 from rtsearch.search import summary as report, space as spaces
@@ -389,8 +390,8 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
             raise UsageError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0][:150]}): "
                              f"start one with `ray start --head`, or pass the address it printed") from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        init_local(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                   logging_level=logging.WARNING)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
