@@ -154,6 +154,14 @@ class RunConfig:
                                                "gates in a slot of its own, plus its one-hot); padded: one encoder "
                                                "shared by all layers over zero-padded vectors plus the one-hot",
                                      "paper")
+    paper_recurrent: bool = setting(True, "both agents carry an LSTM of 128 cells across the layers (the paper's); "
+                                          "off: a feed-forward layer of 128 units in its place, each layer decided "
+                                          "from what it sees there alone (an ablation)", "paper",
+                                    flag="--no-paper-recurrent")
+    paper_budget: str = setting("input", "input: the runtime reward's soft wall binds each input's MACs (the "
+                                         "paper's); mean: it binds the batch's mean MACs, each input charged its "
+                                         "first-order share of it (an ablation: --method both's budget form)",
+                                "paper")
     pruning: Pruning | None = setting(None, "what the method prunes (set by rtsearch.methods when it runs)", "run",
                                       flag=None)
 
@@ -177,6 +185,8 @@ class RunConfig:
             raise UsageError(f"--finetune must be greedy or sandwich, got {self.finetune!r}")
         if self.paper_observation not in ("blocks", "padded"):
             raise UsageError(f"--paper-observation must be blocks or padded, got {self.paper_observation!r}")
+        if self.paper_budget not in ("input", "mean"):
+            raise UsageError(f"--paper-budget must be input or mean, got {self.paper_budget!r}")
         return self
 
     def to_dict(self) -> dict:

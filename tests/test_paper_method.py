@@ -39,6 +39,18 @@ def test_static_reward_has_no_bonus_under_its_cap_and_the_same_wall_over_it():
     assert over[0] == pytest.approx(-2.0 - 2.0 * (math.exp(0.1 / 0.05) - 1.0))
 
 
+def test_the_mean_budget_charges_each_input_its_first_order_share_of_the_batchs_mean():
+    """--paper-budget mean: b on the batch's mean MACs, plus b'(mean) (c - mean) per input, on both branches."""
+    over = paper_reward.mean_budget_term(np.array([0.2, 0.4]), cap=0.25, scale=1.2, temperature=0.03)
+    b, slope = -1.2 * (math.exp(0.05 / 0.03) - 1.0), -1.2 / 0.03 * math.exp(0.05 / 0.03)
+    assert over.tolist() == pytest.approx([b - 0.1 * slope, b + 0.1 * slope])
+    under = paper_reward.mean_budget_term(np.array([0.1, 0.2]), cap=0.25, scale=1.2, temperature=0.03)
+    assert under.tolist() == pytest.approx([0.01 + 0.005, 0.01 - 0.005])
+    assert under.sum() == pytest.approx(2 * float(paper_reward.budget_term(np.array([0.15]), 0.25, 1.2, 0.03)[0]))
+    r = paper_reward.runtime_reward(np.array([0.5, 0.5]), 0.5, np.array([0.1, 0.2]), 0.25, 1.2, 0.03, "mean")
+    assert r.tolist() == pytest.approx((-1.0 + under).tolist())
+
+
 def test_running_mean_is_a_plain_mean_then_decays():
     m = RunningMean(0.9)
     values = [float(v) for v in range(1, paper_reward.WARM_STEPS + 1)]
@@ -161,7 +173,7 @@ def test_the_static_observation_is_channels_in_plus_out_over_their_max():
 
 # ------------------------------------------------------------------------------------------------ the env
 
-def env_of(role: str, batch: int = 4):
+def env_of(role: str, batch: int = 4, budget_form: str = "input"):
     from rtsearch.net.tradeoff import from_dense
     from rtsearch.rl.paper_env import PaperVectorEnv
     torch.manual_seed(0)
@@ -173,12 +185,13 @@ def env_of(role: str, batch: int = 4):
     world = {"model": net.config(), "paper_state": paper.state_dict(), "static_keep": [0.7] * net.num_layers}
     config = {"world": world, "dataset": "digits", "seed": 0, "width": width, "macs_cap": macs_cap,
               "param_cap": param_cap, "dpratio": 0.5, "penalty_scale": 1.2, "penalty_temperature": 0.03,
-              "mean_decay": 0.995, "role": role}
+              "mean_decay": 0.995, "role": role, "budget_form": budget_form}
     return PaperVectorEnv(config, num_envs=batch), paper, cost, width, macs_cap
 
 
-def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs():
-    env, paper, cost, width, cap = env_of("runtime")
+@pytest.mark.parametrize("budget_form", ["input", "mean"])
+def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(budget_form):
+    env, paper, cost, width, cap = env_of("runtime", budget_form=budget_form)
     obs, _ = env.reset(seed=1)
     assert obs.shape == (4, env.layout.dim)
     x = env.x[torch.from_numpy(np.random.default_rng(1).choice(len(env.x), 4, replace=False))]   # the env's batch
@@ -195,7 +208,7 @@ def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs()
         y = env._y
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none").double().numpy()
     macs = cost.macs_ratio(kept, cost.widths).numpy()
-    want = paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03)      # m: the first batch's mean
+    want = paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03, budget_form)   # m: the first batch's
     assert rewards[-1] == pytest.approx(want, rel=1e-5)
     assert env.pop_stats()["macs_ratio"] == pytest.approx(macs.mean())
 
@@ -231,9 +244,11 @@ def test_a_paper_sweep_runs_end_to_end_and_logs_to_mlflow(tmp_path, monkeypatch)
     assert children["params.budget"].iloc[0] == "0.255" and children["params.paper_epochs"].iloc[0] == "1"
 
 
-def test_the_deployed_model_answers_a_batch_as_it_answers_each_input():
-    """PaperModel: the runtime agent's greedy LSTM walk, batched or one input at a time, gives the same logits and
-    channel counts (what the run's test figures and the deployed-model check rely on)."""
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_the_deployed_model_answers_a_batch_as_it_answers_each_input(recurrent):
+    """PaperModel: the runtime agent's greedy walk (its LSTM state carried across layers, or with
+    --no-paper-recurrent none), batched or one input at a time, gives the same logits and channel counts (what the
+    run's test figures and the deployed-model check rely on)."""
     import gymnasium as gym
     from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -247,7 +262,8 @@ def test_the_deployed_model_answers_a_batch_as_it_answers_each_input():
     module = RLModuleSpec(module_class=DefaultPPOTorchRLModule,
                           observation_space=gym.spaces.Box(-np.inf, np.inf, (layout.dim,), np.float32),
                           action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
-                          model_config=model_config(net.num_layers)).build()
+                          model_config=model_config(net.num_layers, recurrent)).build()
+    assert module.is_stateful() == recurrent
     with torch.no_grad():
         for p in module.parameters():       # an agent whose keep fractions differ between inputs
             p.normal_(0.0, 0.5)

@@ -108,3 +108,32 @@ def test_a_missing_paper_run_leaves_its_spent_peer_unplanned(tmp_path):
     study.report(runs, BUDGET, "cmd", str(tmp_path / "paper.md"))
     assert "uniform at the MACs paper spent, seed 0 (planned once its `paper` run finishes)" in \
         (tmp_path / "paper.md").read_text()
+
+
+def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp_path):
+    """experiments.paper_ablation: each swapped run is `paper` plus one flag, reuses the study's `paper` folders,
+    and its page reads each swap against `paper` seed by seed."""
+    from experiments import paper_ablation as ablation
+    root = str(tmp_path / "runs")
+    runs = ablation.plan(root, [0, 1, 2], BUDGET)
+    commands = {r["kind"]: r["command"] for r in runs if r["seed"] == 0}
+    assert commands[ablation.PAPER] == study.planned(root, study.PAPER, 0, BUDGET)["command"]
+    assert commands[ablation.NO_MEMORY].replace(" --no-paper-recurrent", "") == commands[ablation.PAPER] \
+        .replace("/paper-0.255", "/paper-nolstm-0.255")
+    assert "--paper-budget mean" in commands[ablation.MEAN_BUDGET]
+    accuracy = {ablation.PAPER: [0.95, 0.94, 0.96], ablation.NO_MEMORY: [0.951, 0.939, 0.962],
+                ablation.MEAN_BUDGET: [0.90, 0.89, 0.91]}
+    for run in runs:
+        if run["kind"] == ablation.MEAN_BUDGET and run["seed"] == 2:
+            continue                                    # not finished
+        write_run({**run, "args": ["--method", "paper"]}, accuracy[run["kind"]][run["seed"]], 0.2, 0.001, 1.0, None)
+    out = tmp_path / "ablation.md"
+    ablation.report(runs, BUDGET, "python -m experiments.paper_ablation", str(out))
+    page = out.read_text()
+    assert "| paper, no memory across layers | 3 | 0.9507 ± 0.0115 | 0.2000 ± 0.0000 | 0.0010 |" in page
+    assert "(paper, no memory across layers): test accuracy minus `paper`'s per seed (0, 1, 2) +0.001, -0.001, " \
+           "+0.002; mean +0.0007" in page
+    assert "no difference beyond the seed spread: this ingredient does not matter here" in page
+    assert "(paper, budget on the mean): test accuracy minus `paper`'s per seed (0, 1) -0.050, -0.050" in page
+    assert "the swap hurts" in page and "within the budget in 2 of 2 seeds" in page
+    assert "paper, budget on the mean, seed 2" in page.split("**Missing")[1].split("\n")[0]

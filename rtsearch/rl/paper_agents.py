@@ -22,7 +22,12 @@ INITIAL_LOG_STD = -4.0  # the paper's initial log-spread: std 0.018
 MINIBATCH_INPUTS = 64
 
 
-def model_config(layers: int) -> DefaultModelConfig:
+def model_config(layers: int, recurrent: bool = True) -> DefaultModelConfig:
+    """The encoder then the LSTM; not `recurrent` (`--no-paper-recurrent`): the encoder then a feed-forward layer of
+    as many units in the LSTM's place, so only the memory across layers differs."""
+    if not recurrent:
+        return DefaultModelConfig(fcnet_hiddens=[CELLS, CELLS], fcnet_activation="relu", head_fcnet_hiddens=[],
+                                  vf_share_layers=True)
     return DefaultModelConfig(fcnet_hiddens=[CELLS], fcnet_activation="relu", use_lstm=True, lstm_cell_size=CELLS,
                               max_seq_len=layers, head_fcnet_hiddens=[], vf_share_layers=True)
 
@@ -43,7 +48,7 @@ def algo_config(cfg: RunConfig, env_config: dict, role: str, layers: int, gpu: b
         .training(lr=lr, gamma=0.999, lambda_=0.95, clip_param=0.2, entropy_coeff=0.0, grad_clip=0.5,
                   train_batch_size_per_learner=train_batch,
                   minibatch_size=min(train_batch, MINIBATCH_INPUTS * layers), num_epochs=1)
-        .rl_module(model_config=model_config(layers))
+        .rl_module(model_config=model_config(layers, cfg.paper_recurrent))
         .debugging(seed=cfg.seed + (0 if role == "runtime" else 1))
     )
     return config.learners(num_learners=0, num_gpus_per_learner=1) if gpu else config

@@ -122,6 +122,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         self.macs_cap, self.param_cap = float(config["macs_cap"]), float(config["param_cap"])
         self.dpratio = float(config["dpratio"])
         self.scale, self.temperature = float(config["penalty_scale"]), float(config["penalty_temperature"])
+        self.budget_form = config.get("budget_form", "input")
         self.mean = paper_reward.RunningMean(float(config["mean_decay"]))
         self.device = torch.device(config.get("device", "cpu"))
         self.x, self.y = (t.to(self.device) for t in train_split(config))
@@ -198,7 +199,8 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         m = self.mean.update(float(ce.mean()))
         params = np.full(B, np.nan)
         if self.role == "runtime":
-            reward = paper_reward.runtime_reward(ce, m, macs, self.macs_cap, self.scale, self.temperature)
+            reward = paper_reward.runtime_reward(ce, m, macs, self.macs_cap, self.scale, self.temperature,
+                                                 self.budget_form)
         else:
             params = paper_reward.params_ratio(self.cost, torch.from_numpy(np.stack(self._static_keeps, 1)))
             reward = paper_reward.static_reward(ce, m, params, self.param_cap, self.scale, self.temperature)

@@ -50,10 +50,28 @@ def budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float) 
     return np.where(macs > cap, over_penalty(macs, cap, scale, temperature), UNDER_SLOPE * (cap - macs))
 
 
+def budget_slope(macs: float, cap: float, scale: float, temperature: float) -> float:
+    """db/dc at c = macs: -(scale / T) exp((c - cap) / T) over the cap, -UNDER_SLOPE under it."""
+    if macs > cap:
+        return -scale / temperature * float(np.exp(min((macs - cap) / temperature, 50.0)))
+    return -UNDER_SLOPE
+
+
+def mean_budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float) -> np.ndarray:
+    """`--paper-budget mean`: the same b on the batch's mean MACs c̄, each input charged its first-order share,
+    b(c̄) + b'(c̄) (c - c̄): the batch's terms sum to B b(c̄), and an input pays for what it adds to the mean at the
+    mean's price (as --method both prices an input's MACs by a multiplier set on the mean)."""
+    macs = np.asarray(macs, dtype=np.float64)
+    mean = float(macs.mean())
+    return float(budget_term(mean, cap, scale, temperature)) + budget_slope(mean, cap, scale, temperature) * (
+        macs - mean)
+
+
 def runtime_reward(ce: np.ndarray, mean_ce: float, macs: np.ndarray, cap: float, scale: float,
-                   temperature: float) -> np.ndarray:
-    """Per input: -CE / m + b(c)."""
-    return -np.asarray(ce, dtype=np.float64) / mean_ce + budget_term(macs, cap, scale, temperature)
+                   temperature: float, form: str = "input") -> np.ndarray:
+    """Per input: -CE / m + b(c) (`form` "input", the paper's), or with b on the batch's mean (`form` "mean")."""
+    term = budget_term if form == "input" else mean_budget_term
+    return -np.asarray(ce, dtype=np.float64) / mean_ce + term(macs, cap, scale, temperature)
 
 
 def static_reward(ce: np.ndarray, mean_ce: float, params: np.ndarray, cap: float, scale: float,

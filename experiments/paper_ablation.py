@@ -1,0 +1,150 @@
+"""One ingredient of the published method at a time (`python -m experiments.paper_ablation`): `--method paper` with
+one of its ingredients swapped for `--method both`'s, over seeds; writes results/paper-ablation.md.
+
+On mnist5k / small at one MACs budget (default 0.255, the paper's runtime operating point, 1 / 3.92 of the dense
+MACs), per seed, through the real command line, every other setting at its default:
+- `paper`: `rtsearch.train --method paper` (the same run as experiments.paper_study's, reused from its folder);
+- no memory across layers: `--no-paper-recurrent` (both agents feed-forward: the LSTM's 128 cells replaced by a
+  layer of 128 units, each layer decided from what it sees there);
+- budget on the mean: `--paper-budget mean` (the runtime reward's soft wall on the batch's mean MACs, each input
+  charged its first-order share, as `both` binds the mean over inputs).
+Each swap is read against `paper` seed by seed: test accuracy, MACs, how much the cost varies from input to input.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from experiments import paper_study as study
+from experiments.agents_study import against, command_line, mean_sd
+from rtsearch.cli import ArgumentParser, fail, fraction
+
+PROG = "python -m experiments.paper_ablation"
+PAPER, NO_MEMORY, MEAN_BUDGET = "paper", "paper, no memory across layers", "paper, budget on the mean"
+KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET]
+FLAGS = {PAPER: [], NO_MEMORY: ["--no-paper-recurrent"], MEAN_BUDGET: ["--paper-budget", "mean"]}
+FOLDERS = {PAPER: "paper", NO_MEMORY: "paper-nolstm", MEAN_BUDGET: "paper-meanbudget"}
+SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`'s policy without memory",
+           MEAN_BUDGET: "budget form: the paper's soft wall per input against `both`'s budget on the mean"}
+NOT_SWAPPED = ("Not swapped here: the reward (the paper's -CE / m plus its soft wall against `both`'s Lagrangian with "
+               "dual ascent and calibration shift), the trade-off pruner (dpratio masks against nested keep sets) and "
+               "the schedule (RL then backbone epochs from the start against warm-up then alternating updates). Each "
+               "of those swaps brings in the other method's machinery whole, not one setting.")
+
+
+def arguments() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=study.seeds_list, default=[0, 1, 2], help="seeds, e.g. 0,1,2 (default)")
+    p.add_argument("--budget", type=fraction("--budget"), default=0.255, help="MACs budget in (0, 1]; default 0.255")
+    p.add_argument("--jobs", type=study.jobs_count, default=2, help="runs at a time, one torch thread each; default 2")
+    p.add_argument("--runs-dir", default="runs/paper-study", help="folder of the runs (finished ones are reused, "
+                   "`paper` ones with experiments.paper_study)")
+    p.add_argument("--out", default="results/paper-ablation.md", help="the page written")
+    p.add_argument("--no-train", action="store_true", help="train nothing: write the page from the finished runs")
+    return p
+
+
+def planned(root: str, kind: str, seed: int, budget: float) -> dict:
+    out = f"{root}/{FOLDERS[kind]}-{budget:g}-s{seed}"
+    args = ["--method", "paper", *FLAGS[kind], *study.BASE, "--budget", f"{budget:g}", "--seed", str(seed),
+            "--out", out]
+    return {"kind": kind, "seed": seed, "budget": budget, "args": args, "out": out,
+            "command": "python -m rtsearch.train " + " ".join(args)}
+
+
+def plan(root: str, seeds: list[int], budget: float) -> list[dict]:
+    return [planned(root, kind, seed, budget) for kind in KINDS for seed in seeds]
+
+
+def swap_lines(at: dict[str, list[dict]], kind: str, budget: float) -> list[str]:
+    """The verdict on one swap: accuracy against `paper` per seed, the budget, the per-input spread."""
+    ours = {x["seed"]: x for x in at[kind]}
+    base = {x["seed"]: x for x in at[PAPER]}
+    seeds = sorted(ours.keys() & base.keys())
+    if not seeds:
+        return [f"- {SWAPPED[kind]}: no seed where both finished."]
+    a, b = (np.array([d[s]["accuracy"] for s in seeds]) for d in (ours, base))
+    gain, spread, _ = against(a, b)
+    gain = round(gain, 4) + 0.0
+    if len(seeds) < 2:
+        verdict = "one seed: no verdict"
+    elif abs(gain) > spread:
+        verdict = f"the swap {'helps' if gain > 0 else 'hurts'}: the difference is larger than the seed spread"
+    else:
+        verdict = "no difference beyond the seed spread: this ingredient does not matter here"
+    macs = [np.mean([d[s]["macs_ratio"] for s in seeds]) for d in (ours, base)]
+    within = sum(ours[s]["macs_ratio"] <= budget + 1e-9 for s in seeds)
+    std = [ours[s]["macs_ratio_std"] for s in seeds if ours[s]["macs_ratio_std"] is not None]
+    return [f"- {SWAPPED[kind]} ({kind}): test accuracy minus `paper`'s per seed ({', '.join(map(str, seeds))}) "
+            f"{', '.join(f'{d:+.3f}' for d in a - b)}; mean {gain:+.4f} against the larger seed-to-seed standard "
+            f"deviation {spread:.4f}: {verdict}. MACs ratio {macs[0]:.4f} against {macs[1]:.4f}, within the budget "
+            f"in {within} of {len(seeds)} seeds" + (f"; per-input MACs std {', '.join(f'{s:.4f}' for s in std)}"
+                                                     if std else "") + "."]
+
+
+def report(runs: list[dict], budget: float, command: str, path: str) -> None:
+    for run in runs:
+        run["figures"] = study.figures(run)
+    at = {k: [] for k in KINDS}
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        if run["figures"] is not None:
+            at[run["kind"]].append({**run["figures"], "seed": run["seed"]})
+    seeds = sorted({r["seed"] for r in runs})
+    missing = [r for r in runs if r["figures"] is None]
+    lines = [f"# The published method, one ingredient at a time: mnist5k / small, budget {budget:g}, seeds "
+             f"{', '.join(map(str, seeds))}", "", __doc__.split("\n\n", 1)[1].strip(), "",
+             "Produced by", "", "```", command, "```", "",
+             "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
+             "shared with other work). Every figure is read back from the runs' metrics.json; test split; mean ± "
+             "sample standard deviation over the seeds that finished.", ""]
+    if missing:
+        lines += ["**Missing (not finished when this page was written):** "
+                  + "; ".join(f"{r['kind']}, seed {r['seed']} (`{r['out']}`)" for r in missing) + ".", ""]
+    lines += ["| run | seeds | test accuracy | MACs ratio | per-input MACs std | static-only params ratio |",
+              "|---|---|---|---|---|---|"]
+    for kind in KINDS:
+        xs = at[kind]
+        if not xs:
+            lines.append(f"| {kind} | none finished | | | | |")
+            continue
+        std = [x["macs_ratio_std"] for x in xs if x["macs_ratio_std"] is not None]
+        static = [x["static_params_ratio"] for x in xs if x["static_params_ratio"] is not None]
+        lines.append(f"| {kind} | {len(xs)} | {mean_sd([x['accuracy'] for x in xs])} | "
+                     f"{mean_sd([x['macs_ratio'] for x in xs])} | {f'{np.mean(std):.4f}' if std else ''} | "
+                     f"{mean_sd(static) if static else ''} |")
+    lines += ["", "| seed | run | test accuracy | MACs ratio | per-input MACs std | static-only params ratio | "
+              "wall time | run folder |", "|---|---|---|---|---|---|---|---|"]
+    for run in sorted(runs, key=lambda r: (r["seed"], KINDS.index(r["kind"]))):
+        x = run["figures"]
+        if x is None:
+            lines.append(f"| {run['seed']} | {run['kind']} | missing | | | | | `{run['out']}` |")
+            continue
+        lines.append(f"| {run['seed']} | {run['kind']} | {x['accuracy']:.4f} | {x['macs_ratio']:.4f} | "
+                     f"{study.cell(x['macs_ratio_std'])} | {study.cell(x['static_params_ratio'])} | "
+                     f"{study.minutes(x['wall'])} | `{run['out']}` |")
+    lines += ["", "## Verdict per swapped ingredient", "",
+              "A difference counts only where its mean is larger than the larger of the two seed-to-seed standard "
+              "deviations.", "", *(line for kind in KINDS[1:] for line in swap_lines(at, kind, budget)), "",
+              NOT_SWAPPED, "", "## Commands", "", *(f"- `{r['command']}`" for r in runs)]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    args = arguments().parse_args(argv)
+    if not args.runs_dir.strip():
+        fail("--runs-dir must name a folder", "experiments.paper_ablation")
+    runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget)
+    total = len(runs)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda ir: study.execute(ir[1], f"[{ir[0]}/{total}]", [], not args.no_train),
+                      enumerate(runs, 1)))
+    report(runs, args.budget, command_line(PROG, argv), args.out)
+    print(f"wrote {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
