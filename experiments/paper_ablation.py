@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from experiments import paper_study as study
-from experiments.agents_study import against, command_line, mean_sd
+from experiments.agents_study import against, command_line
 from rtsearch.cli import ArgumentParser, fail, fraction
 
 PROG = "python -m experiments.paper_ablation"
@@ -72,7 +72,9 @@ def swap_lines(at: dict[str, list[dict]], kind: str, budget: float) -> list[str]
     elif abs(gain) > spread:
         verdict = f"the swap {'helps' if gain > 0 else 'hurts'}: the difference is larger than the seed spread"
     else:
-        verdict = "no difference beyond the seed spread: this ingredient does not matter here"
+        verdict = "no difference beyond the seed spread, so not shown to matter at this many seeds"
+    same = max(int(np.sum(a > b)), int(np.sum(a < b)))
+    verdict += f" ({'higher' if gain > 0 else 'lower'} in {same} of {len(seeds)} seeds)" if gain else ""
     macs = [np.mean([d[s]["macs_ratio"] for s in seeds]) for d in (ours, base)]
     within = sum(ours[s]["macs_ratio"] <= budget + 1e-9 for s in seeds)
     std = [ours[s]["macs_ratio_std"] for s in seeds if ours[s]["macs_ratio_std"] is not None]
@@ -101,18 +103,7 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     if missing:
         lines += ["**Missing (not finished when this page was written):** "
                   + "; ".join(f"{r['kind']}, seed {r['seed']} (`{r['out']}`)" for r in missing) + ".", ""]
-    lines += ["| run | seeds | test accuracy | MACs ratio | per-input MACs std | static-only params ratio |",
-              "|---|---|---|---|---|---|"]
-    for kind in KINDS:
-        xs = at[kind]
-        if not xs:
-            lines.append(f"| {kind} | none finished | | | | |")
-            continue
-        std = [x["macs_ratio_std"] for x in xs if x["macs_ratio_std"] is not None]
-        static = [x["static_params_ratio"] for x in xs if x["static_params_ratio"] is not None]
-        lines.append(f"| {kind} | {len(xs)} | {mean_sd([x['accuracy'] for x in xs])} | "
-                     f"{mean_sd([x['macs_ratio'] for x in xs])} | {f'{np.mean(std):.4f}' if std else ''} | "
-                     f"{mean_sd(static) if static else ''} |")
+    lines += [*study.MEANS_HEADER, *(study.mean_row(kind, at[kind]) for kind in KINDS)]
     lines += ["", "| seed | run | test accuracy | MACs ratio | per-input MACs std | static-only params ratio | "
               "wall time | run folder |", "|---|---|---|---|---|---|---|---|"]
     for run in sorted(runs, key=lambda r: (r["seed"], KINDS.index(r["kind"]))):

@@ -50,9 +50,10 @@ DESCRIPTION = [
     "1); its static keep alone, the paper's storage figure, is the static-only params ratio column."]
 TODO = [
     "Still undone, not measured here: the comparison on a second backbone (only `small` so far), at the paper's two "
-    "operating points, beside the ladder and learned static-only at the same budget, and the one-ingredient-at-a-time "
-    "ablation of the published method against `--method both`. This page is one budget (results/README.md lists the "
-    "budgets measured), one backbone and the paper's schedule cut to 5 outer epochs: no verdict on any single "
+    "operating points, beside the ladder and learned static-only at the same budget, and three of the five "
+    "one-ingredient swaps of the ablation against `--method both` (reward, trade-off pruner, schedule; recurrence and "
+    "budget form are in results/paper-ablation.md, at budget 0.255). This page is one budget (results/README.md lists "
+    "the budgets measured), one backbone and the paper's schedule cut to 5 outer epochs: no verdict on any single "
     "ingredient."]
 
 
@@ -336,6 +337,23 @@ def reading(at: dict[str, list[dict]], budget: float) -> list[str]:
     return lines
 
 
+MEANS_HEADER = ["| method | seeds | test accuracy | MACs ratio | per-input MACs std | params ratio | static-only "
+                "params ratio | wall time, mean of the runs with one |", "|---|---|---|---|---|---|---|---|"]
+
+
+def mean_row(kind: str, xs: list[dict]) -> str:
+    """One row under MEANS_HEADER: the figures of `kind`'s finished runs, mean ± sd over their seeds."""
+    if not xs:
+        return f"| {kind} | none finished | | | | | | |"
+    std = [x["macs_ratio_std"] for x in xs if x["macs_ratio_std"] is not None]
+    static = [x["static_params_ratio"] for x in xs if x["static_params_ratio"] is not None]
+    walls = [x["wall"] for x in xs if x["wall"] is not None]
+    return (f"| {kind} | {len(xs)} | {mean_sd([x['accuracy'] for x in xs])} | "
+            f"{mean_sd([x['macs_ratio'] for x in xs])} | {f'{np.mean(std):.4f}' if std else ''} | "
+            f"{mean_sd([x['params_ratio'] for x in xs])} | {mean_sd(static) if static else ''} | "
+            f"{minutes(np.mean(walls)) if walls else ''} |")
+
+
 def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     for run in runs:
         run["figures"] = figures(run)
@@ -360,22 +378,7 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
                   + "; ".join(f"{r['kind']}, seed {r['seed']}" + (f" (`{r['out']}`)" if r["out"] else
                                                                   " (planned once its `paper` run finishes)")
                               for r in missing) + ".", ""]
-    lines += ["## Mean over seeds", "",
-              "| method | seeds | test accuracy | MACs ratio | per-input MACs std | params ratio | static-only params "
-              "ratio | wall time, mean of the runs with one |",
-              "|---|---|---|---|---|---|---|---|"]
-    for kind in KINDS:
-        xs = at[kind]
-        if not xs:
-            lines.append(f"| {kind} | none finished | | | | | | |")
-            continue
-        std = [x["macs_ratio_std"] for x in xs if x["macs_ratio_std"] is not None]
-        static = [x["static_params_ratio"] for x in xs if x["static_params_ratio"] is not None]
-        walls = [x["wall"] for x in xs if x["wall"] is not None]
-        lines.append(f"| {kind} | {len(xs)} | {mean_sd([x['accuracy'] for x in xs])} | "
-                     f"{mean_sd([x['macs_ratio'] for x in xs])} | {f'{np.mean(std):.4f}' if std else ''} | "
-                     f"{mean_sd([x['params_ratio'] for x in xs])} | {mean_sd(static) if static else ''} | "
-                     f"{minutes(np.mean(walls)) if walls else ''} |")
+    lines += ["## Mean over seeds", "", *MEANS_HEADER, *(mean_row(kind, at[kind]) for kind in KINDS)]
     lines += ["", "## Per seed", "",
               "Wall time: the run's own clock for the whole command (the closing line of its train.log) where it has "
               "one; † the study's clock around the command; blank where the run was made by hand without a log "
