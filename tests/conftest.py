@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 
@@ -124,3 +125,40 @@ def check_deployed_model_scores_as_the_run(out):
     cost = CostModel(net, predictors=state["config"]["pruning"]["runtime"])
     macs = cost.macs_ratio(torch.tensor([o[1] for o in outputs]), torch.tensor(model.skip.widths))
     assert float(macs.mean()) == pytest.approx(metrics["macs_ratio"], abs=1e-6)
+
+
+def start(cwd, cache, *args, log=None) -> subprocess.Popen:
+    """Start `python -m rtsearch.tune args` in `cwd` (dense models in `cache`) in a session of its own, so that
+    whatever it leaves (Ray's processes included) can be ended by its group id."""
+    return subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=cwd, text=True,
+                            env=dict(os.environ, RTSEARCH_CACHE=cache), start_new_session=True,
+                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT if log else subprocess.PIPE)
+
+
+def end_group(proc: subprocess.Popen) -> None:
+    """Kill what is left of the process group this test started (Ray agents outlive a killed driver)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tune(cwd, cache, *args, timeout=HUNG) -> subprocess.CompletedProcess:
+    """`rtsearch.tune` run to its end; `timeout` (at least MIN_TIMEOUT) only catches a hung sweep."""
+    timeout = max(timeout, MIN_TIMEOUT)
+    proc = start(cwd, cache, *args)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"rtsearch.tune ran past {timeout}s:\n{out[-3000:]}\n{err[-3000:]}")
+    finally:
+        end_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    """The stdout of a command that must have exited 0 (else its last lines in the failure)."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout

@@ -6,13 +6,10 @@ import contextlib
 import io
 import os
 import re
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from conftest import HUNG
+from conftest import ok, tune
 from rtsearch import methods
 from rtsearch.config import RunConfig
 
@@ -30,25 +27,6 @@ TEST = {"test_score", "test_accuracy", "test_macs_ratio", "test_params_ratio", "
 def cache(tmp_path_factory):
     """A dense-model cache for these sweeps only (their 1-epoch dense model must not serve other tests)."""
     return str(tmp_path_factory.mktemp("recipe-dense-cache"))
-
-
-def tune(cwd, cache, *args, timeout=HUNG) -> str:
-    """`python -m rtsearch.tune` in `cwd`, in a session of its own (ended by group id, Ray included); its stdout,
-    after checking it exited 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=cwd, text=True,
-                            env=dict(os.environ, RTSEARCH_CACHE=cache), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"rtsearch.tune ran past {timeout}s:\n{out[-3000:]}\n{err[-3000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}\n{err[-4000:]}"
-    return out
 
 
 def recipe() -> str:
@@ -105,9 +83,9 @@ def check_trial_run(uri: str, name: str, method: str, trial_id: str | None = Non
 def test_a_second_sweep_of_both_agents_adds_a_version_and_moves_the_alias(tmp_path, cache):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     name = "rtsearch-digits-small-both"
-    first = tune(tmp_path, cache, *BOTH, "--name", "b1")
+    first = ok(tune(tmp_path, cache, *BOTH, "--name", "b1"))
     assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in first, first
-    second = tune(tmp_path, cache, *BOTH, "--name", "b2")
+    second = ok(tune(tmp_path, cache, *BOTH, "--name", "b2"))
     assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in second, second
     for sweep in ("b1", "b2"):
         check_trial_run(uri, sweep, "both")

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import HUNG, MIN_TIMEOUT, assert_usage_error, run_cli, run_main, tune_refused
+from conftest import MIN_TIMEOUT, assert_usage_error, end_group, ok, run_cli, run_main, start, tune, tune_refused
 from rtsearch import methods
 from rtsearch.search import space
 
@@ -32,41 +32,6 @@ DEFAULT_SPACE = space.default_path(methods.get("both"))
 def cache(tmp_path_factory):
     """A dense-model cache for these sweeps only (their 1-epoch dense model must not serve other tests)."""
     return str(tmp_path_factory.mktemp("tune-dense-cache"))
-
-
-def start(cwd, cache, *args, log=None) -> subprocess.Popen:
-    """Start the driver in a session of its own, so that whatever it leaves can be ended by its group id."""
-    return subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=cwd, text=True,
-                            env=dict(os.environ, RTSEARCH_CACHE=cache), start_new_session=True,
-                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT if log else subprocess.PIPE)
-
-
-def end_group(proc: subprocess.Popen) -> None:
-    """Kill what is left of the process group this test started (Ray agents outlive a killed driver)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def tune(cwd, cache, *args, timeout=HUNG) -> subprocess.CompletedProcess:
-    """`rtsearch.tune` run to its end; `timeout` (at least MIN_TIMEOUT) only catches a hung sweep."""
-    timeout = max(timeout, MIN_TIMEOUT)
-    proc = start(cwd, cache, *args)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        end_group(proc)
-        out, err = proc.communicate()
-        pytest.fail(f"rtsearch.tune ran past {timeout}s:\n{out[-3000:]}\n{err[-3000:]}")
-    finally:
-        end_group(proc)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout
 
 
 def history_lines(results, trial_id) -> int:
