@@ -13,6 +13,7 @@ Each swap is read against `paper` seed by seed: test accuracy, MACs, how much th
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -128,7 +129,6 @@ def main(argv=None) -> int:
         fail("--runs-dir must name a folder", "experiments.paper_ablation")
     runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget)
     total = len(runs)
-    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda ir: study.execute(ir[1], f"[{ir[0]}/{total}]", [], not args.no_train),
                       enumerate(runs, 1)))
