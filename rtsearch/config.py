@@ -162,6 +162,12 @@ class RunConfig:
                                          "paper's); mean: it binds the batch's mean MACs, each input charged its "
                                          "first-order share of it (an ablation: --method both's budget form)",
                                 "paper")
+    paper_static_budget: float | None = setting(None, "the static agent's parameter budget, a fraction of the dense "
+                                                      "parameters: its keep fractions centre on the uniform width "
+                                                      "that stores that share and its penalty binds there (default: "
+                                                      "the runtime budget's width, as the paper's code ties them; the "
+                                                      "paper's second operating point stores 0.78)", "paper",
+                                                above=0.0, at_most=1.0, metavar="P")
     pruning: Pruning | None = setting(None, "what the method prunes (set by rtsearch.methods when it runs)", "run",
                                       flag=None)
 
@@ -273,7 +279,14 @@ def check_bounds(settings) -> None:
         problem = out_of_bounds(f, value)
         if problem:
             name = flag_of(f) or f.name
-            raise UsageError(f"{name} must be {problem}, got {number(value)}: pass e.g. {name} {f.default}")
+            example = f.default if f.default is not None else bounds_example(f)
+            raise UsageError(f"{name} must be {problem}, got {number(value)}: pass e.g. {name} {number(example)}")
+
+
+def bounds_example(f):
+    """A value a field without a default may take, for the fix its refusal names: an inclusive bound."""
+    at_least, at_most, _, _ = f.metadata.get("bounds", (None,) * 4)
+    return at_most if at_most is not None else at_least
 
 
 def bounds_text(f) -> str | None:

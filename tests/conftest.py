@@ -162,3 +162,34 @@ def ok(result: subprocess.CompletedProcess) -> str:
     """The stdout of a command that must have exited 0 (else its last lines in the failure)."""
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
+
+
+def kill_9_after_a_trial_ends(cwd, cache, name: str, *args) -> dict:
+    """Start the sweep `name` (`rtsearch.tune args`), kill -9 its driver (by its pid only) as soon as one of its
+    trials has finished, and end what it left; returns the finished trials' records (trial.json) at that moment."""
+    import glob
+    import json
+    import time
+    results = os.path.join(cwd, "runs", "sweeps", name)
+    log_path = os.path.join(cwd, f"{name}-killed.log")
+    with open(log_path, "w") as log:
+        proc = start(cwd, cache, *args, "--name", name, log=log)
+        try:
+            finished, deadline = {}, time.time() + HUNG
+            while not finished:
+                assert proc.poll() is None, open(log_path).read()
+                assert time.time() < deadline, open(log_path).read()
+                time.sleep(0.5)
+                for path in glob.glob(os.path.join(results, "trials", "*", "trial.json")):
+                    try:
+                        record = json.load(open(path))
+                    except json.JSONDecodeError:
+                        continue
+                    if record.get("status") in ("completed", "stopped"):
+                        finished[record["trial_id"]] = record
+            proc.send_signal(signal.SIGKILL)            # the driver only, by its pid
+            proc.wait(timeout=30)
+        finally:
+            end_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    return finished

@@ -1,14 +1,10 @@
 """The front in one sweep (`rtsearch.tune --front LO:HI`): the non-dominated set, the searched budgets, the
 multi-objective sampler fed by the trials' final reports, the refusals, and one tiny sweep end to end."""
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from conftest import HUNG, assert_usage_error, tune_refused
+from conftest import assert_usage_error, kill_9_after_a_trial_ends, ok, tune, tune_refused
 from rtsearch.search import front
 
 
@@ -120,28 +116,26 @@ def beaten(p, q) -> bool:
 
 @pytest.mark.slow
 def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_registers_each_member(tmp_path):
-    """Digits, uniform ratios (no agents), three trials of one iteration: every completed trial is timed, the front
-    listed is exactly the non-dominated set of the timed trials, Torch-Pruning L1's runs stand beside it in the
-    picture, and every member is registered under the alias of its budget."""
+    """Digits, uniform ratios (no agents), three trials of one iteration, the sweep killed -9 once a trial has ended
+    and resumed: no trial lost or run again; every completed trial is timed, the front listed is exactly the
+    non-dominated set of the timed trials, Torch-Pruning L1's runs stand beside it in the picture, and every member
+    is registered under the alias of its budget."""
     from mlflow.tracking import MlflowClient
     args = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1",
             "--max-iterations", "1", "--num-cpus", "2", "--num-samples", "3", "--param-budget", "1",
-            "--front", "0.3:0.5", "--name", "front"]
-    proc = subprocess.Popen([sys.executable, "-m", "rtsearch.tune", *args], cwd=tmp_path, text=True,
-                            env=dict(os.environ, RTSEARCH_CACHE=str(tmp_path / "cache")), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=HUNG)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)         # what Ray leaves behind
-        except (ProcessLookupError, PermissionError):
-            pass
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+            "--front", "0.3:0.5"]
+    cache = str(tmp_path / "cache")
+    finished = kill_9_after_a_trial_ends(tmp_path, cache, "front", *args)
+    assert not (tmp_path / "runs" / "sweeps" / "front" / "summary.json").exists()      # killed before its end
+    out = ok(tune(tmp_path, cache, "--name", "front", "--resume"))
+    assert "resuming sweep 'front'" in out
     results = tmp_path / "runs" / "sweeps" / "front"
     summary = json.loads((results / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
     assert len(trials) == 3 and all(t["status"] == "completed" for t in trials), trials
+    for t in trials:                    # a trial that had ended is neither lost nor run again
+        assert t["attempts"] == 1 or t["trial_id"] not in finished, trials
+    assert {t["trial_id"] for t in trials} >= set(finished)
     assert all(t["config"]["budget"] in (0.3, 0.4, 0.5) and t["latency_ms"] > 0 for t in trials)
     members = summary["front"]["members"]
     ids = {m["trial_id"] for m in members}

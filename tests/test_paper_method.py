@@ -77,6 +77,54 @@ def test_the_runtime_cap_is_the_budget_and_the_param_cap_the_uniform_width_s():
     assert paper_reward.params_ratio(cost, torch.ones(1, net.num_layers))[0] == pytest.approx(1.0)
 
 
+def test_a_static_budget_of_its_own_is_the_uniform_width_that_stores_that_share_of_the_parameters():
+    cost = CostModel(build_model("small", (1, 8, 8)))
+    width = paper_reward.uniform_width(cost, 0.78, of="params")
+    assert 0.78 - 1e-4 < paper_reward.caps(cost, width)[1] <= 0.78
+    assert width > paper_reward.uniform_width(cost, 0.78)          # parameters fall slower with width than MACs
+    assert paper_reward.uniform_width(cost, 1.0, of="params") == 1.0
+
+
+@pytest.mark.parametrize("static_budget", [None, 0.78])
+def test_the_run_centres_the_static_agent_on_its_own_width_and_caps_its_parameters_there(static_budget,
+                                                                                          monkeypatch):
+    """`--paper-static-budget`: the Crew gives the static env the width storing that share and the cap at that
+    width; without it both follow the runtime budget, as the paper's code ties them."""
+    from types import SimpleNamespace
+
+    from rtsearch.config import RunConfig
+    from rtsearch.net.tradeoff import from_dense
+    from rtsearch.rl import paper_loop
+    net = build_model("small", (1, 8, 8))
+    cfg = RunConfig(dataset="digits", method="paper", budget=0.255, paper_static_budget=static_budget).check()
+    built = []
+
+    def build(cfg, env_config, role, layers, gpu):      # what each agent's env is given, not RLlib, is pinned here
+        built.append((role, env_config))
+        return SimpleNamespace(get_module=lambda: None)
+    monkeypatch.setattr(paper_loop.paper_agents, "build", build)
+    crew = paper_loop.Crew(cfg, from_dense(net, torch.randn(16, 1, 8, 8)), 128)
+    cost = CostModel(net)
+    width = paper_reward.uniform_width(cost, 0.255)
+    want = width if static_budget is None else paper_reward.uniform_width(cost, static_budget, of="params")
+    assert crew.width == pytest.approx(width) and crew.static_width == pytest.approx(want)
+    assert crew.keep_s == [pytest.approx(want)] * net.num_layers
+    assert crew.param_cap == pytest.approx(paper_reward.caps(cost, want)[1])
+    assert crew.macs_cap == pytest.approx(0.255, abs=1e-6)
+    for role, env_config in built:
+        assert (env_config["width"], env_config["static_width"], env_config["param_cap"]) == (
+            crew.width, crew.static_width, crew.param_cap), role
+
+
+def test_the_static_env_centres_its_keep_fractions_on_the_static_width():
+    env = env_of("static")[0]
+    env.static_width = 0.9
+    env.reset(seed=1)
+    env._greedy_runtime = lambda: np.full(env.num_envs, 0.5)        # the runtime side greedy, at any fraction
+    env.step(np.array([[0.0], [-0.2], [0.05], [0.5]], dtype=np.float32))
+    assert env._static_keeps[0].tolist() == pytest.approx([0.9, 0.7, 0.95, 1.0])
+
+
 # ------------------------------------------------------------------------------------------------ trade-off pruner
 
 def test_keep_mask_keeps_the_ceil_of_fraction_times_channels_highest():

@@ -14,6 +14,8 @@ BUDGET = 0.255
 # per kind: accuracy per seed 0, 1, 2, MACs ratio, per-input MACs std, params ratio
 MADE_UP = {study.PAPER: ([0.952, 0.948, 0.950], 0.178, 0.0, 1.0),
            study.BOTH: ([0.964, 0.962, 0.966], 0.255, 0.0014, 1.0),
+           study.LADDER: ([0.970, 0.972, 0.968], 0.250, 0.2, 0.61),
+           study.STATIC: ([0.960, 0.958, 0.962], 0.252, 0.0, 0.45),
            study.UNIFORM: ([0.967, 0.969, 0.965], 0.249, 0.0, 0.4916),
            study.TP_L1: ([0.951, 0.953, 0.949], 0.249, 0.0, 0.4916),
            study.SPENT: ([0.969, 0.966, 0.968], 0.173, 0.0, 0.4087)}
@@ -33,11 +35,14 @@ def test_bad_input_is_refused_with_one_line_and_exit_2(argv, capsys, tmp_path):
 
 def test_the_plan_names_every_peer_through_the_real_command_line():
     runs = study.plan("runs/p", [0, 1], BUDGET)
-    assert len(runs) == 8 and len({r["out"] for r in runs}) == 8
+    assert len(runs) == 12 and len({r["out"] for r in runs}) == 12
     assert runs[0]["command"] == ("python -m rtsearch.train --method paper --dataset mnist5k --model small "
                                   "--budget 0.255 --seed 0 --out runs/p/paper-0.255-s0")
     tp = [r for r in runs if r["kind"] == study.TP_L1][0]["args"]
     assert {"--fixed-ratios", "--torch-pruning-l1", "static-only"} <= set(tp)
+    learned = [r for r in runs if r["kind"] == study.STATIC][0]["args"]
+    assert "static-only" in learned and "--fixed-ratios" not in learned
+    assert [r for r in runs if r["kind"] == study.LADDER][0]["args"][:2] == ["--method", "ladder"]
     paper = {"best_iteration": 2, "history": [{"iteration": 1, "macs_ratio": 0.2127}, {"iteration": 2,
                                                                                          "macs_ratio": 0.17781}]}
     assert study.spent_budget(paper) == 0.178          # validation at the best outer epoch, not test
@@ -98,6 +103,10 @@ def test_the_page_holds_every_figure_the_means_the_reading_and_what_is_missing(t
     assert "not a runtime policy" in page and "Still undone" in page and "ablation" in page
     assert "- Seed spread: the largest seed-to-seed standard deviation of test accuracy is" in page
     assert "- `both` - uniform at the budget, test accuracy per seed (0, 1, 2): -0.003, -0.007, +0.001" in page
+    assert "- `paper` - `ladder`, test accuracy per seed (0, 1, 2): -0.018, -0.024, -0.018; mean -0.0200" in page
+    assert "- learned static-only - Torch-Pruning L1 at the budget, test accuracy per seed (0, 1): +0.009, +0.005" \
+        in page
+    assert "`ladder` stores 0.6100; learned static-only stores 0.4500; Torch-Pruning L1" in page
     assert np.isclose(study.wall_seconds(runs[0]["out"])[0], 550.0)
 
 
@@ -121,8 +130,9 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert commands[ablation.NO_MEMORY].replace(" --no-paper-recurrent", "") == commands[ablation.PAPER] \
         .replace("/paper-0.255", "/paper-nolstm-0.255")
     assert "--paper-budget mean" in commands[ablation.MEAN_BUDGET]
+    assert "--paper-static-budget 0.78" in commands[ablation.STATIC_BUDGET]
     accuracy = {ablation.PAPER: [0.95, 0.94, 0.96], ablation.NO_MEMORY: [0.951, 0.939, 0.962],
-                ablation.MEAN_BUDGET: [0.90, 0.89, 0.91]}
+                ablation.MEAN_BUDGET: [0.90, 0.89, 0.91], ablation.STATIC_BUDGET: [0.97, 0.96, 0.98]}
     for run in runs:
         if run["kind"] == ablation.MEAN_BUDGET and run["seed"] == 2:
             continue                                    # not finished
@@ -138,3 +148,5 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert "(paper, budget on the mean): test accuracy minus `paper`'s per seed (0, 1) -0.050, -0.050" in page
     assert "the swap hurts" in page and "within the budget in 2 of 2 seeds" in page
     assert "paper, budget on the mean, seed 2" in page.split("**Missing")[1].split("\n")[0]
+    assert "(paper, static budget 0.78): test accuracy minus `paper`'s per seed (0, 1, 2) +0.020, +0.020, +0.020" \
+        in page and "the swap helps" in page

@@ -204,7 +204,7 @@ def flag_cases():
     from rtsearch.config import FIELDS, RunConfig, flag_of
     samples = {"budget_range": "0.1:0.4", "finetune": "sandwich", "explore_std": "0.1", "dense_epochs": "1",
                "data_dir": None, "out": None, "method": None, "dataset": None, "model": None, "budget": "0.3",
-               "device": "cpu"}
+               "device": "cpu", "paper_static_budget": "0.78"}
     refused, taken = [], []
     for name, method in methods.REGISTRY.items():
         for fixed in (False, True):

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,8 @@ import urllib.request
 
 import pytest
 
-from conftest import MIN_TIMEOUT, assert_usage_error, end_group, ok, run_cli, run_main, start, tune, tune_refused
+from conftest import (MIN_TIMEOUT, assert_usage_error, end_group, kill_9_after_a_trial_ends, ok, run_cli, run_main,
+                      tune, tune_refused)
 from rtsearch import methods
 from rtsearch.search import space
 
@@ -534,29 +534,9 @@ def check_registered_models(uri, sweep_name, name, summary, cwd, out):
 
 @pytest.mark.slow
 def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(tmp_path, cache):
-    args = [*TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2", "--max-concurrent", "1",
-            "--name", "kill"]
+    args = [*TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2", "--max-concurrent", "1"]
     results = str(tmp_path / "runs" / "sweeps" / "kill")
-    with open(tmp_path / "first.log", "w") as log:
-        proc = start(tmp_path, cache, *args, log=log)
-        try:
-            finished, deadline = {}, time.time() + 240
-            while not finished:
-                assert proc.poll() is None, (tmp_path / "first.log").read_text()
-                assert time.time() < deadline, (tmp_path / "first.log").read_text()
-                time.sleep(0.5)
-                for path in glob.glob(os.path.join(results, "trials", "*", "trial.json")):
-                    try:
-                        record = json.load(open(path))
-                    except json.JSONDecodeError:
-                        continue
-                    if record.get("status") in ("completed", "stopped"):
-                        finished[record["trial_id"]] = record
-            proc.send_signal(signal.SIGKILL)            # the driver only, by its pid
-            proc.wait(timeout=30)
-        finally:
-            end_group(proc)
-    assert proc.returncode == -signal.SIGKILL
+    finished = kill_9_after_a_trial_ends(tmp_path, cache, "kill", *args)
     lines_before = {t: history_lines(results, t) for t in finished}
 
     out = ok(tune(tmp_path, cache, "--budget", "0.5", "--name", "kill", "--resume", "--num-cpus", "2"))

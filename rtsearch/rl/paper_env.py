@@ -119,6 +119,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         self.num_envs = int(num_envs if num_envs is not None else config.get("num_envs", 1))
         self.role = config.get("role", "runtime")
         self.width = float(config["width"])
+        self.static_width = float(config.get("static_width", self.width))
         self.macs_cap, self.param_cap = float(config["macs_cap"]), float(config["param_cap"])
         self.dpratio = float(config["dpratio"])
         self.scale, self.temperature = float(config["penalty_scale"]), float(config["penalty_temperature"])
@@ -180,7 +181,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         if self.role == "runtime":
             keep_r, keep_s = paper_reward.keep_fraction(self.width, out), np.full(B, self.static_keep[t])
         else:
-            keep_r, keep_s = self._greedy_runtime(), paper_reward.keep_fraction(self.width, out)
+            keep_r, keep_s = self._greedy_runtime(), paper_reward.keep_fraction(self.static_width, out)
             self._static_keeps.append(keep_s)
         with torch.no_grad():
             self.h, active = self.net.layer(t, self.h, torch.from_numpy(keep_r).float().to(self.device),

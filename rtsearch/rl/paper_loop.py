@@ -48,17 +48,22 @@ class Crew:
         self.cfg, self.paper = cfg, paper
         self.cost = CostModel(paper.net, predictors=True)
         self.width = paper_reward.uniform_width(self.cost, cfg.budget)
-        self.macs_cap, self.param_cap = paper_reward.caps(self.cost, self.width)
+        # the static agent's width: the runtime one (the paper's code ties them) unless it has a budget of its own
+        self.static_width = (self.width if cfg.paper_static_budget is None
+                             else paper_reward.uniform_width(self.cost, cfg.paper_static_budget, of="params"))
+        self.macs_cap = paper_reward.caps(self.cost, self.width)[0]
+        self.param_cap = paper_reward.caps(self.cost, self.static_width)[1]
         self.inputs, self.outputs = layer_inputs(paper.net), [int(w) for w in self.cost.widths]
         self.layout = Layout(self.inputs, self.outputs, cfg.paper_observation)
         self.layers = paper.num_layers
-        self.keep_s = [self.width] * self.layers        # the static agent's greedy start: decoder output 0
+        self.keep_s = [self.static_width] * self.layers     # the static agent's greedy start: decoder output 0
         self.means: dict = {}
         self.updates = max(1, math.ceil(rl_inputs / cfg.paper_batch))     # PPO updates per RL epoch
         device = next(paper.parameters()).device
         env_config = {"dataset": cfg.dataset, "seed": cfg.seed, "data_dir": cfg.data_dir,
                       "device": str(device) if cfg.num_env_runners == 0 else "cpu", "agent_share": cfg.agent_share,
-                      "holdout_share": cfg.holdout_share, "width": self.width, "macs_cap": self.macs_cap,
+                      "holdout_share": cfg.holdout_share, "width": self.width, "static_width": self.static_width,
+                      "macs_cap": self.macs_cap,
                       "param_cap": self.param_cap, "dpratio": cfg.paper_dpratio,
                       "penalty_scale": cfg.paper_penalty_scale, "penalty_temperature": cfg.paper_penalty_temperature,
                       "mean_decay": cfg.paper_mean_decay, "observation": cfg.paper_observation,
@@ -85,7 +90,7 @@ class Crew:
             push_world(self.static, {"runtime_module": self.runtime.get_module()})
             self.static.train()
             stats["static"].append(paper_agents.pop_stats(self.static))
-            self.keep_s = static_keep(self.static.get_module(), self.inputs, self.outputs, self.width)
+            self.keep_s = static_keep(self.static.get_module(), self.inputs, self.outputs, self.static_width)
         for role in ("runtime", "static"):
             if stats[role] and "mean_state" in stats[role][-1]:
                 self.means[role] = stats[role][-1]["mean_state"]
@@ -112,7 +117,8 @@ class Crew:
 
     def run_state(self) -> dict:
         return {"paper_state": {k: v.detach().cpu() for k, v in self.paper.state_dict().items()},
-                "keep_s": list(self.keep_s), "means": dict(self.means), "width": self.width}
+                "keep_s": list(self.keep_s), "means": dict(self.means), "width": self.width,
+                "static_width": self.static_width}
 
     def stop(self) -> None:
         for algo in (self.runtime, self.static):
@@ -122,7 +128,7 @@ class Crew:
 def train_backbone(cfg: RunConfig, crew: Crew, train, epochs: int, seed: int, uniform: bool, teacher=None,
                    augment: bool = False) -> None:
     """The network (conv, gates, beta, static score network) under the agents' greedy actions (`uniform`: at the
-    width budget on every layer), Adam at lr_finetune, gradients clipped at GRAD_CLIP."""
+    width budgets on every layer), Adam at lr_finetune, gradients clipped at GRAD_CLIP."""
     paper = crew.paper
     params = [p for p in paper.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr_finetune)
@@ -134,8 +140,8 @@ def train_backbone(cfg: RunConfig, crew: Crew, train, epochs: int, seed: int, un
             if augment:
                 xb = random_crop_flip(xb, gen)
             if uniform:
-                width = torch.full((crew.layers,), crew.width)
-                logits, _ = paper(xb, width, width, cfg.paper_dpratio)
+                logits, _ = paper(xb, torch.full((crew.layers,), crew.width),
+                                  torch.full((crew.layers,), crew.static_width), cfg.paper_dpratio)
             else:
                 logits, _ = greedy_forward(paper, module, crew.layout, xb, crew.keep_s, crew.width, cfg.paper_dpratio)
             loss = F.cross_entropy(logits, yb)
@@ -160,7 +166,8 @@ def run_paper(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
     started_ray = ensure_ray(cfg.num_env_runners)
     paper = from_dense(net, splits.train[0])
     crew = Crew(cfg, paper, rl_inputs)
-    log(f"paper: width budget {crew.width:.4f} (MACs cap {crew.macs_cap:.4f}, params cap {crew.param_cap:.4f}), "
+    log(f"paper: width budget {crew.width:.4f} (MACs cap {crew.macs_cap:.4f}), static width {crew.static_width:.4f} "
+        f"(params cap {crew.param_cap:.4f}), "
         f"{crew.updates} PPO updates of each agent per RL epoch")
     record = RunRecord(cfg, dense_accuracy, on_iteration, log)
     try:
@@ -168,7 +175,8 @@ def run_paper(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
             record, state = RunRecord.resumed(cfg, dense_accuracy, on_iteration, log)
             crew.resume(state, os.path.join(cfg.out, "agents"))
         elif cfg.warmup_epochs:
-            log(f"warm-up: {cfg.warmup_epochs} backbone epochs at width {crew.width:.3f} on every layer")
+            log(f"warm-up: {cfg.warmup_epochs} backbone epochs at width {crew.width:.3f} (static "
+                f"{crew.static_width:.3f}) on every layer")
             train_backbone(cfg, crew, train, cfg.warmup_epochs, cfg.seed, uniform=True, teacher=teacher,
                            augment=splits.augment)
         while len(record.history) < cfg.iterations:
@@ -223,8 +231,9 @@ def best_on_test(cfg: RunConfig, crew: Crew, splits, record: RunRecord) -> dict:
     path = os.path.join(cfg.out, "deployed.pt")
     with replacing(path) as tmp:
         torch.save(model, tmp)
-    extra = {"width_budget": crew.width, "macs_cap": crew.macs_cap, "param_cap": crew.param_cap,
-             "keep_static": list(crew.keep_s), "static_params_ratio": model.static_params_ratio(),
+    extra = {"width_budget": crew.width, "static_width_budget": crew.static_width, "macs_cap": crew.macs_cap,
+             "param_cap": crew.param_cap, "keep_static": list(crew.keep_s),
+             "static_params_ratio": model.static_params_ratio(),
              "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history)
                                for p in ("rl", "backbone", "eval")}}
     if splits.holdout is not None:

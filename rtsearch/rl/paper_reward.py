@@ -85,20 +85,19 @@ def keep_fraction(width_budget: float, output) -> np.ndarray:
     return np.clip(width_budget + np.asarray(output, dtype=np.float64), 0.1, 1.0)
 
 
-def uniform_width(cost: CostModel, budget: float) -> float:
-    """The keep fraction w in (0, 1] whose uniform (fractional) width meets the MACs budget: the paper's budget
-    is a width, this project's a MACs ratio."""
-    full = cost.widths.double()
-
-    def macs(w: float) -> float:
-        return float(cost.macs_ratio(w * full[None, :], full)[0])
+def uniform_width(cost: CostModel, budget: float, of: str = "macs") -> float:
+    """The keep fraction w in (0, 1] whose uniform (fractional) width meets the budget, a ratio of the dense MACs
+    (`of` "macs") or of its parameters ("params"): the paper's budgets are widths, this project's are ratios."""
+    def ratio(w: float) -> float:
+        macs, params = caps(cost, w)
+        return macs if of == "macs" else params
 
     lo, hi = 0.0, 1.0
-    if macs(hi) <= budget:
+    if ratio(hi) <= budget:
         return 1.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs(mid) <= budget else (lo, mid)
+        lo, hi = (mid, hi) if ratio(mid) <= budget else (lo, mid)
     return lo
 
 
