@@ -4,6 +4,8 @@ over seeds (`python -m experiments.paper_study`); writes results/paper.md.
 On mnist5k / small, per seed, through the real command line, every other setting at its default:
 - `paper`: `rtsearch.train --method paper` (docs/method.md §6);
 - `both`: `--method both`;
+- the ladder: `--method ladder` (the default method);
+- learned static-only: `--method static-only` (the static agent alone, nothing pruned at run time);
 - uniform at the budget: `--method both --fixed-ratios`;
 - Torch-Pruning L1 at the budget: `--method static-only --fixed-ratios --torch-pruning-l1`;
 - uniform at the MACs `paper` spent: `--method both --fixed-ratios` at the budget the `paper` run's validation MACs
@@ -31,11 +33,14 @@ from rtsearch.cli import ArgumentParser, fail, fraction
 PROG = "python -m experiments.paper_study"
 PAPER, BOTH, UNIFORM, TP_L1, SPENT = ("paper", "both", "uniform at the budget", "Torch-Pruning L1 at the budget",
                                       "uniform at the MACs paper spent")
-KINDS = [PAPER, BOTH, UNIFORM, TP_L1, SPENT]
-FLAGS = {PAPER: ["--method", "paper"], BOTH: ["--method", "both"], UNIFORM: ["--method", "both", "--fixed-ratios"],
+LADDER, STATIC = "ladder", "learned static-only"
+KINDS = [PAPER, BOTH, LADDER, STATIC, UNIFORM, TP_L1, SPENT]
+FLAGS = {PAPER: ["--method", "paper"], BOTH: ["--method", "both"], LADDER: ["--method", "ladder"],
+         STATIC: ["--method", "static-only"], UNIFORM: ["--method", "both", "--fixed-ratios"],
          TP_L1: ["--method", "static-only", "--fixed-ratios", "--torch-pruning-l1"],
          SPENT: ["--method", "both", "--fixed-ratios"]}
-FOLDERS = {PAPER: "paper", BOTH: "both", UNIFORM: "uniform", TP_L1: "tp-l1", SPENT: "uniform-spent"}
+FOLDERS = {PAPER: "paper", BOTH: "both", LADDER: "ladder", STATIC: "static-only", UNIFORM: "uniform", TP_L1: "tp-l1",
+           SPENT: "uniform-spent"}
 BASE = ["--dataset", "mnist5k", "--model", "small"]
 IGNORED = {"out", "mlflow_run_id"}          # configuration fields that name where a run went, not what it did
 WALL = re.compile(r"(?:wall time of this run: |done in )(\d+(?:\.\d+)?) ?s")
@@ -49,11 +54,11 @@ DESCRIPTION = [
     "computes; the overlap rule makes the static mask depend on the input, so every channel is stored (params ratio "
     "1); its static keep alone, the paper's storage figure, is the static-only params ratio column."]
 TODO = [
-    "Still undone, not measured here: the comparison on a second backbone (only `small` so far), at the paper's two "
-    "operating points, beside the ladder and learned static-only at the same budget, and three of the five "
+    "Still undone, not measured here: the comparison on a second backbone (only `small` so far) and three of the five "
     "one-ingredient swaps of the ablation against `--method both` (reward, trade-off pruner, schedule; recurrence and "
-    "budget form are in results/paper-ablation.md, at budget 0.255). This page is one budget (results/README.md lists "
-    "the budgets measured), one backbone and the paper's schedule cut to 5 outer epochs: no verdict on any single "
+    "budget form are in results/paper-ablation.md, at budget 0.255, with the paper's second operating point, the "
+    "static agent's own budget of 0.78 of the parameters). This page is one budget (results/README.md lists the "
+    "budgets measured), one backbone and the paper's schedule cut to 5 outer epochs: no verdict on any single "
     "ingredient."]
 
 
@@ -102,7 +107,8 @@ def planned(root: str, kind: str, seed: int, budget: float) -> dict:
 def plan(root: str, seeds: list[int], budget: float) -> list[dict]:
     """Every run but the uniform ones at the MACs `paper` spent (planned once that run is done: `spent_run`),
     the longest first."""
-    return [planned(root, kind, seed, budget) for kind in (PAPER, BOTH, UNIFORM, TP_L1) for seed in seeds]
+    return [planned(root, kind, seed, budget) for kind in (PAPER, BOTH, LADDER, STATIC, UNIFORM, TP_L1)
+            for seed in seeds]
 
 
 def spent_budget(paper_metrics: dict) -> float:
@@ -264,7 +270,7 @@ def paired(at: dict[str, list[dict]], a: str, b: str) -> tuple[np.ndarray, np.nd
 
 
 def name(kind: str) -> str:
-    return f"`{kind}`" if kind in (PAPER, BOTH) else kind
+    return f"`{kind}`" if kind in (PAPER, BOTH, LADDER) else kind
 
 
 def against_line(at: dict[str, list[dict]], ours_kind: str, peer: str) -> str:
@@ -318,9 +324,9 @@ def reading(at: dict[str, list[dict]], budget: float) -> list[str]:
              f"{abs(gap):.4f} {'under' if gap >= 0 else 'over'} the budget."]
     per_input = per_input_line(at)
     lines += [per_input] if per_input else []
-    lines += [against_line(at, PAPER, peer) for peer in (BOTH, UNIFORM, TP_L1, SPENT) if at[peer]]
-    lines += [against_line(at, a, b) for a, b in ((BOTH, UNIFORM), (BOTH, TP_L1), (UNIFORM, TP_L1))
-              if at[a] and at[b]]
+    lines += [against_line(at, PAPER, peer) for peer in (BOTH, LADDER, STATIC, UNIFORM, TP_L1, SPENT) if at[peer]]
+    lines += [against_line(at, a, b) for a, b in ((BOTH, UNIFORM), (BOTH, TP_L1), (LADDER, TP_L1), (STATIC, TP_L1),
+                                                  (UNIFORM, TP_L1)) if at[a] and at[b]]
     spreads = {k: np.std([x["accuracy"] for x in at[k]], ddof=1) for k in KINDS if len(at[k]) > 1}
     if spreads:
         widest = max(spreads, key=spreads.get)
@@ -329,8 +335,8 @@ def reading(at: dict[str, list[dict]], budget: float) -> list[str]:
                      + ", ".join(f"{spreads[k]:.4f} ({name(k)})" for k in spreads if k != widest) + ".")
     static = [x["static_params_ratio"] for x in paper if x["static_params_ratio"] is not None]
     if static:
-        peers = "; ".join(f"{k} stores {np.mean([x['params_ratio'] for x in at[k]]):.4f}"
-                          for k in (TP_L1, UNIFORM, SPENT) if at[k])
+        peers = "; ".join(f"{name(k)} stores {np.mean([x['params_ratio'] for x in at[k]]):.4f}"
+                          for k in (LADDER, STATIC, TP_L1, UNIFORM, SPENT) if at[k])
         lines.append(f"- Storage: `paper` stores every parameter (params ratio "
                      f"{np.mean([x['params_ratio'] for x in paper]):.4f}); its static keep alone, the paper's storage "
                      f"figure, is {mean_sd(static)} of the dense parameters; " + peers + ".")
