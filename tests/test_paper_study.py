@@ -150,3 +150,27 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert "paper, budget on the mean, seed 2" in page.split("**Missing")[1].split("\n")[0]
     assert "(paper, static budget 0.78): test accuracy minus `paper`'s per seed (0, 1, 2) +0.020, +0.020, +0.020" \
         in page and "the swap helps" in page
+
+
+def test_the_second_operating_point_over_its_macs_budget_is_not_read_as_a_gain(tmp_path):
+    """A run with the static agent's own budget that spends more MACs than the budget: its accuracy is flagged as
+    bought with MACs, and the page says what keep fraction the runtime side was asked for, from the recorded widths."""
+    from experiments import paper_ablation as ablation
+    runs = [r for r in ablation.plan(str(tmp_path / "runs"), [0, 1], BUDGET)
+            if r["kind"] in (ablation.PAPER, ablation.STATIC_BUDGET)]
+    for run in runs:
+        over = run["kind"] == ablation.STATIC_BUDGET
+        write_run({**run, "args": ["--method", "paper"]}, 0.96 if over else 0.95, 0.288 if over else 0.2, 0.001,
+                  1.0, None)
+        if over:
+            path = os.path.join(run["out"], "metrics.json")
+            metrics = json.load(open(path))
+            metrics.update(width_budget=0.4995, static_width_budget=0.8819)
+            metrics["config"]["paper_dpratio"] = 0.5
+            json.dump(metrics, open(path, "w"))
+    out = tmp_path / "ablation.md"
+    ablation.report(runs, BUDGET, "python -m experiments.paper_ablation", str(out))
+    page = out.read_text()
+    assert "within the budget in 0 of 2 seeds" in page and "Over the MACs budget in 2 of 2 seeds" in page
+    assert "at other MACs" in page.split("static budget 0.78): test accuracy")[1] and "the swap helps" not in page
+    assert "asks the runtime side for a keep fraction of 0.117" in page        # (0.4995 - 0.5 * 0.8819) / 0.5
