@@ -1,5 +1,5 @@
 """The paper's schedule (`--method paper`): from this project's cached dense model, turned into the paper's gated
-network (rtsearch.net.tradeoff.from_dense), `warmup_epochs` backbone epochs at the uniform width of the budget, then
+network (rtsearch.net.tradeoff.from_dense), `warmup_epochs` backbone epochs at the uniform widths of the budgets, then
 per outer epoch (`paper_epochs` of them, the run's iterations):
 
 1. the static score's filter features recomputed (distance, norm, Taylor term);
@@ -63,8 +63,7 @@ class Crew:
         env_config = {"dataset": cfg.dataset, "seed": cfg.seed, "data_dir": cfg.data_dir,
                       "device": str(device) if cfg.num_env_runners == 0 else "cpu", "agent_share": cfg.agent_share,
                       "holdout_share": cfg.holdout_share, "width": self.width, "static_width": self.static_width,
-                      "macs_cap": self.macs_cap,
-                      "param_cap": self.param_cap, "dpratio": cfg.paper_dpratio,
+                      "macs_cap": self.macs_cap, "param_cap": self.param_cap, "dpratio": cfg.paper_dpratio,
                       "penalty_scale": cfg.paper_penalty_scale, "penalty_temperature": cfg.paper_penalty_temperature,
                       "mean_decay": cfg.paper_mean_decay, "observation": cfg.paper_observation,
                       "budget_form": cfg.paper_budget}
