@@ -26,16 +26,17 @@ from rtsearch.cli import ArgumentParser, fail, fraction
 
 PROG = "python -m experiments.paper_ablation"
 PAPER, NO_MEMORY, MEAN_BUDGET = "paper", "paper, no memory across layers", "paper, budget on the mean"
-STATIC_BUDGET = "paper, static budget 0.78"
+STATIC_SHARE = 0.78         # the paper's second operating point: the share of the parameters its static side keeps
+STATIC_BUDGET = f"paper, static budget {STATIC_SHARE:g}"
 KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, STATIC_BUDGET]
 FLAGS = {PAPER: [], NO_MEMORY: ["--no-paper-recurrent"], MEAN_BUDGET: ["--paper-budget", "mean"],
-         STATIC_BUDGET: ["--paper-static-budget", "0.78"]}
+         STATIC_BUDGET: ["--paper-static-budget", f"{STATIC_SHARE:g}"]}
 FOLDERS = {PAPER: "paper", NO_MEMORY: "paper-nolstm", MEAN_BUDGET: "paper-meanbudget",
-           STATIC_BUDGET: "paper-static0.78"}
+           STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}"}
 SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`'s policy without memory",
            MEAN_BUDGET: "budget form: the paper's soft wall per input against `both`'s budget on the mean",
-           STATIC_BUDGET: "the paper's second operating point: the static agent's own budget of 0.78 of the "
-                          "parameters against the code's static budget tied to the runtime one"}
+           STATIC_BUDGET: f"the paper's second operating point: the static agent's own budget of {STATIC_SHARE:g} of "
+                          f"the parameters against the code's static budget tied to the runtime one"}
 NOT_SWAPPED = ("Not swapped here: the reward (the paper's -CE / m plus its soft wall against `both`'s Lagrangian with "
                "dual ascent and calibration shift), the trade-off pruner (dpratio masks against nested keep sets) and "
                "the schedule (RL then backbone epochs from the start against warm-up then alternating updates). Each "
@@ -106,11 +107,12 @@ def operating_point_lines(runs: list[dict]) -> list[str]:
         m = study.read_metrics(run["out"]) if run["kind"] == STATIC_BUDGET else None
         if m and m.get("static_width_budget") is not None:
             w_r, w_s, d = m["width_budget"], m["static_width_budget"], m["config"]["paper_dpratio"]
+            share = m["config"]["paper_static_budget"]
             k_r = (w_r - (1 - d) * w_s) / d if d > 0 else float("nan")
             return [f"- Why the second operating point weighs on the runtime side: its static agent centres on width "
-                    f"{w_s:.4f} (0.78 of the parameters), the runtime one on {w_r:.4f} (the MACs budget). At dpratio "
-                    f"{d:g} the channels both keep number dpratio k_r + (1 - dpratio) k_s, so meeting the budget's "
-                    f"width with the static side at its centre asks the runtime side for a keep fraction of "
+                    f"{w_s:.4f} ({share:g} of the parameters), the runtime one on {w_r:.4f} (the MACs budget). At "
+                    f"dpratio {d:g} the channels both keep number dpratio k_r + (1 - dpratio) k_s, so meeting the "
+                    f"budget's width with the static side at its centre asks the runtime side for a keep fraction of "
                     f"{k_r:.3f}, against the clamp's floor of 0.1 and its own centre of {w_r:.4f} (seed "
                     f"{run['seed']}'s run)."]
     return []

@@ -128,8 +128,7 @@ def over_defaults(summary: dict) -> dict | None:
     """What a sweep that started from its space's defaults adds over that first trial: the test accuracy of the
     trial it chose minus the default trial's (the same seed, data and test split), and what it spent for that (the
     CPU-seconds its trials held against the default trial's, its wall time, the seconds until the chosen trial
-    ended).
-    None for a sweep that did not start from the defaults."""
+    ended). None for a sweep that did not start from the defaults."""
     if not summary["settings"].get("defaults_first"):
         return None
     (sweep,) = summary["sweeps"].values()
@@ -139,8 +138,8 @@ def over_defaults(summary: dict) -> dict | None:
     per_trial = summary.get("cpus_per_trial") or 1
     spent = sweep.get("reserved_cpu_seconds") or per_trial * sum(t["seconds"] for t in trials)
     return {"seed": summary["settings"]["seed"], "searched": ", ".join(sorted(default["config"])),
-            "trials": len(trials), "default_id": default["trial_id"], "default_accuracy": default["accuracy"],
-            "default_status": default["status"], "best_id": best["trial_id"], "best_accuracy": best["accuracy"],
+            "default_id": default["trial_id"], "default_accuracy": default["accuracy"],
+            "best_id": best["trial_id"], "best_accuracy": best["accuracy"],
             "gain": best["accuracy"] - default["accuracy"], "cpu_seconds": spent,
             "default_cpu_seconds": per_trial * default["seconds"], "wall": sweep["wall_seconds"],
             "to_best": chosen["started"] + chosen["seconds"] - default["started"],

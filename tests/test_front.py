@@ -124,12 +124,11 @@ def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_regis
     args = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1",
             "--max-iterations", "1", "--num-cpus", "2", "--num-samples", "3", "--param-budget", "1",
             "--front", "0.3:0.5"]
-    cache = str(tmp_path / "cache")
+    cache, results = str(tmp_path / "cache"), tmp_path / "runs" / "sweeps" / "front"
     finished = kill_9_after_a_trial_ends(tmp_path, cache, "front", *args)
-    assert not (tmp_path / "runs" / "sweeps" / "front" / "summary.json").exists()      # killed before its end
+    assert not (results / "summary.json").exists()      # killed before its end
     out = ok(tune(tmp_path, cache, "--name", "front", "--resume"))
     assert "resuming sweep 'front'" in out
-    results = tmp_path / "runs" / "sweeps" / "front"
     summary = json.loads((results / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
     assert len(trials) == 3 and all(t["status"] == "completed" for t in trials), trials

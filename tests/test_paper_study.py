@@ -166,7 +166,7 @@ def test_the_second_operating_point_over_its_macs_budget_is_not_read_as_a_gain(t
             path = os.path.join(run["out"], "metrics.json")
             metrics = json.load(open(path))
             metrics.update(width_budget=0.4995, static_width_budget=0.8819)
-            metrics["config"]["paper_dpratio"] = 0.5
+            metrics["config"].update(paper_dpratio=0.5, paper_static_budget=0.78)
             json.dump(metrics, open(path, "w"))
     out = tmp_path / "ablation.md"
     ablation.report(runs, BUDGET, "python -m experiments.paper_ablation", str(out))
