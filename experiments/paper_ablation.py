@@ -8,6 +8,10 @@ MACs), per seed, through the real command line, every other setting at its defau
   layer of 128 units, each layer decided from what it sees there);
 - budget on the mean: `--paper-budget mean` (the runtime reward's soft wall on the batch's mean MACs, each input
   charged its first-order share, as `both` binds the mean over inputs);
+- both's reward: `--paper-reward lagrangian` (the runtime reward -CE - beta c per input, beta moved by dual ascent
+  on the validation mean MACs after each outer epoch, from `both`'s start 1 and step 2);
+- both's schedule: `--paper-epochs 10 --paper-rl-epochs 1 --paper-backbone-epochs 1` (ten rounds of one agents'
+  update then one backbone epoch, as `both` alternates, against five outer epochs of 4 RL then 2 backbone epochs);
 - and, not a swap, the paper's second operating point: `--paper-static-budget 0.78` (the static agent centred on
   the uniform width that stores 0.78 of the parameters and capped there; the paper reports 91.07 % on CIFAR-10 /
   M-CifarNet at 3.92 times fewer MACs with 0.78 of the parameters, against 91.33 % runtime only).
@@ -26,21 +30,33 @@ from rtsearch.cli import ArgumentParser, fail, fraction
 
 PROG = "python -m experiments.paper_ablation"
 PAPER, NO_MEMORY, MEAN_BUDGET = "paper", "paper, no memory across layers", "paper, budget on the mean"
+REWARD, SCHEDULE = "paper, both's reward", "paper, both's schedule"
 STATIC_SHARE = 0.78         # the paper's second operating point: the share of the parameters its static side keeps
 STATIC_BUDGET = f"paper, static budget {STATIC_SHARE:g}"
-KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, STATIC_BUDGET]
+KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, REWARD, SCHEDULE, STATIC_BUDGET]
+# both's schedule: ten rounds of one agents' update then one fine-tuning epoch, against the paper's five outer
+# epochs of 4 RL then 2 backbone epochs: the same 10 backbone epochs, half the RL epochs
 FLAGS = {PAPER: [], NO_MEMORY: ["--no-paper-recurrent"], MEAN_BUDGET: ["--paper-budget", "mean"],
+         REWARD: ["--paper-reward", "lagrangian"],
+         SCHEDULE: ["--paper-epochs", "10", "--paper-rl-epochs", "1", "--paper-backbone-epochs", "1"],
          STATIC_BUDGET: ["--paper-static-budget", f"{STATIC_SHARE:g}"]}
-FOLDERS = {PAPER: "paper", NO_MEMORY: "paper-nolstm", MEAN_BUDGET: "paper-meanbudget",
-           STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}"}
+FOLDERS = {PAPER: "paper", NO_MEMORY: "paper-nolstm", MEAN_BUDGET: "paper-meanbudget", REWARD: "paper-lagrangian",
+           SCHEDULE: "paper-alternating", STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}"}
 SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`'s policy without memory",
            MEAN_BUDGET: "budget form: the paper's soft wall per input against `both`'s budget on the mean",
+           REWARD: "runtime reward: the paper's -CE / m plus its soft wall per input against `both`'s -CE - beta c, "
+                   "beta by dual ascent on the validation mean MACs after each outer epoch (no calibration shift)",
+           SCHEDULE: "schedule: the paper's 5 outer epochs of 4 RL then 2 backbone epochs against `both`'s 10 rounds "
+                     "of one agents' update then one backbone epoch (the same 10 backbone epochs, half the RL "
+                     "epochs)",
            STATIC_BUDGET: f"the paper's second operating point: the static agent's own budget of {STATIC_SHARE:g} of "
                           f"the parameters against the code's static budget tied to the runtime one"}
-NOT_SWAPPED = ("Not swapped here: the reward (the paper's -CE / m plus its soft wall against `both`'s Lagrangian with "
-               "dual ascent and calibration shift), the trade-off pruner (dpratio masks against nested keep sets) and "
-               "the schedule (RL then backbone epochs from the start against warm-up then alternating updates). Each "
-               "of those swaps brings in the other method's machinery whole, not one setting.")
+NOT_SWAPPED = ("Not swapped here: the trade-off pruner (dpratio masks against `both`'s nested keep sets). It decides "
+               "what the two agents' actions mean (a keep fraction over all channels against a ratio inside the static "
+               "keep set), so swapping it alone would leave both agents centred on widths that no longer meet the "
+               "budget: it brings in the other method's machinery whole, not one setting. The reward swap keeps "
+               "the paper's static reward and leaves out `both`'s calibration shift, which moves the runtime "
+               "agent's actions after training.")
 
 
 def arguments() -> ArgumentParser:

@@ -162,6 +162,11 @@ class RunConfig:
                                          "paper's); mean: it binds the batch's mean MACs, each input charged its "
                                          "first-order share of it (an ablation: --method both's budget form)",
                                 "paper")
+    paper_reward: str = setting("wall", "wall: the runtime reward -CE / m plus the soft wall (the paper's); "
+                                         "lagrangian: -CE - beta c per input, beta a Lagrange multiplier moved by "
+                                         "dual ascent on the validation mean MACs after each outer epoch, from "
+                                         "--method both's start and step (an ablation: its reward, without its "
+                                         "calibration shift)", "paper")
     paper_static_budget: float | None = setting(None, "the static agent's parameter budget, a fraction of the dense "
                                                       "parameters: its keep fractions centre on the uniform width "
                                                       "that stores that share and its penalty binds there (default: "
@@ -193,6 +198,10 @@ class RunConfig:
             raise UsageError(f"--paper-observation must be blocks or padded, got {self.paper_observation!r}")
         if self.paper_budget not in ("input", "mean"):
             raise UsageError(f"--paper-budget must be input or mean, got {self.paper_budget!r}")
+        if self.paper_reward not in ("wall", "lagrangian"):
+            raise UsageError(f"--paper-reward must be wall or lagrangian, got {self.paper_reward!r}")
+        if self.paper_reward == "lagrangian" and self.paper_budget != "input":
+            raise UsageError("--paper-reward lagrangian binds the mean MACs itself: drop --paper-budget mean")
         return self
 
     def to_dict(self) -> dict:

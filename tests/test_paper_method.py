@@ -51,6 +51,15 @@ def test_the_mean_budget_charges_each_input_its_first_order_share_of_the_batchs_
     assert r.tolist() == pytest.approx((-1.0 + under).tolist())
 
 
+def test_the_lagrangian_reward_is_minus_ce_minus_beta_macs_and_beta_rises_only_while_over():
+    """--paper-reward lagrangian: --method both's runtime reward, its multiplier moved by dual ascent."""
+    r = paper_reward.lagrangian_reward(np.array([0.5, 0.1]), np.array([0.2, 0.4]), beta=1.5)
+    assert r.tolist() == pytest.approx([-0.5 - 0.3, -0.1 - 0.6])
+    assert paper_reward.dual_ascent(1.0, macs=0.3, budget=0.25, step=2.0) == pytest.approx(1.1)
+    assert paper_reward.dual_ascent(1.0, macs=0.2, budget=0.25, step=2.0) == pytest.approx(0.9)
+    assert paper_reward.dual_ascent(0.05, macs=0.1, budget=0.25, step=2.0) == 0.0       # never negative
+
+
 def test_running_mean_is_a_plain_mean_then_decays():
     m = RunningMean(0.9)
     values = [float(v) for v in range(1, paper_reward.WARM_STEPS + 1)]
@@ -114,6 +123,31 @@ def test_the_run_centres_the_static_agent_on_its_own_width_and_caps_its_paramete
     for role, env_config in built:
         assert (env_config["width"], env_config["static_width"], env_config["param_cap"]) == (
             crew.width, crew.static_width, crew.param_cap), role
+
+
+def test_the_lagrangian_reward_reaches_the_runtime_env_with_its_multiplier_and_refuses_the_mean_budget(monkeypatch):
+    """`--paper-reward lagrangian`: the Crew hands the runtime env the reward's form and --method both's start value
+    of the multiplier, and every world it pushes carries the multiplier's current value to the env."""
+    from types import SimpleNamespace
+
+    from rtsearch.config import RunConfig
+    from rtsearch.errors import UsageError
+    from rtsearch.net.tradeoff import from_dense
+    from rtsearch.rl import paper_loop
+    net = build_model("small", (1, 8, 8))
+    cfg = RunConfig(dataset="digits", method="paper", budget=0.255, paper_reward="lagrangian").check()
+    built = {}
+    monkeypatch.setattr(paper_loop.paper_agents, "build", lambda cfg, env_config, role, layers, gpu: (
+        built.__setitem__(role, env_config), SimpleNamespace(get_module=lambda: None))[1])
+    crew = paper_loop.Crew(cfg, from_dense(net, torch.randn(16, 1, 8, 8)), 128)
+    assert built["runtime"]["reward_form"] == "lagrangian" and built["runtime"]["beta"] == RunConfig.beta_f == 1.0
+    crew.beta = 1.7
+    assert crew.world()["beta"] == 1.7 and crew.run_state()["beta"] == 1.7
+    env = env_of("runtime", reward_form="lagrangian")[0]
+    env.set_world({"beta": crew.world()["beta"]})
+    assert env.beta == 1.7
+    with pytest.raises(UsageError, match="drop --paper-budget mean"):
+        RunConfig(dataset="digits", method="paper", paper_reward="lagrangian", paper_budget="mean").check()
 
 
 def test_the_static_env_centres_its_keep_fractions_on_the_static_width():
@@ -221,7 +255,7 @@ def test_the_static_observation_is_channels_in_plus_out_over_their_max():
 
 # ------------------------------------------------------------------------------------------------ the env
 
-def env_of(role: str, batch: int = 4, budget_form: str = "input"):
+def env_of(role: str, batch: int = 4, budget_form: str = "input", reward_form: str = "wall"):
     from rtsearch.net.tradeoff import from_dense
     from rtsearch.rl.paper_env import PaperVectorEnv
     torch.manual_seed(0)
@@ -233,13 +267,13 @@ def env_of(role: str, batch: int = 4, budget_form: str = "input"):
     world = {"model": net.config(), "paper_state": paper.state_dict(), "static_keep": [0.7] * net.num_layers}
     config = {"world": world, "dataset": "digits", "seed": 0, "width": width, "macs_cap": macs_cap,
               "param_cap": param_cap, "dpratio": 0.5, "penalty_scale": 1.2, "penalty_temperature": 0.03,
-              "mean_decay": 0.995, "role": role, "budget_form": budget_form}
+              "mean_decay": 0.995, "role": role, "budget_form": budget_form, "reward_form": reward_form, "beta": 0.7}
     return PaperVectorEnv(config, num_envs=batch), paper, cost, width, macs_cap
 
 
-@pytest.mark.parametrize("budget_form", ["input", "mean"])
-def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(budget_form):
-    env, paper, cost, width, cap = env_of("runtime", budget_form=budget_form)
+@pytest.mark.parametrize("budget_form, reward_form", [("input", "wall"), ("mean", "wall"), ("input", "lagrangian")])
+def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(budget_form, reward_form):
+    env, paper, cost, width, cap = env_of("runtime", budget_form=budget_form, reward_form=reward_form)
     obs, _ = env.reset(seed=1)
     assert obs.shape == (4, env.layout.dim)
     x = env.x[torch.from_numpy(np.random.default_rng(1).choice(len(env.x), 4, replace=False))]   # the env's batch
@@ -256,7 +290,8 @@ def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(b
         y = env._y
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none").double().numpy()
     macs = cost.macs_ratio(kept, cost.widths).numpy()
-    want = paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03, budget_form)   # m: the first batch's
+    want = (paper_reward.lagrangian_reward(ce, macs, 0.7) if reward_form == "lagrangian"      # beta: the env's
+            else paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03, budget_form))   # m: the first batch's
     assert rewards[-1] == pytest.approx(want, rel=1e-5)
     assert env.pop_stats()["macs_ratio"] == pytest.approx(macs.mean())
 
@@ -283,6 +318,11 @@ def test_a_paper_sweep_runs_end_to_end_and_logs_to_mlflow(tmp_path, monkeypatch)
     assert best["status"] == "completed" and best["iterations"] == 1 and best["iters_to_best"] == 1
     assert sweep["sweep_iters_to_best"] == 1
     assert 0.3 <= best["config"]["paper_dpratio"] <= 0.7
+    # its best model goes to the Model Registry (pickled: no fixed-shape form) unless it misses its budget on test
+    assert "was not registered in MLflow" not in result.stdout + result.stderr, result.stdout[-3000:]
+    assert ("[budget 0.255] best model (trial" in result.stdout and "models:/rtsearch-digits-small-paper@best-0_255"
+            in result.stdout) or "[budget 0.255] best model not registered in MLflow: trial" in result.stdout, \
+        result.stdout[-3000:]
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
     runs = mlflow.search_runs(experiment_names=["paper"])

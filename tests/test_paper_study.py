@@ -131,8 +131,12 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
         .replace("/paper-0.255", "/paper-nolstm-0.255")
     assert "--paper-budget mean" in commands[ablation.MEAN_BUDGET]
     assert "--paper-static-budget 0.78" in commands[ablation.STATIC_BUDGET]
+    assert "--paper-reward lagrangian" in commands[ablation.REWARD]
+    assert "--paper-epochs 10 --paper-rl-epochs 1 --paper-backbone-epochs 1" in commands[ablation.SCHEDULE]
+    assert len({r["out"] for r in runs}) == len(runs) == 3 * len(ablation.KINDS)       # one folder per run
     accuracy = {ablation.PAPER: [0.95, 0.94, 0.96], ablation.NO_MEMORY: [0.951, 0.939, 0.962],
-                ablation.MEAN_BUDGET: [0.90, 0.89, 0.91], ablation.STATIC_BUDGET: [0.97, 0.96, 0.98]}
+                ablation.MEAN_BUDGET: [0.90, 0.89, 0.91], ablation.STATIC_BUDGET: [0.97, 0.96, 0.98],
+                ablation.REWARD: [0.96, 0.95, 0.97], ablation.SCHEDULE: [0.93, 0.95, 0.97]}
     for run in runs:
         if run["kind"] == ablation.MEAN_BUDGET and run["seed"] == 2:
             continue                                    # not finished
@@ -150,6 +154,8 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert "paper, budget on the mean, seed 2" in page.split("**Missing")[1].split("\n")[0]
     assert "(paper, static budget 0.78): test accuracy minus `paper`'s per seed (0, 1, 2) +0.020, +0.020, +0.020" \
         in page and "the swap helps" in page
+    assert "(paper, both's reward): test accuracy minus `paper`'s per seed (0, 1, 2) +0.010, +0.010, +0.010" in page
+    assert "(paper, both's schedule): test accuracy minus `paper`'s per seed (0, 1, 2) -0.020, +0.010, +0.010" in page
 
 
 def test_the_second_operating_point_over_its_macs_budget_is_not_read_as_a_gain(tmp_path):

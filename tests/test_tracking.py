@@ -231,6 +231,8 @@ def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     torch.testing.assert_close(got, skip, atol=1e-5, rtol=1e-4)
     info = mlflow.models.get_model_info(f"models:/{name}@best-0_5")
     assert info.signature is not None and info.saved_input_example_info is not None
+    stored = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@best-0_5", dst_path=str(tmp_path / "m"))
+    assert os.listdir(os.path.join(stored, "data")) == ["model.pt2"]          # a torch.export program, not a pickle
     # another sweep of the same dataset, model and method adds a version and moves the alias to it
     exp2, parent2 = tracking.start_parent(uri, "demo2", "demo2 budget 0.5", {"budget": 0.5}, {})
     child2 = trial_run(uri, exp2, parent2, params=BOTH_PARAMS)
@@ -241,3 +243,44 @@ def test_the_best_model_is_registered_and_loads_by_alias(tmp_path):
     assert str(latest.version) == again and latest.description.startswith("Sweep 'demo2'")
     assert client.get_model_version(name, again).aliases == ["best-0_5"]
     assert client.get_model_version(name, version).aliases == []       # the first version stays, without it
+
+
+def test_a_paper_runs_model_is_registered_pickled_and_answers_as_its_deployed_model(tmp_path):
+    """`--method paper` has no fixed-shape form (its runtime agent is recurrent): its deployed model itself is
+    registered, pickled, and loads by alias answering as deployed.pt does."""
+    import gymnasium as gym
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from rtsearch.net.tradeoff import PaperNet
+    from rtsearch.rl.paper_agents import model_config
+    from rtsearch.rl.paper_env import Layout, layer_inputs
+    from rtsearch.rl.paper_policy import PaperModel
+    uri = store(tmp_path)
+    torch.manual_seed(0)
+    net = build_model("small", (1, 8, 8), 10)
+    layout = Layout(layer_inputs(net), [g.out_channels for g in net.gates], "blocks")
+    module = RLModuleSpec(module_class=DefaultPPOTorchRLModule,
+                          observation_space=gym.spaces.Box(-np.inf, np.inf, (layout.dim,), np.float32),
+                          action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+                          model_config=model_config(net.num_layers, True)).build()
+    deployed = PaperModel(PaperNet(net), module, [0.6] * net.num_layers, 0.5, 0.5, "blocks").eval()
+    files = tmp_path / "trial"
+    files.mkdir()
+    torch.save(deployed, files / "deployed.pt")
+    exp_id, parent = tracking.start_parent(uri, "demo", "demo budget 0.3", {"budget": 0.3}, {})
+    child = trial_run(uri, exp_id, parent, params={**BOTH_PARAMS, "method": "paper", "budget": 0.3})
+    child.finish({**TEST_FIGURES, "macs_ratio": 0.29}, [str(files / "deployed.pt")])
+    version = registry.register_best(uri, exp_id, parent, "demo", "0.3", child.run_id, methods.get("paper"))
+    name = "rtsearch-digits-small-paper"
+    assert str(MlflowClient(uri).get_model_version_by_alias(name, "best-0_3").version) == version == "1"
+    mlflow.set_tracking_uri(uri)
+    stored = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@best-0_3", dst_path=str(tmp_path / "m"))
+    assert "model.pth" in os.listdir(os.path.join(stored, "data"))                # pickled
+    model = mlflow.pytorch.load_model(f"models:/{name}@best-0_3")
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), deployed(x))

@@ -89,6 +89,11 @@ class Method:
         """The fixed-shape form of its deployed model (for the MLflow Model Registry)."""
         raise NotImplementedError
 
+    def registered(self, model) -> tuple:
+        """What the MLflow Model Registry stores of its deployed model, and MLflow's serialization format: its
+        fixed-shape form as a torch.export program ("pt2"), which loads without rtsearch."""
+        return self.traceable(model), "pt2"
+
 
 # ------------------------------------------------------------------------------------------------ manifest
 

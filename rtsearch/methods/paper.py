@@ -19,7 +19,7 @@ from rtsearch.methods.base import COMMON, Method, deployed_as_measured, prepared
 PAPER = frozenset({"num_env_runners", "paper_epochs", "paper_lr_runtime", "paper_lr_static", "paper_dpratio",
                    "paper_penalty_scale", "paper_penalty_temperature", "paper_mean_decay", "paper_rl_epochs",
                    "paper_backbone_epochs", "paper_batch", "paper_observation", "paper_recurrent",
-                   "paper_budget", "paper_static_budget"})
+                   "paper_budget", "paper_reward", "paper_static_budget"})
 
 
 class Paper(Method):
@@ -59,6 +59,10 @@ class Paper(Method):
     def traceable(self, model):
         raise ValueError("a paper run's recurrent runtime agent has no fixed-shape form; load deployed.pt with "
                          "torch.load")
+
+    def registered(self, model) -> tuple:
+        """No fixed-shape form: the deployed model itself, pickled (loading it needs rtsearch and RLlib)."""
+        return model.eval(), "pickle"
 
 
 METHOD = Paper()

@@ -10,8 +10,9 @@ rtsearch.net.tradeoff). Its `role` says which agent learns in it; the other acts
 - "static": the agent sees (C_in + C_out) / max over layers (`static_observation`) and picks a keep fraction per
   input, as the paper samples it; the runtime agent acts greedily (its RLModule, with its LSTM state).
 
-Both are rewarded once, at the last layer (rtsearch.rl.paper_reward). Autoreset NEXT_STEP, as the runtime env
-(docs/method.md, "Why this shape on RLlib").
+Both are rewarded once, at the last layer (rtsearch.rl.paper_reward; the runtime agent by `--method both`'s
+Lagrangian instead under --paper-reward lagrangian, its multiplier the world's "beta"). Autoreset NEXT_STEP, as the
+runtime env (docs/method.md, "Why this shape on RLlib").
 """
 from __future__ import annotations
 
@@ -124,6 +125,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         self.dpratio = float(config["dpratio"])
         self.scale, self.temperature = float(config["penalty_scale"]), float(config["penalty_temperature"])
         self.budget_form = config.get("budget_form", "input")
+        self.reward_form, self.beta = config.get("reward_form", "wall"), float(config.get("beta", 0.0))
         self.mean = paper_reward.RunningMean(float(config["mean_decay"]))
         self.device = torch.device(config.get("device", "cpu"))
         self.x, self.y = (t.to(self.device) for t in train_split(config))
@@ -163,6 +165,8 @@ class PaperVectorEnv(gym.vector.VectorEnv):
             self.static_keep = np.asarray(world["static_keep"], dtype=np.float64)
         if world.get("runtime_module") is not None:
             self.runtime_module = world["runtime_module"]
+        if world.get("beta") is not None:
+            self.beta = float(world["beta"])
         if world.get("mean"):
             self.mean = paper_reward.RunningMean(**world["mean"])
 
@@ -199,7 +203,9 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         macs = self.cost.macs_ratio(torch.stack(self._kept, dim=1), self.cost.widths).numpy()
         m = self.mean.update(float(ce.mean()))
         params = np.full(B, np.nan)
-        if self.role == "runtime":
+        if self.role == "runtime" and self.reward_form == "lagrangian":
+            reward = paper_reward.lagrangian_reward(ce, macs, self.beta)
+        elif self.role == "runtime":
             reward = paper_reward.runtime_reward(ce, m, macs, self.macs_cap, self.scale, self.temperature,
                                                  self.budget_form)
         else:

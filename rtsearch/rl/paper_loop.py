@@ -8,7 +8,8 @@ per outer epoch (`paper_epochs` of them, the run's iterations):
    runtime agent greedy), as many batches as one pass over the agents' inputs holds;
 3. `paper_backbone_epochs` epochs of the network (Adam at `lr_finetune`, gradients clipped at 40, as the paper's
    code) under both agents' greedy actions;
-4. evaluation on validation under the greedy actions; checkpoint, and the best by score.
+4. evaluation on validation under the greedy actions (under `--paper-reward lagrangian`, dual ascent of the runtime
+   reward's MACs multiplier on the validation MACs); checkpoint, and the best by score.
 
 The best outer epoch is tested and written as deployed.pt (rtsearch.rl.paper_policy.PaperModel).
 """
@@ -58,6 +59,7 @@ class Crew:
         self.layers = paper.num_layers
         self.keep_s = [self.static_width] * self.layers     # the static agent's greedy start: decoder output 0
         self.means: dict = {}
+        self.beta = RunConfig.beta_f        # --paper-reward lagrangian: --method both's start value and step
         self.updates = max(1, math.ceil(rl_inputs / cfg.paper_batch))     # PPO updates per RL epoch
         device = next(paper.parameters()).device
         env_config = {"dataset": cfg.dataset, "seed": cfg.seed, "data_dir": cfg.data_dir,
@@ -66,7 +68,7 @@ class Crew:
                       "macs_cap": self.macs_cap, "param_cap": self.param_cap, "dpratio": cfg.paper_dpratio,
                       "penalty_scale": cfg.paper_penalty_scale, "penalty_temperature": cfg.paper_penalty_temperature,
                       "mean_decay": cfg.paper_mean_decay, "observation": cfg.paper_observation,
-                      "budget_form": cfg.paper_budget}
+                      "budget_form": cfg.paper_budget, "reward_form": cfg.paper_reward, "beta": self.beta}
         gpu = device.type == "cuda"
         self.runtime = paper_agents.build(cfg, {**env_config, "world": self.world()}, "runtime", self.layers, gpu)
         self.static = paper_agents.build(cfg, {**env_config, "world": {**self.world(), "runtime_module":
@@ -75,6 +77,7 @@ class Crew:
 
     def world(self) -> dict:
         return {"model": self.paper.net.config(), "static_keep": list(self.keep_s), "means": dict(self.means),
+                "beta": self.beta,
                 "paper_state": {k: v.detach().to("cpu", copy=True) for k, v in self.paper.state_dict().items()}}
 
     def rl_epoch(self) -> dict:
@@ -111,12 +114,13 @@ class Crew:
         run = state["run_state"]
         self.paper.load_state_dict(run["paper_state"])
         self.keep_s, self.means = list(run["keep_s"]), dict(run.get("means", {}))
+        self.beta = float(run.get("beta", RunConfig.beta_f))
         for name, algo in (("runtime", self.runtime), ("static", self.static)):
             restore(algo, os.path.abspath(os.path.join(folder, name)))
 
     def run_state(self) -> dict:
         return {"paper_state": {k: v.detach().cpu() for k, v in self.paper.state_dict().items()},
-                "keep_s": list(self.keep_s), "means": dict(self.means), "width": self.width,
+                "keep_s": list(self.keep_s), "means": dict(self.means), "beta": self.beta, "width": self.width,
                 "static_width": self.static_width}
 
     def stop(self) -> None:
@@ -204,6 +208,9 @@ def outer_epoch(cfg: RunConfig, crew: Crew, splits, train, record: RunRecord, te
         raise FloatingPointError("validation metrics are not finite")
     extra.update({f"seconds_{k}": v for k, v in seconds.items()}, keep_static=[round(k, 4) for k in crew.keep_s],
                  static_params_ratio=model.static_params_ratio(), macs_ratio_std=val["macs_ratio_std"])
+    if cfg.paper_reward == "lagrangian":        # the price the next outer epoch's runtime rewards pay
+        crew.beta = paper_reward.dual_ascent(crew.beta, val["macs_ratio"], cfg.budget, RunConfig.eta_f)
+        extra["beta"] = crew.beta
     crew.save(os.path.join(cfg.out, "agents"))
 
     def save_best(is_best: bool) -> None:
@@ -233,6 +240,7 @@ def best_on_test(cfg: RunConfig, crew: Crew, splits, record: RunRecord) -> dict:
     extra = {"width_budget": crew.width, "static_width_budget": crew.static_width, "macs_cap": crew.macs_cap,
              "param_cap": crew.param_cap, "keep_static": list(crew.keep_s),
              "static_params_ratio": model.static_params_ratio(),
+             **({"beta": crew.beta} if cfg.paper_reward == "lagrangian" else {}),
              "phase_seconds": {p: sum(r.get(f"seconds_{p}", 0.0) for r in record.history)
                                for p in ("rl", "backbone", "eval")}}
     if splits.holdout is not None:

@@ -4,7 +4,8 @@ Both agents are rewarded once per input, at the last layer: -CE(x) / m plus a bu
 batch cross-entropy (`RunningMean`). The runtime agent's budget term is a soft wall on the input's MACs c against the
 cap (`budget_term`); the static agent's is the same exponential penalty on its parameters when over, nothing under.
 The caps are the MACs and parameters of the network at one uniform width (`uniform_width`), the width this
-project's MACs budget allows: so the runtime cap equals the budget.
+project's MACs budget allows: so the runtime cap equals the budget. An ablation swaps the runtime reward for
+--method both's Lagrangian (`lagrangian_reward`, its multiplier moved by `dual_ascent`).
 """
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ def runtime_reward(ce: np.ndarray, mean_ce: float, macs: np.ndarray, cap: float,
     """Per input: -CE / m + b(c) (`form` "input", the paper's), or with b on the batch's mean (`form` "mean")."""
     term = budget_term if form == "input" else mean_budget_term
     return -np.asarray(ce, dtype=np.float64) / mean_ce + term(macs, cap, scale, temperature)
+
+
+def lagrangian_reward(ce: np.ndarray, macs: np.ndarray, beta: float) -> np.ndarray:
+    """`--paper-reward lagrangian`, per input: -CE - beta c (--method both's runtime reward, summed over the layers
+    at discount 1), beta the Lagrange multiplier on the mean MACs ratio c."""
+    return -np.asarray(ce, dtype=np.float64) - float(beta) * np.asarray(macs, dtype=np.float64)
+
+
+def dual_ascent(beta: float, macs: float, budget: float, step: float) -> float:
+    """beta <- max(0, beta + step (macs - budget)): the price of MACs rises while the mean is over the budget."""
+    return max(0.0, float(beta) + float(step) * (float(macs) - float(budget)))
 
 
 def static_reward(ce: np.ndarray, mean_ce: float, params: np.ndarray, cap: float, scale: float,

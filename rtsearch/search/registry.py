@@ -23,7 +23,9 @@ by every run), in the masked form MLflow can store as a torch.export program (`T
 network of its best iteration with the statically pruned channels removed, and its runtime policy
 (the runtime agent with its calibration shift, or a baseline's uniform ratios) choosing per input
 which channels count. It predicts what the trial evaluated; loading it needs neither rtsearch nor
-pickle. For the speed of the skip path, load deployed.pt itself (an artifact of the trial's run).
+pickle. For the speed of the skip path, load deployed.pt itself (an artifact of the trial's run). A method without
+a fixed-shape form (`--method paper`, whose runtime agent is recurrent) is registered as its deployed model itself,
+pickled: loading that one needs rtsearch installed (`Method.registered`).
 """
 from __future__ import annotations
 
@@ -139,14 +141,14 @@ def register_best(uri: str, experiment_id: str, parent_run_id: str, sweep: str, 
             contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         def fetch(path: str) -> str:
             return download_artifacts(run_id=trial_run_id, artifact_path=path, dst_path=folder, tracking_uri=uri)
-        model = method.traceable(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
+        model, form = method.registered(torch.load(fetch("deployed.pt"), weights_only=False))   # our own pickle
         example = torch.zeros(2, *model.input_shape)
         with torch.no_grad():
             output = model(example).numpy()
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment_id=experiment_id)      # where the logged model is kept
         info = mlflow.pytorch.log_model(
-            model, name="model", run_id=parent_run_id, registered_model_name=name,
+            model, name="model", run_id=parent_run_id, registered_model_name=name, serialization_format=form,
             signature=infer_signature(example.numpy(), output), input_example=example.numpy(),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             tags={"rtsearch.trial_run_id": trial_run_id, "rtsearch.budget": budget_key})
