@@ -80,6 +80,10 @@ class RunConfig:
                                  "agents")
     torch_pruning_l1: bool = setting(False, "with --fixed-ratios --method static-only: Torch-Pruning's L1 pruner "
                                             "chooses and removes the channels (a peer)", "agents")
+    round_to: int = setting(1, "with --torch-pruning-l1: every layer keeps a multiple of M channels (at least M), "
+                               "the largest uniform keep fraction whose counts rounded to the nearest multiple of M "
+                               "meet the MACs budget: widths that CPU and GPU kernels compute faster (1: no rounding)",
+                            "agents", at_least=1, metavar="M")
     lstm: bool = setting(False, "runtime policy with an LSTM across layers", "agents")
     # searched hyperparameters (search_spaces/*.yaml)
     lr_runtime: float = setting(3e-4, "runtime agent (PPO) learning rate", "agents", above=0.0, searchable=True)
@@ -198,6 +202,9 @@ class RunConfig:
             raise UsageError(f"--paper-observation must be blocks or padded, got {self.paper_observation!r}")
         if self.paper_budget not in ("input", "mean"):
             raise UsageError(f"--paper-budget must be input or mean, got {self.paper_budget!r}")
+        if self.round_to > 1 and not self.torch_pruning_l1:
+            raise UsageError(f"--round-to {self.round_to} rounds the widths Torch-Pruning keeps: add "
+                             f"--torch-pruning-l1 (with --fixed-ratios --method static-only), or drop --round-to")
         if self.paper_reward not in ("wall", "lagrangian"):
             raise UsageError(f"--paper-reward must be wall or lagrangian, got {self.paper_reward!r}")
         if self.paper_reward == "lagrangian" and self.paper_budget != "input":

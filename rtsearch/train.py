@@ -55,6 +55,7 @@ def default_out(cfg: RunConfig) -> str:
     if cfg.param_budget < 1.0:
         parts.append(f"p{cfg.param_budget:g}")
     parts.append(cfg.method + ("-fixed" if cfg.fixed_ratios else "") + ("-l1" if cfg.torch_pruning_l1 else "")
+                 + (f"-r{cfg.round_to}" if cfg.round_to > 1 else "")
                  + ("-kd" if cfg.distill else ""))
     return os.path.join("runs", "-".join(parts) + f"-s{cfg.seed}")
 

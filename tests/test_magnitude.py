@@ -37,6 +37,37 @@ def test_l1_pruning_keeps_the_largest_channels_at_the_baseline_widths():
     assert net.widths == [16, 32, 32, 64, 64]      # the caller's network is untouched
 
 
+@pytest.mark.parametrize("model, budget, multiple", [("small", 0.15, 8), ("mcifarnet", 0.08, 8),
+                                                     ("mcifarnet", 0.08, 16), ("mcifarnet", 0.3, 4)])
+def test_rounded_widths_are_multiples_within_the_budget_and_as_wide_as_uniform_rounding_allows(model, budget,
+                                                                                             multiple):
+    """--round-to M: every layer keeps a multiple of M (at least M, at most its width), within the MACs budget,
+    and one more step of the uniform keep fraction would round over it."""
+    from rtsearch.net.baseline import rounded_keep_counts
+    from rtsearch.net.pruning import keep_count
+    cost = CostModel(build_model(model, (1, 28, 28), predictors=False), predictors=False)
+    kept = rounded_keep_counts(cost, budget, multiple)
+    assert all(k % multiple == 0 and multiple <= k <= w for k, w in zip(kept.tolist(), cost.widths.tolist()))
+    assert cost.macs_ratio(kept[None, :], kept).item() <= budget
+    unrounded = keep_count(torch.tensor(0.0), cost.widths)
+    for p in torch.linspace(0.0, 0.999, 200):           # the widest uniform rounding that meets the budget
+        counts = keep_count(p, cost.widths)
+        counts = torch.minimum(cost.widths, torch.clamp((counts + multiple // 2) // multiple * multiple,
+                                                        min=multiple))
+        if cost.macs_ratio(counts[None, :], counts).item() <= budget:
+            assert (counts <= kept).all(), (counts, kept)
+            break
+    assert (kept <= unrounded).all()
+
+
+def test_a_multiple_that_cannot_meet_the_budget_is_refused():
+    from rtsearch.errors import UsageError
+    from rtsearch.net.baseline import rounded_keep_counts
+    cost = CostModel(build_model("small", (1, 28, 28), predictors=False), predictors=False)
+    with pytest.raises(UsageError, match="--round-to 16: 16 channels on every layer already cost more"):
+        rounded_keep_counts(cost, 0.08, 16)
+
+
 @pytest.mark.slow
 def test_l1_peer_run_lands_on_the_static_only_macs_and_deploys(tmp_path):
     runs = {}
@@ -57,3 +88,11 @@ def test_l1_peer_run_lands_on_the_static_only_macs_and_deploys(tmp_path):
     assert float((torch.cat([o[0] for o in outputs]).argmax(1) == y).float().mean()) == \
         pytest.approx(runs["l1"]["accuracy"], abs=1e-6)
     assert model.skip.widths == checkpoint.network(checkpoint.load(str(tmp_path / "l1" / "best.pt"))).widths
+    # --round-to 4: every width a multiple of 4, still within the budget, deployed at those widths
+    result = run_cli("rtsearch.train", "--dataset", "digits", "--budget", "0.3", "--fixed-ratios", "--method",
+                     "static-only", "--torch-pruning-l1", "--round-to", "4", "--iterations", "1", "--out",
+                     str(tmp_path / "r4"))
+    assert result.returncode == 0, result.stderr
+    rounded = json.loads((tmp_path / "r4" / "metrics.json").read_text())
+    widths = torch.load(tmp_path / "r4" / "deployed.pt", weights_only=False).skip.widths
+    assert all(w % 4 == 0 for w in widths) and rounded["macs_ratio"] <= 0.3 and rounded["config"]["round_to"] == 4

@@ -31,6 +31,7 @@ METRICS_FIELDS = {"accuracy", "dense_accuracy", "macs_ratio", "macs_ratio_p95", 
     (["--finetune", "wide"], ["--finetune"]),
     (["--torch-pruning-l1"], ["--torch-pruning-l1", "--fixed-ratios --method static-only"]),
     (["--torch-pruning-l1", "--fixed-ratios"], ["--torch-pruning-l1", "--method static-only"]),
+    (["--method", "static-only", "--fixed-ratios", "--round-to", "8"], ["--round-to 8", "add --torch-pruning-l1"]),
     # the default method is the ladder: a flag of the agents' methods names the method that takes it
     (["--fixed-ratios"], ["--fixed-ratios", "default method, ladder", "--method both"]),
     (["--lstm"], ["--lstm", "default method, ladder", "--method both"]),

@@ -25,7 +25,7 @@ COMMON = frozenset({"dataset", "model", "method", "budget", "param_budget", "ite
                     "dense_epochs", "device", "lr_finetune", "finetune_epochs", "agent_share", "distill",
                     "holdout_share", "warmup_epochs", "mlflow_run_id", "pruning"})
 # what must match for --resume to continue a run (a method may allow some to change)
-RESUME_KEYS = ("fixed_ratios", "torch_pruning_l1", "method", "dataset", "model", "budget", "budget_range",
+RESUME_KEYS = ("fixed_ratios", "torch_pruning_l1", "round_to", "method", "dataset", "model", "budget", "budget_range",
                "param_budget", "seed", "finetune", "distill", "agent_share", "holdout_share")
 
 

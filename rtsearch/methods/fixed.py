@@ -13,20 +13,20 @@ from rtsearch import data
 from rtsearch.config import Pruning, RunConfig
 from rtsearch.methods.base import prepared, write_manifest
 from rtsearch.net import checkpoint, magnitude
-from rtsearch.net.baseline import uniform_ratios
+from rtsearch.net.baseline import rounded_keep_counts, uniform_ratios
 from rtsearch.net.cost import CostModel, static_kept_for
 from rtsearch.net.supervised import evaluate, fit, fixed_policy
 from rtsearch.deploy import deployed
 from rtsearch.rl.record import RunRecord, finish
 
 # the settings a fixed-ratio run uses beyond every method's (rtsearch.methods.base.COMMON)
-FIELDS = frozenset({"fixed_ratios", "lam", "torch_pruning_l1"})
+FIELDS = frozenset({"fixed_ratios", "lam", "torch_pruning_l1", "round_to"})
 
 
 def uses(pruning: Pruning) -> frozenset:
     """What a fixed-ratio run uses beyond every method's settings: no agents, no rollout workers; the trade-off
     coefficient only where runtime importance is kept, Torch-Pruning's pruner only where nothing runs at runtime."""
-    return FIELDS - ({"torch_pruning_l1"} if pruning.runtime else {"lam"})
+    return FIELDS - ({"torch_pruning_l1", "round_to"} if pruning.runtime else {"lam"})
 
 
 def launch(cfg: RunConfig, on_iteration=None, log=print, resume: bool = False) -> dict:
@@ -56,7 +56,9 @@ def fine_tune(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
     log(f"fixed ratios ({cfg.method}): static {float(static_ratios[0]):.4f}, runtime {float(runtime_ratios[0]):.4f} "
         f"on every layer; fine-tuned on {len(splits.train[1])} training images")
     if cfg.torch_pruning_l1:    # the same widths, its channels chosen by Torch-Pruning's L1 pruner, removed now
-        net = magnitude.l1_pruned(net, static_kept_for(cost.widths, static_ratios))
+        kept = (static_kept_for(cost.widths, static_ratios) if cfg.round_to == 1
+                else rounded_keep_counts(cost, cfg.budget, cfg.round_to))
+        net = magnitude.l1_pruned(net, kept)
         cost = magnitude.cost_against(net, cost)
         static_ratios = torch.zeros(net.num_layers)
         log(f"Torch-Pruning L1 pruner: widths {net.widths}")

@@ -68,6 +68,27 @@ def _bracket(macs_at: Callable[[float], float], budget: float, point: float, p_m
     return p_max, p_max
 
 
+def rounded_keep_counts(cost: CostModel, budget: float, multiple: int) -> torch.Tensor:
+    """Static keep counts that are multiples of `multiple` (at least it, at most the layer's width): the smallest
+    uniform ratio whose keep counts, each rounded to the nearest multiple, meet the MACs budget (rounding keeps the
+    counts monotone in the ratio, so bisection holds). A UsageError where even `multiple` channels on every layer
+    cost more than the budget."""
+    from rtsearch.errors import UsageError
+
+    def counts(p: float) -> torch.Tensor:
+        kept = keep_count(torch.tensor(p), cost.widths)
+        return torch.minimum(cost.widths, torch.clamp((kept + multiple // 2) // multiple * multiple, min=multiple))
+
+    def meets(p: float) -> bool:
+        kept = counts(p)
+        return float(cost.macs_ratio(kept[None, :], kept)[0]) <= budget
+
+    if not meets(1.0):
+        raise UsageError(f"--round-to {multiple}: {multiple} channels on every layer already cost more than the MACs "
+                         f"budget {budget:g}; pass a smaller multiple or a larger --budget")
+    return counts(smallest_ratio(meets))
+
+
 def macs_ratio_of(cost: CostModel, static_p: float, runtime_p: float) -> float:
     """MACs ratio of uniform static and runtime ratios on every layer."""
     static_kept = keep_count(torch.tensor(static_p), cost.widths)
