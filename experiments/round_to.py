@@ -1,14 +1,14 @@
 """Do channel counts rounded to multiples of 4, 8 or 16 (Torch-Pruning's `round_to`) answer faster at equal MACs on
 this CPU? (`python -m experiments.round_to`): writes results/round-to.md.
 
-A statically pruned network's latency depends on its widths, not on its weights, so no training is needed: per
-backbone, the uniform keep counts that meet each MACs budget (what a Torch-Pruning L1 run keeps at that budget,
-rtsearch.net.baseline.uniform_ratios) are rounded to the nearest multiple of m (at least m, at most the layer's
-width); each network is built at those widths, compiled as a deployed static-only model is (the skip-path network
-as TorchScript, rtsearch.deploy.compiled.network) and timed on one thread at batch 1 (per image) and batch 64,
-every network once per round over several rounds (`measure`). Rounding moves the MACs too, so each rounded network
-is read against the unrounded networks' latency-against-MACs curve at its own MACs (linear interpolation): a ratio
-below 1 beyond the timing spread would mean rounding buys speed, not only MACs.
+A statically pruned network's latency depends on its widths, not on its weights, so no training is needed: per backbone,
+the uniform keep counts that meet each MACs budget (what a Torch-Pruning L1 run keeps at that budget,
+rtsearch.net.baseline.uniform_ratios) are rounded to the nearest multiple of m (halves up, at least m, at most the
+layer's width: rtsearch.net.baseline.rounded, as `--round-to` rounds); each network is built at those widths, compiled
+as a deployed static-only model is (the skip-path network as TorchScript, rtsearch.deploy.compiled.network) and timed on
+one thread at batch 1 (per image) and batch 64, every network once per round over several rounds (`measure`). Rounding
+moves the MACs too, so each rounded network is read against the unrounded networks' latency-against-MACs curve at its
+own MACs (linear interpolation): a ratio below 1 beyond the timing spread would mean rounding buys speed, not only MACs.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from experiments.agents_study import command_line
 from rtsearch.bench_latency import STATIC_ONLY, timed
 from rtsearch.cli import ArgumentParser
 from rtsearch.deploy import compiled
-from rtsearch.net.baseline import uniform_ratios
+from rtsearch.net.baseline import rounded, uniform_ratios
 from rtsearch.net.cost import CostModel
 from rtsearch.net.fast import SkipNet
 from rtsearch.net.models import build_model
@@ -44,23 +44,17 @@ def arguments() -> ArgumentParser:
     return p
 
 
-def rounded(counts: list[int], full: list[int], m: int) -> list[int]:
-    """Each count to the nearest multiple of m, at least m and at most the layer's full width."""
-    return [int(min(f, max(m, m * round(c / m)))) for c, f in zip(counts, full)]
-
-
 def networks(model: str) -> list[tuple[dict, torch.jit.ScriptModule]]:
     """Per budget and multiple: what is timed (its widths and MACs ratio) and its compiled network."""
     dense = build_model(model, SHAPE, 10, predictors=False)
     cost = CostModel(dense, predictors=False)
-    full = [int(w) for w in cost.widths]
     built = []
     for budget in BUDGETS:
         static, _ = uniform_ratios(cost, budget, STATIC_ONLY)
-        counts = [int(k) for k in keep_count(static, cost.widths)]
+        counts = keep_count(static, cost.widths)
         for m in MULTIPLES:
-            widths = rounded(counts, full, m)
-            kept = torch.tensor(widths, dtype=torch.float64)
+            kept = rounded(counts, cost.widths, m)          # as `rtsearch.train --round-to m` rounds
+            widths = [int(k) for k in kept]
             meta = {"model": model, "budget": budget, "multiple": m, "widths": widths,
                     "macs_ratio": float(cost.macs_ratio(kept[None], kept)[0])}
             built.append((meta, compiled.network(SkipNet(build_model(model, SHAPE, 10, widths, 0.0,

@@ -37,13 +37,25 @@ def test_l1_pruning_keeps_the_largest_channels_at_the_baseline_widths():
     assert net.widths == [16, 32, 32, 64, 64]      # the caller's network is untouched
 
 
+def test_counts_round_to_the_nearest_multiple_within_the_layers_width():
+    """What --round-to and experiments.round_to both round by."""
+    from rtsearch.net.baseline import rounded
+
+    def by(counts, widths, m):
+        return rounded(torch.tensor(counts), torch.tensor(widths), m).tolist()
+    assert by([3, 5, 13, 30], [16, 32, 64, 32], 1) == [3, 5, 13, 30]
+    assert by([3, 5, 13, 30], [16, 32, 64, 32], 8) == [8, 8, 16, 32]       # at least 8, nearest
+    assert by([3, 5, 13, 30], [16, 32, 64, 20], 16) == [16, 16, 16, 20]    # never over the width
+    assert by([10, 20], [64, 64], 4) == [12, 20] and by([12, 20], [64, 64], 8) == [16, 24]     # halves go up
+
+
 @pytest.mark.parametrize("model, budget, multiple", [("small", 0.15, 8), ("mcifarnet", 0.08, 8),
                                                      ("mcifarnet", 0.08, 16), ("mcifarnet", 0.3, 4)])
 def test_rounded_widths_are_multiples_within_the_budget_and_as_wide_as_uniform_rounding_allows(model, budget,
                                                                                              multiple):
     """--round-to M: every layer keeps a multiple of M (at least M, at most its width), within the MACs budget,
     and one more step of the uniform keep fraction would round over it."""
-    from rtsearch.net.baseline import rounded_keep_counts
+    from rtsearch.net.baseline import rounded, rounded_keep_counts
     from rtsearch.net.pruning import keep_count
     cost = CostModel(build_model(model, (1, 28, 28), predictors=False), predictors=False)
     kept = rounded_keep_counts(cost, budget, multiple)
@@ -51,9 +63,7 @@ def test_rounded_widths_are_multiples_within_the_budget_and_as_wide_as_uniform_r
     assert cost.macs_ratio(kept[None, :], kept).item() <= budget
     unrounded = keep_count(torch.tensor(0.0), cost.widths)
     for p in torch.linspace(0.0, 0.999, 200):           # the widest uniform rounding that meets the budget
-        counts = keep_count(p, cost.widths)
-        counts = torch.minimum(cost.widths, torch.clamp((counts + multiple // 2) // multiple * multiple,
-                                                        min=multiple))
+        counts = rounded(keep_count(p, cost.widths), cost.widths, multiple)
         if cost.macs_ratio(counts[None, :], counts).item() <= budget:
             assert (counts <= kept).all(), (counts, kept)
             break

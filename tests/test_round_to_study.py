@@ -7,12 +7,6 @@ from experiments import round_to
 pytestmark = pytest.mark.study
 
 
-def test_counts_round_to_the_nearest_multiple_within_the_layers_width():
-    assert round_to.rounded([3, 5, 13, 30], [16, 32, 64, 32], 1) == [3, 5, 13, 30]
-    assert round_to.rounded([3, 5, 13, 30], [16, 32, 64, 32], 8) == [8, 8, 16, 32]       # at least 8, nearest
-    assert round_to.rounded([3, 5, 13, 30], [16, 32, 64, 20], 16) == [16, 16, 16, 20]    # never over the width
-
-
 def row(m: int, macs: float, ms: float, batch: int = 1) -> dict:
     return {"model": "small", "budget": 0.08, "multiple": m, "widths": [m], "macs_ratio": macs, "batch": batch,
             "median_ms": ms, "iqr_ms": 0.01, "runs": 5}

@@ -68,6 +68,11 @@ def _bracket(macs_at: Callable[[float], float], budget: float, point: float, p_m
     return p_max, p_max
 
 
+def rounded(kept: torch.Tensor, widths: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Each keep count to the nearest multiple of `multiple` (halves up), at least it, at most the layer's width."""
+    return torch.minimum(widths, torch.clamp((kept + multiple // 2) // multiple * multiple, min=multiple))
+
+
 def rounded_keep_counts(cost: CostModel, budget: float, multiple: int) -> torch.Tensor:
     """Static keep counts that are multiples of `multiple` (at least it, at most the layer's width): the smallest
     uniform ratio whose keep counts, each rounded to the nearest multiple, meet the MACs budget (rounding keeps the
@@ -76,8 +81,7 @@ def rounded_keep_counts(cost: CostModel, budget: float, multiple: int) -> torch.
     from rtsearch.errors import UsageError
 
     def counts(p: float) -> torch.Tensor:
-        kept = keep_count(torch.tensor(p), cost.widths)
-        return torch.minimum(cost.widths, torch.clamp((kept + multiple // 2) // multiple * multiple, min=multiple))
+        return rounded(keep_count(torch.tensor(p), cost.widths), cost.widths, multiple)
 
     def meets(p: float) -> bool:
         kept = counts(p)
