@@ -12,6 +12,10 @@ MACs), per seed, through the real command line, every other setting at its defau
   on the validation mean MACs after each outer epoch, from `both`'s start 1 and step 2);
 - both's schedule: `--paper-epochs 10 --paper-rl-epochs 1 --paper-backbone-epochs 1` (ten rounds of one agents'
   update then one backbone epoch, as `both` alternates, against five outer epochs of 4 RL then 2 backbone epochs);
+- both's trade-off pruner: `--paper-pruner nested` (the static keep set as the static agent picks it, the runtime
+  side's channels inside it, ranked by lam u_r + (1 - lam) u_s each min-max scaled over the set, instead of the
+  dpratio split of what one agent alone prunes; the channels computed number min(k_r, k_s), so both agents' centres
+  still meet the budget);
 - and, not a swap, the paper's second operating point: `--paper-static-budget 0.78` (the static agent centred on
   the uniform width that stores 0.78 of the parameters and capped there; the paper reports 91.07 % on CIFAR-10 /
   M-CifarNet at 3.92 times fewer MACs with 0.78 of the parameters, against 91.33 % runtime only).
@@ -19,6 +23,7 @@ Each swap is read against `paper` seed by seed: test accuracy, MACs, how much th
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,17 +36,22 @@ from rtsearch.cli import ArgumentParser, fail, fraction
 PROG = "python -m experiments.paper_ablation"
 PAPER, NO_MEMORY, MEAN_BUDGET = "paper", "paper, no memory across layers", "paper, budget on the mean"
 REWARD, SCHEDULE = "paper, both's reward", "paper, both's schedule"
+PRUNER = "paper, both's trade-off pruner"
 STATIC_SHARE = 0.78         # the paper's second operating point: the share of the parameters its static side keeps
 STATIC_BUDGET = f"paper, static budget {STATIC_SHARE:g}"
-KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, REWARD, SCHEDULE, STATIC_BUDGET]
+KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, REWARD, SCHEDULE, PRUNER, STATIC_BUDGET]
+# --kinds: the short names of what runs beside `paper`
+SHORT = {"memory": NO_MEMORY, "budget": MEAN_BUDGET, "reward": REWARD, "schedule": SCHEDULE, "pruner": PRUNER,
+         "static-budget": STATIC_BUDGET}
 # both's schedule: ten rounds of one agents' update then one fine-tuning epoch, against the paper's five outer
 # epochs of 4 RL then 2 backbone epochs: the same 10 backbone epochs, half the RL epochs
 FLAGS = {PAPER: [], NO_MEMORY: ["--no-paper-recurrent"], MEAN_BUDGET: ["--paper-budget", "mean"],
          REWARD: ["--paper-reward", "lagrangian"],
          SCHEDULE: ["--paper-epochs", "10", "--paper-rl-epochs", "1", "--paper-backbone-epochs", "1"],
+         PRUNER: ["--paper-pruner", "nested"],
          STATIC_BUDGET: ["--paper-static-budget", f"{STATIC_SHARE:g}"]}
 FOLDERS = {PAPER: "paper", NO_MEMORY: "paper-nolstm", MEAN_BUDGET: "paper-meanbudget", REWARD: "paper-lagrangian",
-           SCHEDULE: "paper-alternating", STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}"}
+           SCHEDULE: "paper-alternating", PRUNER: "paper-nested", STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}"}
 SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`'s policy without memory",
            MEAN_BUDGET: "budget form: the paper's soft wall per input against `both`'s budget on the mean",
            REWARD: "runtime reward: the paper's -CE / m plus its soft wall per input against `both`'s -CE - beta c, "
@@ -49,14 +59,25 @@ SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`
            SCHEDULE: "schedule: the paper's 5 outer epochs of 4 RL then 2 backbone epochs against `both`'s 10 rounds "
                      "of one agents' update then one backbone epoch (the same 10 backbone epochs, half the RL "
                      "epochs)",
+           PRUNER: "trade-off pruner: the paper's two top-k masks with what one agent alone prunes split by dpratio "
+                   "against `both`'s runtime keep set inside the static one, ranked by lam u_r + (1 - lam) u_s",
            STATIC_BUDGET: f"the paper's second operating point: the static agent's own budget of {STATIC_SHARE:g} of "
                           f"the parameters against the code's static budget tied to the runtime one"}
-NOT_SWAPPED = ("Not swapped here: the trade-off pruner (dpratio masks against `both`'s nested keep sets). It decides "
-               "what the two agents' actions mean (a keep fraction over all channels against a ratio inside the static "
-               "keep set), so swapping it alone would leave both agents centred on widths that no longer meet the "
-               "budget: it brings in the other method's machinery whole, not one setting. The reward swap keeps "
-               "the paper's static reward and leaves out `both`'s calibration shift, which moves the runtime "
-               "agent's actions after training.")
+NOT_SWAPPED = ("What the swaps leave as they are: the trade-off pruner swap keeps the agents' actions as the paper's "
+               "keep fractions over all channels (`both`'s are ratios inside the static keep set), so that the "
+               "channels computed, min(k_r, k_s), are the budget's width at both agents' centres; it ranks by the "
+               "dense model's lam on the paper's signed gates, min-max scaled where `both` divides its non-negative "
+               "importances by their maximum. The reward swap keeps the paper's static reward and leaves out "
+               "`both`'s calibration shift, which moves the runtime agent's actions after training.")
+
+
+def kinds_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SHORT]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"--kinds takes names of {', '.join(SHORT)} separated by commas, e.g. "
+                                         f"reward,pruner; got {text!r}")
+    return [SHORT[n] for n in names]
 
 
 def arguments() -> ArgumentParser:
@@ -64,6 +85,8 @@ def arguments() -> ArgumentParser:
     p.add_argument("--seeds", type=study.seeds_list, default=[0, 1, 2], help="seeds, e.g. 0,1,2 (default)")
     p.add_argument("--budget", type=fraction("--budget"), default=0.255, help="MACs budget in (0, 1]; default 0.255")
     p.add_argument("--jobs", type=study.jobs_count, default=2, help="runs at a time, one torch thread each; default 2")
+    p.add_argument("--kinds", type=kinds_list, default=KINDS[1:], help="what runs beside `paper`, comma-separated, "
+                   f"of {', '.join(SHORT)}; default all")
     p.add_argument("--runs-dir", default="runs/paper-study", help="folder of the runs (finished ones are reused, "
                    "`paper` ones with experiments.paper_study)")
     p.add_argument("--out", default="results/paper-ablation.md", help="the page written")
@@ -79,8 +102,8 @@ def planned(root: str, kind: str, seed: int, budget: float) -> dict:
             "command": "python -m rtsearch.train " + " ".join(args)}
 
 
-def plan(root: str, seeds: list[int], budget: float) -> list[dict]:
-    return [planned(root, kind, seed, budget) for kind in KINDS for seed in seeds]
+def plan(root: str, seeds: list[int], budget: float, kinds: list[str] = KINDS[1:]) -> list[dict]:
+    return [planned(root, kind, seed, budget) for kind in KINDS if kind == PAPER or kind in kinds for seed in seeds]
 
 
 def swap_lines(at: dict[str, list[dict]], kind: str, budget: float) -> list[str]:
@@ -137,7 +160,8 @@ def operating_point_lines(runs: list[dict]) -> list[str]:
 def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     for run in runs:
         run["figures"] = study.figures(run)
-    at = {k: [] for k in KINDS}
+    kinds = [k for k in KINDS if any(r["kind"] == k for r in runs)]
+    at = {k: [] for k in kinds}
     for run in sorted(runs, key=lambda r: r["seed"]):
         if run["figures"] is not None:
             at[run["kind"]].append({**run["figures"], "seed": run["seed"]})
@@ -152,7 +176,7 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     if missing:
         lines += ["**Missing (not finished when this page was written):** "
                   + "; ".join(f"{r['kind']}, seed {r['seed']} (`{r['out']}`)" for r in missing) + ".", ""]
-    lines += [*study.MEANS_HEADER, *(study.mean_row(kind, at[kind]) for kind in KINDS)]
+    lines += [*study.MEANS_HEADER, *(study.mean_row(kind, at[kind]) for kind in kinds)]
     lines += ["", "| seed | run | test accuracy | MACs ratio | per-input MACs std | static-only params ratio | "
               "wall time | run folder |", "|---|---|---|---|---|---|---|---|"]
     for run in sorted(runs, key=lambda r: (r["seed"], KINDS.index(r["kind"]))):
@@ -165,7 +189,7 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
                      f"{study.minutes(x['wall'])} | `{run['out']}` |")
     lines += ["", "## Verdict per swapped ingredient, and the second operating point", "",
               "A difference counts only where its mean is larger than the larger of the two seed-to-seed standard "
-              "deviations.", "", *(line for kind in KINDS[1:] for line in swap_lines(at, kind, budget)),
+              "deviations.", "", *(line for kind in kinds[1:] for line in swap_lines(at, kind, budget)),
               *operating_point_lines(runs), "",
               NOT_SWAPPED, "", "## Commands", "", *(f"- `{r['command']}`" for r in runs)]
     with open(path, "w") as f:
@@ -176,7 +200,7 @@ def main(argv=None) -> int:
     args = arguments().parse_args(argv)
     if not args.runs_dir.strip():
         fail("--runs-dir must name a folder", "experiments.paper_ablation")
-    runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget)
+    runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget, args.kinds)
     total = len(runs)
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda ir: study.execute(ir[1], f"[{ir[0]}/{total}]", [], not args.no_train),

@@ -58,7 +58,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, texts: dict 
     parsed namespace: what is there was given (`given_fields`), so a flag the chosen method does not use can be
     refused whatever its value."""
     texts, choices = texts or {}, {"finetune": ("greedy", "sandwich"), "paper_budget": ("input", "mean"),
-                                     "paper_reward": ("wall", "lagrangian"), **(choices or {})}
+                                     "paper_reward": ("wall", "lagrangian"),
+                                     "paper_pruner": ("dpratio", "nested"), **(choices or {})}
     listed = {"dataset": DATASETS, "model": tuple(MODELS)}     # checked by check_dataset_and_model, named there
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items() if title}
     for f in fields(config_class):

@@ -171,6 +171,11 @@ class RunConfig:
                                          "dual ascent on the validation mean MACs after each outer epoch, from "
                                          "--method both's start and step (an ablation: its reward, without its "
                                          "calibration shift)", "paper")
+    paper_pruner: str = setting("dpratio", "dpratio: the trade-off pruner merges the two agents' top-k masks, the "
+                                           "channels one agent alone prunes split by --paper-dpratio (the "
+                                           "paper's); nested: --method both's, the runtime keep set inside the "
+                                           "static one, ranked by lam norm(u_r) + (1 - lam) norm(u_s) (an "
+                                           "ablation)", "paper")
     paper_static_budget: float | None = setting(None, "the static agent's parameter budget, a fraction of the dense "
                                                       "parameters: its keep fractions centre on the uniform width "
                                                       "that stores that share and its penalty binds there (default: "
@@ -209,6 +214,10 @@ class RunConfig:
             raise UsageError(f"--paper-reward must be wall or lagrangian, got {self.paper_reward!r}")
         if self.paper_reward == "lagrangian" and self.paper_budget != "input":
             raise UsageError("--paper-reward lagrangian binds the mean MACs itself: drop --paper-budget mean")
+        if self.paper_pruner not in ("dpratio", "nested"):
+            raise UsageError(f"--paper-pruner must be dpratio or nested, got {self.paper_pruner!r}")
+        if self.paper_pruner == "nested" and self.paper_dpratio != RunConfig.paper_dpratio:
+            raise UsageError("--paper-pruner nested keeps no split between the agents: drop --paper-dpratio")
         return self
 
     def to_dict(self) -> dict:

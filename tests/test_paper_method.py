@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli
 from rtsearch.net.cost import CostModel
 from rtsearch.net.models import build_model
-from rtsearch.net.tradeoff import PaperNet, gate_product, keep_mask, resolve
+from rtsearch.net.tradeoff import PaperNet, gate_product, keep_mask, nest, resolve
 from rtsearch.rl import paper_reward
 from rtsearch.rl.paper_reward import RunningMean
 
@@ -194,6 +194,39 @@ def test_dpratio_one_leaves_the_runtime_mask_and_zero_the_static_one():
     assert torch.equal(runtime & stat, runtime_keep)
     runtime, stat, _ = resolve(runtime_keep, static_keep, gates, static, dpratio=0.0)
     assert torch.equal(runtime & stat, static_keep)
+
+
+def test_the_nested_pruner_keeps_the_runtime_count_inside_the_static_set_by_the_mixed_rank():
+    """--paper-pruner nested (--method both's pruner on the paper's gates): the static set stands as the static agent
+    picked it; inside it, min(k_r, k_s) channels, the highest by lam spread(u_r) + (1 - lam) spread(u_s)."""
+    gates, static, runtime_keep, static_keep = hand_made()
+    runtime, stat = nest(runtime_keep, static_keep, gates, static, lam=1.0)
+    assert torch.equal(stat, static_keep)
+    # k_r = 4 of the static set {2,...,6}, by the runtime gate alone: 8, 7, 6, 5
+    assert runtime[0].nonzero().flatten().tolist() == [2, 3, 4, 5]
+    runtime, _ = nest(runtime_keep, static_keep, gates, static, lam=0.0)
+    assert runtime[0].nonzero().flatten().tolist() == [2, 3, 4, 5]       # by u_s alone: 10, 9, 8, 7
+    # a signed runtime gate that ranks channel 6 first (spread over the set: 1 for 6, 0 for 2) against u_s (2 first)
+    signed = torch.tensor([[10.0, 9, -5, -4, -3, -2, -1, 3, 2, 1]])
+    runtime, _ = nest(runtime_keep, static_keep, signed, static, lam=0.75)
+    assert runtime[0].nonzero().flatten().tolist() == [3, 4, 5, 6]
+    wide = keep_mask(gates, torch.tensor([0.9]))           # the runtime side asks for more than the static set holds
+    runtime, _ = nest(wide, static_keep, gates, static, lam=0.5)
+    assert torch.equal(runtime, static_keep)
+
+
+def test_the_nested_layer_computes_min_k_r_k_s_channels_and_only_inside_the_static_set():
+    torch.manual_seed(0)
+    paper = PaperNet(build_model("small", (1, 8, 8)), pruner="nested").eval()
+    x = torch.randn(4, 1, 8, 8)
+    keep_r, keep_s = torch.tensor([0.2, 0.5, 0.7, 1.0]), torch.full((4,), 0.6)
+    with torch.no_grad():
+        _, active = paper.layer(0, x, keep_r, keep_s, 0.5)
+        static = keep_mask(paper.static_scores(0).expand(4, -1), keep_s)
+    channels = paper.net.gates[0].out_channels
+    want = torch.minimum(torch.ceil(keep_r * channels - 1e-6), torch.ceil(keep_s * channels - 1e-6))
+    assert active.sum(1).tolist() == want.tolist()
+    assert not (active & ~static).any()
 
 
 def test_gate_product_keeps_two_negative_gates_negative():

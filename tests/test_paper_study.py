@@ -133,10 +133,12 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert "--paper-static-budget 0.78" in commands[ablation.STATIC_BUDGET]
     assert "--paper-reward lagrangian" in commands[ablation.REWARD]
     assert "--paper-epochs 10 --paper-rl-epochs 1 --paper-backbone-epochs 1" in commands[ablation.SCHEDULE]
+    assert "--paper-pruner nested" in commands[ablation.PRUNER]
     assert len({r["out"] for r in runs}) == len(runs) == 3 * len(ablation.KINDS)       # one folder per run
     accuracy = {ablation.PAPER: [0.95, 0.94, 0.96], ablation.NO_MEMORY: [0.951, 0.939, 0.962],
                 ablation.MEAN_BUDGET: [0.90, 0.89, 0.91], ablation.STATIC_BUDGET: [0.97, 0.96, 0.98],
-                ablation.REWARD: [0.96, 0.95, 0.97], ablation.SCHEDULE: [0.93, 0.95, 0.97]}
+                ablation.REWARD: [0.96, 0.95, 0.97], ablation.SCHEDULE: [0.93, 0.95, 0.97],
+                ablation.PRUNER: [0.94, 0.93, 0.95]}
     for run in runs:
         if run["kind"] == ablation.MEAN_BUDGET and run["seed"] == 2:
             continue                                    # not finished
@@ -156,6 +158,25 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
         in page and "the swap helps" in page
     assert "(paper, both's reward): test accuracy minus `paper`'s per seed (0, 1, 2) +0.010, +0.010, +0.010" in page
     assert "(paper, both's schedule): test accuracy minus `paper`'s per seed (0, 1, 2) -0.020, +0.010, +0.010" in page
+    assert "(paper, both's trade-off pruner): test accuracy minus `paper`'s per seed (0, 1, 2) -0.010, -0.010, " \
+           "-0.010" in page
+
+
+def test_the_ablation_runs_only_the_kinds_asked_for_beside_paper(tmp_path):
+    """--kinds: `paper` and the swaps named, and the page lists those alone; an unknown name exits 2 before any run."""
+    from experiments import paper_ablation as ablation
+    runs = ablation.plan(str(tmp_path / "runs"), [0, 1], BUDGET, ablation.kinds_list("pruner"))
+    assert sorted({r["kind"] for r in runs}) == sorted([ablation.PAPER, ablation.PRUNER]) and len(runs) == 4
+    for run in runs:
+        write_run({**run, "args": ["--method", "paper"]}, 0.95, 0.2, 0.001, 1.0, None)
+    out = tmp_path / "ablation.md"
+    ablation.report(runs, BUDGET, "python -m experiments.paper_ablation --kinds pruner", str(out))
+    page = out.read_text()
+    assert "| paper, both's trade-off pruner | 2 |" in page and "| paper, both's reward |" not in page
+    assert "(paper, both's reward)" not in page and "(paper, both's trade-off pruner)" in page
+    with pytest.raises(SystemExit) as stop:
+        ablation.main(["--kinds", "pruner,lstm", "--runs-dir", str(tmp_path / "none")])
+    assert stop.value.code == 2 and not (tmp_path / "none").exists()
 
 
 def test_the_second_operating_point_over_its_macs_budget_is_not_read_as_a_gain(tmp_path):

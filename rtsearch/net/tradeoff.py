@@ -18,7 +18,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from rtsearch.net.models import GatedNet, ResidualSegment
-from rtsearch.net.pruning import keep_count, top_mask
+from rtsearch.net.pruning import EPS, keep_count, top_mask
 
 MIN_KEEP = 0.1          # the paper clamps every keep fraction into [0.1, 1]
 SCORE_HIDDEN = 100      # the shared static-score network: 4 -> 100 -> SELU -> 1
@@ -53,6 +53,28 @@ def resolve(runtime_keep: torch.Tensor, static_keep: torch.Tensor, runtime_gates
     return runtime, static, overlap
 
 
+def spread(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Min-max scaling of each row into [0, 1] over its kept channels (the paper's gates are signed, so `--method
+    both`'s division by the maximum would not order them)."""
+    lo = values.masked_fill(~keep, float("inf")).amin(dim=-1, keepdim=True)
+    hi = values.masked_fill(~keep, float("-inf")).amax(dim=-1, keepdim=True)
+    return (values - lo) / (hi - lo).clamp(min=EPS)
+
+
+def nest(runtime_keep: torch.Tensor, static_keep: torch.Tensor, runtime_gates: torch.Tensor,
+         static_scores: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`--paper-pruner nested`, `--method both`'s trade-off pruner on the paper's gates: the static keep set as the
+    static agent picked it; inside it the runtime side keeps as many channels as its own mask holds (at most the whole
+    set), the highest by lam spread(u_r) + (1 - lam) spread(u_s) over the set. The channels computed number
+    min(k_r, k_s): at both agents' centres, the budget's width. Returns (runtime keep, static keep), (B, C) boolean,
+    the first inside the second."""
+    scores = static_scores.detach().expand_as(runtime_gates)
+    combined = lam * spread(runtime_gates.detach(), static_keep) + (1.0 - lam) * spread(scores, static_keep)
+    k = torch.minimum(runtime_keep.sum(dim=-1), static_keep.sum(dim=-1))
+    runtime = top_mask(combined.masked_fill(~static_keep, torch.finfo(combined.dtype).min), k)
+    return runtime, static_keep
+
+
 def gate_product(runtime_gates: torch.Tensor, static_scores: torch.Tensor) -> torch.Tensor:
     """u_r * u_s, negative where both are (the paper's sign rule: two negative gates do not make a positive one)."""
     both_negative = (runtime_gates < 0) & (static_scores < 0)
@@ -62,9 +84,10 @@ def gate_product(runtime_gates: torch.Tensor, static_scores: torch.Tensor) -> to
 class PaperNet(nn.Module):
     """A `GatedNet` run as the paper's gated network, with what the paper adds to it."""
 
-    def __init__(self, net: GatedNet):
+    def __init__(self, net: GatedNet, pruner: str = "dpratio"):
         super().__init__()
         self.net = net
+        self.pruner = pruner        # --paper-pruner: dpratio or nested (ranking by the dense model's lam, net.lam)
         self.score = nn.Sequential(nn.Linear(4, SCORE_HIDDEN), nn.SELU(), nn.Linear(SCORE_HIDDEN, 1))
         nn.init.constant_(self.score[-1].bias, 1.0)       # as the paper: static scores start near 1
         self.beta = nn.ParameterList([nn.Parameter(torch.zeros(g.out_channels)) for g in net.gates])
@@ -99,8 +122,11 @@ class PaperNet(nn.Module):
         gate = segment.gate
         gates = self.runtime_gates(t, h) if gates is None else gates
         scores = self.static_scores(t)
-        runtime, static, _ = resolve(keep_mask(gates.detach(), keep_r),
-                                     keep_mask(scores.detach().expand_as(gates), keep_s), gates, scores, dpratio)
+        masks = keep_mask(gates.detach(), keep_r), keep_mask(scores.detach().expand_as(gates), keep_s)
+        if getattr(self, "pruner", "dpratio") == "nested":      # models pickled before the choice merged
+            runtime, static = nest(*masks, gates, scores, self.net.lam)
+        else:
+            runtime, static, _ = resolve(*masks, gates, scores, dpratio)
         active = runtime & static
         scale = gate_product(gates, scores) * active
         z = gate.bn(gate.conv(h))
@@ -144,7 +170,7 @@ def _column(keep: torch.Tensor, t: int, batch: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def from_dense(net: GatedNet, x: torch.Tensor) -> PaperNet:
+def from_dense(net: GatedNet, x: torch.Tensor, pruner: str = "dpratio") -> PaperNet:
     """The paper's gated network from this project's dense model, computing (nearly) the same function: BatchNorm's
     affine part moves into the gate (bias = BN weight) and beta (= BN bias), each scaled by the dense model's mean
     importance on `x` (its channels were scaled by it), and the gate's weights start small."""
@@ -157,7 +183,7 @@ def from_dense(net: GatedNet, x: torch.Tensor) -> PaperNet:
         runtime = gate.runtime_importance(h)
         means.append(gate.combined_score(runtime, keep, net.lam).mean(0))
         h, _ = segment(h, keep, torch.zeros(len(h), device=h.device), net.lam, runtime)
-    paper = PaperNet(net).to(x.device)
+    paper = PaperNet(net, pruner).to(x.device)
     for t, (gate, mean) in enumerate(zip(net.gates, means)):
         gate.predictor.weight.normal_(0.0, 0.01)
         gate.predictor.bias.copy_(gate.bn.weight * mean)

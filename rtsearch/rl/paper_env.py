@@ -99,7 +99,7 @@ def paper_network(world: dict) -> PaperNet:
     m = world["model"]
     net = build_model(m["name"], tuple(m["input_shape"]), m["num_classes"], m["widths"], m["lam"],
                       m.get("predictors", True))
-    paper = PaperNet(net)
+    paper = PaperNet(net, world.get("pruner", "dpratio"))
     paper.load_state_dict(world["paper_state"])
     paper.eval()
     for p in paper.parameters():

@@ -76,7 +76,8 @@ class Crew:
                                          "static", self.layers, gpu)
 
     def world(self) -> dict:
-        return {"model": self.paper.net.config(), "static_keep": list(self.keep_s), "means": dict(self.means),
+        return {"model": self.paper.net.config(), "pruner": self.paper.pruner, "static_keep": list(self.keep_s),
+                "means": dict(self.means),
                 "beta": self.beta,
                 "paper_state": {k: v.detach().to("cpu", copy=True) for k, v in self.paper.state_dict().items()}}
 
@@ -167,7 +168,7 @@ def run_paper(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
         train, rl_part = split_off(splits.train, cfg.agent_share, cfg.seed)
         rl_inputs = len(rl_part[0])
     started_ray = ensure_ray(cfg.num_env_runners)
-    paper = from_dense(net, splits.train[0])
+    paper = from_dense(net, splits.train[0], cfg.paper_pruner)
     crew = Crew(cfg, paper, rl_inputs)
     log(f"paper: width budget {crew.width:.4f} (MACs cap {crew.macs_cap:.4f}), static width {crew.static_width:.4f} "
         f"(params cap {crew.param_cap:.4f}), "
