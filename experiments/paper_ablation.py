@@ -18,7 +18,10 @@ MACs), per seed, through the real command line, every other setting at its defau
   still meet the budget);
 - and, not a swap, the paper's second operating point: `--paper-static-budget 0.78` (the static agent centred on
   the uniform width that stores 0.78 of the parameters and capped there; the paper reports 91.07 % on CIFAR-10 /
-  M-CifarNet at 3.92 times fewer MACs with 0.78 of the parameters, against 91.33 % runtime only).
+  M-CifarNet at 3.92 times fewer MACs with 0.78 of the parameters, against 91.33 % runtime only);
+- the same operating point under both's trade-off pruner: `--paper-pruner nested --paper-static-budget 0.78` (the
+  channels computed are min(k_r, k_s), so the static side's wider centre no longer asks the runtime side to keep
+  fewer channels than its own centre).
 Each swap is read against `paper` seed by seed: test accuracy, MACs, how much the cost varies from input to input.
 """
 from __future__ import annotations
@@ -39,19 +42,22 @@ REWARD, SCHEDULE = "paper, both's reward", "paper, both's schedule"
 PRUNER = "paper, both's trade-off pruner"
 STATIC_SHARE = 0.78         # the paper's second operating point: the share of the parameters its static side keeps
 STATIC_BUDGET = f"paper, static budget {STATIC_SHARE:g}"
-KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, REWARD, SCHEDULE, PRUNER, STATIC_BUDGET]
+NESTED_STATIC = f"paper, both's trade-off pruner, static budget {STATIC_SHARE:g}"
+KINDS = [PAPER, NO_MEMORY, MEAN_BUDGET, REWARD, SCHEDULE, PRUNER, STATIC_BUDGET, NESTED_STATIC]
 # --kinds: the short names of what runs beside `paper`
 SHORT = {"memory": NO_MEMORY, "budget": MEAN_BUDGET, "reward": REWARD, "schedule": SCHEDULE, "pruner": PRUNER,
-         "static-budget": STATIC_BUDGET}
+         "static-budget": STATIC_BUDGET, "pruner-static-budget": NESTED_STATIC}
 # both's schedule: ten rounds of one agents' update then one fine-tuning epoch, against the paper's five outer
 # epochs of 4 RL then 2 backbone epochs: the same 10 backbone epochs, half the RL epochs
 FLAGS = {PAPER: [], NO_MEMORY: ["--no-paper-recurrent"], MEAN_BUDGET: ["--paper-budget", "mean"],
          REWARD: ["--paper-reward", "lagrangian"],
          SCHEDULE: ["--paper-epochs", "10", "--paper-rl-epochs", "1", "--paper-backbone-epochs", "1"],
          PRUNER: ["--paper-pruner", "nested"],
-         STATIC_BUDGET: ["--paper-static-budget", f"{STATIC_SHARE:g}"]}
+         STATIC_BUDGET: ["--paper-static-budget", f"{STATIC_SHARE:g}"],
+         NESTED_STATIC: ["--paper-pruner", "nested", "--paper-static-budget", f"{STATIC_SHARE:g}"]}
 FOLDERS = {PAPER: "paper", NO_MEMORY: "paper-nolstm", MEAN_BUDGET: "paper-meanbudget", REWARD: "paper-lagrangian",
-           SCHEDULE: "paper-alternating", PRUNER: "paper-nested", STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}"}
+           SCHEDULE: "paper-alternating", PRUNER: "paper-nested", STATIC_BUDGET: f"paper-static{STATIC_SHARE:g}",
+           NESTED_STATIC: f"paper-nested-static{STATIC_SHARE:g}"}
 SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`'s policy without memory",
            MEAN_BUDGET: "budget form: the paper's soft wall per input against `both`'s budget on the mean",
            REWARD: "runtime reward: the paper's -CE / m plus its soft wall per input against `both`'s -CE - beta c, "
@@ -62,7 +68,9 @@ SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`
            PRUNER: "trade-off pruner: the paper's two top-k masks with what one agent alone prunes split by dpratio "
                    "against `both`'s runtime keep set inside the static one, ranked by lam u_r + (1 - lam) u_s",
            STATIC_BUDGET: f"the paper's second operating point: the static agent's own budget of {STATIC_SHARE:g} of "
-                          f"the parameters against the code's static budget tied to the runtime one"}
+                          f"the parameters against the code's static budget tied to the runtime one",
+           NESTED_STATIC: f"the second operating point under `both`'s trade-off pruner: the static agent's own budget "
+                          f"of {STATIC_SHARE:g} of the parameters, the channels computed min(k_r, k_s)"}
 NOT_SWAPPED = ("What the swaps leave as they are: the trade-off pruner swap keeps the agents' actions as the paper's "
                "keep fractions over all channels (`both`'s are ratios inside the static keep set), so that the "
                "channels computed, min(k_r, k_s), are the budget's width at both agents' centres; it ranks by the "

@@ -174,8 +174,8 @@ class RunConfig:
     paper_pruner: str = setting("dpratio", "dpratio: the trade-off pruner merges the two agents' top-k masks, the "
                                            "channels one agent alone prunes split by --paper-dpratio (the "
                                            "paper's); nested: --method both's, the runtime keep set inside the "
-                                           "static one, ranked by lam norm(u_r) + (1 - lam) norm(u_s) (an "
-                                           "ablation)", "paper")
+                                           "static one, ranked by lam u_r + (1 - lam) u_s, each min-max "
+                                           "scaled over that set (an ablation)", "paper")
     paper_static_budget: float | None = setting(None, "the static agent's parameter budget, a fraction of the dense "
                                                       "parameters: its keep fractions centre on the uniform width "
                                                       "that stores that share and its penalty binds there (default: "

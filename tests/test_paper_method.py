@@ -150,6 +150,24 @@ def test_the_lagrangian_reward_reaches_the_runtime_env_with_its_multiplier_and_r
         RunConfig(dataset="digits", method="paper", paper_reward="lagrangian", paper_budget="mean").check()
 
 
+def test_the_nested_pruner_reaches_the_envs_network_and_refuses_a_dpratio(monkeypatch):
+    """`--paper-pruner nested`: the run's network and the one each env builds from the world merge by nesting; a
+    dpratio beside it, which it would ignore, exits 2 naming the flag to drop."""
+    from rtsearch.config import RunConfig
+    from rtsearch.errors import UsageError
+    from rtsearch.net.tradeoff import from_dense
+    from rtsearch.rl import paper_agents, paper_loop
+    from rtsearch.rl.paper_env import paper_network
+    from types import SimpleNamespace
+    monkeypatch.setattr(paper_agents, "build", lambda *args, **kwargs: SimpleNamespace(get_module=lambda: None))
+    cfg = RunConfig(dataset="digits", method="paper", budget=0.255, paper_pruner="nested").check()
+    net = build_model("small", (1, 8, 8))
+    crew = paper_loop.Crew(cfg, from_dense(net, torch.randn(16, 1, 8, 8), cfg.paper_pruner), 128)
+    assert crew.paper.pruner == "nested" and paper_network(crew.world()).pruner == "nested"
+    with pytest.raises(UsageError, match="drop --paper-dpratio"):
+        RunConfig(dataset="digits", method="paper", paper_pruner="nested", paper_dpratio=0.3).check()
+
+
 def test_the_static_env_centres_its_keep_fractions_on_the_static_width():
     env = env_of("static")[0]
     env.static_width = 0.9

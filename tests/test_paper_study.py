@@ -134,11 +134,12 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert "--paper-reward lagrangian" in commands[ablation.REWARD]
     assert "--paper-epochs 10 --paper-rl-epochs 1 --paper-backbone-epochs 1" in commands[ablation.SCHEDULE]
     assert "--paper-pruner nested" in commands[ablation.PRUNER]
+    assert "--paper-pruner nested --paper-static-budget 0.78" in commands[ablation.NESTED_STATIC]
     assert len({r["out"] for r in runs}) == len(runs) == 3 * len(ablation.KINDS)       # one folder per run
     accuracy = {ablation.PAPER: [0.95, 0.94, 0.96], ablation.NO_MEMORY: [0.951, 0.939, 0.962],
                 ablation.MEAN_BUDGET: [0.90, 0.89, 0.91], ablation.STATIC_BUDGET: [0.97, 0.96, 0.98],
                 ablation.REWARD: [0.96, 0.95, 0.97], ablation.SCHEDULE: [0.93, 0.95, 0.97],
-                ablation.PRUNER: [0.94, 0.93, 0.95]}
+                ablation.PRUNER: [0.94, 0.93, 0.95], ablation.NESTED_STATIC: [0.95, 0.94, 0.96]}
     for run in runs:
         if run["kind"] == ablation.MEAN_BUDGET and run["seed"] == 2:
             continue                                    # not finished

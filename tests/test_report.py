@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, run_main
 from rtsearch.search import summary as report
 from rtsearch.net.metrics import score
 
@@ -89,14 +89,13 @@ def test_lost_trials_are_left_out(tmp_path):
     assert [t["trial_id"] for t in report.summarize(str(folder))["sweeps"]["0.5"]["trials"]] == ["a"]
 
 
-@pytest.mark.slow
 def test_pareto_over_budgets_and_cli_regenerates(tmp_path):
     folder = make_sweep(tmp_path, budgets=(0.3, 0.5), env_runners=2)
     for b, acc in ((0.3, 0.8), (0.5, 0.9)):
         add_trial(folder, f"t{b}", b, b, [row(1, acc, b - 0.01, 1.0, b, seconds_runtime=2.0)], "completed",
                   {"accuracy": acc, "macs_ratio": b - 0.01, "macs_ratio_p95": b, "params_ratio": 1.0, "score": acc,
                    "feasible": True, "iters_to_best": 1, "seconds": 10.0, "stored_bytes": 1})
-    result = run_cli("rtsearch.report", str(folder), timeout=120)
+    result = run_main("rtsearch.report", str(folder))      # in this process: a fresh interpreter adds only start-up
     assert result.returncode == 0, result.stderr
     summary = json.loads((folder / "summary.json").read_text())
     assert [(p["budget"], p["trial_id"]) for p in summary["pareto"]] == [(0.3, "t0.3"), (0.5, "t0.5")]
@@ -104,10 +103,9 @@ def test_pareto_over_budgets_and_cli_regenerates(tmp_path):
     assert "| 0.3 | `t0.3` |" in (folder / "summary.md").read_text()
 
 
-@pytest.mark.slow
 def test_report_cli_rejects_a_folder_without_a_sweep(tmp_path):
-    assert_usage_error(run_cli("rtsearch.report", str(tmp_path), timeout=60), "sweep.json", "rtsearch.tune")
-    assert_usage_error(run_cli("rtsearch.report", str(tmp_path / "nope"), timeout=60), "not a folder")
+    assert_usage_error(run_main("rtsearch.report", str(tmp_path)), "sweep.json", "rtsearch.tune")
+    assert_usage_error(run_main("rtsearch.report", str(tmp_path / "nope")), "not a folder")
 
 
 def test_a_tie_on_the_validation_score_goes_to_the_higher_validation_confidence(tmp_path):

@@ -73,12 +73,12 @@ def test_empty_data_folder_exits_2(tmp_path):
 
 
 def test_resume_without_checkpoint_exits_2(tmp_path):
-    assert_usage_error(run_cli("rtsearch.train", "--resume", "--out", str(tmp_path / "nothing")), "--resume")
+    assert_usage_error(run_main("rtsearch.train", "--resume", "--out", str(tmp_path / "nothing")), "--resume")
 
 
 def test_corrupt_resume_checkpoint_exits_2(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage" * 10)
-    assert_usage_error(run_cli("rtsearch.train", "--dataset", "digits", "--resume", "--out", str(tmp_path)),
+    assert_usage_error(run_main("rtsearch.train", "--dataset", "digits", "--resume", "--out", str(tmp_path)),
                        "corrupt")
 
 

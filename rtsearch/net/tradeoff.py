@@ -123,7 +123,7 @@ class PaperNet(nn.Module):
         gates = self.runtime_gates(t, h) if gates is None else gates
         scores = self.static_scores(t)
         masks = keep_mask(gates.detach(), keep_r), keep_mask(scores.detach().expand_as(gates), keep_s)
-        if getattr(self, "pruner", "dpratio") == "nested":      # models pickled before the choice merged
+        if getattr(self, "pruner", "dpratio") == "nested":      # a model pickled without the attribute: dpratio
             runtime, static = nest(*masks, gates, scores, self.net.lam)
         else:
             runtime, static, _ = resolve(*masks, gates, scores, dpratio)
