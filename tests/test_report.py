@@ -81,6 +81,17 @@ def test_history_keeps_the_last_row_of_an_iteration_and_skips_a_cut_line(tmp_pat
     assert [r["accuracy"] for r in report.read_history(str(folder), "a")] == [0.5, 0.7]
 
 
+def test_a_retried_iteration_replaces_its_row_and_every_later_one(tmp_path):
+    # Tune retried the trial from a checkpoint older than the rows the driver already wrote (its node died first)
+    folder = make_sweep(tmp_path)
+    add_trial(folder, "a", 0.5, 1.0, [row(1, 0.5, 0.5, 1, 0.5), row(2, 0.6, 0.5, 1, 0.5), row(1, 0.8, 0.5, 1, 0.5)],
+              "running")
+    lines = (folder / "trials" / "a" / "history.jsonl").read_text().splitlines()
+    assert [(json.loads(line)["iteration"], json.loads(line)["accuracy"]) for line in lines] == [(1, 0.8)]
+    report.append_row(str(folder), "a", row(2, 0.9, 0.5, 1, 0.5))
+    assert [r["accuracy"] for r in report.read_history(str(folder), "a")] == [0.8, 0.9]
+
+
 def test_lost_trials_are_left_out(tmp_path):
     folder = make_sweep(tmp_path)
     add_trial(folder, "a", 0.5, 1.0, [row(1, 0.5, 0.5, 1, 0.5)], "stopped")

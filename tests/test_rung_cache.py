@@ -82,6 +82,43 @@ def test_a_uri_cache_root_leaves_the_rungs_uncached(monkeypatch):
                                                                                                       False)
 
 
+def test_a_rung_another_process_is_making_is_left_for_last(tmp_path, cache, monkeypatch):
+    """While another process holds the cheapest rung's lock, the run makes the other nine first, then comes back to
+    it (made here once the other process lets go without leaving an entry)."""
+    import fcntl
+
+    import torch
+    cfg = RunConfig(dataset="digits", method="ladder", budget=0.08, iterations=1, warmup_epochs=0,
+                    out=str(tmp_path / "run"))
+    budgets = ladder.rung_budgets(cfg.budget)
+    first = ladder.rung_config(cfg, budgets[0])
+    entry = rung_cache.entry_path(rung_cache.key(first, rung_cache.dense_name(cfg)))
+    os.makedirs(os.path.dirname(entry))
+    other = open(f"{entry}.lock", "a")
+    fcntl.flock(other, fcntl.LOCK_EX)           # another process is making the cheapest rung
+    made = []
+
+    def fake_rung(rc, head, log, resume):       # a rung without training: what the cache and the ladder read
+        made.append(rc.budget)
+        if len(made) == len(budgets) - 1:
+            other.close()                        # the other process ends without an entry
+        os.makedirs(rc.out, exist_ok=True)
+        torch.save({"budget": rc.budget}, os.path.join(rc.out, "deployed.pt"))
+        metrics = {"macs_ratio": rc.budget, "params_ratio": rc.budget, "accuracy": 0.5, "stored_bytes": 1,
+                   "seconds": 0.1}
+        (Path(rc.out) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    monkeypatch.setattr(ladder, "train_rung", fake_rung)
+    lines = []
+    rungs = ladder.train_rungs(cfg, lines.append, resume=False)
+    assert made == [*budgets[1:], budgets[0]]
+    assert [r["budget"] for r in rungs] == budgets and not any(r["read_back"] for r in rungs)
+    assert lines == [f"rung 1/10 (MACs budget {budgets[0]:g}): another process is making it; making the other rungs "
+                     f"first"], lines
+    assert len(entries(cache)) == len(budgets)
+
+
 @pytest.mark.slow
 def test_a_second_ladder_run_with_other_agent_settings_reuses_every_rung(tmp_path, cache):
     args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.15", "--iterations", "1",
@@ -133,35 +170,42 @@ def test_another_rung_setting_makes_a_new_entry_and_agent_settings_do_not(tmp_pa
 RACER = """
 import sys
 from rtsearch.config import RunConfig
-from rtsearch.methods import ladder, rung_cache
+from rtsearch.methods import ladder
 cfg = RunConfig(dataset="digits", method="ladder", budget=0.08, iterations=1, warmup_epochs=0, out=sys.argv[1])
-rc = ladder.rung_config(cfg, 0.04)
-metrics, reused = rung_cache.obtain(rc, rung_cache.key(rc, rung_cache.dense_name(cfg)),
-                                    lambda: ladder.train_rung(rc, "rung", print, False), print, "rung")
-print("REUSED" if reused else "BUILT", repr(metrics["accuracy"]))
+for rung in ladder.train_rungs(cfg, print, resume=False):
+    print("RUNG", rung["budget"], repr(rung["metrics"]["accuracy"]))
 """
 
 
 @pytest.mark.slow
-def test_two_processes_making_the_same_rung_leave_one_whole_entry_and_agree(tmp_path, cache):
+def test_two_processes_making_one_ladder_make_each_rung_once_and_agree(tmp_path, cache):
+    # two trials of a sweep starting together: they share the rungs out, each making those the other has not taken
     racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / name)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=dict(os.environ)) for name in "ab"]
     results = [racer.communicate(timeout=600) for racer in racers]
     assert all(racer.returncode == 0 for racer in racers), [err[-2000:] for _, err in results]
-    verdicts = sorted(out.strip().splitlines()[-1].split()[0] for out, _ in results)
-    assert verdicts == ["BUILT", "REUSED"], [out[-2000:] for out, _ in results]      # the second waited, or came late
-    assert len({out.strip().splitlines()[-1].split()[1] for out, _ in results}) == 1
-    (entry,) = entries(cache)
-    assert sorted(p.name for p in (cache / "rungs").iterdir()) == [entry, f"{entry}.lock"]   # nothing half-made left
-    for name in ("metrics.json", "deployed.pt"):
-        assert (tmp_path / "a" / "rungs" / "0.04" / name).read_bytes() == \
-            (tmp_path / "b" / "rungs" / "0.04" / name).read_bytes()
+    budgets = ladder.rung_budgets(0.08)
+    made = [re.findall(r"^rung \d+/10 \(MACs budget ([\d.]+)\): Torch-Pruning L1, fine-tuned", out, re.M)
+            for out, _ in results]
+    assert sorted(float(b) for b in made[0] + made[1]) == budgets, made        # each rung made once, by one of them
+    for out, _ in results:           # and every rung in both runs, with the same figures
+        assert [line.split()[1] for line in out.splitlines() if line.startswith("RUNG ")] == [f"{b}" for b in budgets]
+    assert [line for line in results[0][0].splitlines() if line.startswith("RUNG ")] == \
+        [line for line in results[1][0].splitlines() if line.startswith("RUNG ")]
+    assert len(entries(cache)) == len(budgets)
+    assert sorted(p.name for p in (cache / "rungs").iterdir()) == sorted(
+        [*entries(cache), *(f"{e}.lock" for e in entries(cache))])        # nothing half-made left
+    for budget in budgets:
+        for name in ("metrics.json", "deployed.pt"):
+            assert (tmp_path / "a" / "rungs" / f"{budget:g}" / name).read_bytes() == \
+                (tmp_path / "b" / "rungs" / f"{budget:g}" / name).read_bytes()
     # without working locks both would build: the rename lets the first entry stand and the second go
+    entry = entries(cache)[0]
     key = json.loads((cache / "rungs" / entry / "key.json").read_text())
     before = (cache / "rungs" / entry / "deployed.pt").read_bytes()
-    assert not rung_cache.publish(str(tmp_path / "b" / "rungs" / "0.04"), str(cache / "rungs" / entry), key)
+    budget = key["run"]["budget"]
+    assert not rung_cache.publish(str(tmp_path / "b" / "rungs" / f"{budget:g}"), str(cache / "rungs" / entry), key)
     assert (cache / "rungs" / entry / "deployed.pt").read_bytes() == before
-    assert sorted(p.name for p in (cache / "rungs").iterdir()) == [entry, f"{entry}.lock"]
 
 
 @pytest.mark.slow

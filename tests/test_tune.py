@@ -40,7 +40,7 @@ def history_lines(results, trial_id) -> int:
 
 
 def iterations(results, trial_id) -> int:
-    """Distinct iterations in a trial's history (an iteration re-run after a resume has two lines)."""
+    """Distinct iterations in a trial's history."""
     with open(os.path.join(results, "trials", trial_id, "history.jsonl")) as f:
         return len({json.loads(line)["iteration"] for line in f if line.strip()})
 

@@ -63,24 +63,30 @@ def rung_config(cfg: RunConfig, budget: float) -> RunConfig:
 def train_rungs(cfg: RunConfig, log, resume: bool) -> list[dict]:
     """Run every rung (a fixed-ratio run, rtsearch.methods.fixed); with `resume`, a finished rung is read back and a
     started one resumed. A rung some run made before with the same settings is copied from the rung cache
-    (rtsearch.methods.rung_cache) instead, and a rung made here is added to it. Returns each rung's folder and
-    metrics and whether it was read back, cheapest first. A copied rung is not "read back": the run's seconds count
-    what copying it took, not its training (and, read back on --resume, that copy's seconds again)."""
-    rungs = []
+    (rtsearch.methods.rung_cache) instead, and a rung made here is added to it; a rung another process is making
+    right now is left for last, so that both make rungs meanwhile. Returns each rung's folder and metrics and
+    whether it was read back, cheapest first. A copied rung is not "read back": the run's seconds count what
+    copying it took, not its training (and, read back on --resume, that copy's seconds again)."""
+    rungs, later = [], []
     budgets = rung_budgets(cfg.budget)
     dense_model = None          # its name, the rungs' cache key: found when a rung is first looked up
-    for i, b in enumerate(budgets, 1):
-        rc = rung_config(cfg, b)
-        head = f"rung {i}/{len(budgets)} (MACs budget {b:g})"
-        read_back = resume and os.path.isfile(os.path.join(rc.out, "metrics.json"))
-        if read_back:
-            log(f"{head}: done before, read back from {rc.out}")
-            metrics = rung_cache.read_back(rc.out)
-        else:
+    for wait, todo in ((False, list(enumerate(budgets, 1))), (True, later)):
+        for i, b in todo:
+            rc = rung_config(cfg, b)
+            head = f"rung {i}/{len(budgets)} (MACs budget {b:g})"
+            read_back = resume and os.path.isfile(os.path.join(rc.out, "metrics.json"))
+            if read_back:
+                log(f"{head}: done before, read back from {rc.out}")
+                rungs.append({"budget": b, "out": rc.out, "metrics": rung_cache.read_back(rc.out), "read_back": True})
+                continue
             dense_model = dense_model or rung_cache.dense_name(cfg)
-            metrics, _ = rung_cache.obtain(rc, rung_cache.key(rc, dense_model),
-                                           lambda rc=rc, head=head: train_rung(rc, head, log, resume), log, head)
-        rungs.append({"budget": b, "out": rc.out, "metrics": metrics, "read_back": read_back})
+            got = rung_cache.obtain(rc, rung_cache.key(rc, dense_model),
+                                    lambda rc=rc, head=head: train_rung(rc, head, log, resume), log, head, wait)
+            if got is None:
+                log(f"{head}: another process is making it; making the other rungs first")
+                later.append((i, b))
+                continue
+            rungs.append({"budget": b, "out": rc.out, "metrics": got[0], "read_back": False})
     return sorted(rungs, key=lambda r: r["metrics"]["macs_ratio"])
 
 

@@ -14,8 +14,10 @@ agent's make the same ten rungs, much of a trial's time; here the first makes ea
   iterations, fine-tuning epochs and rate, distill, agent_share, holdout_share, ...) but those in UNKEYED; and
   FORMAT, raised when the way a rung is made changes.
 - **Writing.** An entry is built in a temporary folder beside it and renamed into place, so a reader never sees
-  half of one. A lock file (`<entry>.lock`, fcntl.flock) makes a second process that needs the same rung wait for
-  the first and then copy its entry; locks on other rungs do not block it. The lock goes with the process that
+  half of one. A lock file (`<entry>.lock`, fcntl.flock) marks a rung being made. A ladder run that finds a rung
+  locked by another process makes its other rungs first (`obtain` with `wait` False) and comes back to it at the
+  end, waiting then for the other process and copying its entry: two trials that start together make half the
+  rungs each, on two cores, instead of one making them all while the other waits. The lock goes with the process that
   holds it, killed or not. On storage without working locks (some NFS or cluster mounts) both processes train the
   rung and both renames are tried: the first wins, the second finds the folder taken and keeps its own copy in
   its run folder. Both hold a correct rung; the entry is whole either way.
@@ -114,19 +116,23 @@ def read_entry(entry: str, rung_key: dict) -> tuple[dict | None, str | None]:
 
 
 @contextlib.contextmanager
-def locked(entry: str, on_wait: Callable[[], None]):
-    """Hold `<entry>.lock` exclusively (fcntl.flock) for the block; `on_wait` runs once if another process holds
-    it. Where the filesystem has no working locks the block runs unlocked (see the module docstring)."""
+def locked(entry: str, on_wait: Callable[[], None], wait: bool = True):
+    """Hold `<entry>.lock` exclusively (fcntl.flock) for the block and yield True; `on_wait` runs once if another
+    process holds it. With `wait` False the block gets False at once instead of waiting. Where the filesystem has
+    no working locks the block runs unlocked (see the module docstring)."""
     os.makedirs(os.path.dirname(entry), exist_ok=True)
     with open(f"{entry}.lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             on_wait()
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError:
             pass
-        yield       # closing the file releases the lock
+        yield True      # closing the file releases the lock
 
 
 def copy_file(src: str, dst: str) -> None:
@@ -174,15 +180,19 @@ def discard(entry: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def obtain(rc: RunConfig, rung_key: dict, build: Callable[[], dict], log, head: str) -> tuple[dict, bool]:
+def obtain(rc: RunConfig, rung_key: dict, build: Callable[[], dict], log, head: str,
+           wait: bool = True) -> tuple[dict, bool] | None:
     """The rung `rc` in rc.out: copied from its cache entry if there is a whole one, else made by `build` (which
     trains it in rc.out and returns its metrics) and added to the cache. Returns (its metrics, whether it was
-    reused). `head` starts each line logged ("rung 3/10 (MACs budget 0.04)")."""
+    reused); with `wait` False, None at once where another process is making it. `head` starts each line logged
+    ("rung 3/10 (MACs budget 0.04)")."""
     entry = entry_path(rung_key)
     if entry is None:
         return build(), False
     started = time.time()
-    with locked(entry, lambda: log(f"{head}: another process is making it; waiting for {entry}")):
+    with locked(entry, lambda: log(f"{head}: another process is making it; waiting for {entry}"), wait) as held:
+        if not held:
+            return None
         metrics, problem = read_entry(entry, rung_key) if os.path.isdir(entry) else (None, None)
         if metrics is not None:
             copy_out(entry, rc, started)

@@ -68,10 +68,16 @@ def write_trial(results_dir: str, trial_id: str, record: dict) -> None:
 
 
 def append_row(results_dir: str, trial_id: str, row: dict) -> None:
+    """One iteration's row. A row for an iteration already recorded (Tune retried the trial from a checkpoint
+    taken before that iteration, as when its node died before the checkpoint was saved) replaces that row and
+    every later one, so the file holds each iteration once, from the attempt that counts."""
     folder = trial_dir(results_dir, trial_id)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "history.jsonl"), "a") as f:
-        f.write(json.dumps(row, default=str) + "\n")
+    path = os.path.join(folder, "history.jsonl")
+    kept = [r for r in read_history(results_dir, trial_id) if int(r["iteration"]) < int(row["iteration"])]
+    with (replacing(path) as tmp, open(tmp, "w") as f):
+        for r in [*kept, row]:
+            f.write(json.dumps(r, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
