@@ -31,10 +31,10 @@ SWEEPS = os.path.join("results", "sweeps")     # committed evidence, not rtsearc
 
 
 def tune_args(args, search: str, seed: int) -> list[str]:
-    return ["--dataset", args.dataset, "--model", args.model, "--method", "both", "--budget", f"{args.budget:g}",
-            "--param-budget", f"{args.param_budget:g}", "--num-samples", str(args.num_samples),
-            "--max-iterations", str(args.max_iterations), "--search", search, "--seed", str(seed),
-            "--name", sweep_name(args.prefix, search, seed), "--results-dir", SWEEPS]
+    return ["--dataset", args.dataset, "--model", args.model, "--method", args.method, "--budget", f"{args.budget:g}",
+            *(["--param-budget", f"{args.param_budget:g}"] if args.param_budget else []),
+            "--num-samples", str(args.num_samples), "--max-iterations", str(args.max_iterations), "--search", search,
+            "--seed", str(seed), "--name", sweep_name(args.prefix, search, seed), "--results-dir", SWEEPS]
 
 
 def execute(args) -> None:
@@ -113,7 +113,8 @@ def verdict(seeds: list, tpe_trials: list, random_trials: list, num_samples: int
 # committed: three seeds with the ladder's space of its day (lr_finetune searched too), and seed 0 with today's.
 DEFAULT_SWEEPS = ["mnist5k-small-b0.08-ladder-seed0", "mnist5k-small-b0.08-ladder-seed1",
                   "mnist5k-small-b0.08-ladder-seed2", "mnist5k-small-b0.08-ladder-cached-s0"]
-LOAD_NOTE = (
+# what ran beside each study's sweeps, by --prefix (noted by hand when they ran)
+LOAD_NOTES = {"search": (
     "**Load while the sweeps ran** (noted by hand when they ran). Ray runs trial workers at niceness 15, "
     "so they yield the CPU to any other process and a sweep's wall minutes depend on what else ran. `search-tpe-s0` "
     "ran beside plain training runs (inflated), `search-random-s0` beside the test suite, and `search-tpe-s1` beside "
@@ -121,7 +122,8 @@ LOAD_NOTE = (
     "`search-random-s2` (15.5 min) had the machine to themselves, apart from one minute of a test at niceness 19 "
     "early in `search-tpe-s2`. Seed 2's sweeps ran at commit cd6931e (the same search, trial and calibration code as "
     "seeds 0 and 1). Seed 1's best score came in the first 8 trials, where TPE's start-up trials are random search's "
-    "own draws, so on that seed the two searches are the same by construction.")
+    "own draws, so on that seed the two searches are the same by construction."),
+}
 
 
 def over_defaults(summary: dict) -> dict | None:
@@ -188,6 +190,18 @@ def defaults_section(names: list[str]) -> list[str]:
     return lines
 
 
+def produced_by(argv: list[str]) -> list[str]:
+    """The study's arguments less --report-only: the command that runs the sweeps and writes the report."""
+    return [a for a in argv if a != "--report-only"]
+
+
+def space_file(method: str) -> str:
+    """The method's default search space, as a path from the repository root."""
+    from rtsearch import methods
+    from rtsearch.search import space
+    return os.path.join("search_spaces", os.path.basename(space.default_path(methods.get(method))))
+
+
 def write_report(args, path: str) -> None:
     rows, per_method = [], {s: {"trials": [], "iters": [], "best": [], "total_iters": [], "wall": []} for s in SEARCHES}
     for seed in args.seeds:
@@ -209,14 +223,16 @@ def write_report(args, path: str) -> None:
                         f"{(sweep['wall_seconds'] or 0) / 60:.1f} | "
                         f"`python -m rtsearch.tune {' '.join(tune_args(args, search, seed))}` |")
     lines = [
-        "# Search efficiency: TPE against random search",
+        f"# Search efficiency: TPE against random search, `--method {args.method}`",
         "",
-        LOAD_NOTE,
+        LOAD_NOTES.get(args.prefix, ""),
         "",
-        "Produced by `python -m experiments.search_study` (it runs the sweeps below, reusing finished ones, then "
-        "writes this report; `--report-only` rebuilds the report from results/sweeps/). Same space "
-        "(search_spaces/default.yaml, "
-        f"param_budget fixed at {args.param_budget:g}), same trial budget ({args.num_samples} trials x up to "
+        f"Produced by `{' '.join(['python -m experiments.search_study', *produced_by(sys.argv[1:])])}` (it runs "
+        "the sweeps "
+        "below, reusing finished ones, then writes this report; `--report-only` rebuilds the report from "
+        f"results/sweeps/). Same space (`{space_file(args.method)}`"
+        f"{f', param_budget fixed at {args.param_budget:g}' if args.param_budget else ''}"
+        f"), same trial budget ({args.num_samples} trials x up to "
         f"{args.max_iterations} iterations, ASHA on), {args.dataset}/{args.model}, MACs budget {args.budget:g}; "
         "TPE and random share each seed's data split and dense model. The target for a seed is the best "
         "validation score its random sweep found; *trials* and *iterations to reach it* count trials in start "
@@ -242,7 +258,8 @@ def write_report(args, path: str) -> None:
               "| seed | search | best val score | target (random's best) | trials to reach | iterations to reach | "
               "iterations in all | sweep iters-to-best | best trial test acc | best trial test MACs | wall min "
               "| command |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, "", *defaults_section(DEFAULT_SWEEPS), ""]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+              *([] if args.no_defaults else defaults_section(DEFAULT_SWEEPS)), ""]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines))
