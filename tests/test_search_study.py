@@ -38,3 +38,16 @@ def test_the_section_lists_each_seed_and_counts_better_equal_and_worse(tmp_path,
         in text
     assert "+0.0100, +0.0000, -0.0100 of test accuracy (mean +0.0000), better in 1, equal in 1 and worse in 1" in text
     assert "2.0 times the CPU-seconds" in text
+
+
+def test_the_sweeps_search_the_named_methods_space_with_its_own_parameter_budget_unless_one_is_given():
+    from types import SimpleNamespace
+    args = SimpleNamespace(dataset="mnist5k", model="small", method="ladder", budget=0.08, param_budget=0,
+                           num_samples=24, max_iterations=40, prefix="search-ladder")
+    got = search_sweeps.tune_args(args, "random", 2)
+    assert got[got.index("--method") + 1] == "ladder" and "--param-budget" not in got
+    assert got[got.index("--name") + 1] == "search-ladder-random-s2" and got[got.index("--seed") + 1] == "2"
+    args.param_budget = 0.8
+    assert search_sweeps.tune_args(args, "tpe", 0)[8:10] == ["--param-budget", "0.8"]
+    assert search_sweeps.space_file("ladder") == "search_spaces/ladder.yaml"
+    assert search_sweeps.produced_by(["--method", "ladder", "--report-only"]) == ["--method", "ladder"]
