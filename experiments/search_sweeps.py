@@ -123,6 +123,11 @@ LOAD_NOTES = {"search": (
     "early in `search-tpe-s2`. Seed 2's sweeps ran at commit cd6931e (the same search, trial and calibration code as "
     "seeds 0 and 1). Seed 1's best score came in the first 8 trials, where TPE's start-up trials are random search's "
     "own draws, so on that seed the two searches are the same by construction."),
+    "search-ladder": (
+    "**Load while the sweeps ran** (noted by hand when they ran): each sweep had the machine to itself, apart from "
+    "file edits and a few short commands (single test files, reports rebuilt). For each seed the TPE sweep ran "
+    "first and made the seed's ten rungs (the rung cache held none for that seed); the random sweep then copied "
+    "them, so TPE's wall minutes include making the rungs (each sweep's `phase_seconds` says how long)."),
 }
 
 
