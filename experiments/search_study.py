@@ -24,7 +24,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-defaults", action="store_true",
                    help="leave out the section on the default sweep (results/search.md holds it)")
     args = p.parse_args(argv)
-    from experiments.search_sweeps import study
+    from experiments.search_sweeps import produced_by, study
+    args.command = " ".join(["python -m experiments.search_study",
+                             *produced_by(sys.argv[1:] if argv is None else list(argv))])
     study(args)
     return 0
 

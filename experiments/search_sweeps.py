@@ -232,9 +232,8 @@ def write_report(args, path: str) -> None:
         "",
         LOAD_NOTES.get(args.prefix, ""),
         "",
-        f"Produced by `{' '.join(['python -m experiments.search_study', *produced_by(sys.argv[1:])])}` (it runs "
-        "the sweeps "
-        "below, reusing finished ones, then writes this report; `--report-only` rebuilds the report from "
+        f"Produced by `{args.command}` (it runs the sweeps below, reusing finished ones, then writes this report; "
+        "`--report-only` rebuilds the report from "
         f"results/sweeps/). Same space (`{space_file(args.method)}`"
         f"{f', param_budget fixed at {args.param_budget:g}' if args.param_budget else ''}"
         f"), same trial budget ({args.num_samples} trials x up to "

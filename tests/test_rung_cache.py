@@ -204,8 +204,10 @@ def test_two_processes_making_one_ladder_make_each_rung_once_and_agree(tmp_path,
     key = json.loads((cache / "rungs" / entry / "key.json").read_text())
     before = (cache / "rungs" / entry / "deployed.pt").read_bytes()
     budget = key["run"]["budget"]
+    listed = sorted(p.name for p in (cache / "rungs").iterdir())
     assert not rung_cache.publish(str(tmp_path / "b" / "rungs" / f"{budget:g}"), str(cache / "rungs" / entry), key)
     assert (cache / "rungs" / entry / "deployed.pt").read_bytes() == before
+    assert sorted(p.name for p in (cache / "rungs").iterdir()) == listed      # the losing copy left nothing behind
 
 
 @pytest.mark.slow
