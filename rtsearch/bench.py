@@ -12,18 +12,20 @@ with the MACs ratio beside each latency ratio (rtsearch.bench_latency; results/l
 
     python -m rtsearch.bench --latency [--checkpoint CKPT] [--batch-sizes 1,64] [--device cpu|cuda]
 
-`--deployed RUN [RUN ...]` times finished runs' deployed.pt on their own test images, on the CPU, against the
-first run given (rtsearch.bench_deployed), e.g. a ladder run against the Torch-Pruning L1 run at its
-budget:
+`--deployed RUN [RUN ...]` times finished runs' deployed.pt on their own test images (on the CPU unless `--device`
+says otherwise) against the first run given (rtsearch.bench_deployed), e.g. a ladder run against the
+Torch-Pruning L1 run at its budget:
 
-    python -m rtsearch.bench --deployed RUN RUN ... [--batch-sizes 1,64] [--threads 1] [--out FILE.md]
+    python -m rtsearch.bench --deployed RUN RUN ... [--batch-sizes 1,64] [--threads 1] [--device cpu|cuda]
+        [--out FILE.md]
 
 `--pareto` is the comparison users need: it trains (or reuses) the dense model, Torch-Pruning L1 at six budgets,
 uniform static-only, the ladder and the two agents per backbone and seed, times each deployed model (one thread,
 batch 1 and 64) and writes test accuracy against latency and stored bytes, each method's front, and each learned
 point against Torch-Pruning L1 at equal latency (rtsearch.bench_pareto; results/pareto.md):
 
-    python -m rtsearch.bench --pareto [--models small,mcifarnet] [--seeds 0,1,2] [--kinds ...] [--out FILE.md]
+    python -m rtsearch.bench --pareto [--models small,mcifarnet] [--seeds 0,1,2] [--kinds ...] [--device cpu|cuda]
+        [--out FILE.md]
 """
 from __future__ import annotations
 
@@ -81,7 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-runtime-budgets", default=None,
                    help="with --latency: time the runtime rows at batch sizes above 1 only at these budgets "
                         "(default: every budget; dense and static-only are timed at every one)")
-    p.add_argument("--device", default="cpu", help="with --latency: cpu, cuda or auto")
+    p.add_argument("--device", default="cpu", help="with --latency, --deployed or --pareto: where to time, cpu, cuda "
+                                                   "or auto")
     p.add_argument("--threads", default=None, help="with --latency: thread counts, comma-separated "
                                                    "(default: 1 and all)")
     p.add_argument("--runs", type=int, default=30, help="with --latency: timed runs per figure (at least 30)")
@@ -171,6 +174,8 @@ def check_pareto(args):
         raise UsageError(f"--kinds {','.join(unknown) or '(none)'}: choose from {', '.join(KINDS)}")
     if args.no_train and args.train_only:
         raise UsageError("--no-train and --train-only together do nothing: pass one of them")
+    from rtsearch import device
+    device.check(args.device)
     if "tp-l1" not in args.kinds:
         raise UsageError("--kinds must include tp-l1: every point is compared with Torch-Pruning L1's front")
     args.batch_sizes = numbers(args.batch_sizes, "--batch-sizes", int, 1, 4096)
@@ -202,9 +207,11 @@ def main(argv=None) -> int:
         return 0
     if args.deployed:
         from rtsearch import bench_deployed
+        from rtsearch.device import resolve
+        where = resolve(args.device)
         rows = bench_deployed.measure(args.deployed, args.batch_sizes, args.runs, args.threads or [1],
-                                     args.compiled)
-        text = bench_deployed.markdown(rows, command)
+                                     args.compiled, where)
+        text = bench_deployed.markdown(rows, command, where)
         if args.out:
             with open(args.out, "w") as f:
                 f.write(text)

@@ -7,7 +7,9 @@ interquartile range after warm-up, rtsearch.bench_latency.timed) on the first te
   them.
 - batch B: one batch of the first B images.
 Beside each latency are the MACs ratio of the images timed (from the run's test_per_input.npz) and the latency
-ratio against the first run given, at the same batch size and threads.
+ratio against the first run given, at the same batch size and threads. On the CPU by default; with a GPU
+(`--device cuda`) model and images move there first, and a form that cannot run there is reported with its error
+instead of a time (a model whose runtime agent runs on the CPU, for instance).
 """
 from __future__ import annotations
 
@@ -44,10 +46,10 @@ def loaded(run_dir: str) -> torch.nn.Module:
     return model.eval()
 
 
-def forms(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The deployed model as loaded ("eager") and, where it has one, its TorchScript form (rtsearch.deploy.compiled).
-    """
-    compiled = model.compiled() if hasattr(model, "compiled") else None
+def forms(model: torch.nn.Module, device=None) -> list[tuple[str, torch.nn.Module]]:
+    """The deployed model as loaded ("eager") and, where it has one, its TorchScript form (rtsearch.deploy.compiled),
+    compiled on `device`, where the model already lives."""
+    compiled = model.compiled(device) if hasattr(model, "compiled") else None
     return [("eager", model)] + ([("TorchScript", compiled)] if compiled is not None else [])
 
 
@@ -63,50 +65,94 @@ def time_model(model, x: torch.Tensor, batch: int, runs: int, threads: int) -> d
 
 
 def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_counts: list[int],
-            compiled: bool = False) -> list[dict]:
-    """A row per run, form (with `compiled`, also the TorchScript form where there is one), threads and batch."""
+            compiled: bool = False, device: torch.device = torch.device("cpu")) -> list[dict]:
+    """A row per run, form (with `compiled`, also the TorchScript form where there is one), threads and batch. Off
+    the CPU, a form that fails is a row with its `error` and no time (on the CPU a failure is a bug: it is raised)."""
     from rtsearch import data
     rows = []
     for d in run_dirs:
         with open(os.path.join(d, "metrics.json")) as f:
             metrics = json.load(f)
         cfg = metrics["config"]
-        model = loaded(d)
-        x = data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")).test[0]
+        model = loaded(d).to(device)
+        images = data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")).test[0]
+        x = images.to(device)
         per_input = np.load(os.path.join(d, "test_per_input.npz"))["macs_ratio"]
-        for form, fn in forms(model) if compiled else [("eager", model)]:
+        head = {"run": d, "method": metrics["method"], "test_accuracy": metrics["accuracy"]}
+        on_cpu = None if device.type == "cpu" else answers(loaded(d), images)   # what each form must agree with
+        candidates = [("eager", model)]
+        if compiled:
+            try:
+                candidates = forms(model, device)
+            except Exception as e:         # no compiled form on this device: said once per batch size
+                rows += [{**head, "form": "TorchScript", "batch": b, "threads": t, "error": failed(e, device)}
+                         for t in thread_counts for b in batch_sizes]
+        for form, fn in candidates:
             for threads in thread_counts:
                 for b in batch_sizes:
-                    stats = time_model(fn, x, b, runs, threads)
+                    try:
+                        stats = time_model(fn, x, b, runs, threads)
+                        if on_cpu is not None:      # the share of test images whose class matches the CPU's answer
+                            stats["cpu_agreement"] = float((answers(fn, x).cpu() == on_cpu).float().mean())
+                    except Exception as e:
+                        rows.append({**head, "form": form, "batch": b, "threads": threads, "error": failed(e, device)})
+                        print(f"{d} ({metrics['method']}, {form}), batch {b}: does not run on {device.type}: "
+                              f"{rows[-1]['error']}", flush=True)
+                        continue
                     print(f"{d} ({metrics['method']}, {form}), batch {b}, {threads} thread(s): "
                           f"{stats['median_ms']:.3f} ms", flush=True)
-                    rows.append({"run": d, "method": metrics["method"], "form": form, "batch": b, "threads": threads,
-                                 "macs_ratio": float(per_input[:POOL if b == 1 else b].mean()),
-                                 "test_accuracy": metrics["accuracy"], **stats})
-    for row in rows:
-        first = next(r for r in rows if r["run"] == run_dirs[0] and r["batch"] == row["batch"]
-                     and r["threads"] == row["threads"] and r["form"] == "eager")
-        row["latency_ratio"] = row["median_ms"] / first["median_ms"]
+                    rows.append({**head, "form": form, "batch": b, "threads": threads,
+                                 "macs_ratio": float(per_input[:POOL if b == 1 else b].mean()), **stats})
+    for row in timed_rows(rows):
+        first = [r for r in timed_rows(rows) if r["run"] == run_dirs[0] and r["batch"] == row["batch"]
+                 and r["threads"] == row["threads"] and r["form"] == "eager"]
+        row["latency_ratio"] = row["median_ms"] / first[0]["median_ms"] if first else None
     return rows
 
 
-def markdown(rows: list[dict], command: str) -> str:
+def answers(model, x: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """The class each image is given, in batches of `chunk`."""
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
+
+
+def failed(error: Exception, device: torch.device) -> str:
+    """A form's failure off the CPU, in one line; on the CPU the error is raised (a bug, not a finding)."""
+    if device.type == "cpu":
+        raise error
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:200]
+
+
+def timed_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if "error" not in r]
+
+
+def markdown(rows: list[dict], command: str, device: torch.device = torch.device("cpu")) -> str:
     from rtsearch.bench_latency import device_name
     lines = ["# Latency of deployed models on their own test images", "",
-             f"Device: {device_name(torch.device('cpu'))}; torch {torch.__version__}. Produced by:", "",
+             f"Device: {device_name(device)}; torch {torch.__version__}. Produced by:", "",
              f"    {command}", "",
              f"Batch 1: per image over the first {POOL} test images, one at a time. Batch B: one batch of the first "
              "B test images. MACs ratio: the mean over the images timed (test_per_input.npz). Latency ratio: against "
              "the first run's eager form at the same batch size and threads. Form: eager is deployed.pt as loaded, "
              "TorchScript its compiled form (rtsearch/deploy/compiled.py, `--compiled`). Medians and interquartile "
-             "ranges of the timed runs (torch.utils.benchmark, rtsearch/bench_deployed.py).", "",
-             "| run | method | form | test accuracy | batch | threads | MACs ratio | median ms | IQR ms | "
-             "latency ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "ranges of the timed runs (torch.utils.benchmark, rtsearch/bench_deployed.py).", ""]
+    agreement = [r["cpu_agreement"] for r in timed_rows(rows) if "cpu_agreement" in r]
+    if agreement:
+        lines += [f"Off the CPU, each form's answers are checked against the CPU's eager model on the whole test "
+                  f"split: the share of images given the same class is at least {min(agreement):.4f} here.", ""]
+    lines += ["| run | method | form | test accuracy | batch | threads | MACs ratio | median ms | IQR ms | "
+              "latency ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['run']} | {r['method']} | {r['form']} | {r['test_accuracy']:.4f} | {r['batch']} | "
+                         f"{r['threads']} | | does not run on {device.type}: {r['error']} | | |")
+            continue
+        ratio = "n/a" if r["latency_ratio"] is None else f"{r['latency_ratio']:.2f}"
         lines.append(f"| {r['run']} | {r['method']} | {r['form']} | {r['test_accuracy']:.4f} | {r['batch']} | "
                      f"{r['threads']} | "
-                     f"{r['macs_ratio']:.4f} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['latency_ratio']:.2f} |")
+                     f"{r['macs_ratio']:.4f} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

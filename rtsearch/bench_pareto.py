@@ -108,22 +108,33 @@ def write_dense(r: dict, data_dir: str | None) -> None:
                 "config": {"dataset": r["dataset"], "model": r["model"], "seed": r["seed"], "data_dir": data_dir}})
 
 
-def measure(runs: list[dict], batch_sizes: list[int], timed_runs: int, threads: int) -> list[dict]:
+def measure(runs: list[dict], batch_sizes: list[int], timed_runs: int, threads: int,
+            device=None, failures: list | None = None) -> list[dict]:
     """Per run and batch size: its test accuracy, MACs ratio, parameters, bytes and latency: that of the faster of
     deployed.pt as loaded and its compiled form (rtsearch.deploy.compiled), as a user would ship it at that batch
-    size, with the former beside it."""
+    size, with the former beside it. Off the CPU, a form that does not run there goes to `failures` (run, form,
+    batch, error), and a run with no form that runs has no row at that batch."""
+    import torch
+
     from rtsearch import bench_deployed
     rows = []
     for r in runs:
         with open(os.path.join(r["out"], "metrics.json")) as f:
             metrics = json.load(f)
-        timings = bench_deployed.measure([r["out"]], batch_sizes, timed_runs, [threads], compiled=True)
+        timings = bench_deployed.measure([r["out"]], batch_sizes, timed_runs, [threads], compiled=True,
+                                         device=device or torch.device("cpu"))
+        if failures is not None:
+            failures += [(r["out"], t["form"], t["batch"], t["error"]) for t in timings if "error" in t]
         for b in batch_sizes:
-            eager, *compiled = [t for t in timings if t["batch"] == b]
-            best = min([eager, *compiled], key=lambda t: t["median_ms"])    # the form a user would ship at b
+            forms = {t["form"]: t for t in bench_deployed.timed_rows(timings) if t["batch"] == b}
+            if not forms:
+                continue
+            best = min(forms.values(), key=lambda t: t["median_ms"])    # the form a user would ship at b
             rows.append({**{k: r[k] for k in ("model", "kind", "budget", "seed", "out")}, "batch": b,
                          "form": best["form"], "median_ms": best["median_ms"], "iqr_ms": best["iqr_ms"],
-                         "eager_ms": eager["median_ms"], "accuracy": metrics["accuracy"],
+                         "eager_ms": forms["eager"]["median_ms"] if "eager" in forms else None,
+                         **({"cpu_agreement": best["cpu_agreement"]} if "cpu_agreement" in best else {}),
+                         "accuracy": metrics["accuracy"],
                          "macs_ratio": metrics["macs_ratio"], "params_ratio": metrics["params_ratio"],
                          "stored_bytes": metrics["stored_bytes"],
                          "file_bytes": os.path.getsize(os.path.join(r["out"], "deployed.pt"))})
@@ -220,7 +231,7 @@ def markdown(rows: list[dict], command: str, device: str) -> str:
     lines = ["# Accuracy against measured latency and stored bytes", "",
              f"Device: {device}; one thread; torch.utils.benchmark medians. Produced by:", "", f"    {command}", "",
              f"Seeds {', '.join(map(str, seeds))}; each cell is the mean ± standard deviation over seeds. Latency: "
-             "batch 1 is per image over the first 64 test images one at a time, batch 64 one batch of the first 64 "
+             "batch 1 is per image over the first 64 test images one at a time, batch B one batch of the first B "
              "(rtsearch/bench_deployed.py), of the faster of each model's forms at that batch size (form: eager is "
              "deployed.pt as loaded, TorchScript its compiled form, rtsearch/deploy/compiled.py; eager ms: the "
              "former). Stored bytes: the run's "
@@ -271,7 +282,7 @@ def markdown(rows: list[dict], command: str, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], model: str, path: str) -> None:
+def plot(rows: list[dict], model: str, path: str, where: str = "one thread") -> None:
     """Accuracy against latency (batch 1, batch 64) and against stored bytes; each kind's mean points over seeds
     (bars: standard deviation) and its front."""
     import matplotlib
@@ -300,7 +311,7 @@ def plot(rows: list[dict], model: str, path: str) -> None:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend()
-    fig.suptitle(f"{model}: accuracy against what it costs (one thread)")
+    fig.suptitle(f"{model}: accuracy against what it costs ({where})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -309,7 +320,7 @@ def plot(rows: list[dict], model: str, path: str) -> None:
 def run(args, command: str) -> None:
     """Make the missing runs, time them all, write FILE.md, FILE.json and FILE-<model>.png."""
     from rtsearch.bench_latency import device_name
-    import torch
+    from rtsearch.device import resolve
 
     runs = plan(args)
     missing = []
@@ -321,15 +332,25 @@ def run(args, command: str) -> None:
         make_runs(runs, args.data_dir)
     if args.train_only:
         return
-    rows = measure(runs, args.batch_sizes, args.runs, 1)
+    where = resolve(args.device)
+    failures = []
+    rows = measure(runs, args.batch_sizes, args.runs, 1, where, failures)
     stem = args.out[:-3] if args.out.endswith(".md") else args.out
     with open(stem + ".md", "w") as f:
-        f.write(markdown(rows, command, device_name(torch.device("cpu"))))
+        f.write(markdown(rows, command, device_name(where)))
         if missing:
             f.write("\nRuns of the plan not made (`--no-train`), so not in the tables above: "
                     + ", ".join(f"`{m}`" for m in missing) + ".\n")
+        agreement = [r["cpu_agreement"] for r in rows if "cpu_agreement" in r]
+        if agreement:
+            f.write(f"\nOn {where.type}, the form timed gives the same class as the CPU's eager model to at least "
+                    f"{min(agreement):.4f} of each run's test images (rtsearch/bench_deployed.py).\n")
+        if failures:
+            f.write(f"\nForms that do not run on {where.type} (the faster of the others is timed; a run none of whose "
+                    "forms runs is not in the tables):\n\n" + "".join(f"- `{out}` {form}, batch {b}: {error}\n"
+                                                                   for out, form, b, error in failures))
     with open(stem + ".json", "w") as f:
-        json.dump({"command": command, "rows": rows}, f, indent=1)
+        json.dump({"command": command, "device": device_name(where), "rows": rows, "failures": failures}, f, indent=1)
     for model in args.models:
-        plot(rows, model, f"{stem}-{model}.png")
+        plot(rows, model, f"{stem}-{model}.png", "one thread" if where.type == "cpu" else device_name(where))
     print(f"wrote {stem}.md, {stem}.json and {', '.join(f'{stem}-{m}.png' for m in args.models)}")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import assert_usage_error, run_main
-from rtsearch import bench_pareto
+from rtsearch import bench_deployed, bench_pareto
 from rtsearch.deploy import compiled
 from rtsearch.methods.ladder import LadderModel
 from rtsearch.net.fast import SkipNet
@@ -111,6 +111,21 @@ def test_pareto_bad_input_exits_2_before_any_run(args, words, tmp_path):
     result = run_main("rtsearch.bench", "--pareto", "--runs-dir", str(tmp_path / "runs"), *args)
     assert_usage_error(result, *words)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
+@pytest.mark.parametrize("args", [["--pareto", "--no-train"], ["--deployed", "no-such-run"]])
+def test_timing_on_a_gpu_that_cannot_exist_exits_2_at_once(args, tmp_path):
+    result = run_main("rtsearch.bench", *args, "--device", "cuda", "--runs-dir", str(tmp_path / "runs"))
+    assert_usage_error(result, "--device cuda", "no CUDA GPU")
+
+
+def test_a_form_that_fails_off_the_cpu_is_a_finding_and_on_the_cpu_a_bug():
+    error = RuntimeError("Expected all tensors to be on the same device, but found cuda:0 and cpu!\nmore")
+    assert bench_deployed.failed(error, torch.device("cuda")) == \
+        "RuntimeError: Expected all tensors to be on the same device, but found cuda:0 and cpu!"
+    with pytest.raises(RuntimeError, match="same device"):
+        bench_deployed.failed(error, torch.device("cpu"))
 
 
 def test_a_corrupt_deployed_model_given_to_the_bench_exits_2(tmp_path):

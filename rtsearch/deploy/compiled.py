@@ -30,9 +30,10 @@ def frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
         return torch.jit.freeze(module.eval())
 
 
-def network(skip: torch.nn.Module, input_shape) -> torch.jit.ScriptModule:
-    """A fixed-width network (a skip-path network without runtime policy): logits of any batch."""
-    return frozen(traced(skip, torch.zeros(2, *input_shape)))
+def network(skip: torch.nn.Module, input_shape, device=None) -> torch.jit.ScriptModule:
+    """A fixed-width network (a skip-path network without runtime policy): logits of any batch, on `device`
+    (where `skip` already lives: frozen weights stay where they were traced)."""
+    return frozen(traced(skip, torch.zeros(2, *input_shape, device=device)))
 
 
 class Choice(torch.nn.Module):
@@ -78,10 +79,12 @@ class Cascade(torch.nn.Module):
 
 
 def cascade(rungs: list, input_shape, features, actor: torch.nn.Module, actions: list[int], shift: float,
-            extra: torch.Tensor, classes: int) -> torch.jit.ScriptModule:
-    """The ladder's deployed model compiled: traced rungs and policy, the cascade between them scripted."""
-    nets = [traced(rung, torch.zeros(2, *input_shape)) for rung in rungs]
-    choice = traced(Choice(features, actor, actions, shift, extra), torch.log_softmax(torch.randn(2, classes), 1))
+            extra: torch.Tensor, classes: int, device=None) -> torch.jit.ScriptModule:
+    """The ladder's deployed model compiled: traced rungs and policy, the cascade between them scripted, on
+    `device` (where the rungs and the actor already live)."""
+    nets = [traced(rung, torch.zeros(2, *input_shape, device=device)) for rung in rungs]
+    choice = Choice(features, actor, actions, shift, extra).to(device)
+    choice = traced(choice, torch.log_softmax(torch.randn(2, classes, device=device), 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)      # TorchScript is deprecated in favour of torch.export
         return frozen(torch.jit.script(Cascade(nets[0], nets[1:], choice).eval()))
