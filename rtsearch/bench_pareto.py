@@ -70,8 +70,8 @@ def make_runs(runs: list[dict], data_dir: str | None, log=print) -> None:
             command = [sys.executable, "-m", "rtsearch.train", "--dataset", r["dataset"], "--model", r["model"],
                        "--seed", str(r["seed"]), "--budget", f"{r['budget']:g}", *KINDS[r["kind"]][0],
                        "--out", r["out"], *(["--data-dir", data_dir] if data_dir else [])]
-            if os.path.isfile(os.path.join(r["out"], "run.json")):
-                command = [sys.executable, "-m", "rtsearch.train", "--resume", "--out", r["out"]]
+            if os.path.isfile(os.path.join(r["out"], "run.json")):     # started before: resumed, with its own flags
+                command.append("--resume")
             with open(os.path.join(r["out"], "train.log"), "a") as f:
                 done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
             if done.returncode != 0:

@@ -1,5 +1,7 @@
 """`python -m rtsearch.bench --pareto` and the compiled deployed forms it times: the fronts and comparisons on
 hand-made points, TorchScript forms that answer as the models they compile, and refusals before any run."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,19 @@ def test_a_corrupt_deployed_model_given_to_the_bench_exits_2(tmp_path):
     assert_usage_error(run_main("rtsearch.bench", "--deployed", str(tmp_path)), "deployed.pt", "cannot be read")
     torch.save({"weights": 1}, tmp_path / "deployed.pt")
     assert_usage_error(run_main("rtsearch.bench", "--deployed", str(tmp_path)), "deployed.pt", "dict")
+
+
+@pytest.mark.slow
+def test_a_started_pareto_run_is_resumed_with_its_own_flags(tmp_path, monkeypatch):
+    """A run folder holding run.json but no results (the bench was stopped mid-run) is resumed, not refused."""
+    monkeypatch.chdir(tmp_path)
+    out = os.path.join("runs", "digits-small", "uniform-0.3-s0")
+    run = {"dataset": "digits", "model": "small", "kind": "uniform", "budget": 0.3, "seed": 0, "out": out}
+    lines = []
+    bench_pareto.make_runs([run], None, log=lines.append)
+    assert bench_pareto.finished(out) and os.path.isfile(os.path.join(out, "run.json"))
+    for name in bench_pareto.FILES:         # as if stopped after it started: only its manifest and checkpoints left
+        os.remove(os.path.join(out, name))
+    bench_pareto.make_runs([run], None, log=lines.append)
+    log = open(os.path.join(out, "train.log")).read()
+    assert bench_pareto.finished(out) and f"resumed {out} after iteration" in log, log[-2000:]
