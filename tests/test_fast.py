@@ -173,3 +173,26 @@ def test_traceable_form_predicts_as_the_skip_path_and_exports():
     assert (program.module()(x) - masked).abs().max() < 1e-4
     script = model.compiled()           # TorchScript of the same form, the agent batched inside the graph
     assert (script(x) - masked).abs().max() < 1e-5 and (script(x[:1]) - masked[:1]).abs().max() < 1e-5
+
+
+def test_moving_a_deployed_model_moves_its_runtime_agent():
+    """`.to(device)` moves the feed-forward agent's tensors with the network (they are not a module's), so the
+    model runs where it is put; the model it was copied from keeps its own."""
+    import copy
+
+    from rtsearch.deploy import deployed
+    from rtsearch.net.surgery import prune_static
+    net = trained_looking("small", 0.5)
+    static = [0.3] * net.num_layers
+    policy = deployed.DeployedPolicy(deployed.untrained_module(net.num_layers, 0.95), net, static, 0.2, 0.95, 0.1)
+    model = deployed.DeployedModel(SkipNet(net, static), policy, net.input_shape, prune_static(net, static))
+    assert model.policy.lean is not None
+    moved = copy.deepcopy(model).to("meta")
+    lean = moved.policy.lean
+    tensors = [*lean.const, *lean.resample, lean.w_extra, lean.w_summary, *[t for pair in lean.rest for t in pair]]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    assert all(p.device.type == "meta" for p in moved.parameters())
+    assert model.policy.lean.w_summary.device.type == "cpu"
+    x = torch.randn(4, *SHAPES["small"])
+    with torch.no_grad():                   # the one it was copied from still answers, one input and a batch
+        assert model(x).shape == (4, 10) and model(x[:1]).shape == (1, 10)

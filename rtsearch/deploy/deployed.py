@@ -143,17 +143,27 @@ class LeanActor:
 
     def __call__(self, t: int, importance: torch.Tensor, macs: float) -> float:
         with torch.no_grad():
-            ordered = importance[0].float().cpu().sort(descending=True).values   # the agent runs on the CPU
+            where = self.w_summary.device       # the agent runs where its tensors are (`to`)
+            ordered = importance[0].float().to(where).sort(descending=True).values
             top = ordered[0]
             summary = (ordered / (top + EPS)) @ self.resample[t][:len(ordered)]
             clip = lambda v: min(max(v, -OBS_BOUND), OBS_BOUND)     # noqa: E731
             extra = torch.tensor([clip(macs), clip(macs - self.budget * self.cum[t]),
-                                  clip(math.log1p(max(float(top), 0.0)))])
+                                  clip(math.log1p(max(float(top), 0.0)))], device=where)
             h = torch.addmv(torch.addmv(self.const[t], self.w_summary, summary.clamp(-OBS_BOUND, OBS_BOUND)),
                             self.w_extra, extra)
             for activation, (w, b) in zip(self.activations, self.rest):
                 h = F.linear(torch.tanh(h) if activation is torch.nn.Tanh else F.relu(h), w, b)
             return float(h[0])
+
+
+    def applied(self, fn) -> "LeanActor":
+        """A copy with `fn` applied to every tensor, as `Module._apply` applies it (`.to(device)` and friends)."""
+        moved = copy.copy(self)
+        moved.const, moved.resample = [fn(c) for c in self.const], [fn(m) for m in self.resample]
+        moved.w_extra, moved.w_summary = fn(self.w_extra), fn(self.w_summary)
+        moved.rest = [(fn(w), fn(b)) for w, b in self.rest]
+        return moved
 
 
 def resampling_matrix(channels: int, bins: int) -> torch.Tensor:
@@ -193,6 +203,14 @@ class DeployedModel(torch.nn.Module):
         # `masked`: the same network in masked form, statically pruned (model.pt): `TraceableModel`
         self.skip, self.masked, self.input_shape = skip, masked.eval(), tuple(input_shape)
         self.policy = policy.portable() if isinstance(policy, DeployedPolicy) else policy
+
+    def _apply(self, fn, recurse=True):
+        """`.to(device)` and friends move the runtime agent too: a `LeanActor` is plain tensors, not a module."""
+        super()._apply(fn, recurse)
+        if isinstance(self.policy, DeployedPolicy) and self.policy.lean is not None:
+            self.policy = copy.copy(self.policy)
+            self.policy.lean = self.policy.lean.applied(fn)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One input: the skip path. A batch: the masked network with the policy run batched, faster than
