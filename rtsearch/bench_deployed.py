@@ -9,7 +9,7 @@ interquartile range after warm-up, rtsearch.bench_latency.timed) on the first te
 Beside each latency are the MACs ratio of the images timed (from the run's test_per_input.npz) and the latency
 ratio against the first run given, at the same batch size and threads. On the CPU by default; with a GPU
 (`--device cuda`) model and images move there first, and a form that cannot run there is reported with its error
-instead of a time (a model whose runtime agent runs on the CPU, for instance).
+instead of a time (an agent that is an RLlib module, for instance).
 """
 from __future__ import annotations
 
