@@ -74,12 +74,12 @@ def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_count
         with open(os.path.join(d, "metrics.json")) as f:
             metrics = json.load(f)
         cfg = metrics["config"]
-        model = loaded(d).to(device)
+        model = loaded(d)
         images = data.load(cfg["dataset"], cfg["seed"], cfg.get("data_dir")).test[0]
-        x = images.to(device)
+        on_cpu = None if device.type == "cpu" else answers(model, images)   # what each form must agree with
+        model, x = model.to(device), images.to(device)
         per_input = np.load(os.path.join(d, "test_per_input.npz"))["macs_ratio"]
         head = {"run": d, "method": metrics["method"], "test_accuracy": metrics["accuracy"]}
-        on_cpu = None if device.type == "cpu" else answers(loaded(d), images)   # what each form must agree with
         candidates = [("eager", model)]
         if compiled:
             try:
