@@ -110,6 +110,25 @@ def replacing(path: str):
             os.remove(tmp)
 
 
+def latest_checkpoint(trial_path: str, holding: str):
+    """The newest `checkpoint_*` folder of a Tune trial folder (a URI or a local path) that holds the file `holding`,
+    as a Tune Checkpoint; None where there is none. What a trial wrote to storage survives a driver killed before
+    its own state recorded that checkpoint."""
+    import pyarrow.fs
+    from ray import tune
+    fs, root = pyarrow.fs.FileSystem.from_uri(trial_path if is_uri(trial_path) else os.path.abspath(trial_path))
+    try:
+        found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return None
+    folders = sorted((f.path for f in found if f.type == pyarrow.fs.FileType.Directory
+                      and f.base_name.startswith("checkpoint_")), reverse=True)
+    for folder in folders:
+        if fs.get_file_info(f"{folder}/{holding}").type == pyarrow.fs.FileType.File:
+            return tune.Checkpoint(folder, filesystem=fs)
+    return None
+
+
 def upload(local: str, path: str) -> None:
     """Copy the local file `local` to `path` (a URI or a local path), whole or not at all."""
     if not is_uri(path):

@@ -115,6 +115,18 @@ def beaten(p, q) -> bool:
 
 
 @pytest.mark.slow
+def test_a_trial_whose_final_checkpoint_the_killed_driver_never_recorded_is_timed_from_its_tune_folder(tmp_path):
+    """The newest checkpoint folder holding the finished run's metrics.json, not a later or earlier partial one."""
+    from rtsearch import storage
+    trial = tmp_path / "trial_x"
+    for name, finished in (("checkpoint_000000", False), ("checkpoint_000001", True), ("checkpoint_000002", False)):
+        (trial / name).mkdir(parents=True)
+        (trial / name / ("metrics.json" if finished else "trial_state.json")).write_text("{}")
+    found = storage.latest_checkpoint(str(trial), "metrics.json")
+    assert found is not None and found.path.endswith("checkpoint_000001")
+    assert storage.latest_checkpoint(str(tmp_path / "absent"), "metrics.json") is None
+
+
 def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_registers_each_member(tmp_path):
     """Digits, uniform ratios (no agents), three trials of one iteration, the sweep killed -9 once a trial has ended
     and resumed: no trial lost or run again; every completed trial is timed, the front listed is exactly the

@@ -173,7 +173,7 @@ def after_trials(state: dict, budget: float, results_dir: str, grid, bench) -> N
     L1's runs beside them (`time_the_front`)."""
     key = budget_key(budget)
     if state["settings"].get("front"):
-        time_the_front(state, results_dir, grid, key, bench)
+        time_the_front(state, results_dir, grid, budget, bench)
         return
     try:
         baselines.run_once(state, budget, results_dir)
@@ -263,36 +263,52 @@ def register_best(state: dict, key: str, best: dict) -> None:
           f"models:/{name}@{registry.alias(key)} (version {version})", flush=True)
 
 
-def time_the_front(state: dict, results_dir: str, grid, key: str, bench) -> None:
+def time_the_front(state: dict, results_dir: str, grid, budget: float, bench) -> None:
     """A --front sweep after its trials: every completed trial's deployed model timed, one at a time on the idle
     machine, then Torch-Pruning L1's runs beside it made (or reused) and timed (rtsearch.search.front). A failure
     is a warning: the trials' results stand, and the summary shows the front without what is missing."""
     from rtsearch.search import tracking
-    s = state["settings"]
-    ran = {}
-    for result in grid:
-        trial_id = (result.metrics or {}).get("trial_id")
-        if trial_id and (result.metrics or {}).get("final") and result.checkpoint is not None:
-            ran[trial_id] = result.checkpoint
-    print(f"[budget {key}] timing the deployed models of {len(ran)} completed trial(s), one at a time "
+    s, key = state["settings"], budget_key(budget)
+    completed = [r["trial_id"] for r in report.load_trials(results_dir)
+                 if r.get("budget") == budget and r.get("status") == "completed"]
+    print(f"[budget {key}] timing the deployed models of {len(completed)} completed trial(s), one at a time "
           f"(batch {fronts.BATCH}, {fronts.THREADS} thread)", flush=True)
-    try:
-        for trial_id, checkpoint in sorted(ran.items()):
-            with checkpoint.as_directory() as run_dir:
-                fronts.measure_trials(bench, s, {trial_id: (run_dir, report.trial_dir(results_dir, trial_id))},
-                                      log=lambda m: print(f"[budget {key}] {m}", flush=True))
-    except Exception as e:
-        warn(key, "the trials' deployed models were not all timed", e)
+    for trial_id in completed:
+        try:
+            time_trial(state, results_dir, grid, key, trial_id, bench)
+        except Exception as e:      # the others are still timed
+            warn(key, f"trial {trial_id}'s deployed model was not timed", e)
     try:        # its runs find the dense model where the trials do (RTSEARCH_CACHE, set by pretrain_dense)
         fronts.make_reference(bench, s, results_dir, log=lambda m: print(f"[budget {key}] {m}", flush=True))
     except Exception as e:
         warn(key, "Torch-Pruning L1's runs beside the front were not made", e)
     uri = s["mlflow_uri"]
     if uri:
-        for trial_id in ran:
+        for trial_id in completed:
             t = report.trial_summary(results_dir, report.read_trial(results_dir, trial_id))
             if t["latency_ms"] is not None and t["mlflow_run_id"]:
                 tracking.log_metrics(uri, t["mlflow_run_id"], {"deployed_latency_ms": t["latency_ms"]})
+
+
+def time_trial(state: dict, results_dir: str, grid, key: str, trial_id: str, bench) -> None:
+    """One completed trial's deployed model timed (not again where it was: a resumed sweep), from the run folder of
+    its final checkpoint: the one Tune's results name, or, where the driver was killed before its saved state
+    recorded that checkpoint, the newest one in the trial's Tune folder that holds the run's metrics.json."""
+    folder = report.trial_dir(results_dir, trial_id)
+    if fronts.read_latency(folder) is not None:
+        return
+    named = [r.checkpoint for r in grid if (r.metrics or {}).get("trial_id") == trial_id and r.checkpoint]
+    stored = storage.latest_checkpoint(storage.join(state["sweeps"][key]["experiment_path"], f"trial_{trial_id}"),
+                                       "metrics.json")
+    for checkpoint in [*named, stored]:
+        if checkpoint is None:
+            continue
+        with checkpoint.as_directory() as run_dir:
+            if os.path.isfile(os.path.join(run_dir, "metrics.json")):
+                fronts.measure_trials(bench, state["settings"], {trial_id: (run_dir, folder)},
+                                      log=lambda m: print(f"[budget {key}] {m}", flush=True))
+                return
+    raise RuntimeError("no checkpoint of it holds its finished run (metrics.json)")
 
 
 def register_front(state: dict, key: str, front: dict) -> None:
