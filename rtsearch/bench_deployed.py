@@ -46,10 +46,10 @@ def loaded(run_dir: str) -> torch.nn.Module:
     return model.eval()
 
 
-def forms(model: torch.nn.Module, device=None) -> list[tuple[str, torch.nn.Module]]:
+def forms(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The deployed model as loaded ("eager") and, where it has one, its TorchScript form (rtsearch.deploy.compiled),
-    compiled on `device`, where the model already lives."""
-    compiled = model.compiled(device) if hasattr(model, "compiled") else None
+    compiled on the device where the model lives."""
+    compiled = model.compiled() if hasattr(model, "compiled") else None
     return [("eager", model)] + ([("TorchScript", compiled)] if compiled is not None else [])
 
 
@@ -83,7 +83,7 @@ def measure(run_dirs: list[str], batch_sizes: list[int], runs: int, thread_count
         candidates = [("eager", model)]
         if compiled:
             try:
-                candidates = forms(model, device)
+                candidates = forms(model)
             except Exception as e:         # no compiled form on this device: said once per batch size
                 rows += [{**head, "form": "TorchScript", "batch": b, "threads": t, "error": failed(e, device)}
                          for t in thread_counts for b in batch_sizes]

@@ -30,10 +30,18 @@ def frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
         return torch.jit.freeze(module.eval())
 
 
-def network(skip: torch.nn.Module, input_shape, device=None) -> torch.jit.ScriptModule:
-    """A fixed-width network (a skip-path network without runtime policy): logits of any batch, on `device`
-    (where `skip` already lives: frozen weights stay where they were traced)."""
-    return frozen(traced(skip, torch.zeros(2, *input_shape, device=device)))
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module lives (its first parameter or buffer; the CPU for one that has none): its compiled form is
+    traced there, and frozen weights stay where they were traced."""
+    first = next(iter(module.parameters()), None)
+    first = first if first is not None else next(iter(module.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def network(skip: torch.nn.Module, input_shape) -> torch.jit.ScriptModule:
+    """A fixed-width network (a skip-path network without runtime policy): logits of any batch, on the device where
+    `skip` lives."""
+    return frozen(traced(skip, torch.zeros(2, *input_shape, device=device_of(skip))))
 
 
 class Choice(torch.nn.Module):
@@ -79,9 +87,10 @@ class Cascade(torch.nn.Module):
 
 
 def cascade(rungs: list, input_shape, features, actor: torch.nn.Module, actions: list[int], shift: float,
-            extra: torch.Tensor, classes: int, device=None) -> torch.jit.ScriptModule:
-    """The ladder's deployed model compiled: traced rungs and policy, the cascade between them scripted, on
-    `device` (where the rungs and the actor already live)."""
+            extra: torch.Tensor, classes: int) -> torch.jit.ScriptModule:
+    """The ladder's deployed model compiled: traced rungs and policy, the cascade between them scripted, on the
+    device where the rungs and the actor live."""
+    device = device_of(rungs[0])
     nets = [traced(rung, torch.zeros(2, *input_shape, device=device)) for rung in rungs]
     choice = Choice(features, actor, actions, shift, extra).to(device)
     choice = traced(choice, torch.log_softmax(torch.randn(2, classes, device=device), 1))

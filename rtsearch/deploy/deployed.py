@@ -222,19 +222,20 @@ class DeployedModel(torch.nn.Module):
         with torch.no_grad():
             return masked_forward(self.masked, self.policy, x)
 
-    def compiled(self, device=None) -> torch.jit.ScriptModule | None:
+    def compiled(self) -> torch.jit.ScriptModule | None:
         """The same model as one TorchScript graph (rtsearch.deploy.compiled): without runtime policy, the skip-path
         network (its shapes are fixed); with fixed ratios or a feed-forward agent, the masked form with the policy
         run batched inside the graph (`TraceableModel`: every kept channel computed, the runtime choices
-        applied as masks); None for an LSTM agent. On `device`, where the model already lives (default: the CPU)."""
+        applied as masks); None for an LSTM agent. On the device where the model lives."""
         from rtsearch.deploy import compiled
         if self.policy is None:
-            return compiled.network(self.skip, self.input_shape, device)
+            return compiled.network(self.skip, self.input_shape)
         try:
             masked = TraceableModel(self)
         except ValueError:          # an LSTM agent: no fixed-shape form
             return None
-        return compiled.frozen(compiled.traced(masked, torch.zeros(2, *self.input_shape, device=device)))
+        example = torch.zeros(2, *self.input_shape, device=compiled.device_of(self.skip))
+        return compiled.frozen(compiled.traced(masked, example))
 
 
 @dataclass

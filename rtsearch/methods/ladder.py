@@ -214,15 +214,15 @@ class LadderModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decide(x)[0]
 
-    def compiled(self, device=None) -> torch.jit.ScriptModule:
-        """The same model as one TorchScript graph (rtsearch.deploy.compiled): same answers, less overhead; on
-        `device`, where the model already lives (default: the CPU)."""
+    def compiled(self) -> torch.jit.ScriptModule:
+        """The same model as one TorchScript graph (rtsearch.deploy.compiled): same answers, less overhead; on the
+        device where the model lives."""
         from rtsearch.deploy import compiled
         shape = getattr(self, "input_shape", None) or self.rungs[0].input_shape    # older ladders kept it per rung
         with torch.no_grad():
-            classes = self.rungs[0](torch.zeros(1, *shape, device=device)).shape[1]
+            classes = self.rungs[0](torch.zeros(1, *shape, device=compiled.device_of(self.rungs[0]))).shape[1]
         return compiled.cascade([getattr(r, "skip", r) for r in self.rungs], shape, rerun.features, self.actor,
-                                self.actions, self.shift, self.extra, classes, device)
+                                self.actions, self.shift, self.extra, classes)
 
 
 def evaluate(model: LadderModel, x: torch.Tensor, y: torch.Tensor) -> dict:

@@ -95,7 +95,7 @@ class PaperModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.counts(x)[0]
 
-    def compiled(self, device=None):
+    def compiled(self):
         """None: a recurrent agent has no TorchScript form here."""
         return None
 
