@@ -195,7 +195,11 @@ def main(argv=None) -> int:
     command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.pareto:
         from rtsearch import bench_pareto
-        bench_pareto.run(args, command)
+        try:
+            bench_pareto.run(args, command)
+        except bench_pareto.RunFailed as e:     # one line, never a traceback
+            print(f"rtsearch.bench: error: {e}", file=sys.stderr)
+            return 1
         return 0
     if args.deployed and args.profile:
         from rtsearch import bench_deployed

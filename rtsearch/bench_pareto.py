@@ -55,6 +55,10 @@ def finished(out: str) -> bool:
     return all(os.path.isfile(os.path.join(out, name)) for name in FILES)
 
 
+class RunFailed(RuntimeError):
+    """A training run of the plan ended with an error: not bad input, but said in one line (its own log says why)."""
+
+
 def make_runs(runs: list[dict], data_dir: str | None, log=print) -> None:
     """Train what is missing, one run at a time, its output in <out>/train.log; a line per run."""
     todo = [r for r in runs if not finished(r["out"])]
@@ -75,7 +79,8 @@ def make_runs(runs: list[dict], data_dir: str | None, log=print) -> None:
             with open(os.path.join(r["out"], "train.log"), "a") as f:
                 done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
             if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {r['out']}/train.log")
+                raise RunFailed(f"{r['out']}: rtsearch.train failed (exit {done.returncode}); its log {r['out']}/"
+                                f"train.log says why; fix that and run the same command again (finished runs are kept)")
         elapsed = time.time() - start
         log(f"run {i}/{len(todo)} done: {r['out']} · elapsed {elapsed:.0f} s · about "
             f"{elapsed / i * (len(todo) - i):.0f} s left")

@@ -153,3 +153,18 @@ def test_a_started_pareto_run_is_resumed_with_its_own_flags(tmp_path, monkeypatc
     bench_pareto.make_runs([run], None, log=lines.append)
     log = open(os.path.join(out, "train.log")).read()
     assert bench_pareto.finished(out) and f"resumed {out} after iteration" in log, log[-2000:]
+
+
+@pytest.mark.slow
+def test_a_training_run_that_fails_ends_the_bench_with_one_line_and_no_traceback(tmp_path):
+    """Not bad input (exit 1, not 2), but said as plainly: which run, where its log is, what to do."""
+    out = tmp_path / "runs" / "digits-small" / "tp-l1-0.03-s0"
+    out.mkdir(parents=True)
+    (out / "run.json").write_text("{not json")         # a started run whose manifest was damaged: its resume fails
+    result = run_main("rtsearch.bench", "--pareto", "--dataset", "digits", "--models", "small", "--kinds", "tp-l1",
+                      "--seeds", "0", "--train-only", "--runs-dir", str(tmp_path / "runs"),
+                      "--out", str(tmp_path / "p.md"))
+    assert result.returncode == 1 and [line for line in result.stderr.splitlines() if "error" in line] == [
+        f"rtsearch.bench: error: {out}: rtsearch.train failed (exit 2); its log {out}/train.log says why; fix that "
+        f"and run the same command again (finished runs are kept)"], result.stderr
+    assert "run.json is corrupt" in (out / "train.log").read_text()
