@@ -77,7 +77,7 @@ def detector_scores(level: dict, kind: str, seed: int, splits) -> dict[str, np.n
     """1 - P(the cheap answer is wrong), from a detector fit on the training split's outputs and labels."""
     from sklearn.linear_model import LogisticRegression
 
-    from rtsearch.rl.rerun import features
+    from rtsearch.rl.rerun_features import features
 
     def seen(split: str) -> np.ndarray:
         obs = features(level[split]["log_probs"])
@@ -95,7 +95,7 @@ def two_opinions(levels: list[dict], budget: float, seed: int) -> tuple[dict | N
     the pair then acts as one cheap level (MACs a + b, b's answers) in the cascade's search with each dearer rung.
     The found cascade with the best validation accuracy, and its paired level."""
     from rtsearch.methods.ladder import best_cascade
-    from rtsearch.rl.rerun import features
+    from rtsearch.rl.rerun_features import features
     best, best_pair = None, None
     for a, b in combinations(range(len(levels)), 2):
         if levels[a]["macs_ratio"] + levels[b]["macs_ratio"] >= budget:

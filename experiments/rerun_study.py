@@ -26,7 +26,8 @@ import numpy as np
 
 from rtsearch.methods.ladder import best_cascade
 from rtsearch.rl import rerun
-from rtsearch.rl.rerun import action_logits, calibration_shift, charge, features, greedy, train_agent
+from rtsearch.rl.rerun import action_logits, calibration_shift, charge, greedy, train_agent
+from rtsearch.rl.rerun_features import features
 from experiments.agents_study import command_line, dense_confidence, mean_sd, spearman
 from experiments.cascade import FOLDER, level_outputs, robust_figures
 from experiments.robust import width_robust

@@ -70,6 +70,16 @@ def test_the_deployed_model_routes_each_input_to_the_rung_its_policy_picks():
     assert model.decide(x)[1].tolist() == [0, 0]
 
 
+def test_loading_a_deployed_ladder_needs_neither_gymnasium_nor_ray():
+    """Unpickling deployed.pt imports the module of its class: only the agent's training needs the RL stack."""
+    import subprocess
+    import sys
+    code = ("import sys, rtsearch.methods.ladder; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'gymnasium', 'ray', 'mlflow'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 @pytest.mark.parametrize("args, words", [
     (["--method", "ladder", "--fixed-ratios"], ["--method ladder", "--fixed-ratios"]),
     (["--method", "ladder", "--lstm"], ["--method ladder", "--lstm"]),

@@ -42,7 +42,8 @@ def test_the_re_run_env_charges_the_answer_s_ce_and_the_re_run_macs():
 
 
 def test_the_re_run_calibration_meets_the_spare_macs():
-    from rtsearch.rl.rerun import calibration_shift, features, greedy
+    from rtsearch.rl.rerun import calibration_shift, greedy
+    from rtsearch.rl.rerun_features import features
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(400, 3))
     extra = np.array([0.0, 0.1, 0.4])

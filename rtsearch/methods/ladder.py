@@ -35,7 +35,7 @@ from rtsearch.errors import UsageError
 from rtsearch.methods import fixed, rung_cache
 from rtsearch.methods.base import COMMON, Method, deployed_as_measured, prepared, save_model
 from rtsearch.net.cost import CostModel
-from rtsearch.rl import rerun
+from rtsearch.rl.rerun_features import features
 from rtsearch.rl.record import RunRecord
 
 RUNG_FACTORS = (0.25, 0.375, 0.5, 0.625, 1.0, 1.25, 1.5, 1.875, 2.5, 3.125)   # at 0.08: 0.02 ... 0.25
@@ -202,7 +202,7 @@ class LadderModel(torch.nn.Module):
         """(log-probabilities, the index of the rung that answered) per input."""
         with torch.no_grad():
             cheap = torch.log_softmax(self.rungs[0](x), 1)
-            logits = self.actor(rerun.features(cheap))[:, self.actions] - self.shift * self.extra
+            logits = self.actor(features(cheap))[:, self.actions] - self.shift * self.extra
             choice = logits.argmax(1)
             out = cheap.clone()
             for i in choice.unique().tolist():
@@ -221,7 +221,7 @@ class LadderModel(torch.nn.Module):
         shape = getattr(self, "input_shape", None) or self.rungs[0].input_shape    # older ladders kept it per rung
         with torch.no_grad():
             classes = self.rungs[0](torch.zeros(1, *shape, device=compiled.device_of(self.rungs[0]))).shape[1]
-        return compiled.cascade([getattr(r, "skip", r) for r in self.rungs], shape, rerun.features, self.actor,
+        return compiled.cascade([getattr(r, "skip", r) for r in self.rungs], shape, features, self.actor,
                                 self.actions, self.shift, self.extra, classes)
 
 
@@ -303,10 +303,11 @@ def plan_ladder(cfg: RunConfig, cost: CostModel, outputs: list[dict], rungs: lis
 def train_agent(cfg: RunConfig, plan: Plan, record: RunRecord, phases: Phases, dense_params: int) -> dict:
     """The re-run agent's PPO iterations (rtsearch.rl.rerun), each calibrated onto the budget and scored on
     validation; returns the best iteration's policy (`actor`), its calibration `shift` and the levels it `used`."""
+    from rtsearch.rl import rerun        # the agent's training: gymnasium and Ray, not needed to load a ladder
     from rtsearch.rl.ray_session import ensure_ray
 
     levels, extra, spare = plan.levels, plan.extra, plan.spare
-    obs = {s: rerun.features(levels[0][s]["log_probs"]) for s in ("train", "val")}
+    obs = {s: features(levels[0][s]["log_probs"]) for s in ("train", "val")}
     ce, right = rerun.choices(levels, 0, "train")
     _, val_right = rerun.choices(levels, 0, "val")
     best, lap = {}, {}
@@ -407,7 +408,7 @@ class TraceableLadder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         answers = torch.stack([torch.log_softmax(rung(x), 1) for rung in self.rungs])      # (rungs, B, classes)
-        logits = self.actor(rerun.features(answers[0])).index_select(1, self.actions) - self.shift * self.extra
+        logits = self.actor(features(answers[0])).index_select(1, self.actions) - self.shift * self.extra
         choice = logits.argmax(1).view(1, -1, 1).expand(1, *answers.shape[1:])
         return answers.gather(0, choice)[0]
 

@@ -11,7 +11,6 @@ plus beta times the MACs it adds. After every iteration beta moves towards the r
 from __future__ import annotations
 
 import copy
-import math
 
 import gymnasium as gym
 import numpy as np
@@ -26,19 +25,6 @@ BATCHES_PER_ITERATION = 8  # PPO samples 8 x 512 decisions per update
 SHIFT_BOUND = 100.0        # the calibration shift's range, in logits per unit of MACs ratio
 LR = RunConfig.lr_rerun
 ENTROPY = RunConfig.entropy_rerun
-
-
-def features(log_probs):
-    """The agent's observation of cheap passes (B, classes) of log-probabilities: sorted class probabilities,
-    normalised entropy, the predicted class one-hot. A numpy array in gives one out, a tensor a tensor."""
-    as_numpy = isinstance(log_probs, np.ndarray)
-    lp = torch.as_tensor(log_probs, dtype=torch.float32)
-    probs = lp.exp()
-    k = probs.shape[1]
-    entropy = -(probs * lp).sum(1, keepdim=True) / math.log(k)
-    out = torch.cat([probs.sort(1, descending=True).values, entropy,
-                     torch.nn.functional.one_hot(probs.argmax(1), k).float()], 1)
-    return out.numpy() if as_numpy else out
 
 
 def choices(outputs: list[dict], cheap: int, split: str) -> tuple[np.ndarray, np.ndarray]:
