@@ -297,7 +297,7 @@ def time_trial(state: dict, results_dir: str, grid, key: str, trial_id: str, ben
     folder = report.trial_dir(results_dir, trial_id)
     if fronts.read_latency(folder) is not None:
         return
-    named = [r.checkpoint for r in grid if (r.metrics or {}).get("trial_id") == trial_id and r.checkpoint]
+    named = [r.checkpoint for r in grid if (r.metrics or {}).get("trial_id") == trial_id and r.checkpoint is not None]
     stored = storage.latest_checkpoint(storage.join(state["sweeps"][key]["experiment_path"], f"trial_{trial_id}"),
                                        "metrics.json")
     for checkpoint in [*named, stored]:
