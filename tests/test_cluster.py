@@ -281,6 +281,19 @@ def runner_nodes(hist: dict) -> set[str]:
     return {n for rows in hist.values() for r in rows for n in r.get("env_runner_nodes", [])}
 
 
+def submit_when_ready(client, entrypoint: str, wait: float = 60.0) -> str:
+    """Submit a job, retrying while the head's dashboard agent is still starting (Ray answers 500 "No available
+    agent to submit job, please try again later" for a few seconds after `ray start`)."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
 @pytest.mark.slow
 def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_path):
     # Two nodes of 2 CPUs, the second marked by a custom resource. A trial with 3 env runners takes
@@ -291,7 +304,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     client = cluster.jobs()
 
     # A job's `python` is this venv's (the cluster was started with its bin first on PATH).
-    probe = client.submit_job(entrypoint="python -c 'import sys; print(\"job python:\", sys.executable)'")
+    probe = submit_when_ready(client, "python -c 'import sys; print(\"job python:\", sys.executable)'")
     status, logs = wait_job(client, probe, MIN_TIMEOUT)
     assert status == "SUCCEEDED", logs
     assert f"job python: {Path(sys.executable).parent}/python" in logs, logs
