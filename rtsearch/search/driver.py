@@ -269,17 +269,20 @@ def time_the_front(state: dict, results_dir: str, grid, budget: float, bench) ->
     is a warning: the trials' results stand, and the summary shows the front without what is missing."""
     from rtsearch.search import tracking
     s, key = state["settings"], budget_key(budget)
+
+    def log(message: str) -> None:
+        print(f"[budget {key}] {message}", flush=True)
     completed = [r["trial_id"] for r in report.load_trials(results_dir)
                  if r.get("budget") == budget and r.get("status") == "completed"]
     print(f"[budget {key}] timing the deployed models of {len(completed)} completed trial(s), one at a time "
           f"(batch {fronts.BATCH}, {fronts.THREADS} thread)", flush=True)
     for trial_id in completed:
         try:
-            time_trial(state, results_dir, grid, key, trial_id, bench)
+            time_trial(state, results_dir, grid, key, trial_id, bench, log)
         except Exception as e:      # the others are still timed
             warn(key, f"trial {trial_id}'s deployed model was not timed", e)
     try:        # its runs find the dense model where the trials do (RTSEARCH_CACHE, set by pretrain_dense)
-        fronts.make_reference(bench, s, results_dir, log=lambda m: print(f"[budget {key}] {m}", flush=True))
+        fronts.make_reference(bench, s, results_dir, log=log)
     except Exception as e:
         warn(key, "Torch-Pruning L1's runs beside the front were not made", e)
     uri = s["mlflow_uri"]
@@ -290,7 +293,7 @@ def time_the_front(state: dict, results_dir: str, grid, budget: float, bench) ->
                 tracking.log_metrics(uri, t["mlflow_run_id"], {"deployed_latency_ms": t["latency_ms"]})
 
 
-def time_trial(state: dict, results_dir: str, grid, key: str, trial_id: str, bench) -> None:
+def time_trial(state: dict, results_dir: str, grid, key: str, trial_id: str, bench, log) -> None:
     """One completed trial's deployed model timed (not again where it was: a resumed sweep), from the run folder of
     its final checkpoint: the one Tune's results name, or, where the driver was killed before its saved state
     recorded that checkpoint, the newest one in the trial's Tune folder that holds the run's metrics.json."""
@@ -305,8 +308,7 @@ def time_trial(state: dict, results_dir: str, grid, key: str, trial_id: str, ben
             continue
         with checkpoint.as_directory() as run_dir:
             if os.path.isfile(os.path.join(run_dir, "metrics.json")):
-                fronts.measure_trials(bench, state["settings"], {trial_id: (run_dir, folder)},
-                                      log=lambda m: print(f"[budget {key}] {m}", flush=True))
+                fronts.measure_trials(bench, state["settings"], {trial_id: (run_dir, folder)}, log=log)
                 return
     raise RuntimeError("no checkpoint of it holds its finished run (metrics.json)")
 
