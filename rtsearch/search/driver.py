@@ -274,8 +274,8 @@ def time_the_front(state: dict, results_dir: str, grid, budget: float, bench) ->
         print(f"[budget {key}] {message}", flush=True)
     completed = [r["trial_id"] for r in report.load_trials(results_dir)
                  if r.get("budget") == budget and r.get("status") == "completed"]
-    print(f"[budget {key}] timing the deployed models of {len(completed)} completed trial(s), one at a time "
-          f"(batch {fronts.BATCH}, {fronts.THREADS} thread)", flush=True)
+    log(f"timing the deployed models of {len(completed)} completed trial(s), one at a time "
+        f"(batch {fronts.BATCH}, {fronts.THREADS} thread)")
     for trial_id in completed:
         try:
             time_trial(state, results_dir, grid, key, trial_id, bench, log)
