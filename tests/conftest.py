@@ -12,14 +12,14 @@ LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 130,
            "test_tune.py::test_a_ladder_sweep": 116,
            "test_tune.py::test_sweep_logs_to_an_mlflow_server": 112,
            "test_mlflow_recipe.py::": 100,
-           "test_ladder_method.py::test_a_ladder_run_deploys": 92,
+           "test_method_contract.py::test_run_manifest_resume_export_and_the_deployed_model[ladder]": 92,
            "test_tune.py::test_sweep_end_to_end_retries": 85,
            "test_tune.py::test_resume_after_kill_9": 79,
            "test_front.py::test_a_front_sweep": 76,
            "test_tune.py::test_a_range_sweep": 61,
            "test_method_contract.py::test_run_manifest": 55,
            "test_rung_cache.py::test_a_second_ladder_run": 50,
-           "test_loop.py::": 40}
+           "test_loop.py::": 20}
 
 
 def expected_seconds(item) -> int:

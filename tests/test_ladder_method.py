@@ -147,20 +147,17 @@ def check_latency_bench(out, tmp_path) -> None:
     assert rows[0][9] == "1.00 |" and all(float(r[7]) > 0 for r in rows)   # against the first run; median ms
 
 
-def check_export(out, tmp_path, metrics: dict, splits) -> None:
-    """`rtsearch.export` writes the deployed model as it scored; a different budget is refused."""
-    exported = run_main("rtsearch.export", "--checkpoint", str(out / "run.json"), "--out", str(tmp_path / "x.pt"))
+def check_export(exported, out, tmp_path, metrics: dict) -> None:
+    """`rtsearch.export` said what it wrote (the contract test checked that it scores as the run); a different budget
+    is refused."""
     assert exported.returncode == 0 and f"params ratio {metrics['params_ratio']:.4f}" in exported.stdout
-    written = torch.load(tmp_path / "x.pt", weights_only=False)
-    assert ladder.evaluate(written, *splits.test)["accuracy"] == metrics["accuracy"]
     assert_usage_error(run_main("rtsearch.export", "--checkpoint", str(out / "deployed.pt"), "--budget", "0.05",
                                 "--out", str(tmp_path / "y.pt")), "budget 0.08", "drop --budget")
 
 
-def check_resume(args: list[str], out) -> None:
-    """A resumed run reads its rungs back and trains its agent on one rollout worker of its own; another budget
-    cannot resume it."""
-    again = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--num-env-runners", "1", "--resume")
+def check_resume(again, out) -> None:
+    """A resumed run (here with `--agent-iterations 1 --num-env-runners 1`) reads its rungs back and trains its agent
+    on one rollout worker of its own; another budget cannot resume it."""
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, read back") == len(ladder.rung_budgets(0.08))
     resumed = json.loads((out / "metrics.json").read_text())
@@ -195,14 +192,19 @@ def check_parameter_budget(args: list[str], out, metrics: dict, splits, rung_par
                        "no pair of rungs fits --param-budget 0.05", "raise --param-budget")
 
 
-@pytest.mark.slow
-def test_a_ladder_run_deploys_one_model_that_scores_as_its_metrics_say_and_resumes_from_its_rungs(tmp_path):
-    out = tmp_path / "ladder"
-    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.08", "--iterations", "1",
-            "--agent-share", "0.25", "--out", str(out)]
-    metrics = check_first_run(run_cli("rtsearch.train", *args, "--agent-iterations", "3"), out)
+def check_a_first_ladder_run(first, out, tmp_path) -> tuple:
+    """The ladder's own checks on the first run of its contract test (tests/test_method_contract.py, TINY["ladder"]):
+    its rungs and agent, its deployed model, its latency bench. Returns what the checks of its resumed run need."""
+    metrics = check_first_run(first, out)
     splits, rung_params, dense_params, policy = check_deployed_model(out, metrics)
     check_latency_bench(out, tmp_path)
-    check_export(out, tmp_path, metrics, splits)
-    check_resume(args, out)        # the resumed agent samples on one rollout worker of its own
+    return metrics, splits, rung_params, dense_params, policy
+
+
+def check_a_resumed_ladder_run(again, exported, args: list[str], out, tmp_path, first: tuple) -> None:
+    """The ladder's own checks once its contract test resumed the run (its agent trained again, its rungs read back)
+    and exported it: what the resumed run wrote, what export said, and a parameter budget on a second resume."""
+    metrics, splits, rung_params, dense_params, policy = first
+    check_resume(again, out)
+    check_export(exported, out, tmp_path, json.loads((out / "metrics.json").read_text()))
     check_parameter_budget(args, out, metrics, splits, rung_params, dense_params, policy)

@@ -4,17 +4,26 @@ model from any file of the folder, and that model scores on the test split what 
 import json
 
 import pytest
+import test_ladder_method
+import test_loop
 import torch
 
 from conftest import check_deployed_model_scores_as_the_run, run_cli, run_main
 from rtsearch import data, methods
+from rtsearch.config import RunConfig
 
-TINY = {"ladder": ["--budget", "0.15", "--iterations", "1", "--agent-iterations", "2"],
-        "both": ["--budget", "0.3", "--iterations", "1"],
+TINY = {"ladder": ["--budget", "0.08", "--iterations", "1", "--agent-share", "0.25", "--agent-iterations", "3"],
+        "both": ["--budget", "0.4", "--param-budget", "0.6", "--iterations", "2"],
         "runtime-only": ["--budget", "0.3", "--iterations", "1"],
         "static-only": ["--budget", "0.3", "--iterations", "2"],
         "paper": ["--budget", "0.3", "--paper-epochs", "1", "--paper-rl-epochs", "1", "--paper-backbone-epochs", "1",
                   "--paper-batch", "256"]}
+
+# The run of `both` is killed (-9, with its Ray) right after its first iteration's checkpoint and finished by --resume
+# (the others' first --resume continues a finished run)
+KILLED = {"both"}
+# What --resume adds: the ladder trains its agent again (its rungs read back), here once, on a rollout worker of its own
+RESUMED = {"ladder": ["--agent-iterations", "1", "--num-env-runners", "1"]}
 
 
 def test_every_registered_method_has_a_tiny_run_here():
@@ -52,7 +61,13 @@ def lands_on_its_macs_budget(metrics: dict) -> None:
 def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
     out = tmp_path / name
     args = ["--dataset", "digits", "--method", name, *TINY[name], "--out", str(out)]
-    first = run_cli("rtsearch.train", *args, timeout=600)
+    if name in KILLED:
+        test_loop.kill_9_after_the_first_iteration(args, out)
+        first = run_cli("rtsearch.train", *args, "--resume", timeout=600)
+        assert first.returncode == 0, first.stderr[-3000:]
+        test_loop.check_the_killed_run_resumed(first, out)
+    else:
+        first = run_cli("rtsearch.train", *args, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["method"] == name and manifest["config"]["out"] == str(out)
@@ -61,12 +76,17 @@ def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     if name == "static-only":
         lands_on_its_macs_budget(metrics)
+    if name == "both":          # its own checks on this run: tests/test_loop.py
+        test_loop.check_both_agents_wrote_every_metric(RunConfig(dataset="digits", method="both", budget=0.4,
+                                                                 param_budget=0.6, iterations=2, out=str(out)))
+    if name == "ladder":        # its own checks on this run: tests/test_ladder_method.py
+        first_ladder = test_ladder_method.check_a_first_ladder_run(first, out, tmp_path)
 
-    again = run_cli("rtsearch.train", *args, "--resume", timeout=600)
+    again = run_cli("rtsearch.train", *args, "--resume", *RESUMED.get(name, []), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((out / "metrics.json").read_text())
-    assert resumed["iterations"] == metrics["iterations"]
     if name != "ladder":        # continued from its last checkpoint: nothing left to train, the same best state
+        assert resumed["iterations"] == metrics["iterations"]
         assert resumed["accuracy"] == metrics["accuracy"] and resumed["macs_ratio"] == metrics["macs_ratio"]
 
     # in this process: export starts no Ray and trains nothing, so a fresh interpreter would only add its start-up
@@ -75,6 +95,7 @@ def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
     written = torch.load(tmp_path / "x.pt", weights_only=False)
     if name == "ladder":
         scores_as_the_run(name, out, written)
+        test_ladder_method.check_a_resumed_ladder_run(again, exported, args, out, tmp_path, first_ladder)
     else:       # the storage-reduced network of the best iteration; deployed.pt holds its runtime policy too
         assert "params" in exported.stdout
         scores_as_the_run(name, out, torch.load(out / "deployed.pt", weights_only=False))
