@@ -10,8 +10,7 @@ import pytest
 # they finish, so the modules holding the longest tests go first and the short ones fill the end.
 LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 130,
            "test_tune.py::test_a_ladder_sweep": 116,
-           "test_tune.py::test_sweep_logs_to_an_mlflow_server": 112,
-           "test_mlflow_recipe.py::": 100,
+           "test_tune.py::test_sweep_logs_to_an_mlflow_server": 140,
            "test_method_contract.py::test_run_manifest_resume_export_and_the_deployed_model[ladder]": 92,
            "test_tune.py::test_sweep_end_to_end_retries": 85,
            "test_tune.py::test_resume_after_kill_9": 79,

@@ -1,32 +1,20 @@
-"""MLflow as a user reads it after real sweeps (tiny ones on digits, a real SQLite store): the README's recipe
-runs as written for a sweep of any method (tests/test_tune.py reads its ladder sweep with it), each (dataset,
-model, method) has one registered model that every sweep adds a version to, and a trial's metrics and parameters
-say what they are."""
+"""MLflow as a user reads it after real sweeps (tiny ones on digits): the README's recipe runs as written for a
+sweep of any method, each (dataset, model, method) has one registered model that every sweep adds a version to, and a
+trial's metrics and parameters say what they are. The sweeps are those of tests/test_tune.py, which calls these checks:
+its ladder sweep on a SQLite store, and a second sweep of both agents after its sweep on an `mlflow server`."""
 import contextlib
 import io
 import os
 import re
-
-import pytest
 
 from conftest import ok, tune
 from rtsearch import methods
 from rtsearch.config import RunConfig
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-# the smallest sweeps tests/test_tune.py runs: one trial of one iteration, no baseline beside it
-TINY = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--max-iterations", "1",
-        "--num-samples", "1", "--no-baseline"]
-BOTH = [*TINY, "--method", "both", "--budget", "0.5", "--param-budget", "0.8"]
 VAL = {"val_score", "val_best_score", "val_accuracy", "val_macs_ratio", "val_macs_ratio_p95", "val_params_ratio",
        "val_feasible"}
 TEST = {"test_score", "test_accuracy", "test_macs_ratio", "test_params_ratio", "test_feasible"}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A dense-model cache for these sweeps only (their 1-epoch dense model must not serve other tests)."""
-    return str(tmp_path_factory.mktemp("recipe-dense-cache"))
 
 
 def recipe() -> str:
@@ -38,13 +26,21 @@ def recipe() -> str:
     return found.group(1)
 
 
-def run_recipe(cwd, name: str, method: str) -> tuple[dict, str]:
-    """The recipe as written for the sweep `name` run in `cwd`: its variables and what it printed. Its store,
-    sqlite:///mlruns.db of the working folder, is written out as that folder's absolute path (MLflow keeps one
-    store per URI for the whole process, so the same relative URI would reach an earlier test's folder)."""
+def test_the_recipe_is_there_with_its_placeholders_and_is_python():
+    """tests/test_tune.py runs it after real sweeps (slow); here only that it is found, names what `run_recipe` fills
+    in, and compiles."""
+    code = recipe()
+    assert all(p in code for p in ("<name>", "<dataset>", "<model>", "<method>", "sqlite:///mlruns.db"))
+    compile(code, "README.md mlflow-recipe", "exec")
+
+
+def run_recipe(uri: str, name: str, method: str) -> tuple[dict, str]:
+    """The recipe as written for the sweep `name` logged to `uri`: its variables and what it printed. Its store,
+    sqlite:///mlruns.db of the working folder, is written out as `uri` (a SQLite store by its absolute path: MLflow
+    keeps one store per URI for the whole process, so the same relative URI would reach an earlier test's folder)."""
     code = recipe()
     for placeholder, value in (("<name>", name), ("<dataset>", "digits"), ("<model>", "small"), ("<method>", method),
-                               ("sqlite:///mlruns.db", f"sqlite:///{cwd}/mlruns.db")):
+                               ("sqlite:///mlruns.db", uri)):
         assert placeholder in code, placeholder
         code = code.replace(placeholder, value)
     out, names = io.StringIO(), {}
@@ -79,35 +75,37 @@ def check_trial_run(uri: str, name: str, method: str, trial_id: str | None = Non
     assert params["method"] == method and params["trial_id"] == run.data.tags["rtsearch.trial_id"]
 
 
-@pytest.mark.slow
-def test_a_second_sweep_of_both_agents_adds_a_version_and_moves_the_alias(tmp_path, cache):
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    name = "rtsearch-digits-small-both"
-    first = ok(tune(tmp_path, cache, *BOTH, "--name", "b1"))
-    assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in first, first
-    second = ok(tune(tmp_path, cache, *BOTH, "--name", "b2"))
-    assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in second, second
-    for sweep in ("b1", "b2"):
-        check_trial_run(uri, sweep, "both")
-    assert {"lam", "lr_runtime", "lr_static", "beta_f"} <= set(child(uri, "b1").data.params)
-    assert "fixed_ratios" not in child(uri, "b1").data.params
-
+def check_a_second_sweep_adds_a_version_and_moves_the_alias(cwd, cache, uri: str, first: str, common: list[str]):
+    """After the sweep `first` of both agents (`common` its flags but budgets, samples and store), a second sweep at
+    budget 0.5 adds a version to the one registered model of (digits, small, both) and moves best-0_5 onto it; the
+    README's recipe reads it back."""
     from mlflow.tracking import MlflowClient
+    name = "rtsearch-digits-small-both"
     client = MlflowClient(uri)
+    before = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    second = ok(tune(cwd, cache, *common, "--budget", "0.5", "--num-samples", "1", "--no-baseline", "--name", "again",
+                     "--mlflow-uri", uri))
+    assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in second, second
+    check_trial_run(uri, "again", "both")
+    assert {"lam", "lr_runtime", "lr_static", "beta_f"} <= set(child(uri, "again").data.params)
+    assert "fixed_ratios" not in child(uri, "again").data.params
+
     assert [m.name for m in client.search_registered_models()] == [name]     # one model, not one per sweep
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
-    assert sorted(versions) == ["1", "2"]
-    assert str(client.get_model_version_by_alias(name, "best-0_5").version) == "2"
-    assert client.get_model_version(name, "1").aliases == [] and client.get_model_version(name, "2").aliases == [
-        "best-0_5"]
-    for number, sweep in (("1", "b1"), ("2", "b2")):
-        run = child(uri, sweep)
-        assert versions[number].description.startswith(f"Sweep '{sweep}' (MLflow experiment {sweep}), budget 0.5: "
-                                                        f"its best trial {run.data.tags['rtsearch.trial_id']} ")
-        assert versions[number].tags["rtsearch.trial_run_id"] == run.info.run_id
+    new = str(len(before) + 1)
+    assert sorted(versions, key=int) == [*sorted(before, key=int), new]
+    assert str(client.get_model_version_by_alias(name, "best-0_5").version) == new
+    assert [v for v in before if "best-0_5" in client.get_model_version(name, v).aliases] == []     # moved off
+    run = child(uri, "again")
+    assert versions[new].description.startswith(f"Sweep 'again' (MLflow experiment again), budget 0.5: its best "
+                                                f"trial {run.data.tags['rtsearch.trial_id']} ")
+    assert versions[new].tags["rtsearch.trial_run_id"] == run.info.run_id
+    assert all(versions[v].description.startswith(f"Sweep '{first}' (MLflow experiment {first}), budget ")
+               for v in before)
 
-    names, printed = run_recipe(tmp_path, "b1", "both")
+    names, printed = run_recipe(uri, "again", "both")
     assert {"params.lam", "params.lr_runtime"} <= set(names["params"]) and "params.fixed_ratios" not in names["params"]
-    assert child(uri, "b1").data.tags["rtsearch.trial_id"] in printed
-    assert "{'best-0_5': 2}" in printed, printed
-    assert "2 Sweep 'b2' (MLflow experiment b2)" in printed and "1 Sweep 'b1' (MLflow experiment b1)" in printed
+    assert run.data.tags["rtsearch.trial_id"] in printed
+    assert str(names["model"].aliases["best-0_5"]) == new and str(names["model"].aliases) in printed, printed
+    assert f"{new} Sweep 'again' (MLflow experiment again)" in printed, printed
+    assert all(f"{v} Sweep '{first}' (MLflow experiment {first})" in printed for v in before), printed

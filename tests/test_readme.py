@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from test_mlflow_recipe import recipe
 from test_results_index import index_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +130,3 @@ def test_no_absolute_machine_path_in_the_readme_or_docs():
             if MACHINE_PATH.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()[:120]}")
     assert not hits, "absolute machine paths:\n" + "\n".join(hits)
-
-
-def test_the_mlflow_recipe_is_there_and_is_python():
-    """tests/test_mlflow_recipe.py runs it after real sweeps (slow); here only that it is found and compiles."""
-    compile(recipe(), "README.md mlflow-recipe", "exec")

@@ -414,7 +414,7 @@ def check_read_back_as_the_readme_says(uri: str, trials: list[dict], best: dict)
     trial = child(uri, "ladder", best["trial_id"])
     assert not {"lam", "lr_runtime", "fixed_ratios", "lr_static"} & set(trial.data.params)
     assert {"lr_rerun", "entropy_rerun", "agent_iterations"} <= set(trial.data.params)
-    names, printed = run_recipe(uri.removeprefix("sqlite:///").removesuffix("/mlruns.db"), "ladder", "ladder")
+    names, printed = run_recipe(uri, "ladder", "ladder")
     assert "params.lr_rerun" in names["params"] and "params.lam" not in names["params"]
     assert "metrics.val_best_score" in names["figures"] and "metrics.test_score" in names["figures"]
     assert sorted(names["trials"]["tags.rtsearch.trial_id"]) == sorted(t["trial_id"] for t in trials)
@@ -430,7 +430,7 @@ def check_read_back_as_the_readme_says(uri: str, trials: list[dict], best: dict)
 
 
 @pytest.mark.slow
-def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, mlflow_server):
+def test_sweep_logs_to_an_mlflow_server_and_a_second_sweep_moves_the_alias(tmp_path, cache, mlflow_server):
     # both agents (not the fixed-ratio baseline), one iteration per trial
     out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3,0.5", "--param-budget",
                   "0.8", "--num-samples", "1", "--search", "random", "--name", "http", "--mlflow-uri", mlflow_server))
@@ -467,6 +467,10 @@ def test_sweep_logs_to_an_mlflow_server_one_sweep_per_budget(tmp_path, cache, ml
     logged = {row["tags.rtsearch.budget"]: len(MlflowClient(mlflow_server).get_metric_history(
         row["run_id"], "baseline_test_accuracy")) for _, row in parents.iterrows()}
     assert logged == {"0.3": 2, "0.5": 1}          # the resumed budget's parent run got its baseline again
+    from test_mlflow_recipe import check_a_second_sweep_adds_a_version_and_moves_the_alias
+    check_a_second_sweep_adds_a_version_and_moves_the_alias(tmp_path, cache, mlflow_server, "http",
+                                                            [*TINY_AGENTS, "--max-iterations", "1", "--param-budget",
+                                                             "0.8", "--search", "random"])
 
 
 def check_baselines(summary, parents, results, cwd, cache):
