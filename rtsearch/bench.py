@@ -26,6 +26,7 @@ point against Torch-Pruning L1 at equal latency (rtsearch.bench_pareto; results/
 
     python -m rtsearch.bench --pareto [--models small,mcifarnet] [--seeds 0,1,2] [--kinds ...] [--device cpu|cuda]
         [--out FILE.md]
+    python -m rtsearch.bench --pareto --replot FILE.json     # its pictures drawn again, nothing timed
 """
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ def parse_args(argv=None):
                    help="with --pareto: time only the runs already made; the report names the rest")
     p.add_argument("--train-only", action="store_true",
                    help="with --pareto: make the missing runs and stop (time them later, on a quiet machine)")
+    p.add_argument("--replot", default=None, metavar="FILE.json",
+                   help="with --pareto: draw the pictures again from the rows an earlier --pareto wrote to FILE.json, "
+                        "beside it (nothing is made or timed)")
     p.add_argument("--runs-dir", default=os.path.join("runs", "pareto"),
                    help="with --pareto: where the runs are made and reused (default runs/pareto)")
     p.add_argument("--deployed", nargs="+", default=None, metavar="RUN",
@@ -160,7 +164,10 @@ def check_latency(args):
 
 def check_pareto(args):
     """Every --pareto input checked before any run is made or timed."""
-    from rtsearch.bench_pareto import KINDS
+    from rtsearch.bench_pareto import KINDS, saved_rows
+    if args.replot:
+        saved_rows(args.replot)         # UsageError (exit 2) for a missing file or one --pareto did not write
+        return args
     from rtsearch.net.models import MODELS
     args.models = [m for m in args.models.split(",") if m]
     unknown = [m for m in args.models if m not in MODELS]
@@ -189,18 +196,26 @@ def check_pareto(args):
     return args
 
 
+def pareto(args, command: str) -> int:
+    """--pareto: make, time and compare the runs, or (--replot) draw the pictures of an earlier comparison again."""
+    from rtsearch import bench_pareto
+    if args.replot:
+        print(f"wrote {', '.join(bench_pareto.replot(args.replot))}")
+        return 0
+    try:
+        bench_pareto.run(args, command)
+    except bench_pareto.RunFailed as e:     # one line, never a traceback
+        print(f"rtsearch.bench: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 @guarded
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = "python -m rtsearch.bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.pareto:
-        from rtsearch import bench_pareto
-        try:
-            bench_pareto.run(args, command)
-        except bench_pareto.RunFailed as e:     # one line, never a traceback
-            print(f"rtsearch.bench: error: {e}", file=sys.stderr)
-            return 1
-        return 0
+        return pareto(args, command)
     if args.deployed and args.profile:
         from rtsearch import bench_deployed
         text = bench_deployed.profile(args.deployed, args.batch_sizes)

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from rtsearch.errors import UsageError
+
 KINDS = {   # kind: (rtsearch.train flags, its budgets)
     "dense": ([], (1.0,)),
     "tp-l1": (["--method", "static-only", "--fixed-ratios", "--torch-pruning-l1"], (0.03, 0.05, 0.08, 0.15, 0.3, 0.5)),
@@ -287,6 +289,19 @@ def markdown(rows: list[dict], command: str, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readable_log_axis(ax, unit: str) -> None:
+    """A log x axis labelled in plain numbers (with SI prefixes where `unit` is given) at 1, 2 and 5 times each power of
+    ten when the axis spans under three decades, at the powers alone otherwise; minor ticks unlabelled. Matplotlib's
+    default labels minor ticks as 3x10^0 on short spans, wide enough to run into each other."""
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    axis = ax.xaxis
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high < 1000 * low else (1.0,)))
+    axis.set_major_formatter(EngFormatter(unit=unit) if unit else FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot(rows: list[dict], model: str, path: str, where: str = "one thread") -> None:
     """Accuracy against latency (batch 1, batch 64) and against stored bytes; each kind's mean points over seeds
     (bars: standard deviation) and its front."""
@@ -311,7 +326,7 @@ def plot(rows: list[dict], model: str, path: str, where: str = "one thread") -> 
                                label=kind, capsize=2)
             line = front(points, cost)
             ax.plot([p[cost] for p in line], [p["accuracy"] for p in line], "-", color=bars[0].get_color())
-        ax.set_xscale("log")
+        readable_log_axis(ax, "B" if cost == "stored_bytes" else "")
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
@@ -320,6 +335,34 @@ def plot(rows: list[dict], model: str, path: str, where: str = "one thread") -> 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def saved_rows(path: str) -> dict:
+    """What a --pareto run wrote to FILE.json; UsageError for a file that is missing or not one of those."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        rows, device = saved["rows"], saved["device"]
+        if not rows or not all({"model", "kind", "batch", "median_ms", "stored_bytes", "accuracy"} <= set(r)
+                               for r in rows):
+            raise ValueError("no rows of measured runs")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--replot {path}: not the FILE.json of a --pareto run ({str(e).splitlines()[0][:120]}): "
+                         f"pass the .json that --pareto wrote beside its .md") from None
+    return {"rows": rows, "device": device}
+
+
+def replot(path: str) -> list[str]:
+    """Draw FILE-<model>.png again from the rows a --pareto run wrote to FILE.json (the figures as measured then);
+    returns the pictures written."""
+    saved = saved_rows(path)
+    stem = path[:-5] if path.endswith(".json") else path
+    where = "one thread" if saved["device"].startswith("CPU") else saved["device"]
+    written = []
+    for model in dict.fromkeys(r["model"] for r in saved["rows"]):
+        plot(saved["rows"], model, f"{stem}-{model}.png", where)
+        written.append(f"{stem}-{model}.png")
+    return written
 
 
 def run(args, command: str) -> None:

@@ -168,3 +168,49 @@ def test_a_training_run_that_fails_ends_the_bench_with_one_line_and_no_traceback
         f"rtsearch.bench: error: {out}: rtsearch.train failed (exit 2); its log {out}/train.log says why; fix that "
         f"and run the same command again (finished runs are kept)"], result.stderr
     assert "run.json is corrupt" in (out / "train.log").read_text()
+
+
+def test_the_pictures_tick_labels_do_not_overlap(tmp_path):
+    """Latencies over about one decade (0.4 to 3.9 ms) and bytes over one and a half: every labelled tick readable."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [point(kind, b, ms, acc, batch=batch, stored=stored)
+            for batch in (1, 64) for kind, b, ms, acc, stored in (("tp-l1", 0.05, 0.4, 0.97, 180_000),
+                                                                   ("tp-l1", 0.15, 0.85, 0.98, 350_000),
+                                                                   ("ladder", 0.08, 2.1, 0.983, 2_500_000),
+                                                                   ("dense", 1.0, 3.9, 0.979, 6_800_000))]
+    figures = []
+    original = plt.close
+    try:
+        plt.close = figures.append          # keep the figure the picture was drawn from
+        bench_pareto.plot(rows, "small", str(tmp_path / "p.png"))
+    finally:
+        plt.close = original
+    assert (tmp_path / "p.png").stat().st_size > 0
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels(which="both")
+                 if t.get_visible() and t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert len(boxes) >= 2, ax.get_xlabel()                 # the axis says where its points are
+        boxes.sort(key=lambda b: b.x0)
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), (ax.get_xlabel(), [
+            t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()])
+    original(fig)
+
+
+def test_replot_draws_the_pictures_again_from_the_saved_rows_and_refuses_other_files(tmp_path):
+    import json
+    rows = [point(kind, b, ms, acc, batch=batch) for batch in (1, 64) for kind, b, ms, acc in
+            (("tp-l1", 0.05, 0.4, 0.97), ("tp-l1", 0.15, 0.85, 0.98), ("ladder", 0.08, 2, 0.98))]
+    saved = tmp_path / "front.json"
+    saved.write_text(json.dumps({"command": "cmd", "device": "CPU: x86_64, 2 cores", "rows": rows, "failures": []}))
+    done = run_main("rtsearch.bench", "--pareto", "--replot", str(saved))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "front-small.png").stat().st_size > 0 and f"wrote {tmp_path}/front-small.png" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["front-small.png", "front.json"]     # nothing else
+    (tmp_path / "other.json").write_text(json.dumps({"rows": [{"model": "small"}], "device": "cpu"}))
+    for path in (tmp_path / "nope.json", tmp_path / "other.json"):
+        assert_usage_error(run_main("rtsearch.bench", "--pareto", "--replot", str(path)), f"--replot {path}",
+                           "--pareto")
