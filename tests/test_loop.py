@@ -1,4 +1,5 @@
-"""Short real trainings of both agents with the network (RLlib PPO, in-process sampling)."""
+"""Short real trainings of the agents with the network (RLlib PPO, in-process sampling); the checks of a `both` run
+that its contract test (tests/test_method_contract.py) makes on its own run, killed and resumed."""
 import json
 import os
 import signal
