@@ -82,21 +82,21 @@ def check_a_second_sweep_adds_a_version_and_moves_the_alias(cwd, cache, uri: str
     from mlflow.tracking import MlflowClient
     name = "rtsearch-digits-small-both"
     client = MlflowClient(uri)
-    before = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    before = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
     second = ok(tune(cwd, cache, *common, "--budget", "0.5", "--num-samples", "1", "--no-baseline", "--name", "again",
                      "--mlflow-uri", uri))
     assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in second, second
     check_trial_run(uri, "again", "both")
-    assert {"lam", "lr_runtime", "lr_static", "beta_f"} <= set(child(uri, "again").data.params)
-    assert "fixed_ratios" not in child(uri, "again").data.params
+    run = child(uri, "again")
+    assert {"lam", "lr_runtime", "lr_static", "beta_f"} <= set(run.data.params)
+    assert "fixed_ratios" not in run.data.params
 
     assert [m.name for m in client.search_registered_models()] == [name]     # one model, not one per sweep
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
     new = str(len(before) + 1)
-    assert sorted(versions, key=int) == [*sorted(before, key=int), new]
+    assert sorted(versions, key=int) == [*before, new]
     assert str(client.get_model_version_by_alias(name, "best-0_5").version) == new
     assert [v for v in before if "best-0_5" in client.get_model_version(name, v).aliases] == []     # moved off
-    run = child(uri, "again")
     assert versions[new].description.startswith(f"Sweep 'again' (MLflow experiment again), budget 0.5: its best "
                                                 f"trial {run.data.tags['rtsearch.trial_id']} ")
     assert versions[new].tags["rtsearch.trial_run_id"] == run.info.run_id
