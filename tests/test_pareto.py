@@ -170,7 +170,7 @@ def test_a_training_run_that_fails_ends_the_bench_with_one_line_and_no_traceback
     assert "run.json is corrupt" in (out / "train.log").read_text()
 
 
-def test_the_pictures_tick_labels_do_not_overlap(tmp_path):
+def test_the_pictures_tick_labels_do_not_overlap(tmp_path, monkeypatch):
     """Latencies over about one decade (0.4 to 3.9 ms) and bytes over one and a half: every labelled tick readable."""
     import matplotlib
     matplotlib.use("Agg")
@@ -181,12 +181,10 @@ def test_the_pictures_tick_labels_do_not_overlap(tmp_path):
                                                                    ("ladder", 0.08, 2.1, 0.983, 2_500_000),
                                                                    ("dense", 1.0, 3.9, 0.979, 6_800_000))]
     figures = []
-    original = plt.close
-    try:
-        plt.close = figures.append          # keep the figure the picture was drawn from
-        bench_pareto.plot(rows, "small", str(tmp_path / "p.png"))
-    finally:
-        plt.close = original
+    close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)       # keep the figure the picture was drawn from
+    bench_pareto.plot(rows, "small", str(tmp_path / "p.png"))
+    monkeypatch.undo()
     assert (tmp_path / "p.png").stat().st_size > 0
     (fig,) = figures
     renderer = fig.canvas.get_renderer()
@@ -197,7 +195,7 @@ def test_the_pictures_tick_labels_do_not_overlap(tmp_path):
         boxes.sort(key=lambda b: b.x0)
         assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), (ax.get_xlabel(), [
             t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()])
-    original(fig)
+    close(fig)
 
 
 def test_replot_draws_the_pictures_again_from_the_saved_rows_and_refuses_other_files(tmp_path):
