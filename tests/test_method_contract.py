@@ -79,8 +79,7 @@ def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
     if name == "static-only":
         lands_on_its_macs_budget(metrics)
     if name == "both":          # its own checks on this run: tests/test_loop.py
-        test_loop.check_both_agents_wrote_every_metric(RunConfig(dataset="digits", method="both", budget=0.4,
-                                                                 param_budget=0.6, iterations=2, out=str(out)))
+        test_loop.check_both_agents_wrote_every_metric(RunConfig.from_dict(manifest["config"]))
     if name == "ladder":        # its own checks on this run: tests/test_ladder_method.py
         first_ladder = test_ladder_method.check_a_first_ladder_run(first, out, tmp_path)
 
