@@ -116,10 +116,15 @@ def check_dataset_and_model(dataset: str, model: str, data_dir: str | None) -> N
 
 
 def guarded(main):
-    """Run an entry point, turning UsageError / DataError into exit 2 with one line named after the entry point."""
+    """Run an entry point, turning UsageError / DataError into exit 2 with one line named after the entry point, and a
+    run that diverged (FloatingPointError) into exit 1 with one line."""
     def wrapper(argv=None):
         try:
             return main(argv)
         except (UsageError, DataError) as e:
             fail(str(e), entry_name(main.__module__))
+        except FloatingPointError as e:
+            print(f"{entry_name(main.__module__)}: error: the run diverged: {e}; the iterations it finished keep their "
+                  f"checkpoints; try a lower --lr-finetune or another --seed", file=sys.stderr)
+            raise SystemExit(1) from None
     return wrapper

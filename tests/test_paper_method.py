@@ -281,6 +281,29 @@ def test_all_channels_kept_cost_the_dense_macs():
     assert cost.macs_ratio(kept, cost.widths).tolist() == [1.0, 1.0]
 
 
+def test_the_taylor_term_is_taken_at_the_given_widths_so_a_filter_no_input_computes_scores_zero():
+    torch.manual_seed(0)
+    paper = PaperNet(build_model("small", (1, 8, 8))).eval()
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    with torch.no_grad():       # which filters of layer 0 any input computes at those widths (before the refresh)
+        keep = torch.full((6,), 0.3)
+        _, active = paper.layer(0, paper.net.stem(x), keep, keep, 0.5)
+    paper.refresh_features(x, y, 0.3, 0.3, 0.5)
+    taylor = paper.features(0)[2]
+    assert (taylor[~active.any(0)] == 0).all() and (taylor[active.any(0)] > 0).all()
+    for t in range(paper.num_layers):       # each row over its layer's norm + 1e-3: distance and norm near 1
+        norms = paper.features(t).norm(dim=1).tolist()
+        assert norms[:2] == pytest.approx([1.0] * 2, abs=1e-2) and 0 <= norms[2] < 1
+
+
+def test_refreshing_the_features_of_a_network_whose_loss_overflows_stops_the_run():
+    paper = PaperNet(build_model("small", (1, 8, 8))).eval()
+    with torch.no_grad():
+        paper.beta[-1].fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="loss is"):
+        paper.refresh_features(torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 0.5, 0.5, 0.5)
+
+
 # ------------------------------------------------------------------------------------------------ observations
 
 def test_the_block_observation_makes_one_linear_layer_a_per_layer_encoder():
@@ -345,6 +368,34 @@ def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(b
             else paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03, budget_form))   # m: the first batch's
     assert rewards[-1] == pytest.approx(want, rel=1e-5)
     assert env.pop_stats()["macs_ratio"] == pytest.approx(macs.mean())
+
+
+def test_inputs_whose_activations_overflow_reach_the_agent_as_zeros_and_stop_the_run():
+    from rtsearch.rl.paper_loop import check_finite
+    env, paper, _, _, _ = env_of("runtime")
+    env.reset(seed=1)
+    with torch.no_grad():
+        env.net.beta[0][0] = float("inf")       # the channel the gate ranks first: every input computes it
+    seen = [env.step(np.zeros((4, 1), dtype=np.float32)) for _ in range(paper.num_layers)]
+    assert all(np.isfinite(obs).all() and np.isfinite(reward).all() for obs, reward, *_ in seen)
+    stats = env.pop_stats()
+    assert stats["overflowed"] == 1.0
+    check_finite({"runtime": [{"overflowed": 0.0}], "static": []})
+    with pytest.raises(FloatingPointError, match="100% of the runtime agent's inputs in RL batch 1"):
+        check_finite({"runtime": [stats], "static": []})
+
+
+def test_a_run_that_diverges_ends_with_exit_1_and_one_line(capsys):
+    from rtsearch.cli import guarded
+
+    @guarded
+    def main(argv=None):
+        raise FloatingPointError("validation metrics are not finite")
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.count("\n") == 1
+    assert "error: the run diverged: validation metrics are not finite;" in err and "--lr-finetune" in err
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -145,15 +145,21 @@ class PaperNet(nn.Module):
         return self.net.head(h), torch.stack(kept, dim=1)
 
     @torch.no_grad()
-    def refresh_features(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def refresh_features(self, x: torch.Tensor, y: torch.Tensor, keep_r: float, keep_s: float, dpratio: float) -> None:
         """The static score's three filter features, each scaled to unit norm within its layer: the filter's
         summed distance to the layer's other filters, its norm, and (w * dCE/dw)^2 summed over the filter on one
-        dense batch (the paper's `update_taylor_first`)."""
+        batch (the paper's `update_taylor_first`). The batch runs at keep fractions `keep_r`, `keep_s` on every layer
+        (the run's width budgets: the widths its backbone is trained at), so a filter no input computes has a Taylor
+        term of 0. All channels at once would be a network never trained at that width, whose activations can
+        overflow."""
         with torch.enable_grad():
             self.net.zero_grad()
-            widths = torch.ones(len(x), self.num_layers)
-            logits, _ = self(x, widths, widths, 0.5)
-            F.cross_entropy(logits, y).backward()
+            logits, _ = self(x, torch.full((len(x), self.num_layers), keep_r),
+                             torch.full((len(x), self.num_layers), keep_s), dpratio)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the network's loss is {float(loss)} at its width budgets")
+            loss.backward()
         for t, gate in enumerate(self.net.gates):
             w = gate.conv.weight.detach()
             flat = w.flatten(1)

@@ -70,7 +70,7 @@ def pop_stats(algo) -> dict:
             parts += found
     out = {"mean_state": parts[-1]["mean_state"]} if parts else {}
     total = sum(p.get("count", 0) for p in parts)
-    for key in ("macs_ratio", "ce", "accuracy", "return", "params_ratio"):
+    for key in ("macs_ratio", "ce", "accuracy", "return", "params_ratio", "overflowed"):
         if total:
             out[key] = float(sum(p[key] * p["count"] for p in parts if p.get("count")) / total)
         else:

@@ -139,7 +139,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.single_action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.tally = Tally("macs_ratio", "ce", "accuracy", "return", "params_ratio")
+        self.tally = Tally("macs_ratio", "ce", "accuracy", "return", "params_ratio", "overflowed")
         self._needs_reset = True
         self.t = 0
 
@@ -212,8 +212,9 @@ class PaperVectorEnv(gym.vector.VectorEnv):
             params = paper_reward.params_ratio(self.cost, torch.from_numpy(np.stack(self._static_keeps, 1)))
             reward = paper_reward.static_reward(ce, m, params, self.param_cap, self.scale, self.temperature)
         terminated[:] = True
+        reward = self._finite(reward)
         self.tally.add(B, macs_ratio=macs, ce=ce, accuracy=correct, params_ratio=np.nan_to_num(params),
-                       **{"return": reward})
+                       overflowed=self._overflowed, **{"return": reward})
         self._needs_reset = True
         obs = (self.layout.observe(None, None, None, self.width, B) if self.role == "runtime"
                else static_observation(self.inputs, self.outputs, None, B))
@@ -228,6 +229,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         with torch.no_grad():
             self.h = self.net.net.stem(self.x[idx])
         self.t, self._kept, self._static_keeps, self._state = 0, [], [], None
+        self._overflowed = np.zeros(self.num_envs, dtype=bool)
         self._needs_reset = False
         return self._observe()
 
@@ -239,7 +241,19 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         return static_observation(self.inputs, self.outputs, self.t, self.num_envs)
 
     def _runtime_obs(self) -> np.ndarray:
-        return self.layout.observe(self.t, self.net.pooled(self.h), self._gates, self.width, self.num_envs)
+        return self._finite(self.layout.observe(self.t, self.net.pooled(self.h), self._gates, self.width,
+                                                self.num_envs))
+
+    def _finite(self, values: np.ndarray) -> np.ndarray:
+        """`values` with the rows of inputs whose activations overflowed set to 0, those inputs marked: the agent
+        never sees inf or NaN, and the run stops on the mark (pop_stats' "overflowed", paper_loop.Crew)."""
+        bad = ~np.isfinite(values.reshape(self.num_envs, -1)).all(axis=1)
+        if not bad.any():
+            return values
+        self._overflowed |= bad
+        values = values.copy()
+        values[bad] = 0.0
+        return values
 
     def _greedy_runtime(self) -> np.ndarray:
         from rtsearch.rl.policies import deterministic_actions
@@ -248,5 +262,6 @@ class PaperVectorEnv(gym.vector.VectorEnv):
 
     # stats --------------------------------------------------------------------------------
     def pop_stats(self) -> dict:
-        """Means over the inputs whose episodes ended since the last call, and the running mean's state."""
+        """Means over the inputs whose episodes ended since the last call ("overflowed": the share whose activations
+        overflowed), and the running mean's state."""
         return {**self.tally.pop(), "mean_state": self.mean.state()}

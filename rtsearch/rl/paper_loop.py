@@ -2,7 +2,7 @@
 network (rtsearch.net.tradeoff.from_dense), `warmup_epochs` backbone epochs at the uniform widths of the budgets, then
 per outer epoch (`paper_epochs` of them, the run's iterations):
 
-1. the static score's filter features recomputed (distance, norm, Taylor term);
+1. the static score's filter features recomputed (distance, norm, Taylor term at the width budgets);
 2. `paper_rl_epochs` RL epochs, backbone frozen: per batch of `paper_batch` training inputs, one PPO update of the
    runtime agent (static keep fractions the static agent's greedy ones) and then one of the static agent (the
    runtime agent greedy), as many batches as one pass over the agents' inputs holds;
@@ -93,6 +93,7 @@ class Crew:
             push_world(self.static, {"runtime_module": self.runtime.get_module()})
             self.static.train()
             stats["static"].append(paper_agents.pop_stats(self.static))
+            check_finite(stats)
             self.keep_s = static_keep(self.static.get_module(), self.inputs, self.outputs, self.static_width)
         for role in ("runtime", "static"):
             if stats[role] and "mean_state" in stats[role][-1]:
@@ -127,6 +128,15 @@ class Crew:
     def stop(self) -> None:
         for algo in (self.runtime, self.static):
             algo.stop()
+
+
+def check_finite(stats: dict) -> None:
+    """Stop the run, naming what overflowed, once an agent's inputs overflowed (their rows were zeroed)."""
+    for role, batches_seen in stats.items():
+        share = batches_seen[-1].get("overflowed", 0.0) if batches_seen else 0.0
+        if share > 0:
+            raise FloatingPointError(f"the network's activations overflowed on {share:.0%} of the {role} agent's "
+                                     f"inputs in RL batch {len(batches_seen)}")
 
 
 def train_backbone(cfg: RunConfig, crew: Crew, train, epochs: int, seed: int, uniform: bool, teacher=None,
@@ -195,7 +205,7 @@ def run_paper(cfg: RunConfig, splits, net, dense_accuracy, on_iteration, log, re
 def outer_epoch(cfg: RunConfig, crew: Crew, splits, train, record: RunRecord, teacher) -> None:
     epoch = len(record.history)
     seconds, tick, extra = {}, time.time(), {}
-    crew.paper.refresh_features(*[t[:cfg.paper_batch] for t in train])
+    crew.paper.refresh_features(*[t[:cfg.paper_batch] for t in train], crew.width, crew.static_width, cfg.paper_dpratio)
     for _ in range(cfg.paper_rl_epochs):
         extra.update(crew.rl_epoch())
     seconds["rl"], tick = time.time() - tick, time.time()
