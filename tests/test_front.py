@@ -6,6 +6,7 @@ import pytest
 
 from conftest import assert_usage_error, kill_9_after_a_trial_ends, ok, tune, tune_refused
 from rtsearch.search import front
+from test_tune import check_children, history_lines, mlflow_runs
 
 
 def point(name, accuracy, latency, size, status="completed", budget=0.1, macs=None):
@@ -129,24 +130,32 @@ def test_a_trial_whose_final_checkpoint_the_killed_driver_never_recorded_is_time
 
 def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_registers_each_member(tmp_path):
     """Digits, uniform ratios (no agents), three trials of one iteration, the sweep killed -9 once a trial has ended
-    and resumed: no trial lost or run again; every completed trial is timed, the front listed is exactly the
-    non-dominated set of the timed trials, Torch-Pruning L1's runs stand beside it in the picture, and every member
-    is registered under the alias of its budget."""
+    and resumed: no trial lost or run again, its history and MLflow run as they were; every completed trial is timed,
+    the front listed is exactly the non-dominated set of the timed trials, Torch-Pruning L1's runs stand beside it in
+    the picture, and every member is registered under the alias of its budget."""
     from mlflow.tracking import MlflowClient
     args = ["--dataset", "digits", "--model", "small", "--method", "both", "--fixed-ratios", "--dense-epochs", "1",
             "--max-iterations", "1", "--num-cpus", "2", "--num-samples", "3", "--param-budget", "1",
             "--front", "0.3:0.5"]
     cache, results = str(tmp_path / "cache"), tmp_path / "runs" / "sweeps" / "front"
     finished = kill_9_after_a_trial_ends(tmp_path, cache, "front", *args)
+    lines_before = {t: history_lines(str(results), t) for t in finished}
     assert not (results / "summary.json").exists()      # killed before its end
     out = ok(tune(tmp_path, cache, "--name", "front", "--resume"))
     assert "resuming sweep 'front'" in out
     summary = json.loads((results / "summary.json").read_text())
     trials = summary["sweeps"]["0.5"]["trials"]
     assert len(trials) == 3 and all(t["status"] == "completed" for t in trials), trials
-    for t in trials:                    # a trial that had ended is neither lost nor run again
-        assert t["attempts"] == 1 or t["trial_id"] not in finished, trials
-    assert {t["trial_id"] for t in trials} >= set(finished)
+    by_id = {t["trial_id"]: t for t in trials}
+    for trial_id, before in finished.items():      # a trial that had ended is neither lost nor run again
+        assert by_id[trial_id]["status"] == before["status"]
+        assert by_id[trial_id]["attempts"] == before["attempts"] == 1
+        assert history_lines(str(results), trial_id) == lines_before[trial_id]
+    parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "front")
+    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+    children = children[children["tags.rtsearch.trial_id"].isin(list(by_id))]
+    assert sorted(children["tags.rtsearch.trial_id"]) == sorted(by_id)
+    check_children(f"sqlite:///{tmp_path}/mlruns.db", parents, children, str(results))
     assert all(t["config"]["budget"] in (0.3, 0.4, 0.5) and t["latency_ms"] > 0 for t in trials)
     members = summary["front"]["members"]
     ids = {m["trial_id"] for m in members}

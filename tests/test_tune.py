@@ -16,8 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (MIN_TIMEOUT, assert_usage_error, end_group, kill_9_after_a_trial_ends, ok, run_cli, run_main,
-                      tune, tune_refused)
+from conftest import MIN_TIMEOUT, assert_usage_error, end_group, ok, run_cli, run_main, tune, tune_refused
 from rtsearch import methods
 from rtsearch.search import space
 
@@ -322,6 +321,21 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_range_sweep_scores_trials_over_the_range_and_writes_the_curve(tmp_path, cache):
+    out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--budget-range", "0.2:0.6", "--num-samples", "1",
+                  "--max-iterations", "1", "--name", "range"))
+    summary = json.load(open(tmp_path / "runs" / "sweeps" / "range" / "summary.json"))
+    best = summary["sweeps"]["0.6"]["best"]
+    assert summary["settings"]["budget_range"] == [0.2, 0.6] and best["status"] == "completed", out
+    assert [round(p["budget"], 3) for p in best["curve"]] == [0.2, 0.288, 0.416, 0.6]
+    rows = [json.loads(line) for line in open(tmp_path / "runs" / "sweeps" / "range" / "trials" / best["trial_id"] /
+                                              "history.jsonl") if line.strip()]
+    assert rows[-1]["score"] == pytest.approx(sum(p["score"] for p in rows[-1]["curve"]) / 4)   # the curve's mean
+    md = (tmp_path / "runs" / "sweeps" / "range" / "summary.md").read_text()
+    assert "one model for every budget in 0.2:0.6" in md and "| 0.288 |" in md
+
+
+@pytest.mark.slow
 def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers_its_model(tmp_path, cache):
     """--method ladder: each trial makes its rungs, then reports its re-run agent's PPO iterations to ASHA; a trial
     that fails mid-agent continues from its checkpoint with its rungs read back, and scores what an unbroken one
@@ -518,38 +532,3 @@ def check_registered_models(uri, sweep_name, name, summary, cwd, out):
             want = policy_forward(run.net, x, run.static_ratios, run.masked_policy())[0]
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         assert torch.equal(got.argmax(1), want.argmax(1))
-
-
-@pytest.mark.slow
-def test_a_range_sweep_killed_by_9_resumes_losing_and_repeating_no_trial_and_writes_the_curve(tmp_path, cache):
-    """One sweep for two stories: the driver is killed (-9) once a trial has finished and `--resume` finishes it;
-    the trials are scored over a budget range, and the best's curve is written."""
-    args = [*TINY_AGENTS, "--budget-range", "0.2:0.6", "--num-samples", "2", "--max-iterations", "1",
-            "--max-concurrent", "1"]
-    results = str(tmp_path / "runs" / "sweeps" / "kill")
-    finished = kill_9_after_a_trial_ends(tmp_path, cache, "kill", *args)
-    lines_before = {t: history_lines(results, t) for t in finished}
-
-    out = ok(tune(tmp_path, cache, "--name", "kill", "--resume", "--num-cpus", "2"))
-    assert "resuming sweep 'kill'" in out
-    summary = json.load(open(os.path.join(results, "summary.json")))
-    trials = {t["trial_id"]: t for t in summary["sweeps"]["0.6"]["trials"]}
-    assert len(trials) == 2 and all(t["status"] in ("completed", "stopped") for t in trials.values())
-    for trial_id, before in finished.items():          # not lost, not run again
-        assert trials[trial_id]["status"] == before["status"]
-        assert trials[trial_id]["attempts"] == before["attempts"] == 1
-        assert history_lines(results, trial_id) == lines_before[trial_id]
-    parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "kill")
-    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
-    children = children[children["tags.rtsearch.trial_id"].isin(list(trials))]
-    assert sorted(children["tags.rtsearch.trial_id"]) == sorted(trials)
-    check_children(f"sqlite:///{tmp_path}/mlruns.db", parents, children, results)
-    # the range: each trial scored at four budgets over 0.2:0.6, its score their mean
-    best = summary["sweeps"]["0.6"]["best"]
-    assert summary["settings"]["budget_range"] == [0.2, 0.6] and best["status"] == "completed", out
-    assert [round(p["budget"], 3) for p in best["curve"]] == [0.2, 0.288, 0.416, 0.6]
-    rows = [json.loads(line) for line in open(os.path.join(results, "trials", best["trial_id"], "history.jsonl"))
-            if line.strip()]
-    assert rows[-1]["score"] == pytest.approx(sum(p["score"] for p in rows[-1]["curve"]) / 4)   # the curve's mean
-    md = open(os.path.join(results, "summary.md")).read()
-    assert "one model for every budget in 0.2:0.6" in md and "| 0.288 |" in md
