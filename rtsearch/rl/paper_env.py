@@ -246,7 +246,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
 
     def _finite(self, values: np.ndarray) -> np.ndarray:
         """`values` with the rows of inputs whose activations overflowed set to 0, those inputs marked: the agent
-        never sees inf or NaN, and the run stops on the mark (pop_stats' "overflowed", paper_loop.Crew)."""
+        never sees inf or NaN, and the run stops on the mark (pop_stats' "overflowed", paper_loop.check_finite)."""
         bad = ~np.isfinite(values.reshape(self.num_envs, -1)).all(axis=1)
         if not bad.any():
             return values
