@@ -138,6 +138,7 @@ def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_regis
             "--max-iterations", "1", "--num-cpus", "2", "--num-samples", "3", "--param-budget", "1",
             "--front", "0.3:0.5"]
     cache, results = str(tmp_path / "cache"), tmp_path / "runs" / "sweeps" / "front"
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
     finished = kill_9_after_a_trial_ends(tmp_path, cache, "front", *args)
     lines_before = {t: history_lines(str(results), t) for t in finished}
     assert not (results / "summary.json").exists()      # killed before its end
@@ -151,11 +152,11 @@ def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_regis
         assert by_id[trial_id]["status"] == before["status"]
         assert by_id[trial_id]["attempts"] == before["attempts"] == 1
         assert history_lines(str(results), trial_id) == lines_before[trial_id]
-    parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "front")
+    parents, children = mlflow_runs(uri, "front")
     assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
     children = children[children["tags.rtsearch.trial_id"].isin(list(by_id))]
     assert sorted(children["tags.rtsearch.trial_id"]) == sorted(by_id)
-    check_children(f"sqlite:///{tmp_path}/mlruns.db", parents, children, str(results))
+    check_children(uri, parents, children, str(results))
     assert all(t["config"]["budget"] in (0.3, 0.4, 0.5) and t["latency_ms"] > 0 for t in trials)
     members = summary["front"]["members"]
     ids = {m["trial_id"] for m in members}
@@ -171,7 +172,7 @@ def test_a_front_sweep_returns_its_front_plots_it_beside_torch_pruning_and_regis
     md = (results / "summary.md").read_text()
     assert "## Front" in md and "![test accuracy against deployed latency" in md
     assert all(f"| `{m['trial_id']}` |" in md.split("## Front")[1] for m in members)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    client = MlflowClient(uri)
     for m in members:
         assert m["refused"] is None, m          # uniform ratios meet their budget exactly: every member registered
         assert m["alias"].startswith(f"front-{m['config']['budget']:g}".replace(".", "_"))

@@ -154,8 +154,8 @@ class PaperNet(nn.Module):
         overflow."""
         with torch.enable_grad():
             self.net.zero_grad()
-            logits, _ = self(x, torch.full((len(x), self.num_layers), keep_r),
-                             torch.full((len(x), self.num_layers), keep_s), dpratio)
+            logits, _ = self(x, torch.full((self.num_layers,), keep_r), torch.full((self.num_layers,), keep_s),
+                             dpratio)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the network's loss is {float(loss)} at its width budgets")
