@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import HUNG, MIN_TIMEOUT, assert_usage_error
+from rtsearch.rl.ray_session import STARTUP_TIMEOUT, STARTUP_TRIES
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -194,21 +195,16 @@ class Cluster:
         return found
 
     def start(self, name: str, *args: str, ip: str = "127.0.0.1") -> str:
-        """`ray start` a node (on loopback address `ip`); returns its Ray node id."""
-        manager = free_port()
-        ports = ["--node-manager-port", str(manager), "--object-manager-port", str(free_port()),
-                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-                 "--min-worker-port", "0", "--max-worker-port", "0"]
-        common = ["--node-ip-address", ip, "--disable-usage-stats", *ports]
-        if not self.raylets:
-            command = [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", self.temp,
-                       "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                       "--dashboard-port", str(self.dashboard), "--ray-client-server-port", str(free_port()),
-                       *common, *args]
-        else:
-            command = [RAY, "start", "--address", f"127.0.0.1:{self.port}", *common, *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=MIN_TIMEOUT, env=self.env())
+        """`ray start` a node (on loopback address `ip`); returns its Ray node id. Where Ray gave up waiting for the
+        node's raylet (its fixed startup wait, which a busy 2-core machine can exceed), the processes the attempt left
+        are ended and the node started again, up to STARTUP_TRIES times, as ray_session.init_local does."""
+        for attempt in range(1, STARTUP_TRIES + 1):
+            before = self.ours()
+            manager, command = self._command(ip, args)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=MIN_TIMEOUT, env=self.env())
+            if done.returncode == 0 or STARTUP_TIMEOUT not in done.stdout + done.stderr or attempt == STARTUP_TRIES:
+                break
+            kill(with_descendants(self.ours() - before))
         assert done.returncode == 0, done.stdout + done.stderr
         raylets = [p for p in self.ours() if f"--node_manager_port={manager} " in cmdline(p) + " "
                    and "/raylet " in cmdline(p)]
@@ -216,6 +212,21 @@ class Cluster:
         self.raylets[name] = raylets[0]
         self.node_ids[name] = cmdline(raylets[0]).split("--node_id=", 1)[1].split()[0]
         return self.node_ids[name]
+
+    def _command(self, ip: str, args) -> tuple[int, list[str]]:
+        """(the node manager's port, the `ray start` command of the next node), on fresh ports."""
+        manager = free_port()
+        ports = ["--node-manager-port", str(manager), "--object-manager-port", str(free_port()),
+                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+                 "--min-worker-port", "0", "--max-worker-port", "0"]
+        common = ["--node-ip-address", ip, "--disable-usage-stats", *ports]
+        if not self.raylets:
+            return manager, [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", self.temp,
+                             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(self.dashboard), "--ray-client-server-port", str(free_port()),
+                             *common, *args]
+        return manager, [RAY, "start", "--address", f"127.0.0.1:{self.port}", *common, *args]
 
     def kill_node(self, name: str) -> None:
         """The node dies at once: its raylet and every process under it (agents, workers), SIGKILL."""
