@@ -56,3 +56,27 @@ def test_a_third_timeout_or_any_other_failure_is_raised(monkeypatch):
     for p in other.left:
         p.kill()
         p.wait()
+
+
+@pytest.mark.slow
+def test_a_run_without_rollout_workers_starts_no_idle_ray_workers(monkeypatch):
+    """A run whose agents sample in its own process (no rollout workers) still needs Ray for RLlib's object store,
+    but no worker processes: none is started waiting for tasks. With rollout workers, Ray starts as it would."""
+    import time
+
+    import ray
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    try:
+        assert ray_session.ensure_ray(num_env_runners=0)
+        ray.get(ray.put(1))
+        time.sleep(3)                   # Ray's prestarted workers show up within about a second of the driver
+        names = [p.name() for p in psutil.Process().children(recursive=True) if p.is_running()]
+        assert not [n for n in names if n.startswith("ray::IDLE")], names
+        assert any("raylet" in n for n in names), names
+    finally:
+        ray.shutdown()
+    calls = []
+    monkeypatch.setattr(ray_session.ray, "init", lambda **kwargs: calls.append(kwargs))
+    ray_session.ensure_ray(num_env_runners=2)
+    assert "_system_config" not in calls[0] and calls[0]["num_cpus"] >= 3

@@ -7,18 +7,23 @@ import ray
 
 STARTUP_TRIES = 3
 STARTUP_TIMEOUT = "timed out during startup"      # Ray's words when its raylet did not register in time
+# Ray starts one worker process per CPU when a driver connects, for tasks to come
+NO_PRESTARTED_WORKERS = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
 def ensure_ray(num_env_runners: int) -> bool:
-    """Start a local Ray instance unless one is already up (a Tune trial, a cluster). True if started here."""
+    """Start a local Ray instance unless one is already up (a Tune trial, a cluster). True if started here. Without
+    rollout workers the agents sample in this process (RLlib still needs Ray for its object store), so the instance
+    starts no idle worker processes for tasks that never come."""
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        idle_workers = {} if num_env_runners else {"_system_config": NO_PRESTARTED_WORKERS}
         init_local(num_cpus=max(os.cpu_count() or 1, 1 + num_env_runners), include_dashboard=False,
-                   log_to_driver=False, configure_logging=False)
+                   log_to_driver=False, configure_logging=False, **idle_workers)
     return True
 
 
