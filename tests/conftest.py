@@ -14,9 +14,7 @@ LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 130,
            "test_method_contract.py::test_run_manifest_resume_export_and_the_deployed_model[ladder]": 92,
            "test_tune.py::test_sweep_end_to_end_retries": 85,
            "test_front.py::test_a_front_sweep": 85,
-           "test_tune.py::test_a_range_sweep": 61,
            "test_method_contract.py::test_run_manifest": 55,
-           "test_rung_cache.py::test_a_second_ladder_run": 50,
            "test_loop.py::": 20}
 
 

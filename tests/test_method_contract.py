@@ -1,13 +1,14 @@
 """The contract every registered method keeps, end to end on a tiny run: `rtsearch.train` writes the manifest
 naming the method and its settings, `--resume` continues the run from it, `rtsearch.export` writes the deployed
 model from any file of the folder, and that model scores on the test split what metrics.json says, at its MACs.
-A method's own end-to-end checks run on the same run (the ladder's in tests/test_ladder_method.py, the two agents'
-in tests/test_loop.py), so that no run is made twice."""
+A method's own end-to-end checks run on the same run (the ladder's in tests/test_ladder_method.py and
+tests/test_rung_cache.py, the two agents' in tests/test_loop.py), so that no run is made twice."""
 import json
 
 import pytest
 import test_ladder_method
 import test_loop
+import test_rung_cache
 import torch
 
 from conftest import check_deployed_model_scores_as_the_run, run_cli, run_main
@@ -60,9 +61,11 @@ def lands_on_its_macs_budget(metrics: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
+def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path, monkeypatch, dense_cache):
     out = tmp_path / name
     args = ["--dataset", "digits", "--method", name, *TINY[name], "--out", str(out)]
+    if name == "ladder":        # a rung cache of its own: a second run copies every rung from it
+        rungs = test_rung_cache.own_cache(tmp_path / "cache", monkeypatch, dense_cache)
     if name in KILLED:
         test_loop.kill_9_after_the_first_iteration(args, out)
         first = run_cli("rtsearch.train", *args, "--resume", timeout=600)
@@ -82,6 +85,7 @@ def test_run_manifest_resume_export_and_the_deployed_model(name, tmp_path):
         test_loop.check_both_agents_wrote_every_metric(RunConfig.from_dict(manifest["config"]))
     if name == "ladder":        # its own checks on this run: tests/test_ladder_method.py
         first_ladder = test_ladder_method.check_a_first_ladder_run(first, out, tmp_path)
+        test_rung_cache.check_a_second_run_reuses_every_rung(first, args[:-2], out, tmp_path / "copied", rungs)
 
     again = run_cli("rtsearch.train", *args, "--resume", *RESUMED.get(name, []), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -75,15 +75,16 @@ def check_trial_run(uri: str, name: str, method: str, trial_id: str | None = Non
     assert params["method"] == method and params["trial_id"] == run.data.tags["rtsearch.trial_id"]
 
 
-def check_a_second_sweep_adds_a_version_and_moves_the_alias(cwd, cache, uri: str, first: str, common: list[str]):
+def check_a_second_sweep_adds_a_version_and_moves_the_alias(cwd, cache, uri: str, first: str, common: list[str],
+                                                            budgets=("--budget", "0.5")) -> str:
     """After the sweep `first` of both agents (`common` its flags but budgets, samples and store), a second sweep at
-    budget 0.5 adds a version to the one registered model of (digits, small, both) and moves best-0_5 onto it; the
-    README's recipe reads it back."""
+    budget 0.5 (`budgets`: or a budget range whose top is 0.5) adds a version to the one registered model of
+    (digits, small, both) and moves best-0_5 onto it; the README's recipe reads it back. Returns what it printed."""
     from mlflow.tracking import MlflowClient
     name = "rtsearch-digits-small-both"
     client = MlflowClient(uri)
     before = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
-    second = ok(tune(cwd, cache, *common, "--budget", "0.5", "--num-samples", "1", "--no-baseline", "--name", "again",
+    second = ok(tune(cwd, cache, *common, *budgets, "--num-samples", "1", "--no-baseline", "--name", "again",
                      "--mlflow-uri", uri))
     assert f"MLflow model, budget 0.5: models:/{name}@best-0_5 (trial " in second, second
     check_trial_run(uri, "again", "both")
@@ -109,3 +110,4 @@ def check_a_second_sweep_adds_a_version_and_moves_the_alias(cwd, cache, uri: str
     assert str(names["model"].aliases["best-0_5"]) == new and str(names["model"].aliases) in printed, printed
     assert f"{new} Sweep 'again' (MLflow experiment again)" in printed, printed
     assert all(f"{v} Sweep '{first}' (MLflow experiment {first})" in printed for v in before), printed
+    return second

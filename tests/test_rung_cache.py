@@ -18,15 +18,20 @@ from rtsearch.methods import ladder, rung_cache
 DENSE = "digits-small-seed0-e15-0123456789ab.pt"     # a dense model's cache name, for keys only
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch, dense_cache):
-    """A rung cache of this test's own, sharing the session's dense models (so none is trained again)."""
+def own_cache(root: Path, monkeypatch, dense_cache: str) -> Path:
+    """A rung cache at `root` that shares the session's dense models (so none is trained again), made this process's
+    and its children's RTSEARCH_CACHE."""
     os.makedirs(os.path.join(dense_cache, "dense"), exist_ok=True)
-    root = tmp_path / "cache"
     root.mkdir()
     (root / "dense").symlink_to(os.path.join(dense_cache, "dense"))
     monkeypatch.setenv("RTSEARCH_CACHE", str(root))
     return root
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch, dense_cache):
+    """A rung cache of this test's own."""
+    return own_cache(tmp_path / "cache", monkeypatch, dense_cache)
 
 
 def entries(cache) -> list:
@@ -119,16 +124,15 @@ def test_a_rung_another_process_is_making_is_left_for_last(tmp_path, cache, monk
     assert len(entries(cache)) == len(budgets)
 
 
-@pytest.mark.slow
-def test_a_second_ladder_run_with_other_agent_settings_reuses_every_rung(tmp_path, cache):
-    args = ["--dataset", "digits", "--method", "ladder", "--budget", "0.15", "--iterations", "1",
-            "--agent-iterations", "1"]
-    first = run_cli("rtsearch.train", *args, "--out", str(tmp_path / "a"))
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli("rtsearch.train", *args, "--lr-rerun", "3e-3", "--entropy-rerun", "0.05",
-                     "--out", str(tmp_path / "b"))
+def check_a_second_run_reuses_every_rung(first, args: list[str], made: Path, copied: Path, cache: Path) -> None:
+    """Called by the ladder's contract test (tests/test_method_contract.py) on its run `first`, made in `made` with
+    `args` and a rung cache of its own (`cache`): a second ladder run with other agent settings, in `copied`, copies
+    every rung from the cache instead of making it again."""
+    second = run_cli("rtsearch.train", *args, "--agent-iterations", "1", "--lr-rerun", "3e-3", "--entropy-rerun",
+                     "0.05", "--out", str(copied))
     assert second.returncode == 0, second.stderr[-3000:]
-    budgets = ladder.rung_budgets(0.15)
+    budget = float(args[args.index("--budget") + 1])
+    budgets = ladder.rung_budgets(budget)
     assert first.stdout.count("Torch-Pruning L1, fine-tuned in") == len(budgets)
     assert "rung cache" not in first.stdout
     reused = re.findall(r"^rung (\d+)/10 \(MACs budget ([\d.]+)\): reused from the rung cache (\S+)$", second.stdout,
@@ -138,16 +142,16 @@ def test_a_second_ladder_run_with_other_agent_settings_reuses_every_rung(tmp_pat
                                                                              for e in entries(cache)}
     for entry in entries(cache):       # keyed by the dense model the rungs started from
         assert (cache / "dense" / json.loads((cache / "rungs" / entry / "key.json").read_text())["dense"]).is_file()
-    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in "ab")
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (made, copied))
     assert a["rungs"] == b["rungs"] and a["config"]["lr_rerun"] != b["config"]["lr_rerun"]
     for budget in budgets:              # each rung copied whole; its manifest names the run it is in now
-        made, copied = tmp_path / "a" / "rungs" / f"{budget:g}", tmp_path / "b" / "rungs" / f"{budget:g}"
+        rung_made, rung_copied = made / "rungs" / f"{budget:g}", copied / "rungs" / f"{budget:g}"
         for name in ("metrics.json", "deployed.pt", "test_per_input.npz", "best.pt"):
-            assert (made / name).read_bytes() == (copied / name).read_bytes(), name
-        assert json.loads((copied / "run.json").read_text())["config"]["out"] == str(copied)
-        seconds = rung_cache.read_back(str(copied))["seconds"]       # what --resume counts: the copy, not training
-        assert seconds == json.loads((copied / "reused.json").read_text())["seconds"]
-        assert seconds < json.loads((copied / "metrics.json").read_text())["seconds"]
+            assert (rung_made / name).read_bytes() == (rung_copied / name).read_bytes(), name
+        assert json.loads((rung_copied / "run.json").read_text())["config"]["out"] == str(rung_copied)
+        seconds = rung_cache.read_back(str(rung_copied))["seconds"]       # what --resume counts: the copy
+        assert seconds == json.loads((rung_copied / "reused.json").read_text())["seconds"]
+        assert seconds < json.loads((rung_copied / "metrics.json").read_text())["seconds"]
     assert b["phase_seconds"]["rungs"] < a["phase_seconds"]["rungs"]
 
 

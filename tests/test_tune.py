@@ -320,19 +320,18 @@ def mlflow_server(tmp_path):
         log.close()
 
 
-@pytest.mark.slow
-def test_a_range_sweep_scores_trials_over_the_range_and_writes_the_curve(tmp_path, cache):
-    out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--budget-range", "0.2:0.6", "--num-samples", "1",
-                  "--max-iterations", "1", "--name", "range"))
-    summary = json.load(open(tmp_path / "runs" / "sweeps" / "range" / "summary.json"))
-    best = summary["sweeps"]["0.6"]["best"]
-    assert summary["settings"]["budget_range"] == [0.2, 0.6] and best["status"] == "completed", out
-    assert [round(p["budget"], 3) for p in best["curve"]] == [0.2, 0.288, 0.416, 0.6]
-    rows = [json.loads(line) for line in open(tmp_path / "runs" / "sweeps" / "range" / "trials" / best["trial_id"] /
-                                              "history.jsonl") if line.strip()]
+def check_a_range_sweep(cwd, name: str, out: str) -> None:
+    """A range sweep (--budget-range 0.2:0.5) scores each trial over the range: the best's curve at four budgets
+    spread geometrically, its score the curve's mean, and summary.md says so."""
+    folder = cwd / "runs" / "sweeps" / name
+    summary = json.load(open(folder / "summary.json"))
+    best = summary["sweeps"]["0.5"]["best"]
+    assert summary["settings"]["budget_range"] == [0.2, 0.5] and best["status"] == "completed", out
+    assert [round(p["budget"], 3) for p in best["curve"]] == [0.2, 0.271, 0.368, 0.5]
+    rows = [json.loads(line) for line in open(folder / "trials" / best["trial_id"] / "history.jsonl") if line.strip()]
     assert rows[-1]["score"] == pytest.approx(sum(p["score"] for p in rows[-1]["curve"]) / 4)   # the curve's mean
-    md = (tmp_path / "runs" / "sweeps" / "range" / "summary.md").read_text()
-    assert "one model for every budget in 0.2:0.6" in md and "| 0.288 |" in md
+    md = (folder / "summary.md").read_text()
+    assert "one model for every budget in 0.2:0.5" in md and "| 0.271 |" in md
 
 
 @pytest.mark.slow
@@ -429,7 +428,7 @@ def check_read_back_as_the_readme_says(uri: str, trials: list[dict], best: dict)
 
 
 @pytest.mark.slow
-def test_sweep_logs_to_an_mlflow_server_and_a_second_sweep_moves_the_alias(tmp_path, cache, mlflow_server):
+def test_sweep_logs_to_an_mlflow_server_and_a_second_range_sweep_moves_the_alias(tmp_path, cache, mlflow_server):
     # both agents (not the fixed-ratio baseline), one iteration per trial
     out = ok(tune(tmp_path, cache, *TINY_AGENTS, "--max-iterations", "1", "--budget", "0.3,0.5", "--param-budget",
                   "0.8", "--num-samples", "1", "--search", "random", "--name", "http", "--mlflow-uri", mlflow_server))
@@ -465,10 +464,12 @@ def test_sweep_logs_to_an_mlflow_server_and_a_second_sweep_moves_the_alias(tmp_p
     logged = {row["tags.rtsearch.budget"]: len(MlflowClient(mlflow_server).get_metric_history(
         row["run_id"], "baseline_test_accuracy")) for _, row in parents.iterrows()}
     assert logged == {"0.3": 2, "0.5": 1}          # the resumed budget's parent run got its baseline again
+    # The second sweep is a range sweep: one model for every budget in 0.2:0.5, registered under its top's alias.
     from test_mlflow_recipe import check_a_second_sweep_adds_a_version_and_moves_the_alias
-    check_a_second_sweep_adds_a_version_and_moves_the_alias(tmp_path, cache, mlflow_server, "http",
-                                                            [*TINY_AGENTS, "--max-iterations", "1", "--param-budget",
-                                                             "0.8", "--search", "random"])
+    second = check_a_second_sweep_adds_a_version_and_moves_the_alias(
+        tmp_path, cache, mlflow_server, "http", [*TINY_AGENTS, "--max-iterations", "1", "--param-budget", "0.8",
+                                                 "--search", "random"], budgets=("--budget-range", "0.2:0.5"))
+    check_a_range_sweep(tmp_path, "again", second)
 
 
 def check_baselines(summary, parents, results, cwd, cache):
