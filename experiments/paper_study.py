@@ -54,12 +54,11 @@ DESCRIPTION = [
     "computes; the overlap rule makes the static mask depend on the input, so every channel is stored (params ratio "
     "1); its static keep alone, the paper's storage figure, is the static-only params ratio column."]
 TODO = [
-    "Still undone, not measured here: the comparison on a second backbone (only `small` so far) and three of the five "
-    "one-ingredient swaps of the ablation against `--method both` (reward, trade-off pruner, schedule; recurrence and "
-    "budget form are in results/paper-ablation.md, at budget 0.255, with the paper's second operating point, the "
-    "static agent's own budget of 0.78 of the parameters). This page is one budget (results/README.md lists the "
-    "budgets measured), one backbone and the paper's schedule cut to 5 outer epochs: no verdict on any single "
-    "ingredient."]
+    "Elsewhere: the one-ingredient swaps against `--method both` (recurrence, budget form, reward, schedule, "
+    "trade-off pruner) and the paper's second operating point (the static agent's own budget of 0.78 of the "
+    "parameters) are results/paper-ablation.md, at budget 0.255 on the same seeds; the mcifarnet backbone is "
+    "results/paper-mcifarnet*.md (results/README.md lists the budgets measured). This page is one budget, one "
+    "backbone and the paper's schedule cut to 5 outer epochs."]
 
 
 def seeds_list(text: str) -> list[int]:

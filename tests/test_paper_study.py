@@ -100,7 +100,7 @@ def test_the_page_holds_every_figure_the_means_the_reading_and_what_is_missing(t
     assert "within the budget 0.255 on test in 3 of 3 seeds" in page
     assert "dense test accuracy by seed: 0.9740 (seed 0), 0.9740 (seed 1), 0.9740 (seed 2)" in page
     assert "per-input MACs standard deviation per seed is 0.0000, 0.0000, 0.0000" in page
-    assert "not a runtime policy" in page and "Still undone" in page and "ablation" in page
+    assert "not a runtime policy" in page and "results/paper-ablation.md" in page and "ablation" in page
     assert "- Seed spread: the largest seed-to-seed standard deviation of test accuracy is" in page
     assert "- `both` - uniform at the budget, test accuracy per seed (0, 1, 2): -0.003, -0.007, +0.001" in page
     assert "- `paper` - `ladder`, test accuracy per seed (0, 1, 2): -0.018, -0.024, -0.018; mean -0.0200" in page
