@@ -1,5 +1,6 @@
 """One ingredient of the published method at a time (`python -m experiments.paper_ablation`): `--method paper` with
-one of its ingredients swapped for `--method both`'s, over seeds; writes results/paper-ablation.md.
+one of its ingredients swapped for `--method both`'s, over seeds; a page of its own, or the ablation section of
+results/paper.md (`python -m experiments.paper_study --ablation`).
 
 On mnist5k / small at one MACs budget (default 0.255, the paper's runtime operating point, 1 / 3.92 of the dense
 MACs), per seed, through the real command line, every other setting at its default:
@@ -97,7 +98,8 @@ def arguments() -> ArgumentParser:
                    f"of {', '.join(SHORT)}; default all")
     p.add_argument("--runs-dir", default="runs/paper-study", help="folder of the runs (finished ones are reused, "
                    "`paper` ones with experiments.paper_study)")
-    p.add_argument("--out", default="results/paper-ablation.md", help="the page written")
+    p.add_argument("--out", default="results/paper-ablation.md", help="the page written (the ablation of "
+                   "results/paper.md is written by experiments.paper_study --ablation)")
     p.add_argument("--no-train", action="store_true", help="train nothing: write the page from the finished runs")
     return p
 
@@ -166,6 +168,20 @@ def operating_point_lines(runs: list[dict]) -> list[str]:
 
 
 def report(runs: list[dict], budget: float, command: str, path: str) -> None:
+    """This study's page of its own."""
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"# The published method, one ingredient at a time: mnist5k / small, budget {budget:g}, seeds "
+             f"{', '.join(map(str, seeds))}", "", __doc__.split("\n\n", 1)[1].strip(), "",
+             "Produced by", "", "```", command, "```", "",
+             "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
+             "shared with other work). Every figure is read back from the runs' metrics.json; test split; mean ± "
+             "sample standard deviation over the seeds that finished.", "", *section(runs, budget, "##")]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def section(runs: list[dict], budget: float, heading: str) -> list[str]:
+    """The ablation's tables, its verdict per swap and its commands, under headings of level `heading` ("##")."""
     for run in runs:
         run["figures"] = study.figures(run)
     kinds = [k for k in KINDS if any(r["kind"] == k for r in runs)]
@@ -173,14 +189,8 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     for run in sorted(runs, key=lambda r: r["seed"]):
         if run["figures"] is not None:
             at[run["kind"]].append({**run["figures"], "seed": run["seed"]})
-    seeds = sorted({r["seed"] for r in runs})
     missing = [r for r in runs if r["figures"] is None]
-    lines = [f"# The published method, one ingredient at a time: mnist5k / small, budget {budget:g}, seeds "
-             f"{', '.join(map(str, seeds))}", "", __doc__.split("\n\n", 1)[1].strip(), "",
-             "Produced by", "", "```", command, "```", "",
-             "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
-             "shared with other work). Every figure is read back from the runs' metrics.json; test split; mean ± "
-             "sample standard deviation over the seeds that finished.", ""]
+    lines = []
     if missing:
         lines += ["**Missing (not finished when this page was written):** "
                   + "; ".join(f"{r['kind']}, seed {r['seed']} (`{r['out']}`)" for r in missing) + ".", ""]
@@ -195,13 +205,18 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
         lines.append(f"| {run['seed']} | {run['kind']} | {x['accuracy']:.4f} | {x['macs_ratio']:.4f} | "
                      f"{study.cell(x['macs_ratio_std'])} | {study.cell(x['static_params_ratio'])} | "
                      f"{study.minutes(x['wall'])} | `{run['out']}` |")
-    lines += ["", "## Verdict per swapped ingredient, and the second operating point", "",
-              "A difference counts only where its mean is larger than the larger of the two seed-to-seed standard "
-              "deviations.", "", *(line for kind in kinds[1:] for line in swap_lines(at, kind, budget)),
-              *operating_point_lines(runs), "",
-              NOT_SWAPPED, "", "## Commands", "", *(f"- `{r['command']}`" for r in runs)]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    return lines + ["", f"{heading} Verdict per swapped ingredient, and the second operating point", "",
+                    "A difference counts only where its mean is larger than the larger of the two seed-to-seed "
+                    "standard deviations.", "", *(line for kind in kinds[1:] for line in swap_lines(at, kind, budget)),
+                    *operating_point_lines(runs), "", NOT_SWAPPED, "", f"{heading} Commands", "",
+                    *(f"- `{r['command']}`" for r in runs)]
+
+
+def execute_all(runs: list[dict], jobs: int, train: bool) -> None:
+    """Every planned run, `jobs` at a time (a finished one reused)."""
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda ir: study.execute(ir[1], f"[ablation {ir[0]}/{len(runs)}]", [], train),
+                      enumerate(runs, 1)))
 
 
 def main(argv=None) -> int:
@@ -209,10 +224,7 @@ def main(argv=None) -> int:
     if not args.runs_dir.strip():
         fail("--runs-dir must name a folder", "experiments.paper_ablation")
     runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget, args.kinds)
-    total = len(runs)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda ir: study.execute(ir[1], f"[{ir[0]}/{total}]", [], not args.no_train),
-                      enumerate(runs, 1)))
+    execute_all(runs, args.jobs, not args.no_train)
     report(runs, args.budget, command_line(PROG, argv), args.out)
     print(f"wrote {args.out}", flush=True)
     return 0

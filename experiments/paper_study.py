@@ -1,5 +1,6 @@
 """The published method as written (`--method paper`) beside `both` and the non-learned peers at one MACs budget,
-over seeds (`python -m experiments.paper_study`); writes results/paper.md.
+over seeds (`python -m experiments.paper_study`), with `--ablation` also one ingredient at a time
+(experiments.paper_ablation); writes results/paper.md.
 
 On mnist5k / small, per seed, through the real command line, every other setting at its default:
 - `paper`: `rtsearch.train --method paper` (docs/method.md §6);
@@ -53,12 +54,14 @@ DESCRIPTION = [
     "updates per agent then 2 backbone epochs). Its runtime agent chooses per input how many channels each layer "
     "computes; the overlap rule makes the static mask depend on the input, so every channel is stored (params ratio "
     "1); its static keep alone, the paper's storage figure, is the static-only params ratio column."]
-TODO = [
-    "Elsewhere: the one-ingredient swaps against `--method both` (recurrence, budget form, reward, schedule, "
-    "trade-off pruner) and the paper's second operating point (the static agent's own budget of 0.78 of the "
-    "parameters) are results/paper-ablation.md, at budget 0.255 on the same seeds; the mcifarnet backbone is "
-    "results/paper-mcifarnet*.md (results/README.md lists the budgets measured). This page is one budget, one "
-    "backbone and the paper's schedule cut to 5 outer epochs."]
+ELSEWHERE = ("the mcifarnet backbone is results/paper-mcifarnet*.md (results/README.md lists the budgets measured). "
+             "This page is one budget, one backbone and the paper's schedule cut to 5 outer epochs.")
+TODO = ["Elsewhere: the one-ingredient swaps against `--method both` (recurrence, budget form, reward, schedule, "
+        "trade-off pruner) and the paper's second operating point (the static agent's own budget of 0.78 of the "
+        "parameters) are in results/paper.md, at budget 0.255 on the same seeds (`--ablation`); " + ELSEWHERE]
+TODO_WITH_ABLATION = ["Below: the one-ingredient swaps against `--method both` (recurrence, budget form, reward, "
+                      "schedule, trade-off pruner) and the paper's second operating point (the static agent's own "
+                      "budget of 0.78 of the parameters), on the same seeds. Elsewhere: " + ELSEWHERE]
 
 
 def seeds_list(text: str) -> list[int]:
@@ -93,6 +96,8 @@ def arguments() -> ArgumentParser:
                    "configuration is a planned run's (linked into --runs-dir)")
     p.add_argument("--no-train", action="store_true", help="train nothing: write the page from the finished runs, "
                    "marking the missing ones")
+    p.add_argument("--ablation", action="store_true", help="also run experiments.paper_ablation's swaps at the same "
+                   "budget and seeds (in --runs-dir) and add its section to the page")
     return p
 
 
@@ -359,7 +364,8 @@ def mean_row(kind: str, xs: list[dict]) -> str:
             f"{minutes(np.mean(walls)) if walls else ''} |")
 
 
-def report(runs: list[dict], budget: float, command: str, path: str) -> None:
+def report(runs: list[dict], budget: float, command: str, path: str, ablation: list[dict] | None = None) -> None:
+    """The page; `ablation`: experiments.paper_ablation's runs, whose section follows the reading."""
     for run in runs:
         run["figures"] = figures(run)
     at = by_kind(runs)
@@ -405,10 +411,16 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
                      f"{cell(x['static_params_ratio'])} | {wall} | {cell(x['loop_seconds'], 0)} | `{run['out']}` |")
     lines += ["", "## Reading", "",
               "Computed from the tables above; a difference counts only where its mean is larger than the larger of "
-              "the two methods' seed-to-seed standard deviations.", "", *reading(at, budget), "", *TODO, "",
+              "the two methods' seed-to-seed standard deviations.", "", *reading(at, budget), "",
+              *(TODO if ablation is None else TODO_WITH_ABLATION), "",
               "## Commands", "", "Each run, as the study ran it (a reused run ran the same configuration):", "",
               *(f"- `{r['command']}`" for r in sorted(runs, key=lambda r: (r["seed"], KINDS.index(r["kind"])))
                 if r["command"])]
+    if ablation is not None:
+        from experiments import paper_ablation
+        lines += ["", "## The ablation: one ingredient at a time", "",
+                  paper_ablation.__doc__.split("\n\n", 1)[1].strip(), "",
+                  *paper_ablation.section(ablation, budget, "###")]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -423,7 +435,12 @@ def main(argv=None) -> int:
             fail(f"--reuse {folder}: no finished run there (no metrics.json)", "experiments.paper_study")
     root = args.runs_dir.rstrip("/")
     runs = execute_all(plan(root, args.seeds, args.budget), root, args.jobs, reuse, not args.no_train)
-    report(runs, args.budget, command_line(PROG, argv), args.out)
+    ablation = None
+    if args.ablation:
+        from experiments import paper_ablation
+        ablation = paper_ablation.plan(root, args.seeds, args.budget)
+        paper_ablation.execute_all(ablation, args.jobs, not args.no_train)
+    report(runs, args.budget, command_line(PROG, argv), args.out, ablation)
     print(f"wrote {args.out}", flush=True)
     return 0
 

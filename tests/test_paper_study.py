@@ -100,7 +100,8 @@ def test_the_page_holds_every_figure_the_means_the_reading_and_what_is_missing(t
     assert "within the budget 0.255 on test in 3 of 3 seeds" in page
     assert "dense test accuracy by seed: 0.9740 (seed 0), 0.9740 (seed 1), 0.9740 (seed 2)" in page
     assert "per-input MACs standard deviation per seed is 0.0000, 0.0000, 0.0000" in page
-    assert "not a runtime policy" in page and "results/paper-ablation.md" in page and "ablation" in page
+    assert "not a runtime policy" in page and "are in results/paper.md, at budget 0.255 on the same seeds " \
+        "(`--ablation`)" in page and "## The ablation" not in page
     assert "- Seed spread: the largest seed-to-seed standard deviation of test accuracy is" in page
     assert "- `both` - uniform at the budget, test accuracy per seed (0, 1, 2): -0.003, -0.007, +0.001" in page
     assert "- `paper` - `ladder`, test accuracy per seed (0, 1, 2): -0.018, -0.024, -0.018; mean -0.0200" in page
@@ -161,6 +162,29 @@ def test_the_ablation_swaps_one_setting_per_run_and_gives_a_verdict_per_swap(tmp
     assert "(paper, both's schedule): test accuracy minus `paper`'s per seed (0, 1, 2) -0.020, +0.010, +0.010" in page
     assert "(paper, both's trade-off pruner): test accuracy minus `paper`'s per seed (0, 1, 2) -0.010, -0.010, " \
            "-0.010" in page
+
+
+def test_with_the_ablation_the_page_holds_its_section_after_the_comparison(tmp_path):
+    """experiments.paper_study --ablation: the swaps' tables and verdicts follow the comparison on one page, their
+    `paper` runs the comparison's own folders."""
+    from experiments import paper_ablation as ablation
+    root = str(tmp_path / "runs")
+    runs = study.plan(root, [0, 1], BUDGET)
+    swaps = ablation.plan(root, [0, 1], BUDGET)
+    assert {r["out"] for r in swaps if r["kind"] == ablation.PAPER} == \
+        {r["out"] for r in runs if r["kind"] == study.PAPER}
+    for run in runs + [r for r in swaps if r["kind"] != ablation.PAPER]:
+        accuracy = 0.96 if run["kind"] == ablation.REWARD else 0.95
+        write_run({**run, "args": ["--method", "paper"]}, accuracy, 0.2, 0.001, 1.0, None)
+    out = tmp_path / "paper.md"
+    study.report(runs, BUDGET, "python -m experiments.paper_study --ablation", str(out), swaps)
+    page = out.read_text()
+    comparison, section = page.split("\n## The ablation: one ingredient at a time\n")
+    assert "## Reading" in comparison and "Below: the one-ingredient swaps" in comparison
+    assert "### Verdict per swapped ingredient, and the second operating point" in section
+    assert "| paper, both's reward | 2 | 0.9600 ± 0.0000 |" in section
+    assert "(paper, both's reward): test accuracy minus `paper`'s per seed (0, 1) +0.010, +0.010" in section
+    assert "### Commands" in section and "--paper-reward lagrangian" in section
 
 
 def test_the_ablation_runs_only_the_kinds_asked_for_beside_paper(tmp_path):
