@@ -27,7 +27,7 @@ def test_noop_env_has_the_runtime_env_spaces_and_next_step_autoreset():
 
 @pytest.mark.slow
 def test_sampling_prints_real_and_noop_throughput_and_their_ratio():
-    result = run_cli("rtsearch.bench", "--sampling", "--dataset", "digits", "--seconds", "2",
+    result = run_cli("rtsearch.bench", "--sampling", "--dataset", "digits", "--seconds", "1",
                      "--train-iterations", "0", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     match = re.search(r"runtime env: ([\d,]+) agent steps/s, no-op env: ([\d,]+) agent steps/s.*?; ratio ([\d.]+)",

@@ -343,9 +343,10 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     before = histories(workdir, "clu")
     assert runner_nodes(before) == {head, worker}, before
     cluster.kill_node("worker")
-    # What an autoscaler does: a fresh node replaces the lost one, so the retried trial finds room.
+    # What an autoscaler does: a fresh node, on an address of its own (127.0.0.2), replaces the lost one, so the
+    # retried trial finds room.
     time.sleep(3)
-    fresh = cluster.start("worker2", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}))
+    fresh = cluster.start("worker2", "--num-cpus", "2", "--resources", json.dumps({"worker_node": 2}), ip="127.0.0.2")
 
     status, logs = wait_job(client, "clu", HUNG)
     assert status == "SUCCEEDED", logs[-4000:]
@@ -359,18 +360,18 @@ def test_sweep_on_a_two_node_cluster_survives_losing_its_worker(cluster, tmp_pat
     for trial_id, rows in after.items():                       # every iteration reported once, none lost
         assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1)), (trial_id, rows)
     assert runner_nodes(after) == {head, worker, fresh}, after  # later rollouts ran on the new node
+    local_sqlite_store_is_refused_when_a_node_is_on_another_address(cluster, tmp_path / "shared")
 
 
-@pytest.mark.slow
-def test_local_sqlite_store_is_refused_when_a_node_is_on_another_address(cluster, tmp_path):
-    # The worker node sits on another address (127.0.0.2): it could not open the driver's SQLite file.
-    cluster.start("head", "--num-cpus", "1")
-    cluster.start("worker", "--num-cpus", "1", ip="127.0.0.2")
+def local_sqlite_store_is_refused_when_a_node_is_on_another_address(cluster, cwd: Path) -> None:
+    """A sweep started now, with the default local SQLite store, is refused before any compute: the node on
+    127.0.0.2 could not open the driver's SQLite file."""
+    cwd.mkdir()
     began = time.time()
     result = subprocess.run([sys.executable, "-m", "rtsearch.tune", "--budget", "0.5", "--dataset", "digits",
                              "--address", f"127.0.0.1:{cluster.port}", "--name", "shared"],
-                            capture_output=True, text=True, timeout=MIN_TIMEOUT, cwd=tmp_path, env=cluster.env())
+                            capture_output=True, text=True, timeout=MIN_TIMEOUT, cwd=cwd, env=cluster.env())
     assert_usage_error(result, "--mlflow-uri", "127.0.0.2", "mlflow server")
     assert "dense" not in result.stdout
-    assert not (tmp_path / "runs" / "sweeps").exists()
+    assert not (cwd / "runs" / "sweeps").exists()
     assert time.time() - began < 60

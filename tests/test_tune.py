@@ -268,10 +268,7 @@ def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache, monkeypatch):
     after = json.load(open(os.path.join(results, "summary.json")))
     assert {k: v for k, v in after.items() if k != "generated"} == before
     assert os.path.isfile(os.path.join(results, "summary.md"))
-    # --resume needs only the name (the budgets are stored), and refuses other budgets
-    again = ok(tune(tmp_path, cache, "--name", "e2e", "--resume"))
-    assert "[budget 0.5] already finished" in again
-    assert "sweep 'e2e' done; wall time, this --resume run incl. dense pre-training: " in again
+    # --resume refuses budgets other than the stored ones (a resume that runs: the MLflow-server test below)
     assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3"),
                        "--resume", "0.5")
 
@@ -452,11 +449,14 @@ def test_sweep_logs_to_an_mlflow_server_and_a_second_range_sweep_moves_the_alias
     assert f"MLflow runs: experiment 'http' in {mlflow_server} " in out and summary["mlflow_uri"] == mlflow_server
     check_registered_models(mlflow_server, "http", "rtsearch-digits-small-both", summary, tmp_path, out)
     # A budget that finished before its baseline ran (an older sweep, or one killed right then) runs it on
-    # --resume, once, and its parent run gets the figures; a budget that has one keeps it.
+    # --resume, once, and its parent run gets the figures; a budget that has one keeps it. --resume needs only the
+    # name (the budgets are stored) and names its own wall clock.
     from rtsearch.search import sweep_baseline as baseline
     os.remove(baseline.path(results, 0.3))
     again = ok(tune(tmp_path, cache, "--name", "http", "--resume"))
     assert "[budget 0.3] baseline: fixed-ratio" in again and "[budget 0.5] baseline" not in again
+    assert "[budget 0.3] already finished" in again and "[budget 0.5] already finished" in again
+    assert "sweep 'http' done; wall time, this --resume run incl. dense pre-training and baseline: " in again
     summary = json.load(open(os.path.join(results, "summary.json")))
     parents, _ = mlflow_runs(mlflow_server, "http")
     check_baselines(summary, parents, results, tmp_path, cache)
