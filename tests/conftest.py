@@ -12,7 +12,6 @@ LONGEST = {"test_cluster.py::test_sweep_on_a_two_node_cluster": 130,
            "test_tune.py::test_a_ladder_sweep": 116,
            "test_tune.py::test_sweep_logs_to_an_mlflow_server": 140,
            "test_method_contract.py::test_run_manifest_resume_export_and_the_deployed_model[ladder]": 92,
-           "test_tune.py::test_sweep_end_to_end_retries": 85,
            "test_front.py::test_a_front_sweep": 85,
            "test_method_contract.py::test_run_manifest": 55,
            "test_loop.py::": 20}

@@ -54,9 +54,10 @@ def mlflow_runs(uri: str, experiment: str):
     return runs[~is_child], runs[is_child]
 
 
-def check_children(uri, parents, children, results):
-    """Each child belongs to a parent, has the trial's params, and one score per iteration (step = iteration,
-    one value per step even where an iteration was run again after a resume)."""
+def check_children(uri, parents, children, results, searched="lam", artifacts=("metrics.json", "best.pt", "model.pt")):
+    """Each child belongs to a parent, has the trial's params (`searched` among them), one score per iteration (step =
+    iteration, one value per step even where an iteration was run again after a resume), and once completed the
+    run's files (`artifacts` among them)."""
     from mlflow.tracking import MlflowClient
     client = MlflowClient(uri)
     assert set(children["tags.mlflow.parentRunId"]) <= set(parents["run_id"])
@@ -65,11 +66,11 @@ def check_children(uri, parents, children, results):
         trial_id = child["tags.rtsearch.trial_id"]
         steps = [m.step for m in client.get_metric_history(child["run_id"], "val_score")]
         assert steps == list(range(1, iterations(results, trial_id) + 1)), (trial_id, steps)
-        assert child["params.trial_id"] == trial_id and "params.lam" in child
+        assert child["params.trial_id"] == trial_id and f"params.{searched}" in child
         record = json.load(open(os.path.join(results, "trials", trial_id, "trial.json")))
         if record["status"] == "completed":
             assert child["status"] == "FINISHED"
-            assert {"metrics.json", "best.pt", "model.pt"} <= {a.path for a in client.list_artifacts(child["run_id"])}
+            assert set(artifacts) <= {a.path for a in client.list_artifacts(child["run_id"])}
             metrics = json.load(open(os.path.join(results, "trials", trial_id, "metrics.json")))
             assert metrics["mlflow_run_id"] == child["run_id"]
         else:
@@ -209,70 +210,6 @@ def test_unwritable_storage_exits_2_and_leaves_no_sweep_behind(tmp_path, cache, 
     assert not (tmp_path / "runs" / "sweeps").exists()          # a rerun is not told the sweep already exists
 
 
-@pytest.mark.slow
-def test_sweep_end_to_end_retries_a_failing_trial(tmp_path, cache, monkeypatch):
-    out = ok(tune(tmp_path, cache, *TINY, "--budget", "0.5", "--param-budget", "0.8", "--num-samples", "2",
-                  "--name", "e2e", "--fail-on-iteration", "2", "--nan-on-iteration", "1", "--max-failures", "2"))
-    results = str(tmp_path / "runs" / "sweeps" / "e2e")
-    for name in ("summary.md", "summary.json", "pareto.png"):
-        assert os.path.getsize(os.path.join(results, name)) > 0, name
-    summary = json.load(open(os.path.join(results, "summary.json")))
-    sweep = summary["sweeps"]["0.5"]
-    trials = sweep["trials"]
-    assert len(trials) == 2 and {t["status"] for t in trials} <= {"completed", "stopped"}
-    # Every trial reports a NaN score once at iteration 1 and fails once at iteration 2 (both injected, first
-    # attempt only): each failure is retried from the trial's last checkpoint, and a trial that met both completes.
-    assert "FloatingPointError: score is NaN at iteration 1" in out
-    assert all(t["attempts"] >= 2 for t in trials), trials
-    assert any(t["attempts"] == 3 and t["status"] == "completed" for t in trials), trials
-    assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
-    assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
-    first = min(trials, key=lambda t: t["started"])
-    assert first["config"] == space.load(DEFAULT_SPACE).without("param_budget").defaults()
-    # fixed-ratio trials are baselines themselves: no static-only baseline is run beside them
-    assert sweep["baseline"] is None and not os.path.exists(os.path.join(results, "baselines"))
-    assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
-    # Which trials complete is up to ASHA and so to timing (the second trial to reach iteration 1 stops there if
-    # it scored below the first), so the check is the rule, not one outcome: a completed trial was re-evaluated on
-    # held-out images, and the best is the one the stated rule picks from the recorded figures.
-    completed = check_best_follows_the_rule(sweep, out, open(os.path.join(results, "summary.md")).read())
-    assert completed and all(t["holdout_size"] > 0 and t["holdout_score"] is not None for t in completed), trials
-    assert sweep["best_chosen_by"].startswith("highest score on" if len(completed) > 1
-                                              else "highest best validation score"), sweep["best_chosen_by"]
-    for text in ("best config (trial", "iterations to best", "summary.md", "chosen by: highest",
-                 "MLflow runs: experiment 'e2e' in sqlite:///mlruns.db (open with: mlflow ui --backend-store-uri "
-                 "sqlite:///mlruns.db)", "[budget 0.5] best model (trial",
-                 "models:/rtsearch-digits-small-both-fixed@best-0_5"):
-        assert text in out, text
-    assert str(tmp_path) not in open(os.path.join(results, "summary.md")).read()     # no absolute path of this machine
-    # one line per finished trial as it ends; before the first, the time left is being estimated
-    ended = re.findall(r"^\[budget 0\.5\] trial (\d) of 2 finished: (\w+) score [\d.]+ \(val\), (?:completed|stopped "
-                       r"early by ASHA after 1/2 iterations) · best so far [\d.]+ \(trial \w+\) · elapsed \w+ · "
-                       r"(?:about \w+ left|no trial left)$", out, re.M)
-    assert [n for n, _ in ended] == ["1", "2"], out[-3000:]
-    assert sorted(t for _, t in ended) == sorted(t["trial_id"] for t in trials)
-    assert "· time left: estimating...\n" in out
-    # one wall clock, labelled alike in the closing lines and summary.md
-    wall = re.search(r"^sweep 'e2e' done; (wall time, whole sweep incl\. dense pre-training: \d+ s)$", out, re.M)
-    assert wall and f"\n{wall.group(1)}\n" in open(os.path.join(results, "summary.md")).read(), out[-3000:]
-    parents, children = mlflow_runs(f"sqlite:///{tmp_path}/mlruns.db", "e2e")
-    assert len(parents) == 1 and len(children) == 2
-    assert parents.iloc[0]["status"] == "FINISHED"
-    assert parents.iloc[0]["metrics.sweep_iters_to_best"] == sweep["sweep_iters_to_best"]
-    check_children(f"sqlite:///{tmp_path}/mlruns.db", parents, children, results)
-    # python -m rtsearch.report regenerates the same summary from what the sweep stored
-    before = {k: v for k, v in summary.items() if k != "generated"}
-    os.remove(os.path.join(results, "summary.md"))
-    report = run_main("rtsearch.report", results)
-    assert report.returncode == 0, report.stderr
-    after = json.load(open(os.path.join(results, "summary.json")))
-    assert {k: v for k, v in after.items() if k != "generated"} == before
-    assert os.path.isfile(os.path.join(results, "summary.md"))
-    # --resume refuses budgets other than the stored ones (a resume that runs: the MLflow-server test below)
-    assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, "--name", "e2e", "--resume", "--budget", "0.3"),
-                       "--resume", "0.5")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -332,29 +269,41 @@ def check_a_range_sweep(cwd, name: str, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers_its_model(tmp_path, cache):
-    """--method ladder: each trial makes its rungs, then reports its re-run agent's PPO iterations to ASHA; a trial
-    that fails mid-agent continues from its checkpoint with its rungs read back, and scores what an unbroken one
-    would; the best deployed ladder is registered in fixed-shape form and answers as its deployed.pt does."""
+def test_a_ladder_sweep_retries_failing_trials_resumes_from_its_rungs_and_registers_its_model(tmp_path, cache,
+                                                                                             monkeypatch):
+    """--method ladder end to end: each trial makes its rungs, then reports its re-run agent's PPO iterations to ASHA;
+    a trial that scores NaN is retried from the start, one that fails mid-agent continues from its checkpoint with
+    its rungs read back and scores what an unbroken one would; progress, closing lines, summary, MLflow runs and
+    `rtsearch.report` agree; the best deployed ladder is registered in fixed-shape form and answers as its
+    deployed.pt does."""
     from mlflow.tracking import MlflowClient
     base = ["--dataset", "digits", "--model", "small", "--dense-epochs", "1", "--num-cpus", "2", "--method", "ladder",
             "--budget", "0.15", "--max-iterations", "3", "--param-budget", "0.6"]
-    out = ok(tune(tmp_path, cache, *base, "--num-samples", "2", "--fail-on-iteration", "2", "--name", "ladder"))
+    out = ok(tune(tmp_path, cache, *base, "--num-samples", "2", "--nan-on-iteration", "1", "--fail-on-iteration", "2",
+                  "--max-failures", "2", "--name", "ladder"))
     results = tmp_path / "runs" / "sweeps" / "ladder"
     summary = json.load(open(results / "summary.json"))
     assert summary["settings"]["method"] == "ladder" and summary["settings"]["max_iterations"] == 3
     sweep = summary["sweeps"]["0.15"]
     trials = sweep["trials"]
-    # ASHA (rungs at iterations 1 and 3) stops the second trial to reach iteration 1 if it scored below the first
-    # there, so which trials complete depends on timing; the first to get there always goes on.
+    # Every trial reports a NaN score once at iteration 1 and fails once at iteration 2 (both injected, first
+    # attempt only): the NaN attempt has no checkpoint, so the trial starts over; the failure is retried from the
+    # trial's last checkpoint. ASHA (rungs at iterations 1 and 3) stops the second trial to reach iteration 1 if it
+    # scored below the first there, so which trials complete depends on timing; the first to get there goes on.
+    assert "FloatingPointError: score is NaN at iteration 1" in out
+    assert "retry 1/2 from its last checkpoint" in out and "retry 2/2 from its last checkpoint" in out
     completed = [t for t in trials if t["status"] == "completed"]
     stopped = [t for t in trials if t["status"] == "stopped"]
     assert len(trials) == 2 and completed and len(completed) + len(stopped) == 2, trials
-    assert all(t["attempts"] == 2 for t in completed), trials        # met the failure at iteration 2, went on
+    assert all(t["attempts"] == 3 for t in completed), trials        # met the NaN and the failure, went on
     for t in stopped:           # stopped at the first rung, below the other's score there, before its failure
         other = next(o for o in trials if o is not t)
-        assert (t["attempts"], t["iterations"]) == (1, 1) and t["scores"][0] < other["scores"][0], trials
-    check_best_follows_the_rule(sweep, out, (results / "summary.md").read_text())
+        assert (t["attempts"], t["iterations"]) == (2, 1) and t["scores"][0] < other["scores"][0], trials
+    assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
+    assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
+    md = (results / "summary.md").read_text()
+    check_best_follows_the_rule(sweep, out, md)
+    check_progress_and_closing_lines(out, md, trials, str(tmp_path))
     assert all(set(t["config"]) == set(space.method_keys(methods.get("ladder"))) - {"param_budget", "lr_finetune"}
                for t in trials)        # the agent's keys: the rungs are shared (the rung cache)
     ladder_space = space.load(space.default_path(methods.get("ladder")))
@@ -365,13 +314,11 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
         assert metrics["param_budget"] == 0.6 and metrics["params_ratio"] <= 0.6    # what it stores fits the cap
         assert iterations(str(results), t["trial_id"]) == 3
     assert "--iterations 12" in sweep["baseline"]["command"]      # fine-tuned as long as the rungs
-    assert "of the ladder's re-run agent" in (results / "summary.md").read_text()
+    assert "of the ladder's re-run agent" in md
     assert set(sweep["phase_seconds"]) == {"rungs", "agent"} and sweep["phase_seconds"]["rungs"] > 0
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     client = MlflowClient(uri)
-    parents, children = mlflow_runs(uri, "ladder")
-    assert parents.iloc[0]["params.method"] == "ladder" and set(children["params.method"]) == {"ladder"}
-    assert set(children["params.agent_iterations"]) == {"3"} and set(children["params.param_budget"]) == {"0.6"}
+    check_ladder_runs_in_mlflow(uri, str(results), sweep)
     best = sweep["best"]
     folder = client.download_artifacts(best["mlflow_run_id"], "", str(tmp_path / "best"))
     log = open(os.path.join(folder, "train.log")).read()
@@ -381,6 +328,54 @@ def test_a_ladder_sweep_searches_the_ladder_resumes_from_its_rungs_and_registers
     assert "models:/rtsearch-digits-small-ladder@best-0_15" in out      # one registered model per method
     check_registered_ladder(uri, folder, best)
     check_read_back_as_the_readme_says(uri, trials, best)
+    check_the_report_is_made_again_from_what_the_sweep_stored(results, summary)
+    # --resume refuses budgets other than the stored ones (a resume that runs: the MLflow-server test below)
+    assert_usage_error(tune_refused(monkeypatch, tmp_path, cache, "--name", "ladder", "--resume", "--budget", "0.3"),
+                       "--resume", "0.15")
+
+
+def check_ladder_runs_in_mlflow(uri: str, results: str, sweep: dict) -> None:
+    """One parent run (finished, with the sweep's iterations to the best), one child run per trial with the ladder's
+    settings."""
+    parents, children = mlflow_runs(uri, "ladder")
+    assert len(parents) == 1 and len(children) == 2 and parents.iloc[0]["status"] == "FINISHED"
+    assert parents.iloc[0]["metrics.sweep_iters_to_best"] == sweep["sweep_iters_to_best"]
+    check_children(uri, parents, children, results, searched="lr_rerun", artifacts=("metrics.json", "deployed.pt"))
+    assert parents.iloc[0]["params.method"] == "ladder" and set(children["params.method"]) == {"ladder"}
+    assert set(children["params.agent_iterations"]) == {"3"} and set(children["params.param_budget"]) == {"0.6"}
+
+
+def check_progress_and_closing_lines(out: str, md: str, trials: list[dict], tmp: str) -> None:
+    """One line per finished trial as it ends (before the first, the time left is being estimated); the closing
+    lines name the best, where it is registered and the MLflow store; one wall clock, labelled alike in the
+    closing lines and summary.md, which holds no absolute path of this machine."""
+    ended = re.findall(r"^\[budget 0\.15\] trial (\d) of 2 finished: (\w+) score [\d.]+ \(val\), (?:completed|stopped "
+                       r"early by ASHA after 1/3 iterations) · best so far [\d.]+ \(trial \w+\) · elapsed \w+ · "
+                       r"(?:about \w+ left|no trial left)$", out, re.M)
+    assert [n for n, _ in ended] == ["1", "2"], out[-3000:]
+    assert sorted(t for _, t in ended) == sorted(t["trial_id"] for t in trials)
+    assert "· time left: estimating...\n" in out
+    for text in ("best config (trial", "iterations to best", "summary.md", "chosen by: highest",
+                 "MLflow runs: experiment 'ladder' in sqlite:///mlruns.db (open with: mlflow ui --backend-store-uri "
+                 "sqlite:///mlruns.db)", "[budget 0.15] best model (trial"):
+        assert text in out, text
+    wall = re.search(r"^sweep 'ladder' done; (wall time, whole sweep incl\. dense pre-training and baseline: \d+ s)$",
+                     out, re.M)
+    assert wall and f"\n{wall.group(1)}\n" in md, out[-3000:]
+    assert tmp not in md
+
+
+def check_the_report_is_made_again_from_what_the_sweep_stored(results, summary: dict) -> None:
+    """python -m rtsearch.report regenerates the same summary (and summary.md) from the sweep's files."""
+    for name in ("summary.md", "summary.json", "pareto.png"):
+        assert os.path.getsize(results / name) > 0, name
+    before = {k: v for k, v in summary.items() if k != "generated"}
+    os.remove(results / "summary.md")
+    report = run_main("rtsearch.report", str(results))
+    assert report.returncode == 0, report.stderr
+    after = json.load(open(results / "summary.json"))
+    assert {k: v for k, v in after.items() if k != "generated"} == before
+    assert os.path.isfile(results / "summary.md")
 
 
 def check_registered_ladder(uri: str, folder: str, best: dict) -> None:
