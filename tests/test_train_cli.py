@@ -82,7 +82,6 @@ def test_corrupt_resume_checkpoint_exits_2(tmp_path):
                        "corrupt")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["runtime-only", "static-only", "both"])
 def test_fixed_ratio_run_meets_budget_and_writes_every_metric(method, tmp_path):
     out = tmp_path / method
