@@ -32,7 +32,8 @@ run: $(STAMP)
 # Two tiers, both in two workers on this 2-core machine (three were slower: results/suite-time.md). Each worker is
 # handed one test at a time, in the order tests/conftest.py sets (the longest first), so neither is left with a
 # queue of long sweeps at the end.
-# `make test`: the whole suite, what CI runs (over 10 minutes on the 2-core machine: results/suite-time.md).
+# `make test`: the whole suite, what CI runs (about 9.5 minutes on the 2-core machine with the install, quiet:
+# results/suite-time.md).
 test: $(STAMP)
 	$(PY) -m ruff check rtsearch experiments tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --maxschedchunk 1
