@@ -28,6 +28,7 @@ Each swap is read against `paper` seed by seed: test accuracy, MACs, how much th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,8 +99,8 @@ def arguments() -> ArgumentParser:
                    f"of {', '.join(SHORT)}; default all")
     p.add_argument("--runs-dir", default="runs/paper-study", help="folder of the runs (finished ones are reused, "
                    "`paper` ones with experiments.paper_study)")
-    p.add_argument("--out", default="results/paper-ablation.md", help="the page written (the ablation of "
-                   "results/paper.md is written by experiments.paper_study --ablation)")
+    p.add_argument("--out", default="runs/paper-ablation.md", help="the page written (the ablation kept in "
+                   "results/ is the second part of results/paper.md: experiments.paper_study --ablation)")
     p.add_argument("--no-train", action="store_true", help="train nothing: write the page from the finished runs")
     return p
 
@@ -176,6 +177,7 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
              "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
              "shared with other work). Every figure is read back from the runs' metrics.json; test split; mean ± "
              "sample standard deviation over the seeds that finished.", "", *section(runs, budget, "##")]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -302,6 +302,8 @@ def test_a_ladder_sweep_retries_failing_trials_resumes_from_its_rungs_and_regist
     assert all(1 <= t["iters_to_best"] <= t["iterations"] for t in trials)
     assert 1 <= sweep["sweep_iters_to_best"] <= sum(t["iterations"] for t in trials)
     md = (results / "summary.md").read_text()
+    # a completed trial was re-evaluated on held-out images, and the best is the one the stated rule picks
+    assert all(t["holdout_size"] > 0 and t["holdout_score"] is not None for t in completed), trials
     check_best_follows_the_rule(sweep, out, md)
     check_progress_and_closing_lines(out, md, trials, str(tmp_path))
     assert all(set(t["config"]) == set(space.method_keys(methods.get("ladder"))) - {"param_budget", "lr_finetune"}
