@@ -54,8 +54,10 @@ DESCRIPTION = [
     "updates per agent then 2 backbone epochs). Its runtime agent chooses per input how many channels each layer "
     "computes; the overlap rule makes the static mask depend on the input, so every channel is stored (params ratio "
     "1); its static keep alone, the paper's storage figure, is the static-only params ratio column."]
-ELSEWHERE = ("the mcifarnet backbone is results/paper-mcifarnet*.md (results/README.md lists the budgets measured). "
-             "This page is one budget, one backbone and the paper's schedule cut to 5 outer epochs.")
+ELSEWHERE = ("the mcifarnet backbone is results/paper-mcifarnet*.md (results/README.md lists the budgets measured); "
+             "why `paper`'s static agent spends under its cap, and what takes seed 2 at 0.08 to the action's floor, "
+             "is results/paper-static-drift.md. This page is one budget, one backbone and the paper's schedule cut "
+             "to 5 outer epochs.")
 TODO = ["Elsewhere: the one-ingredient swaps against `--method both` (recurrence, budget form, reward, schedule, "
         "trade-off pruner) and the paper's second operating point (the static agent's own budget of 0.78 of the "
         "parameters) are in results/paper.md, at budget 0.255 on the same seeds (`--ablation`); " + ELSEWHERE]
