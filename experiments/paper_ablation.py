@@ -2,8 +2,9 @@
 one of its ingredients swapped for `--method both`'s, over seeds; a page of its own, or the ablation section of
 results/paper.md (`python -m experiments.paper_study --ablation`).
 
-On mnist5k / small at one MACs budget (default 0.255, the paper's runtime operating point, 1 / 3.92 of the dense
-MACs), per seed, through the real command line, every other setting at its default:
+On mnist5k / small (`--model mcifarnet`: the paper's M-CifarNet) at one MACs budget (default 0.255, the paper's
+runtime operating point, 1 / 3.92 of the dense MACs), per seed, through the real command line, every other setting
+at its default:
 - `paper`: `rtsearch.train --method paper` (the same run as experiments.paper_study's, reused from its folder);
 - no memory across layers: `--no-paper-recurrent` (both agents feed-forward: the LSTM's 128 cells replaced by a
   layer of 128 units, each layer decided from what it sees there);
@@ -94,6 +95,7 @@ def arguments() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=study.seeds_list, default=[0, 1, 2], help="seeds, e.g. 0,1,2 (default)")
     p.add_argument("--budget", type=fraction("--budget"), default=0.255, help="MACs budget in (0, 1]; default 0.255")
+    p.add_argument("--model", choices=study.MODELS, default="small", help="backbone on mnist5k; default small")
     p.add_argument("--jobs", type=study.jobs_count, default=2, help="runs at a time, one torch thread each; default 2")
     p.add_argument("--kinds", type=kinds_list, default=KINDS[1:], help="what runs beside `paper`, comma-separated, "
                    f"of {', '.join(SHORT)}; default all")
@@ -105,16 +107,18 @@ def arguments() -> ArgumentParser:
     return p
 
 
-def planned(root: str, kind: str, seed: int, budget: float) -> dict:
+def planned(root: str, kind: str, seed: int, budget: float, model: str = "small") -> dict:
     out = f"{root}/{FOLDERS[kind]}-{budget:g}-s{seed}"
-    args = ["--method", "paper", *FLAGS[kind], *study.BASE, "--budget", f"{budget:g}", "--seed", str(seed),
+    args = ["--method", "paper", *FLAGS[kind], *study.base(model), "--budget", f"{budget:g}", "--seed", str(seed),
             "--out", out]
-    return {"kind": kind, "seed": seed, "budget": budget, "args": args, "out": out,
+    return {"kind": kind, "seed": seed, "budget": budget, "model": model, "args": args, "out": out,
             "command": "python -m rtsearch.train " + " ".join(args)}
 
 
-def plan(root: str, seeds: list[int], budget: float, kinds: list[str] = KINDS[1:]) -> list[dict]:
-    return [planned(root, kind, seed, budget) for kind in KINDS if kind == PAPER or kind in kinds for seed in seeds]
+def plan(root: str, seeds: list[int], budget: float, kinds: list[str] = KINDS[1:],
+         model: str = "small") -> list[dict]:
+    return [planned(root, kind, seed, budget, model) for kind in KINDS if kind == PAPER or kind in kinds
+            for seed in seeds]
 
 
 def swap_lines(at: dict[str, list[dict]], kind: str, budget: float) -> list[str]:
@@ -171,8 +175,8 @@ def operating_point_lines(runs: list[dict]) -> list[str]:
 def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     """This study's page of its own."""
     seeds = sorted({r["seed"] for r in runs})
-    lines = [f"# The published method, one ingredient at a time: mnist5k / small, budget {budget:g}, seeds "
-             f"{', '.join(map(str, seeds))}", "", __doc__.split("\n\n", 1)[1].strip(), "",
+    lines = [f"# The published method, one ingredient at a time: mnist5k / {runs[0]['model']}, budget {budget:g}, "
+             f"seeds {', '.join(map(str, seeds))}", "", __doc__.split("\n\n", 1)[1].strip(), "",
              "Produced by", "", "```", command, "```", "",
              "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
              "shared with other work). Every figure is read back from the runs' metrics.json; test split; mean ± "
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
     args = arguments().parse_args(argv)
     if not args.runs_dir.strip():
         fail("--runs-dir must name a folder", "experiments.paper_ablation")
-    runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget, args.kinds)
+    runs = plan(args.runs_dir.rstrip("/"), args.seeds, args.budget, args.kinds, args.model)
     execute_all(runs, args.jobs, not args.no_train)
     report(runs, args.budget, command_line(PROG, argv), args.out)
     print(f"wrote {args.out}", flush=True)

@@ -2,7 +2,8 @@
 over seeds (`python -m experiments.paper_study`), with `--ablation` also one ingredient at a time
 (experiments.paper_ablation); writes results/paper.md.
 
-On mnist5k / small, per seed, through the real command line, every other setting at its default:
+On mnist5k / small (`--model mcifarnet`: the paper's M-CifarNet), per seed, through the real command line, every
+other setting at its default:
 - `paper`: `rtsearch.train --method paper` (docs/method.md §6);
 - `both`: `--method both`;
 - the ladder: `--method ladder` (the default method);
@@ -42,7 +43,7 @@ FLAGS = {PAPER: ["--method", "paper"], BOTH: ["--method", "both"], LADDER: ["--m
          SPENT: ["--method", "both", "--fixed-ratios"]}
 FOLDERS = {PAPER: "paper", BOTH: "both", LADDER: "ladder", STATIC: "static-only", UNIFORM: "uniform", TP_L1: "tp-l1",
            SPENT: "uniform-spent"}
-BASE = ["--dataset", "mnist5k", "--model", "small"]
+MODELS = ("small", "mcifarnet")            # --model: the backbones the study plans on mnist5k
 IGNORED = {"out", "mlflow_run_id"}          # configuration fields that name where a run went, not what it did
 WALL = re.compile(r"(?:wall time of this run: |done in )(\d+(?:\.\d+)?) ?s")
 SPREAD = 1e-3                              # a per-input MACs std under this: every input at the same widths
@@ -91,6 +92,7 @@ def arguments() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=seeds_list, default=[0, 1, 2], help="seeds, e.g. 0,1,2 (default)")
     p.add_argument("--budget", type=fraction("--budget"), default=0.255, help="MACs budget in (0, 1]; default 0.255")
+    p.add_argument("--model", choices=MODELS, default="small", help="backbone on mnist5k; default small")
     p.add_argument("--jobs", type=jobs_count, default=2, help="runs at a time, one torch thread each; default 2")
     p.add_argument("--runs-dir", default="runs/paper-study", help="folder of the runs (finished ones are reused)")
     p.add_argument("--out", default="results/paper.md", help="the page written")
@@ -103,17 +105,22 @@ def arguments() -> ArgumentParser:
     return p
 
 
-def planned(root: str, kind: str, seed: int, budget: float) -> dict:
+def base(model: str) -> list[str]:
+    """The data and backbone every planned run names."""
+    return ["--dataset", "mnist5k", "--model", model]
+
+
+def planned(root: str, kind: str, seed: int, budget: float, model: str = "small") -> dict:
     out = f"{root}/{FOLDERS[kind]}-{budget:g}-s{seed}"
-    args = [*FLAGS[kind], *BASE, "--budget", f"{budget:g}", "--seed", str(seed), "--out", out]
-    return {"kind": kind, "seed": seed, "budget": budget, "args": args, "out": out,
+    args = [*FLAGS[kind], *base(model), "--budget", f"{budget:g}", "--seed", str(seed), "--out", out]
+    return {"kind": kind, "seed": seed, "budget": budget, "model": model, "args": args, "out": out,
             "command": "python -m rtsearch.train " + " ".join(args)}
 
 
-def plan(root: str, seeds: list[int], budget: float) -> list[dict]:
+def plan(root: str, seeds: list[int], budget: float, model: str = "small") -> list[dict]:
     """Every run but the uniform ones at the MACs `paper` spent (planned once that run is done: `spent_run`),
     the longest first."""
-    return [planned(root, kind, seed, budget) for kind in (PAPER, BOTH, LADDER, STATIC, UNIFORM, TP_L1)
+    return [planned(root, kind, seed, budget, model) for kind in (PAPER, BOTH, LADDER, STATIC, UNIFORM, TP_L1)
             for seed in seeds]
 
 
@@ -125,7 +132,8 @@ def spent_budget(paper_metrics: dict) -> float:
 
 def spent_run(root: str, paper_run: dict) -> dict | None:
     metrics = read_metrics(paper_run["out"])
-    return None if metrics is None else planned(root, SPENT, paper_run["seed"], spent_budget(metrics))
+    return None if metrics is None else planned(root, SPENT, paper_run["seed"], spent_budget(metrics),
+                                                paper_run["model"])
 
 
 def read_metrics(out: str) -> dict | None:
@@ -374,7 +382,8 @@ def report(runs: list[dict], budget: float, command: str, path: str, ablation: l
     seeds = sorted({r["seed"] for r in runs})
     missing = [r for r in runs if r["figures"] is None]
     dense = {x["seed"]: x["dense_accuracy"] for k in KINDS for x in at[k] if x["dense_accuracy"] is not None}
-    lines = [f"# The published method as written (`--method paper`) beside `both` and the peers: mnist5k / small, "
+    lines = [f"# The published method as written (`--method paper`) beside `both` and the peers: mnist5k / "
+             f"{runs[0]['model']}, "
              f"budget {budget:g}, seeds {', '.join(map(str, seeds))}", "", *DESCRIPTION, "",
              "Produced by", "", "```", command, "```", "",
              "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
@@ -436,11 +445,11 @@ def main(argv=None) -> int:
         if read_metrics(folder) is None:
             fail(f"--reuse {folder}: no finished run there (no metrics.json)", "experiments.paper_study")
     root = args.runs_dir.rstrip("/")
-    runs = execute_all(plan(root, args.seeds, args.budget), root, args.jobs, reuse, not args.no_train)
+    runs = execute_all(plan(root, args.seeds, args.budget, args.model), root, args.jobs, reuse, not args.no_train)
     ablation = None
     if args.ablation:
         from experiments import paper_ablation
-        ablation = paper_ablation.plan(root, args.seeds, args.budget)
+        ablation = paper_ablation.plan(root, args.seeds, args.budget, model=args.model)
         paper_ablation.execute_all(ablation, args.jobs, not args.no_train)
     report(runs, args.budget, command_line(PROG, argv), args.out, ablation)
     print(f"wrote {args.out}", flush=True)

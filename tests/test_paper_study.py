@@ -226,3 +226,24 @@ def test_the_second_operating_point_over_its_macs_budget_is_not_read_as_a_gain(t
     assert "within the budget in 0 of 2 seeds" in page and "Over the MACs budget in 2 of 2 seeds" in page
     assert "at other MACs" in page.split("static budget 0.78): test accuracy")[1] and "the swap helps" not in page
     assert "asks the runtime side for a keep fraction of 0.117" in page        # (0.4995 - 0.5 * 0.8819) / 0.5
+
+
+def test_model_mcifarnet_plans_every_run_and_titles_every_page_on_that_backbone(tmp_path):
+    """--model: the study's runs, the uniform run at the MACs `paper` spent and the ablation's swaps all name the
+    backbone, and the pages say which; a backbone the study does not plan exits 2 before any run."""
+    from experiments import paper_ablation as ablation
+    root = str(tmp_path / "runs")
+    runs = study.plan(root, [0], BUDGET, "mcifarnet")
+    swaps = ablation.plan(root, [0], BUDGET, ablation.kinds_list("schedule"), model="mcifarnet")
+    for run in runs + swaps:
+        assert run["args"][run["args"].index("--model") + 1] == "mcifarnet" and "small" not in run["args"]
+    paper = [r for r in runs if r["kind"] == study.PAPER][0]
+    write_run({**paper, "args": ["--method", "paper"]}, 0.95, 0.2, 0.001, 1.0, None)
+    assert "--model mcifarnet" in study.spent_run(root, paper)["command"]
+    out = tmp_path / "ablation.md"
+    ablation.report(swaps, BUDGET, "python -m experiments.paper_ablation --model mcifarnet", str(out))
+    assert out.read_text().startswith("# The published method, one ingredient at a time: mnist5k / mcifarnet,")
+    for main in (study.main, ablation.main):
+        with pytest.raises(SystemExit) as stop:
+            main(["--model", "resnet56", "--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "x.md")])
+        assert stop.value.code == 2 and not (tmp_path / "none").exists()
