@@ -464,6 +464,11 @@ def test_the_deployed_model_answers_a_batch_as_it_answers_each_input(recurrent):
     assert torch.allclose(torch.cat([o[0] for o in one]), logits, atol=1e-5)
     assert [o[1] for o in one] == kept.tolist()
     assert torch.allclose(model(x), logits) and len(set(map(tuple, kept.tolist()))) > 1
+    model.shift = -1.0      # the runtime keep's centre moved down: the first layer (whose input no shift changes)
+    fewer = model.counts(x)[1]      # computes at most as many channels for every input, the network fewer in all
+    assert (fewer[:, 0] <= kept[:, 0]).all() and fewer.sum() < kept.sum()
+    model.shift = 1.0       # up to the clamp's ceiling on every layer: no fewer than the trained keep
+    assert (model.counts(x)[1][:, 0] >= kept[:, 0]).all()
 
 
 def test_the_merged_masks_compute_dpratio_k_r_plus_the_rest_of_k_s_whatever_the_overlap():

@@ -29,16 +29,17 @@ def static_keep(module, inputs: list[int], outputs: list[int], width: float) -> 
 
 
 def greedy_forward(paper: PaperNet, module, layout: Layout, x: torch.Tensor, keep_s: list[float], width: float,
-                   dpratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+                   dpratio: float, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and channels computed per layer (B, L) under both agents' greedy actions (gradients flow into the
-    network where enabled, never into the agents)."""
+    network where enabled, never into the agents). `shift` moves the runtime keep's centre (width + shift + the
+    decoder's output) without changing what the agent observes: 0 is the paper's."""
     h = paper.net.stem(x)
     state, kept = None, []
     for t in range(paper.num_layers):
         gates = paper.runtime_gates(t, h)
         obs = layout.observe(t, paper.pooled(h), gates, width, len(x))
         out, state = deterministic_actions(module, obs, -1.0, 1.0, state)
-        keep_r = torch.from_numpy(paper_reward.keep_fraction(width, out.reshape(len(x), -1)[:, 0])).float()
+        keep_r = torch.from_numpy(paper_reward.keep_fraction(width + shift, out.reshape(len(x), -1)[:, 0])).float()
         h, active = paper.layer(t, h, keep_r.to(h.device), torch.full((len(x),), keep_s[t], device=h.device),
                                 dpratio, gates)
         kept.append(active.sum(dim=1))
@@ -76,6 +77,7 @@ class PaperModel(torch.nn.Module):
         self.layout = Layout(layer_inputs(paper.net), self.widths, observation)
         self.input_shape = tuple(paper.net.input_shape)
         self.policy = None      # the agents are part of the model
+        self.shift = 0.0        # added to the runtime keep's centre (experiments.paper_calibrated); 0: the paper's
 
     @property
     def skip(self) -> "PaperModel":
@@ -85,7 +87,8 @@ class PaperModel(torch.nn.Module):
     def counts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, channels computed per input and layer (B, L))."""
         with torch.no_grad():
-            return greedy_forward(self.paper, self.module, self.layout, x, self.keep_s, self.width, self.dpratio)
+            return greedy_forward(self.paper, self.module, self.layout, x, self.keep_s, self.width, self.dpratio,
+                                  getattr(self, "shift", 0.0))     # models saved before it had one: 0
 
     def run(self, x: torch.Tensor, policy=None) -> tuple[torch.Tensor, list[int]]:
         """One input, as the deployed-model checks call it: (logits, its channels computed per layer)."""
