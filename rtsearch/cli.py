@@ -59,7 +59,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, texts: dict 
     refused whatever its value."""
     texts, choices = texts or {}, {"finetune": ("greedy", "sandwich"), "paper_budget": ("input", "mean"),
                                      "paper_reward": ("wall", "lagrangian"),
-                                     "paper_pruner": ("dpratio", "nested"), **(choices or {})}
+                                     "paper_pruner": ("dpratio", "nested"), "paper_under": ("bonus", "target"),
+                                     **(choices or {})}
     listed = {"dataset": DATASETS, "model": tuple(MODELS)}     # checked by check_dataset_and_model, named there
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items() if title}
     for f in fields(config_class):

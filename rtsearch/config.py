@@ -176,6 +176,10 @@ class RunConfig:
                                            "paper's); nested: --method both's, the runtime keep set inside the "
                                            "static one, ranked by lam u_r + (1 - lam) u_s, each min-max "
                                            "scaled over that set (an ablation)", "paper")
+    paper_under: str = setting("bonus", "bonus: under its cap the runtime reward adds 0.1 (cap - c) and the static "
+                                        "one nothing (the paper's); target: both agents charged the wall's slope at "
+                                        "the cap, (scale / T)(cap - cost), for what they leave under it, so each "
+                                        "cap is a target rather than a ceiling (not the paper's)", "paper")
     paper_static_budget: float | None = setting(None, "the static agent's parameter budget, a fraction of the dense "
                                                       "parameters: its keep fractions centre on the uniform width "
                                                       "that stores that share and its penalty binds there (default: "
@@ -214,6 +218,8 @@ class RunConfig:
             raise UsageError(f"--paper-reward must be wall or lagrangian, got {self.paper_reward!r}")
         if self.paper_reward == "lagrangian" and self.paper_budget != "input":
             raise UsageError("--paper-reward lagrangian binds the mean MACs itself: drop --paper-budget mean")
+        if self.paper_under not in ("bonus", "target"):
+            raise UsageError(f"--paper-under must be bonus or target, got {self.paper_under!r}")
         if self.paper_pruner not in ("dpratio", "nested"):
             raise UsageError(f"--paper-pruner must be dpratio or nested, got {self.paper_pruner!r}")
         if self.paper_pruner == "nested" and self.paper_dpratio != RunConfig.paper_dpratio:

@@ -39,6 +39,21 @@ def test_static_reward_has_no_bonus_under_its_cap_and_the_same_wall_over_it():
     assert over[0] == pytest.approx(-2.0 - 2.0 * (math.exp(0.1 / 0.05) - 1.0))
 
 
+def test_under_target_both_agents_pay_the_walls_slope_at_the_cap_for_what_they_leave_under_it():
+    """--paper-under target (not the paper's): -(scale / T)(cap - cost) under the cap for the runtime and the static
+    agent, the same wall over it, the two branches meeting at the cap; on the batch's mean, that slope under it."""
+    r = paper_reward.runtime_reward(np.array([0.5]), 0.25, np.array([0.2]), cap=0.3, scale=1.2, temperature=0.03,
+                                    under="target")
+    assert r[0] == pytest.approx(-0.5 / 0.25 - 1.2 / 0.03 * (0.3 - 0.2))
+    over = paper_reward.budget_term(np.array([0.33, 0.3]), 0.3, 1.2, 0.03, under="target")
+    assert over.tolist() == pytest.approx([-1.2 * (math.exp(1.0) - 1.0), 0.0])
+    s = paper_reward.static_reward(np.array([0.7, 0.7]), 0.35, np.array([0.2, 0.4]), cap=0.3, scale=2.0,
+                                   temperature=0.05, under="target")
+    assert s.tolist() == pytest.approx([-2.0 - 2.0 / 0.05 * 0.1, -2.0 - 2.0 * (math.exp(0.1 / 0.05) - 1.0)])
+    mean = paper_reward.mean_budget_term(np.array([0.1, 0.2]), cap=0.25, scale=1.2, temperature=0.03, under="target")
+    assert mean.tolist() == pytest.approx([-40 * 0.1 - 40 * 0.05, -40 * 0.1 + 40 * 0.05])
+
+
 def test_the_mean_budget_charges_each_input_its_first_order_share_of_the_batchs_mean():
     """--paper-budget mean: b on the batch's mean MACs, plus b'(mean) (c - mean) per input, on both branches."""
     over = paper_reward.mean_budget_term(np.array([0.2, 0.4]), cap=0.25, scale=1.2, temperature=0.03)
@@ -148,6 +163,31 @@ def test_the_lagrangian_reward_reaches_the_runtime_env_with_its_multiplier_and_r
     assert env.beta == 1.7
     with pytest.raises(UsageError, match="drop --paper-budget mean"):
         RunConfig(dataset="digits", method="paper", paper_reward="lagrangian", paper_budget="mean").check()
+
+
+def test_under_target_reaches_both_envs_and_the_static_env_pays_it(monkeypatch):
+    """`--paper-under target`: the Crew hands both agents' envs the form, and the static env's reward charges the
+    parameters its keep leaves under the cap."""
+    from types import SimpleNamespace
+
+    from rtsearch.config import RunConfig
+    from rtsearch.net.tradeoff import from_dense
+    from rtsearch.rl import paper_loop
+    built = {}
+    monkeypatch.setattr(paper_loop.paper_agents, "build", lambda cfg, env_config, role, layers, gpu: (
+        built.__setitem__(role, env_config), SimpleNamespace(get_module=lambda: None))[1])
+    cfg = RunConfig(dataset="digits", method="paper", budget=0.255, paper_under="target").check()
+    paper_loop.Crew(cfg, from_dense(build_model("small", (1, 8, 8)), torch.randn(16, 1, 8, 8)), 128)
+    assert built["runtime"]["under"] == built["static"]["under"] == "target"
+    rewards = {}
+    for under in ("bonus", "target"):
+        env = env_of("static", under=under)[0]
+        env._greedy_runtime = lambda: np.full(4, 0.5)     # the runtime side's keep, as its greedy agent would give it
+        env.reset(seed=1)
+        for _ in range(env.net.num_layers):
+            _, reward, _, _, _ = env.step(np.full((4, 1), -0.5, dtype=np.float32))     # keeps well under the cap
+        rewards[under] = reward
+    assert (rewards["target"] < rewards["bonus"]).all()
 
 
 def test_the_nested_pruner_reaches_the_envs_network_and_refuses_a_dpratio(monkeypatch):
@@ -329,7 +369,7 @@ def test_the_static_observation_is_channels_in_plus_out_over_their_max():
 
 # ------------------------------------------------------------------------------------------------ the env
 
-def env_of(role: str, batch: int = 4, budget_form: str = "input", reward_form: str = "wall"):
+def env_of(role: str, batch: int = 4, budget_form: str = "input", reward_form: str = "wall", under: str = "bonus"):
     from rtsearch.net.tradeoff import from_dense
     from rtsearch.rl.paper_env import PaperVectorEnv
     torch.manual_seed(0)
@@ -341,13 +381,16 @@ def env_of(role: str, batch: int = 4, budget_form: str = "input", reward_form: s
     world = {"model": net.config(), "paper_state": paper.state_dict(), "static_keep": [0.7] * net.num_layers}
     config = {"world": world, "dataset": "digits", "seed": 0, "width": width, "macs_cap": macs_cap,
               "param_cap": param_cap, "dpratio": 0.5, "penalty_scale": 1.2, "penalty_temperature": 0.03,
-              "mean_decay": 0.995, "role": role, "budget_form": budget_form, "reward_form": reward_form, "beta": 0.7}
+              "mean_decay": 0.995, "role": role, "budget_form": budget_form, "reward_form": reward_form, "beta": 0.7,
+              "under": under}
     return PaperVectorEnv(config, num_envs=batch), paper, cost, width, macs_cap
 
 
-@pytest.mark.parametrize("budget_form, reward_form", [("input", "wall"), ("mean", "wall"), ("input", "lagrangian")])
-def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(budget_form, reward_form):
-    env, paper, cost, width, cap = env_of("runtime", budget_form=budget_form, reward_form=reward_form)
+@pytest.mark.parametrize("budget_form, reward_form, under", [("input", "wall", "bonus"), ("mean", "wall", "bonus"),
+                                                             ("input", "lagrangian", "bonus"),
+                                                             ("input", "wall", "target")])
+def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(budget_form, reward_form, under):
+    env, paper, cost, width, cap = env_of("runtime", budget_form=budget_form, reward_form=reward_form, under=under)
     obs, _ = env.reset(seed=1)
     assert obs.shape == (4, env.layout.dim)
     x = env.x[torch.from_numpy(np.random.default_rng(1).choice(len(env.x), 4, replace=False))]   # the env's batch
@@ -365,7 +408,7 @@ def test_the_runtime_env_pays_the_formula_once_at_the_last_layer_on_exact_macs(b
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none").double().numpy()
     macs = cost.macs_ratio(kept, cost.widths).numpy()
     want = (paper_reward.lagrangian_reward(ce, macs, 0.7) if reward_form == "lagrangian"      # beta: the env's
-            else paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03, budget_form))   # m: the first batch's
+            else paper_reward.runtime_reward(ce, ce.mean(), macs, cap, 1.2, 0.03, budget_form, under))  # m: 1st batch's
     assert rewards[-1] == pytest.approx(want, rel=1e-5)
     assert env.pop_stats()["macs_ratio"] == pytest.approx(macs.mean())
 

@@ -19,7 +19,7 @@ from rtsearch.methods.base import COMMON, Method, deployed_as_measured, prepared
 PAPER = frozenset({"num_env_runners", "paper_epochs", "paper_lr_runtime", "paper_lr_static", "paper_dpratio",
                    "paper_penalty_scale", "paper_penalty_temperature", "paper_mean_decay", "paper_rl_epochs",
                    "paper_backbone_epochs", "paper_batch", "paper_observation", "paper_recurrent",
-                   "paper_budget", "paper_reward", "paper_static_budget", "paper_pruner"})
+                   "paper_budget", "paper_reward", "paper_static_budget", "paper_pruner", "paper_under"})
 
 
 class Paper(Method):

@@ -126,6 +126,7 @@ class PaperVectorEnv(gym.vector.VectorEnv):
         self.scale, self.temperature = float(config["penalty_scale"]), float(config["penalty_temperature"])
         self.budget_form = config.get("budget_form", "input")
         self.reward_form, self.beta = config.get("reward_form", "wall"), float(config.get("beta", 0.0))
+        self.under = config.get("under", "bonus")
         self.mean = paper_reward.RunningMean(float(config["mean_decay"]))
         self.device = torch.device(config.get("device", "cpu"))
         self.x, self.y = (t.to(self.device) for t in train_split(config))
@@ -207,10 +208,11 @@ class PaperVectorEnv(gym.vector.VectorEnv):
             reward = paper_reward.lagrangian_reward(ce, macs, self.beta)
         elif self.role == "runtime":
             reward = paper_reward.runtime_reward(ce, m, macs, self.macs_cap, self.scale, self.temperature,
-                                                 self.budget_form)
+                                                 self.budget_form, self.under)
         else:
             params = paper_reward.params_ratio(self.cost, torch.from_numpy(np.stack(self._static_keeps, 1)))
-            reward = paper_reward.static_reward(ce, m, params, self.param_cap, self.scale, self.temperature)
+            reward = paper_reward.static_reward(ce, m, params, self.param_cap, self.scale, self.temperature,
+                                                self.under)
         terminated[:] = True
         reward = self._finite(reward)
         self.tally.add(B, macs_ratio=macs, ce=ce, accuracy=correct, params_ratio=np.nan_to_num(params),

@@ -68,7 +68,8 @@ class Crew:
                       "macs_cap": self.macs_cap, "param_cap": self.param_cap, "dpratio": cfg.paper_dpratio,
                       "penalty_scale": cfg.paper_penalty_scale, "penalty_temperature": cfg.paper_penalty_temperature,
                       "mean_decay": cfg.paper_mean_decay, "observation": cfg.paper_observation,
-                      "budget_form": cfg.paper_budget, "reward_form": cfg.paper_reward, "beta": self.beta}
+                      "budget_form": cfg.paper_budget, "reward_form": cfg.paper_reward, "beta": self.beta,
+                      "under": cfg.paper_under}
         gpu = device.type == "cuda"
         self.runtime = paper_agents.build(cfg, {**env_config, "world": self.world()}, "runtime", self.layers, gpu)
         self.static = paper_agents.build(cfg, {**env_config, "world": {**self.world(), "runtime_module":

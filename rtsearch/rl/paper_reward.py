@@ -3,6 +3,9 @@
 Both agents are rewarded once per input, at the last layer: -CE(x) / m plus a budget term, m a running mean of the
 batch cross-entropy (`RunningMean`). The runtime agent's budget term is a soft wall on the input's MACs c against the
 cap (`budget_term`); the static agent's is the same exponential penalty on its parameters when over, nothing under.
+Under its cap, `under` "bonus" is the paper's (the runtime agent paid UNDER_SLOPE per unit left, the static agent
+nothing); "target" charges both agents the wall's slope at the cap, scale / T, per unit left (`under_term`), so the
+cap is a target rather than a ceiling (`--paper-under target`, not the paper's).
 The caps are the MACs and parameters of the network at one uniform width (`uniform_width`), the width this
 project's MACs budget allows: so the runtime cap equals the budget. An ablation swaps the runtime reward for
 --method both's Lagrangian (`lagrangian_reward`, its multiplier moved by `dual_ascent`).
@@ -45,34 +48,45 @@ def over_penalty(cost: np.ndarray, cap: float, scale: float, temperature: float)
     return np.where(over, -scale * np.expm1(np.minimum((cost - cap) / temperature, 50.0)), 0.0)
 
 
-def budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float) -> np.ndarray:
-    """The runtime agent's b: the exponential penalty over the cap, UNDER_SLOPE (cap - c) under it."""
+def under_slope(role: str, under: str, scale: float, temperature: float) -> float:
+    """The reward per unit of cost left under the cap: the paper's UNDER_SLOPE (runtime) or 0 (static) under
+    "bonus"; -scale / T, the wall's slope at the cap, under "target"."""
+    if under == "target":
+        return -scale / temperature
+    return UNDER_SLOPE if role == "runtime" else 0.0
+
+
+def budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float, under: str = "bonus") -> np.ndarray:
+    """The runtime agent's b: the exponential penalty over the cap, UNDER_SLOPE (cap - c) under it (the paper's;
+    `under` "target": -(scale / T)(cap - c))."""
     macs = np.asarray(macs, dtype=np.float64)
-    return np.where(macs > cap, over_penalty(macs, cap, scale, temperature), UNDER_SLOPE * (cap - macs))
+    slope = under_slope("runtime", under, scale, temperature)
+    return np.where(macs > cap, over_penalty(macs, cap, scale, temperature), slope * (cap - macs))
 
 
-def budget_slope(macs: float, cap: float, scale: float, temperature: float) -> float:
-    """db/dc at c = macs: -(scale / T) exp((c - cap) / T) over the cap, -UNDER_SLOPE under it."""
+def budget_slope(macs: float, cap: float, scale: float, temperature: float, under: str = "bonus") -> float:
+    """db/dc at c = macs: -(scale / T) exp((c - cap) / T) over the cap, minus the under-cap slope under it."""
     if macs > cap:
         return -scale / temperature * float(np.exp(min((macs - cap) / temperature, 50.0)))
-    return -UNDER_SLOPE
+    return -under_slope("runtime", under, scale, temperature)
 
 
-def mean_budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float) -> np.ndarray:
+def mean_budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float,
+                     under: str = "bonus") -> np.ndarray:
     """`--paper-budget mean`: the same b on the batch's mean MACs c̄, each input charged its first-order share,
     b(c̄) + b'(c̄) (c - c̄): the batch's terms sum to B b(c̄), and an input pays for what it adds to the mean at the
     mean's price (as --method both prices an input's MACs by a multiplier set on the mean)."""
     macs = np.asarray(macs, dtype=np.float64)
     mean = float(macs.mean())
-    return float(budget_term(mean, cap, scale, temperature)) + budget_slope(mean, cap, scale, temperature) * (
-        macs - mean)
+    return float(budget_term(mean, cap, scale, temperature, under)) + budget_slope(
+        mean, cap, scale, temperature, under) * (macs - mean)
 
 
 def runtime_reward(ce: np.ndarray, mean_ce: float, macs: np.ndarray, cap: float, scale: float,
-                   temperature: float, form: str = "input") -> np.ndarray:
+                   temperature: float, form: str = "input", under: str = "bonus") -> np.ndarray:
     """Per input: -CE / m + b(c) (`form` "input", the paper's), or with b on the batch's mean (`form` "mean")."""
     term = budget_term if form == "input" else mean_budget_term
-    return -np.asarray(ce, dtype=np.float64) / mean_ce + term(macs, cap, scale, temperature)
+    return -np.asarray(ce, dtype=np.float64) / mean_ce + term(macs, cap, scale, temperature, under)
 
 
 def lagrangian_reward(ce: np.ndarray, macs: np.ndarray, beta: float) -> np.ndarray:
@@ -87,9 +101,12 @@ def dual_ascent(beta: float, macs: float, budget: float, step: float) -> float:
 
 
 def static_reward(ce: np.ndarray, mean_ce: float, params: np.ndarray, cap: float, scale: float,
-                  temperature: float) -> np.ndarray:
-    """Per input: -CE / m plus the exponential penalty when the parameters exceed their cap."""
-    return -np.asarray(ce, dtype=np.float64) / mean_ce + over_penalty(params, cap, scale, temperature)
+                  temperature: float, under: str = "bonus") -> np.ndarray:
+    """Per input: -CE / m plus the exponential penalty when the parameters exceed their cap (under it nothing, the
+    paper's; `under` "target": -(scale / T)(cap - p))."""
+    params = np.asarray(params, dtype=np.float64)
+    left = under_slope("static", under, scale, temperature) * np.maximum(cap - params, 0.0)
+    return -np.asarray(ce, dtype=np.float64) / mean_ce + over_penalty(params, cap, scale, temperature) + left
 
 
 def keep_fraction(width_budget: float, output) -> np.ndarray:
