@@ -1,14 +1,16 @@
 """Where `--method paper`'s static agent leaves its budget (`python -m experiments.paper_drift`): writes
 results/paper-static-drift.md from finished runs' metrics.json, training nothing.
 
-Three tables:
+Four tables:
 - every default `paper` run (mnist5k / small and mcifarnet, budgets 0.255, 0.15 and 0.08, seeds 0 to 2, and small at
   0.08 seed 3): the static agent's greedy keep per layer against the width its Gaussian is centred on, the parameters
   of that keep against its cap, the test MACs and accuracy;
 - seed 2 at 0.08 on small made again, with the static agent held at its start (`--paper-lr-static 1e-9`: the
   setting must be above 0, so a rate too small to move it) and without a static budget (`--paper-static-budget 1`);
-- the static agent held against learned at every small budget, seeds 0 to 2, with the verdict of experiments'
-  usual rule (a difference counts where its mean exceeds the larger seed-to-seed standard deviation).
+- at every small budget, seeds 0 to 2, against the default runs (learned): the static agent held at its start, and
+  both caps made targets (`--paper-under target`: what either agent leaves under its cap charged at the wall's slope
+  at the cap; not the paper's), each with the verdict of experiments' usual rule (a difference counts where its mean
+  exceeds the larger seed-to-seed standard deviation).
 A run not finished is listed as missing; the command that makes each run is on the page. The page's "## Reading"
 section is written by hand from the tables: made again, the page keeps the one it had (`READING`).
 """
@@ -54,10 +56,16 @@ def seed2_runs(diag: str) -> list[dict]:
             for name, flags, what in variants]
 
 
-def held_runs(diag: str) -> list[dict]:
-    return [{"budget": b, "seed": s, "out": f"{diag}/paper-frozen-static-{b:g}-s{s}",
-             "command": train_command("small", b, s, f"{diag}/paper-frozen-static-{b:g}-s{s}",
-                                      f" --paper-lr-static {HELD_LR}")} for b in BUDGETS for s in SEEDS]
+# the variants run at every small budget and seed beside the default: name, folder prefix, flags
+HELD = ("held", "paper-frozen-static", f" --paper-lr-static {HELD_LR}")
+TARGET = ("target", "paper-target", " --paper-under target")
+
+
+def variant_runs(diag: str, variant: tuple[str, str, str]) -> list[dict]:
+    _, prefix, flags = variant
+    return [{"budget": b, "seed": s, "out": f"{diag}/{prefix}-{b:g}-s{s}",
+             "command": train_command("small", b, s, f"{diag}/{prefix}-{b:g}-s{s}", flags)}
+            for b in BUDGETS for s in SEEDS]
 
 
 def keep_text(keep: list[float], every: str = "") -> str:
@@ -97,23 +105,23 @@ def seed2_table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def held_table(learned: dict, held: list[dict]) -> list[str]:
-    lines = ["| budget | seed | learned: test accuracy | MACs ratio | static params / its cap | held: test accuracy | "
-             "MACs ratio | static params / its cap | held - learned |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in held:
+def variant_table(learned: dict, runs: list[dict], name: str) -> list[str]:
+    lines = [f"| budget | seed | learned: test accuracy | MACs ratio | static params / its cap | {name}: test accuracy "
+             f"| MACs ratio | static params / its cap | {name} - learned |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
         a, h = learned.get((r["budget"], r["seed"])), r["metrics"]
-        if a is None or h is None:
-            lines.append(f"| {r['budget']:g} | {r['seed']} | {'missing' if a is None else ''} | | | "
-                         f"{'missing' if h is None else ''} | | | |")
-            continue
-        lines.append(f"| {r['budget']:g} | {r['seed']} | {a['accuracy']:.4f} | {a['macs_ratio']:.4f} | {of_cap(a):.2f} "
-                     f"| {h['accuracy']:.4f} | {h['macs_ratio']:.4f} | {of_cap(h):.2f} | "
-                     f"{h['accuracy'] - a['accuracy']:+.4f} |")
+        cells = [f"{r['budget']:g}", str(r["seed"])]
+        for m in (a, h):
+            cells += ["missing", "", ""] if m is None else [f"{m['accuracy']:.4f}", f"{m['macs_ratio']:.4f}",
+                                                             f"{of_cap(m):.2f}"]
+        cells.append("" if a is None or h is None else f"{h['accuracy'] - a['accuracy']:+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def figures(defaults: list[dict], learned: dict, held: list[dict]) -> list[str]:
-    """The page's figures, computed: how far under its cap the static keep settles, and held against learned."""
+def figures(defaults: list[dict], learned: dict, variants: dict[str, list[dict]]) -> list[str]:
+    """The page's figures, computed: how far under its cap the static keep settles, and each variant against the
+    default runs."""
     done = [r for r in defaults if r["metrics"] is not None]
     shares = [of_cap(r["metrics"]) for r in done]
     lines = []
@@ -128,23 +136,26 @@ def figures(defaults: list[dict], learned: dict, held: list[dict]) -> list[str]:
             if ms:
                 lines.append(f"- {model}: {near} of {len(ms)} default runs end within 0.01 of their MACs budget on "
                              f"test; {sum(r['metrics']['macs_ratio'] < r['budget'] for r in ms)} under it.")
-    for budget in BUDGETS:
-        pairs = [(learned[(budget, r["seed"])], r["metrics"]) for r in held
-                 if r["budget"] == budget and r["metrics"] is not None and learned.get((budget, r["seed"]))]
-        if len(pairs) < 2:
-            continue
-        a, h = (np.array([p[i]["accuracy"] for p in pairs]) for i in (0, 1))
-        gain, spread, _ = against(h, a)
-        higher = int(np.sum(h > a))
-        verdict = "beyond the spread" if abs(gain) > spread else "within the spread"
-        macs = [np.mean([p[i]["macs_ratio"] for p in pairs]) for i in (1, 0)]
-        lines.append(f"- Budget {budget:g}: held {mean_sd(h)} against learned {mean_sd(a)}, {gain:+.4f} against the "
-                     f"larger seed-to-seed standard deviation {spread:.4f}: {verdict} (held higher in {higher} of "
-                     f"{len(pairs)} seeds); mean test MACs {macs[0]:.4f} held, {macs[1]:.4f} learned.")
+    for name, runs in variants.items():
+        for budget in BUDGETS:
+            pairs = [(learned[(budget, r["seed"])], r["metrics"]) for r in runs
+                     if r["budget"] == budget and r["metrics"] is not None and learned.get((budget, r["seed"]))]
+            if len(pairs) < 2:
+                continue
+            a, h = (np.array([p[i]["accuracy"] for p in pairs]) for i in (0, 1))
+            gain, spread, _ = against(h, a)
+            higher = int(np.sum(h > a))
+            verdict = "beyond the spread" if abs(gain) > spread else "within the spread"
+            macs = [[p[i]["macs_ratio"] for p in pairs] for i in (1, 0)]
+            near = sum(abs(x - budget) <= 0.01 for x in macs[0])
+            lines.append(f"- {name.capitalize()}, budget {budget:g}: {mean_sd(h)} against learned {mean_sd(a)}, "
+                         f"{gain:+.4f} against the larger seed-to-seed standard deviation {spread:.4f}: {verdict} "
+                         f"({name} higher in {higher} of {len(pairs)} seeds); mean test MACs {np.mean(macs[0]):.4f} "
+                         f"{name} ({near} of {len(pairs)} within 0.01 of the budget), {np.mean(macs[1]):.4f} learned.")
     return lines
 
 
-def page(defaults: list[dict], seed2: list[dict], held: list[dict], command: str) -> str:
+def page(defaults: list[dict], seed2: list[dict], held: list[dict], target: list[dict], command: str) -> str:
     learned = {(r["budget"], r["seed"]): r["metrics"] for r in defaults if r["model"] == "small" and r["seed"] in SEEDS}
     return "\n".join([
         "# Where `--method paper`'s static agent leaves its budget", "",
@@ -156,8 +167,8 @@ def page(defaults: list[dict], seed2: list[dict], held: list[dict], command: str
         "(the parameters of its keep against its cap), `macs_ratio` and `accuracy` (test), and the validation "
         "accuracy per outer epoch (`history`). The default runs are those of the pages named above and of "
         "`results/paper.md`, `results/paper-mcifarnet.md` and `results/paper-mcifarnet-low.md`; the runs of the last "
-        "two tables were made for this page (CPU, one torch thread each, two at a time). Each run's command is in its "
-        "table or below it.", "",
+        "three tables were made for this page (CPU, one torch thread each, two at a time). Each run's command is in "
+        "its table or below it.", "",
         "## The static agent's keep against its centre", "", *keep_table(defaults), "",
         "Each run: `python -m rtsearch.train --method paper --dataset mnist5k --model <backbone> --budget <budget> "
         "--seed <seed> --out <run>`; seed 3 is a seed none of the other pages uses.", "",
@@ -166,9 +177,14 @@ def page(defaults: list[dict], seed2: list[dict], held: list[dict], command: str
         f"Held: the same command with `--paper-lr-static {HELD_LR}` (`{held[0]['command']}`, at every budget and "
         "seed); learned: the default runs of `results/paper.md`, `results/paper-0.15.md` and `results/paper-0.08.md`. "
         "Held, the static agent's greedy keep stays at its centre width, and whole channels (ceil) put its parameters "
-        "at or a little over its cap.", "", *held_table(learned, held), "",
-        "## Figures", "", "Computed from the tables above; the reading below is written by hand from them.", "",
-        *figures(defaults, learned, held), ""])
+        "at or a little over its cap.", "", *variant_table(learned, held, "held"), "",
+        "## Both caps made targets, seeds 0 to 2", "",
+        f"Target: the same command with `--paper-under target` (`{target[0]['command']}`, at every budget and seed; "
+        "not the paper's): under its cap, instead of the runtime agent's bonus of 0.1 (cap - c) and the static agent's "
+        "nothing, each agent is charged (scale / T)(cap - cost), the slope of the exponential wall at the cap (40 at "
+        "the defaults 1.2 and 0.03); learned: the same default runs.", "", *variant_table(learned, target, "target"),
+        "", "## Figures", "", "Computed from the tables above; the reading below is written by hand from them.", "",
+        *figures(defaults, learned, {"held": held, "target": target}), ""])
 
 
 def finished(out: str) -> dict | None:
@@ -198,7 +214,7 @@ def arguments() -> ArgumentParser:
     p.add_argument("--small-dir", default="runs/paper-study", help="folder of the default small runs "
                    "(experiments.paper_study's)")
     p.add_argument("--mcifarnet-dir", default="runs/paper-mcifarnet", help="folder of the default mcifarnet runs")
-    p.add_argument("--diag-dir", default="runs/diag", help="folder of the seed-3, seed-2 and held runs")
+    p.add_argument("--diag-dir", default="runs/diag", help="folder of the seed-3, seed-2, held and target runs")
     p.add_argument("--out", default="results/paper-static-drift.md", help="the page written")
     return p
 
@@ -210,10 +226,11 @@ def main(argv=None) -> int:
         if not os.path.isdir(folder):
             fail(f"{flag} {folder}: no such folder (give the folder that holds the runs)", "experiments.paper_drift")
     defaults = default_runs(args.small_dir.rstrip("/"), args.mcifarnet_dir.rstrip("/"), args.diag_dir.rstrip("/"))
-    seed2, held = seed2_runs(args.diag_dir.rstrip("/")), held_runs(args.diag_dir.rstrip("/"))
-    for run in defaults + seed2 + held:
+    diag = args.diag_dir.rstrip("/")
+    seed2, held, target = seed2_runs(diag), variant_runs(diag, HELD), variant_runs(diag, TARGET)
+    for run in defaults + seed2 + held + target:
         run["metrics"] = finished(run["out"])
-    text = page(defaults, seed2, held, command_line(PROG, argv)) + kept_reading(args.out)
+    text = page(defaults, seed2, held, target, command_line(PROG, argv)) + kept_reading(args.out)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)

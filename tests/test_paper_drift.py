@@ -31,7 +31,9 @@ def test_the_page_holds_each_run_its_figures_and_what_is_missing(tmp_path):
     learned, held = [0.950, 0.940, 0.945], [0.962, 0.958, 0.960]
     for seed in range(3):
         write(f"{small}/paper-0.255-s{seed}", learned[seed], 0.22, [0.43, 0.45], 0.8)
-        write(f"{diag}/paper-frozen-static-0.255-s{seed}", held[seed], 0.245, [0.5, 0.5004], 1.02)
+        write(f"{diag}/paper-frozen-static-0.255-s{seed}", held[seed], 0.245 if seed else 0.2455, [0.5, 0.5004], 1.02)
+        if seed < 2:
+            write(f"{diag}/paper-target-0.255-s{seed}", learned[seed], 0.254, [0.5, 0.51], 0.99)
     write(f"{diag}/paper-frozen-static-0.08-s2", 0.844, 0.0737, [0.276] * 4, 1.05, 0.08, (0.404, 0.852))
     out = tmp_path / "drift.md"
     assert drift.main(["--small-dir", small, "--mcifarnet-dir", mcifarnet, "--diag-dir", diag,
@@ -44,9 +46,13 @@ def test_the_page_holds_each_run_its_figures_and_what_is_missing(tmp_path):
     assert "- Static parameters over their cap in the 3 default runs: 0.80 to 0.80; above 1 in 0;" in page
     assert "- small: 0 of 3 default runs end within 0.01 of their MACs budget on test; 3 under it." in page
     # held beats learned at every seed by more than either spread (0.0050 and 0.0020)
-    assert ("- Budget 0.255: held 0.9600 ± 0.0020 against learned 0.9450 ± 0.0050, +0.0150 against the larger "
-            "seed-to-seed standard deviation 0.0050: beyond the spread (held higher in 3 of 3 seeds)") in page
-    assert "- Budget 0.15:" not in page             # no pair there: no verdict
+    assert ("- Held, budget 0.255: 0.9600 ± 0.0020 against learned 0.9450 ± 0.0050, +0.0150 against the larger "
+            "seed-to-seed standard deviation 0.0050: beyond the spread (held higher in 3 of 3 seeds); mean test MACs "
+            "0.2452 held (1 of 3 within 0.01 of the budget), 0.2200 learned.") in page
+    assert "- Held, budget 0.15:" not in page       # no pair there: no verdict
+    assert "| 0.255 | 0 | 0.9500 | 0.2200 | 0.80 | 0.9500 | 0.2540 | 0.99 | +0.0000 |" in page       # target
+    assert "| 0.255 | 2 | 0.9450 | 0.2200 | 0.80 | missing |  |  |  |" in page
+    assert "- Target, budget 0.255: 0.9450 ± 0.0071 against learned 0.9450 ± 0.0071, +0.0000" in page
     assert "--paper-lr-static 1e-9 --dataset mnist5k --model small --budget 0.08 --seed 2" in page
 
 
