@@ -9,7 +9,7 @@ rtsearch.net.baseline.budget_shift, to 2 / 2^STEPS); then test accuracy and MACs
 (s = 0, which must reproduce its metrics.json) and against uniform static-only and Torch-Pruning L1 at the budget,
 same seed, from the same runs folder where they are there (experiments.paper_study's runs). The shift is this
 project's calibration, as `--method both` calibrates its runtime agent; the paper has none. Writes
-results/paper-calibrated.md.
+results/paper-calibrated.md; made again, the page keeps its hand-written "## Reading".
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from experiments.agents_study import against, command_line, mean_sd
+from experiments.paper_drift import kept_reading
 from experiments.paper_study import read_metrics, seeds_list
 from rtsearch.cli import ArgumentParser, fail
 
@@ -156,7 +157,8 @@ def page(found: list[dict], command: str) -> str:
         ". The runs are those of results/paper.md, results/paper-0.15.md and results/paper-0.08.md (small) and of "
         "results/paper-mcifarnet.md and results/paper-mcifarnet-low.md (mcifarnet), made by the commands on those "
         "pages.", "", "## Per run", "", *table(found), "", "## Per budget", "",
-        "Computed from the table above: mean ± sample standard deviation over seeds.", "", *reading(found), ""])
+        "Computed from the table above: mean ± sample standard deviation over seeds; the reading below is written by "
+        "hand from them.", "", *reading(found), ""])
 
 
 def main(argv=None) -> int:
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     found = [r for model, folder in args.runs for r in rows(model, folder, args.seeds)]
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        f.write(page(found, command_line(PROG, argv)))
+        f.write(page(found, command_line(PROG, argv)) + kept_reading(args.out))
     print(f"wrote {args.out}", flush=True)
     return 0
 
