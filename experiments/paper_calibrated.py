@@ -23,7 +23,7 @@ import torch
 
 from experiments.agents_study import against, command_line, mean_sd
 from experiments.paper_drift import kept_reading
-from experiments.paper_study import read_metrics, seeds_list
+from experiments.paper_study import cell, read_metrics, seeds_list
 from rtsearch.cli import ArgumentParser, fail
 
 PROG = "python -m experiments.paper_calibrated"
@@ -96,10 +96,6 @@ def rows(model: str, folder: str, seeds: list[int]) -> list[dict]:
                 row.update(calibrate(run, metrics))
             out.append(row)
     return out
-
-
-def cell(value: float | None, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
 
 
 def table(found: list[dict]) -> list[str]:

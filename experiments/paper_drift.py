@@ -77,46 +77,50 @@ def of_cap(m: dict) -> float:
     return m["static_params_ratio"] / m["param_cap"]
 
 
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def present(m: dict | None, width: int, cells) -> list[str]:
+    """`cells(m)` for a finished run's metrics; "missing" and blanks, `width` cells in all, for a run not finished."""
+    return ["missing"] + [""] * (width - 1) if m is None else cells(m)
+
+
 def keep_table(runs: list[dict]) -> list[str]:
-    lines = ["| backbone | run | budget | static centre width | static keep per layer (greedy, min to max) | "
-             "static params / its cap | test MACs ratio | test accuracy |", "|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        m = r["metrics"]
-        if m is None:
-            lines.append(f"| {r['model']} | `{r['out']}` | {r['budget']:g} | missing | | | | |")
-            continue
-        lines.append(f"| {r['model']} | `{r['out']}` | {r['budget']:g} | {m['static_width_budget']:.3f} | "
-                     f"{keep_text(m['keep_static'])} | {of_cap(m):.2f} | {m['macs_ratio']:.4f} | {m['accuracy']:.4f} |")
-    return lines
+    def cells(m: dict) -> list[str]:
+        return [f"{m['static_width_budget']:.3f}", keep_text(m["keep_static"]), f"{of_cap(m):.2f}",
+                f"{m['macs_ratio']:.4f}", f"{m['accuracy']:.4f}"]
+
+    return table(["backbone", "run", "budget", "static centre width", "static keep per layer (greedy, min to max)",
+                  "static params / its cap", "test MACs ratio", "test accuracy"],
+                 [[r["model"], f"`{r['out']}`", f"{r['budget']:g}", *present(r["metrics"], 5, cells)] for r in runs])
 
 
 def seed2_table(runs: list[dict]) -> list[str]:
-    lines = ["| run | command | static keep | static params / its cap | test MACs ratio | test accuracy | validation "
-             "accuracy per outer epoch |", "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        m = r["metrics"]
-        if m is None:
-            lines.append(f"| `{r['out']}` ({r['what']}) | `{r['command']}` | missing | | | | |")
-            continue
-        val = ", ".join(f"{h['accuracy']:.3f}" for h in m["history"])
-        keep = keep_text(m["keep_static"], " on every layer")
-        lines.append(f"| `{r['out']}` ({r['what']}) | `{r['command']}` | {keep} | {of_cap(m):.2f} | "
-                     f"{m['macs_ratio']:.4f} | {m['accuracy']:.4f} | {val} |")
-    return lines
+    def cells(m: dict) -> list[str]:
+        return [keep_text(m["keep_static"], " on every layer"), f"{of_cap(m):.2f}", f"{m['macs_ratio']:.4f}",
+                f"{m['accuracy']:.4f}", ", ".join(f"{h['accuracy']:.3f}" for h in m["history"])]
+
+    return table(["run", "command", "static keep", "static params / its cap", "test MACs ratio", "test accuracy",
+                  "validation accuracy per outer epoch"],
+                 [[f"`{r['out']}` ({r['what']})", f"`{r['command']}`", *present(r["metrics"], 5, cells)]
+                  for r in runs])
 
 
 def variant_table(learned: dict, runs: list[dict], name: str) -> list[str]:
-    lines = [f"| budget | seed | learned: test accuracy | MACs ratio | static params / its cap | {name}: test accuracy "
-             f"| MACs ratio | static params / its cap | {name} - learned |", "|---|---|---|---|---|---|---|---|---|"]
+    """Each variant run beside the default (learned) run of its budget and seed: both figures and the difference."""
+    def cells(m: dict) -> list[str]:
+        return [f"{m['accuracy']:.4f}", f"{m['macs_ratio']:.4f}", f"{of_cap(m):.2f}"]
+
+    rows = []
     for r in runs:
         a, h = learned.get((r["budget"], r["seed"])), r["metrics"]
-        cells = [f"{r['budget']:g}", str(r["seed"])]
-        for m in (a, h):
-            cells += ["missing", "", ""] if m is None else [f"{m['accuracy']:.4f}", f"{m['macs_ratio']:.4f}",
-                                                             f"{of_cap(m):.2f}"]
-        cells.append("" if a is None or h is None else f"{h['accuracy'] - a['accuracy']:+.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append([f"{r['budget']:g}", str(r["seed"]), *present(a, 3, cells), *present(h, 3, cells),
+                     "" if a is None or h is None else f"{h['accuracy'] - a['accuracy']:+.4f}"])
+    return table(["budget", "seed", "learned: test accuracy", "MACs ratio", "static params / its cap",
+                  f"{name}: test accuracy", "MACs ratio", "static params / its cap", f"{name} - learned"], rows)
 
 
 def figures(defaults: list[dict], learned: dict, variants: dict[str, list[dict]]) -> list[str]:
@@ -225,8 +229,8 @@ def main(argv=None) -> int:
                          ("--diag-dir", args.diag_dir)):
         if not os.path.isdir(folder):
             fail(f"{flag} {folder}: no such folder (give the folder that holds the runs)", "experiments.paper_drift")
-    defaults = default_runs(args.small_dir.rstrip("/"), args.mcifarnet_dir.rstrip("/"), args.diag_dir.rstrip("/"))
     diag = args.diag_dir.rstrip("/")
+    defaults = default_runs(args.small_dir.rstrip("/"), args.mcifarnet_dir.rstrip("/"), diag)
     seed2, held, target = seed2_runs(diag), variant_runs(diag, HELD), variant_runs(diag, TARGET)
     for run in defaults + seed2 + held + target:
         run["metrics"] = finished(run["out"])

@@ -383,8 +383,7 @@ def report(runs: list[dict], budget: float, command: str, path: str, ablation: l
     missing = [r for r in runs if r["figures"] is None]
     dense = {x["seed"]: x["dense_accuracy"] for k in KINDS for x in at[k] if x["dense_accuracy"] is not None}
     lines = [f"# The published method as written (`--method paper`) beside `both` and the peers: mnist5k / "
-             f"{runs[0]['model']}, "
-             f"budget {budget:g}, seeds {', '.join(map(str, seeds))}", "", *DESCRIPTION, "",
+             f"{runs[0]['model']}, budget {budget:g}, seeds {', '.join(map(str, seeds))}", "", *DESCRIPTION, "",
              "Produced by", "", "```", command, "```", "",
              "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
              "shared with other work at times). Every figure is read back from the runs' metrics.json; test split "

@@ -4,7 +4,7 @@ Both agents are rewarded once per input, at the last layer: -CE(x) / m plus a bu
 batch cross-entropy (`RunningMean`). The runtime agent's budget term is a soft wall on the input's MACs c against the
 cap (`budget_term`); the static agent's is the same exponential penalty on its parameters when over, nothing under.
 Under its cap, `under` "bonus" is the paper's (the runtime agent paid UNDER_SLOPE per unit left, the static agent
-nothing); "target" charges both agents the wall's slope at the cap, scale / T, per unit left (`under_term`), so the
+nothing); "target" charges both agents the wall's slope at the cap, scale / T, per unit left (`under_slope`), so the
 cap is a target rather than a ceiling (`--paper-under target`, not the paper's).
 The caps are the MACs and parameters of the network at one uniform width (`uniform_width`), the width this
 project's MACs budget allows: so the runtime cap equals the budget. An ablation swaps the runtime reward for
@@ -56,11 +56,12 @@ def under_slope(role: str, under: str, scale: float, temperature: float) -> floa
     return UNDER_SLOPE if role == "runtime" else 0.0
 
 
-def budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float, under: str = "bonus") -> np.ndarray:
-    """The runtime agent's b: the exponential penalty over the cap, UNDER_SLOPE (cap - c) under it (the paper's;
-    `under` "target": -(scale / T)(cap - c))."""
+def budget_term(macs: np.ndarray, cap: float, scale: float, temperature: float, under: str = "bonus",
+                role: str = "runtime") -> np.ndarray:
+    """An agent's budget term on its cost (the runtime agent's b on its MACs, `role` "static" on its parameters):
+    the exponential penalty over the cap, `under_slope` (cap - cost) under it."""
     macs = np.asarray(macs, dtype=np.float64)
-    slope = under_slope("runtime", under, scale, temperature)
+    slope = under_slope(role, under, scale, temperature)
     return np.where(macs > cap, over_penalty(macs, cap, scale, temperature), slope * (cap - macs))
 
 
@@ -104,9 +105,7 @@ def static_reward(ce: np.ndarray, mean_ce: float, params: np.ndarray, cap: float
                   temperature: float, under: str = "bonus") -> np.ndarray:
     """Per input: -CE / m plus the exponential penalty when the parameters exceed their cap (under it nothing, the
     paper's; `under` "target": -(scale / T)(cap - p))."""
-    params = np.asarray(params, dtype=np.float64)
-    left = under_slope("static", under, scale, temperature) * np.maximum(cap - params, 0.0)
-    return -np.asarray(ce, dtype=np.float64) / mean_ce + over_penalty(params, cap, scale, temperature) + left
+    return -np.asarray(ce, dtype=np.float64) / mean_ce + budget_term(params, cap, scale, temperature, under, "static")
 
 
 def keep_fraction(width_budget: float, output) -> np.ndarray:
