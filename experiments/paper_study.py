@@ -429,7 +429,7 @@ def report(runs: list[dict], budget: float, command: str, path: str, ablation: l
     if ablation is not None:
         from experiments import paper_ablation
         lines += ["", "## The ablation: one ingredient at a time", "",
-                  paper_ablation.__doc__.split("\n\n", 1)[1].strip(), "",
+                  paper_ablation.intro(ablation), "",
                   *paper_ablation.section(ablation, budget, "###")]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

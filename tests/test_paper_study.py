@@ -242,7 +242,11 @@ def test_model_mcifarnet_plans_every_run_and_titles_every_page_on_that_backbone(
     assert "--model mcifarnet" in study.spent_run(root, paper)["command"]
     out = tmp_path / "ablation.md"
     ablation.report(swaps, BUDGET, "python -m experiments.paper_ablation --model mcifarnet", str(out))
-    assert out.read_text().startswith("# The published method, one ingredient at a time: mnist5k / mcifarnet,")
+    page = out.read_text()
+    assert page.startswith("# The published method, one ingredient at a time: mnist5k / mcifarnet,")
+    intro = page.split("Produced by")[0]
+    assert "On mnist5k / mcifarnet (the paper's M-CifarNet) at one MACs budget" in intro and "small" not in intro
+    assert "- both's schedule: `--paper-epochs 10" in intro and "--no-paper-recurrent" not in intro  # the kinds run
     for main in (study.main, ablation.main):
         with pytest.raises(SystemExit) as stop:
             main(["--model", "resnet56", "--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "x.md")])
