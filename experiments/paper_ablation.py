@@ -193,9 +193,10 @@ def report(runs: list[dict], budget: float, command: str, path: str) -> None:
     lines = [f"# The published method, one ingredient at a time: mnist5k / {runs[0]['model']}, budget {budget:g}, "
              f"seeds {', '.join(map(str, seeds))}", "", intro(runs), "",
              "Produced by", "", "```", command, "```", "",
-             "on the 2-core development machine (CPU only, two runs at a time with one torch thread each, the machine "
-             "shared with other work). Every figure is read back from the runs' metrics.json; test split; mean ± "
-             "sample standard deviation over the seeds that finished.", "", *section(runs, budget, "##")]
+             "on the 2-core development machine (CPU only, one torch thread a run, the runs trained several at a time "
+             "and beside other work, so wall times compare poorly from run to run). Every figure is read back from "
+             "the runs' metrics.json; test split; mean ± sample standard deviation over the seeds that finished.", "",
+             *section(runs, budget, "##")]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
