@@ -51,32 +51,27 @@ SWAPPED = {NO_MEMORY: "recurrence: the paper's LSTM across layers against `both`
                           f"the parameters against the code's static budget tied to the runtime one",
            NESTED_STATIC: f"the second operating point under `both`'s trade-off pruner: the static agent's own budget "
                           f"of {STATIC_SHARE:g} of the parameters, the channels computed min(k_r, k_s)"}
-# what each run changes, as the page describes it (the flags themselves are FLAGS')
-DESCRIBED = {PAPER: "`paper`: `rtsearch.train --method paper` (the same run as experiments.paper_study's, reused from "
-                    "its folder)",
-             NO_MEMORY: "no memory across layers: `--no-paper-recurrent` (both agents feed-forward: the LSTM's 128 "
-                        "cells replaced by a layer of 128 units, each layer decided from what it sees there)",
-             MEAN_BUDGET: "budget on the mean: `--paper-budget mean` (the runtime reward's soft wall on the batch's "
-                          "mean MACs, each input charged its first-order share, as `both` binds the mean over inputs)",
-             REWARD: "both's reward: `--paper-reward lagrangian` (the runtime reward -CE - beta c per input, beta "
-                     "moved by dual ascent on the validation mean MACs after each outer epoch, from `both`'s start 1 "
-                     "and step 2)",
-             SCHEDULE: "both's schedule: `--paper-epochs 10 --paper-rl-epochs 1 --paper-backbone-epochs 1` (ten "
-                       "rounds of one agents' update then one backbone epoch, as `both` alternates, against five "
-                       "outer epochs of 4 RL then 2 backbone epochs)",
-             PRUNER: "both's trade-off pruner: `--paper-pruner nested` (the static keep set as the static agent picks "
-                     "it, the runtime side's channels inside it, ranked by lam u_r + (1 - lam) u_s each min-max "
-                     "scaled over the set, instead of the dpratio split of what one agent alone prunes; the channels "
-                     "computed number min(k_r, k_s), so both agents' centres still meet the budget)",
-             STATIC_BUDGET: f"and, not a swap, the paper's second operating point: `--paper-static-budget "
-                            f"{STATIC_SHARE:g}` (the static agent centred on the uniform width that stores "
-                            f"{STATIC_SHARE:g} of the parameters and capped there; the paper reports 91.07 % on "
-                            f"CIFAR-10 / M-CifarNet at 3.92 times fewer MACs with {STATIC_SHARE:g} of the parameters, "
-                            f"against 91.33 % runtime only)",
-             NESTED_STATIC: f"the same operating point under both's trade-off pruner: `--paper-pruner nested "
-                            f"--paper-static-budget {STATIC_SHARE:g}` (the channels computed are min(k_r, k_s), so the "
-                            f"static side's wider centre no longer asks the runtime side to keep fewer channels than "
-                            f"its own centre)"}
+# what each run is, as the page describes it: its name there, then why (its flags are FLAGS')
+DESCRIBED = {PAPER: ("`paper`", "the same run as experiments.paper_study's, reused from its folder"),
+             NO_MEMORY: ("no memory across layers", "both agents feed-forward: the LSTM's 128 cells replaced by a "
+                         "layer of 128 units, each layer decided from what it sees there"),
+             MEAN_BUDGET: ("budget on the mean", "the runtime reward's soft wall on the batch's mean MACs, each input "
+                           "charged its first-order share, as `both` binds the mean over inputs"),
+             REWARD: ("both's reward", "the runtime reward -CE - beta c per input, beta moved by dual ascent on the "
+                      "validation mean MACs after each outer epoch, from `both`'s start 1 and step 2"),
+             SCHEDULE: ("both's schedule", "ten rounds of one agents' update then one backbone epoch, as `both` "
+                        "alternates, against five outer epochs of 4 RL then 2 backbone epochs"),
+             PRUNER: ("both's trade-off pruner", "the static keep set as the static agent picks it, the runtime "
+                      "side's channels inside it, ranked by lam u_r + (1 - lam) u_s each min-max scaled over the set, "
+                      "instead of the dpratio split of what one agent alone prunes; the channels computed number "
+                      "min(k_r, k_s), so both agents' centres still meet the budget"),
+             STATIC_BUDGET: ("and, not a swap, the paper's second operating point", f"the static agent centred on the "
+                             f"uniform width that stores {STATIC_SHARE:g} of the parameters and capped there; the "
+                             f"paper reports 91.07 % on CIFAR-10 / M-CifarNet at 3.92 times fewer MACs with "
+                             f"{STATIC_SHARE:g} of the parameters, against 91.33 % runtime only"),
+             NESTED_STATIC: ("the same operating point under both's trade-off pruner", "the channels computed are "
+                             "min(k_r, k_s), so the static side's wider centre no longer asks the runtime side to keep "
+                             "fewer channels than its own centre")}
 MODEL_NAMES = {"small": "small", "mcifarnet": "mcifarnet (the paper's M-CifarNet)"}
 NOT_SWAPPED = ("What the swaps leave as they are: the trade-off pruner swap keeps the agents' actions as the paper's "
                "keep fractions over all channels (`both`'s are ratios inside the static keep set), so that the "
@@ -182,7 +177,9 @@ def intro(runs: list[dict]) -> str:
     head = (f"On mnist5k / {MODEL_NAMES[runs[0]['model']]} at one MACs budget (default 0.255, the paper's runtime "
             f"operating point, 1 / 3.92 of the dense MACs), per seed, through the real command line, every other "
             f"setting at its default:")
-    return "\n".join([head, *(f"- {DESCRIBED[k]};" for k in kinds[:-1]), f"- {DESCRIBED[kinds[-1]]}.",
+    items = [f"- {DESCRIBED[k][0]}: `{' '.join(FLAGS[k]) or 'rtsearch.train --method paper'}` ({DESCRIBED[k][1]})"
+             for k in kinds]
+    return "\n".join([head, *(item + ";" for item in items[:-1]), items[-1] + ".",
                       "Each swap is read against `paper` seed by seed: test accuracy, MACs, how much the cost varies "
                       "from input to input."])
 
