@@ -22,14 +22,12 @@ import numpy as np
 import torch
 
 from experiments.agents_study import against, command_line, mean_sd
-from experiments.paper_drift import kept_reading
-from experiments.paper_study import cell, read_metrics, seeds_list
+from experiments.paper_drift import BUDGETS, kept_reading
+from experiments.paper_study import MODELS, cell, read_metrics, seeds_list
 from rtsearch.cli import ArgumentParser, fail
 
 PROG = "python -m experiments.paper_calibrated"
-BUDGETS = (0.255, 0.15, 0.08)
 STEPS = 12          # bisection halvings of the shift's interval [-1, 1]
-MODELS = ("small", "mcifarnet")
 PEERS = {"uniform at the budget": "uniform", "Torch-Pruning L1 at the budget": "tp-l1"}
 
 
